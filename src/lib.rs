@@ -1,0 +1,1 @@
+//! ringmq: a thread-per-core io_uring MQTT broker.
