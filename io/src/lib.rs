@@ -1,1 +1,30 @@
-//! placeholder
+//! `ringmq-io`: the thread-per-core runtime under ringmq.
+//!
+//! The parts:
+//! - [`runtime`]: one OS thread per shard, pinned to a core, each running its own monoio
+//!   runtime (io_uring, falling back to epoll; `RINGMQ_DRIVER=legacy` forces epoll).
+//!   [`spawn_shards`] starts them and hands each a [`ShardContext`].
+//! - [`mesh`]: the cross-core mesh, one bounded queue per ordered pair of shards, drained in
+//!   batches, with backpressure (a full queue hands the item back) and batched wake-ups.
+//! - [`notify`]: [`CrossNotify`], the coalescing cross-thread wake-up the mesh is built on.
+//! - [`listener`]: per-shard TCP listeners (SO_REUSEPORT), moving accepted streams between
+//!   shards, process RSS for metrics.
+//! - [`error`]: [`IoError`].
+//!
+//! Nothing here knows MQTT: the broker's shard loop combines these parts.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod listener;
+pub mod mesh;
+pub mod notify;
+pub mod runtime;
+
+pub use error::IoError;
+pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tune_accepted};
+pub use mesh::{Mesh, MeshEndpoint};
+pub use notify::{CrossNotify, Notified};
+pub use runtime::{spawn_shards, DriverKind, ShardConfig, ShardContext};
+
+/// Re-exported so the broker uses the same monoio as the IO layer.
+pub use monoio;
