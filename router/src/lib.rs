@@ -18,6 +18,27 @@
 //! Every structure is keyed by filter/topic text only. Org scoping is the caller's: keep one
 //! instance per org (prefixing the org as a topic level would break the `$` rule, which applies
 //! to the first level only).
+//!
+//! ```
+//! use ringmq_router::{parse_shared, validate_filter, ShardIndex, SubscriptionTrie};
+//!
+//! let levels_max = 16;
+//! assert!(parse_shared("sport/#", levels_max).unwrap().is_none());
+//! validate_filter("sport/#", levels_max).unwrap();
+//!
+//! let mut local = SubscriptionTrie::new();
+//! local.insert("sport/#", 7u32, 1u8); // session slot 7, QoS 1
+//! let mut replica = ShardIndex::new();
+//! replica.add("sport/#", 3);
+//!
+//! let mut sessions = Vec::new();
+//! local.for_each_match("sport/tennis", |slot, &qos| sessions.push((slot, qos)));
+//! assert_eq!(sessions, [(7, 1)]);
+//! assert_eq!(replica.matching_shards("sport/tennis"), 1 << 3);
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod index;
 mod keyed;

@@ -342,6 +342,11 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         }
     }
 
+    /// Number of subscribers of exactly `filter`.
+    pub fn subscriber_count(&self, filter: &str) -> usize {
+        self.trie.slot(filter).map_or(0, KeyedVec::len)
+    }
+
     /// Number of (filter, key) subscriptions.
     pub fn len(&self) -> usize {
         self.subscription_count
@@ -441,6 +446,8 @@ mod tests {
         assert_eq!(trie.insert("a/b", 2, "z"), None);
         assert_eq!(trie.insert("a/#", 1, "w"), None);
         assert_eq!(trie.len(), 3);
+        assert_eq!(trie.subscriber_count("a/b"), 2);
+        assert_eq!(trie.subscriber_count("a/+"), 0);
         assert_eq!(trie.filter_count(), 2);
         assert_eq!(trie.get("a/b", 1), Some(&"y"));
         assert_eq!(trie.get("a/#", 1), Some(&"w"));
