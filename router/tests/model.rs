@@ -223,3 +223,27 @@ proptest! {
         prop_assert_eq!(index.node_count(), 1);
     }
 }
+
+proptest! {
+    #[test]
+    fn shared_index_weights_are_exact_per_cycle(weights in prop::collection::vec(1u32..6, 1..6), cycles in 1u32..4) {
+        let mut index = SharedIndex::new();
+        for (shard, weight) in weights.iter().enumerate() {
+            for _ in 0..*weight {
+                index.add_member("g", "t/#", shard as u16);
+            }
+        }
+        let total: u32 = weights.iter().sum();
+        let mut picks = vec![0u32; weights.len()];
+        for _ in 0..total * cycles {
+            let mut routed = 0;
+            index.route("t/x", |_, _, shard| {
+                picks[usize::from(shard)] += 1;
+                routed += 1;
+            });
+            prop_assert_eq!(routed, 1);
+        }
+        let expected: Vec<u32> = weights.iter().map(|weight| weight * cycles).collect();
+        prop_assert_eq!(picks, expected);
+    }
+}
