@@ -1,15 +1,15 @@
 //! `ringmq-io`: the thread-per-core runtime under ringmq.
 //!
 //! The parts:
-//! - [`runtime`]: one OS thread per shard, pinned to a core, each running its own monoio
+//! - [`runtime`] — one OS thread per shard, pinned to a core, each running its own monoio
 //!   runtime (io_uring, falling back to epoll; `RINGMQ_DRIVER=legacy` forces epoll).
 //!   [`spawn_shards`] starts them and hands each a [`ShardContext`].
-//! - [`mesh`]: the cross-core mesh, one bounded queue per ordered pair of shards, drained in
+//! - [`mesh`] — the cross-core mesh, one bounded queue per ordered pair of shards, drained in
 //!   batches, with backpressure (a full queue hands the item back) and batched wake-ups.
-//! - [`notify`]: [`CrossNotify`], the coalescing cross-thread wake-up the mesh is built on.
-//! - [`listener`]: per-shard TCP listeners (SO_REUSEPORT), moving accepted streams between
+//! - [`notify`] — [`CrossNotify`], the coalescing cross-thread wake-up the mesh is built on.
+//! - [`listener`] — per-shard TCP listeners (SO_REUSEPORT), moving accepted streams between
 //!   shards, process RSS for metrics.
-//! - [`error`]: [`IoError`].
+//! - [`error`] — [`IoError`].
 //!
 //! Nothing here knows MQTT: the broker's shard loop combines these parts.
 #![warn(missing_docs)]

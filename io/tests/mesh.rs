@@ -33,7 +33,11 @@ fn wait_for_space_resolves_after_the_receiver_drains() {
                 for item in 0..4 {
                     endpoint.try_send(1, item).unwrap();
                 }
-                assert_eq!(endpoint.try_send(1, 4), Err(4), "a full queue hands the item back");
+                assert_eq!(
+                    endpoint.try_send(1, 4),
+                    Err(4),
+                    "a full queue hands the item back"
+                );
                 monoio::time::timeout(Duration::from_secs(10), endpoint.wait_for_space(1))
                     .await
                     .expect("wait_for_space never resolved");

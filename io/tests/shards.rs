@@ -23,7 +23,10 @@ fn each_shard_runs_on_its_own_thread_and_returns_its_id() {
     for (index, (shard_id, shard_count, _, name)) in outputs.into_iter().enumerate() {
         assert_eq!(shard_id, index);
         assert_eq!(shard_count, 2);
-        assert_eq!(name.as_deref(), Some(format!("test-shard-{index}").as_str()));
+        assert_eq!(
+            name.as_deref(),
+            Some(format!("test-shard-{index}").as_str())
+        );
     }
 }
 
