@@ -1,1 +1,3 @@
 //! ringmq: a thread-per-core io_uring MQTT broker.
+pub mod cli;
+pub mod config;

@@ -1,0 +1,251 @@
+//! Command-line interface: `ringmq serve`, `ringmq config` and `ringmq profiles`.
+//!
+//! Flags only name what an operator changes per run; everything else lives in the tuning
+//! profiles and config files that `crate::config` layers underneath the flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Placement, ServeOverrides, ShardCount};
+
+/// The `ringmq` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringmq",
+    version,
+    about = "Thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0) with an HTTP front door",
+    long_about = "ringmq is a self-hosted MQTT broker for bare-metal Linux. It runs one shard per \
+core, each with its own io_uring executor, and serves MQTT 3.1.1 and 5.0 plus HTTP (health and, \
+later, REST publish and streams) from the same shards.\n\n\
+Configuration is layered: the embedded default tuning profile sets every knob, then \
+--profile (an embedded profile or a file), then --config FILE, then the flags of `serve`. \
+Run `ringmq profiles` to list the profiles and `ringmq config [FLAGS]` to print the effective \
+configuration."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `ringmq=debug,warn`.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGMQ_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+
+    /// Write logs as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the broker until SIGINT or SIGTERM.
+    #[command(
+        long_about = "Run the broker until SIGINT or SIGTERM. On a signal it stops accepting, sends \
+MQTT 5 clients DISCONNECT 0x8B (server shutting down), flushes outboxes and exits 0."
+    )]
+    Serve(ServeArgs),
+    /// Print the effective configuration (after profile, config file and flags) as TOML.
+    #[command(
+        long_about = "Print the effective configuration (after profile, config file and flags) as \
+TOML, in the format --config accepts. Takes the same flags as `serve`; exits non-zero with the \
+reason when the configuration is invalid."
+    )]
+    Config(ServeArgs),
+    /// List the embedded tuning profiles.
+    Profiles,
+}
+
+/// Flags shared by `serve` and `config`; each overrides the profile and config file.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Address for MQTT over TCP [default from profile: 127.0.0.1:1883]. Use 0.0.0.0:1883 to
+    /// serve the network; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
+
+    /// Address for HTTP (GET /healthz and, later, REST and streams) [default from profile:
+    /// 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Number of shard threads, `auto` for one per core, or 1 to 64 [default from profile: auto].
+    #[arg(long, value_name = "N|auto")]
+    pub shards: Option<ShardCount>,
+
+    /// Directory for broker state such as sessions [default from profile: ./ringmq-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Tuning profile: an embedded name (default, latency, throughput, small-device-fleet,
+    /// conformance) or a path to a TOML file (contains `/` or ends in `.toml`). A partial overlay
+    /// of the default profile [default: none, the default profile alone].
+    #[arg(long, value_name = "NAME|PATH")]
+    pub profile: Option<String>,
+
+    /// Partial configuration file applied after the profile (same format as tuning/*.toml;
+    /// unknown keys are an error).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How connections reach shards [default from profile: reuse-port].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub placement: Option<Placement>,
+}
+
+impl ServeArgs {
+    /// The flags as configuration overrides for `crate::config::Config::load`.
+    pub fn overrides(&self) -> ServeOverrides {
+        ServeOverrides {
+            mqtt_listen: self.mqtt_listen,
+            http_listen: self.http_listen,
+            shards: self.shards,
+            data_dir: self.data_dir.clone(),
+            placement: self.placement,
+            profile: self.profile.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_with_every_flag() {
+        let cli = Cli::try_parse_from([
+            "ringmq",
+            "serve",
+            "--mqtt-listen",
+            "0.0.0.0:1884",
+            "--http-listen",
+            "127.0.0.1:9090",
+            "--shards",
+            "2",
+            "--data-dir",
+            "/var/lib/ringmq",
+            "--profile",
+            "latency",
+            "--config",
+            "site.toml",
+            "--placement",
+            "round-robin",
+            "--log",
+            "debug",
+            "--log-json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log, "debug");
+        assert!(cli.log_json);
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let overrides = args.overrides();
+        assert_eq!(overrides.mqtt_listen, Some("0.0.0.0:1884".parse().unwrap()));
+        assert_eq!(
+            overrides.http_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(overrides.shards, Some(ShardCount::Fixed(2)));
+        assert_eq!(overrides.data_dir, Some(PathBuf::from("/var/lib/ringmq")));
+        assert_eq!(overrides.profile.as_deref(), Some("latency"));
+        assert_eq!(overrides.config, Some(PathBuf::from("site.toml")));
+        assert_eq!(overrides.placement, Some(Placement::RoundRobin));
+    }
+
+    #[test]
+    fn serve_without_flags_overrides_nothing() {
+        let cli = Cli::try_parse_from(["ringmq", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.overrides(), ServeOverrides::default());
+        assert!(!cli.log_json);
+    }
+
+    #[test]
+    fn config_and_profiles_subcommands() {
+        let cli = Cli::try_parse_from(["ringmq", "config", "--shards", "auto"]).unwrap();
+        let Command::Config(args) = cli.command else {
+            panic!("expected config");
+        };
+        assert_eq!(args.shards, Some(ShardCount::Auto));
+        let cli = Cli::try_parse_from(["ringmq", "--log", "warn", "profiles"]).unwrap();
+        assert!(matches!(cli.command, Command::Profiles));
+        assert_eq!(cli.log, "warn");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["ringmq", "serve", "--shards", "0"][..],
+            &["ringmq", "serve", "--shards", "65"],
+            &["ringmq", "serve", "--mqtt-listen", "localhost"],
+            &["ringmq", "serve", "--placement", "random"],
+            &["ringmq", "serve", "--no-such-flag"],
+            &["ringmq"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_explains_every_flag() {
+        let mut command = Cli::command();
+        // Building propagates the global flags (--log, --log-json) into the subcommands.
+        command.build();
+        let serve = command
+            .find_subcommand_mut("serve")
+            .expect("serve subcommand");
+        let help = serve.render_long_help().to_string();
+        for flag in [
+            "--mqtt-listen",
+            "--http-listen",
+            "--shards",
+            "--data-dir",
+            "--profile",
+            "--config",
+            "--placement",
+            "reuse-port",
+            "round-robin",
+            "--log",
+            "RINGMQ_LOG",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn overrides_load_a_valid_config() {
+        let cli = Cli::try_parse_from([
+            "ringmq",
+            "config",
+            "--profile",
+            "conformance",
+            "--shards",
+            "2",
+        ])
+        .unwrap();
+        let Command::Config(args) = cli.command else {
+            panic!("expected config");
+        };
+        let config = crate::config::Config::load(&args.overrides()).unwrap();
+        assert_eq!(config.shard_count(), 2);
+        assert_eq!(config.limits.keep_alive_max_secs, 60);
+    }
+}
