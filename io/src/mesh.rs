@@ -194,7 +194,8 @@ impl<T: Send> MeshEndpoint<T> {
     ///
     /// May return 0 when a wake arrived without items (a bare `wake`, or a wake whose items an
     /// earlier drain already took); callers loop. Only one task per shard may await this at a
-    /// time.
+    /// time. Cancel-safe: dropping the future loses no item (items move into `out` only in
+    /// the poll that returns).
     pub async fn recv_batch(&self, out: &mut Vec<(usize, T)>, max: usize) -> usize {
         let inbox = &self.mesh.inboxes[self.shard_id].0;
         // Consume the wake-up that announced what we are about to drain, so that the next
@@ -234,6 +235,11 @@ impl<T: Send> MeshEndpoint<T> {
 
     fn drain_lane(&self, from: usize, out: &mut Vec<(usize, T)>, limit: usize) -> usize {
         let queue = &self.mesh.lane(from, self.shard_id).queue;
+        // `pop` on an empty ArrayQueue issues a SeqCst fence; `is_empty` is two plain loads,
+        // and most lanes are empty most of the time.
+        if queue.is_empty() {
+            return 0;
+        }
         let mut taken = 0;
         while taken < limit {
             match queue.pop() {

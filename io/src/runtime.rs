@@ -16,6 +16,9 @@ use monoio::{FusionDriver, FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBu
 
 use crate::error::IoError;
 
+/// The largest io_uring ring the kernel accepts (IORING_MAX_ENTRIES); a larger ring fails to build.
+pub const RING_ENTRIES_MAX: u32 = 32_768;
+
 /// The environment variable that forces a driver: `legacy`/`epoll`, or `auto` (the default).
 pub const DRIVER_ENV: &str = "RINGMQ_DRIVER";
 
@@ -26,7 +29,7 @@ pub struct ShardConfig {
     pub shard_count: usize,
     /// Pin shard `i` to the `i % n`-th core this process may run on.
     pub pin_cores: bool,
-    /// io_uring submission queue entries per shard (monoio raises values below 256 to 256); the epoll driver uses it as its event batch size.
+    /// io_uring submission queue entries per shard, at most [`RING_ENTRIES_MAX`] (monoio raises values below 256 to 256); the epoll driver uses it as its event batch size.
     pub ring_entries: u32,
     /// Shard threads are named `{thread_name_prefix}-{shard_id}`.
     pub thread_name_prefix: String,
@@ -190,6 +193,14 @@ where
     if config.shard_count == 0 {
         return Err(IoError::Config("shard_count must be at least 1".to_owned()));
     }
+    if config.ring_entries > RING_ENTRIES_MAX {
+        // Checked here because io_uring would reject the ring and we would silently fall
+        // back to epoll.
+        return Err(IoError::Config(format!(
+            "ring_entries {} exceeds the kernel maximum {RING_ENTRIES_MAX}",
+            config.ring_entries
+        )));
+    }
     let choice = DriverChoice::from_env()?;
     let cores = allowed_cores();
     let (report_sender, report_receiver) = mpsc::channel::<StartupReport>();
@@ -339,6 +350,17 @@ mod tests {
     fn zero_shards_is_a_config_error() {
         let config = ShardConfig {
             shard_count: 0,
+            ..ShardConfig::default()
+        };
+        let result = spawn_shards(&config, |context| async move { context.shard_id });
+        assert!(matches!(result, Err(IoError::Config(_))));
+    }
+
+    #[test]
+    fn oversized_ring_is_a_config_error() {
+        let config = ShardConfig {
+            shard_count: 1,
+            ring_entries: RING_ENTRIES_MAX + 1,
             ..ShardConfig::default()
         };
         let result = spawn_shards(&config, |context| async move { context.shard_id });

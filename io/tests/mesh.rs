@@ -22,6 +22,13 @@ fn tiny_queues_still_deliver_everything_in_order() {
 }
 
 #[test]
+fn one_slot_queues_and_single_item_batches_never_lose_a_wake() {
+    // Every message parks one side or the other: the harshest case for lost wake-ups.
+    let received = common::exchange_both_ways(20_000, 1, 1);
+    assert_eq!(received, vec![20_000, 20_000]);
+}
+
+#[test]
 fn wait_for_space_resolves_after_the_receiver_drains() {
     let mesh = Mesh::<u64>::new(2, 4);
     let drained = Arc::new(AtomicBool::new(false));
