@@ -1,1 +1,46 @@
-fn main() {}
+//! The `ringmq` binary: parses the command line and runs the broker.
+
+use anyhow::Context;
+use clap::Parser;
+use ringmq::cli::{Cli, Command};
+use ringmq::config::{embedded_profiles, Config};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(&args.overrides()).context("invalid configuration")?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+            ringmq::broker::run(config).context("broker failed")?;
+        }
+        Command::Config(args) => {
+            let config = Config::load(&args.overrides()).context("invalid configuration")?;
+            print!("{}", config.to_toml());
+        }
+        Command::Profiles => {
+            for (name, _) in embedded_profiles() {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // JSON needs the `json` feature; plain structured key=value output keeps builds light.
+        builder.with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,382 @@
+//! One MQTT connection on a shard: a reader task (CONNECT, then packets into the session) and a
+//! writer task (coalesced writes of the session's outbox).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use ringmq_io::monoio;
+
+use super::local_notify::LocalNotify;
+use super::shard::{Shard, Slot};
+use crate::mqtt::{
+    decode_packet, encode_packet, ConnAck, ConnAckProperties, DecodeError, Packet, ProtocolVersion,
+    ReasonCode,
+};
+use crate::session::connect::{connack_accepted, connack_refused, negotiate};
+use crate::session::{CloseReason, Flow};
+
+/// How long a connection waits for the client id's home shard to answer.
+const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads smaller than this much spare room make us reserve a fresh chunk first.
+const READ_SPARE_MIN: usize = 4096;
+
+/// What the shard and the connection's two tasks share.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Shard-unique connection id.
+    pub id: u64,
+    /// Wakes the writer.
+    pub writer: LocalNotify,
+    final_out: RefCell<BytesMut>,
+    closing: Cell<bool>,
+    fd: RawFd,
+}
+
+impl ConnShared {
+    fn new(id: u64, fd: RawFd) -> Self {
+        ConnShared {
+            id,
+            writer: LocalNotify::default(),
+            final_out: RefCell::new(BytesMut::new()),
+            closing: Cell::new(false),
+            fd,
+        }
+    }
+
+    /// Ends the connection: the writer flushes `rest`, then shuts the socket down.
+    pub fn finish(&self, rest: BytesMut) {
+        if !rest.is_empty() {
+            self.final_out.borrow_mut().unsplit(rest);
+        }
+        self.closing.set(true);
+        self.writer.notify();
+    }
+
+    /// True once the connection is ending.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+}
+
+/// Decrements the shard's live connection count when a connection task ends.
+struct LiveGuard(Rc<RefCell<Shard>>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut shard) = self.0.try_borrow_mut() {
+            shard.live_connections = shard.live_connections.saturating_sub(1);
+            shard.stats.sockets_open.add(-1);
+        }
+    }
+}
+
+fn ensure_spare(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < READ_SPARE_MIN.min(chunk) {
+        buf.reserve(chunk);
+    }
+}
+
+/// Serves one accepted MQTT connection until it closes.
+pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
+    let (settings, rules) = {
+        let mut s = shard.borrow_mut();
+        s.live_connections += 1;
+        s.stats.sockets_open.add(1);
+        (s.settings.clone(), Rc::clone(&s.rules))
+    };
+    let _guard = LiveGuard(Rc::clone(&shard));
+    let fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
+
+    // 1. CONNECT, within the deadline.
+    let deadline = Instant::now() + settings.connect_timeout;
+    let connect = loop {
+        match decode_packet(&mut buf, ProtocolVersion::V311, settings.packet_size_max) {
+            Ok(Some(Packet::Connect(connect))) => break connect,
+            Ok(Some(other)) => {
+                tracing::debug!(kind = other.kind_name(), "first packet is not CONNECT");
+                return;
+            }
+            Ok(None) => {}
+            Err(DecodeError::UnsupportedProtocolVersion(_))
+            | Err(DecodeError::InvalidProtocolName) => {
+                // 3.1.2.2: answer with return code 0x01 in the v3.1.1 form, then close.
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    session_present: false,
+                    reason: ReasonCode(crate::mqtt::connack_v3::UNACCEPTABLE_PROTOCOL_VERSION),
+                    properties: ConnAckProperties::default(),
+                };
+                let _ = encode_packet(&Packet::ConnAck(ack), ProtocolVersion::V311, &mut out);
+                let _ = writer.write_all(out).await;
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "bad CONNECT");
+                return;
+            }
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            tracing::debug!("no CONNECT before the deadline");
+            return;
+        };
+        ensure_spare(&mut buf, settings.read_buffer_bytes);
+        match monoio::time::timeout(left, reader.read(buf)).await {
+            Err(_) => {
+                tracing::debug!("no CONNECT before the deadline");
+                return;
+            }
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
+            Ok((Ok(_), back)) => buf = back,
+        }
+    };
+    let version = connect.version;
+    let now = Instant::now();
+
+    // 2. Validate and negotiate.
+    let negotiated = match negotiate(&connect, &rules, now, || assign_client_id(conn_id)) {
+        Ok(n) => n,
+        Err(refusal) => {
+            tracing::debug!(reason = refusal.text, "CONNECT refused");
+            let mut out = BytesMut::new();
+            let ack = connack_refused(version, &refusal);
+            let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
+            let _ = writer.write_all(out).await;
+            return;
+        }
+    };
+    if shard.borrow().shutting_down {
+        return;
+    }
+
+    // 3. Claim the client id at its home shard; wait for the session (or nothing) to arrive.
+    let notify = Rc::new(LocalNotify::default());
+    let token = {
+        let mut s = shard.borrow_mut();
+        let token = s.begin_connect(
+            negotiated.client_id.clone(),
+            negotiated.clean_start,
+            Rc::clone(&notify),
+        );
+        s.flush(now);
+        token
+    };
+    let wait = poll_fn(|cx| {
+        notify.take();
+        let mut s = shard.borrow_mut();
+        match s.pending.get_mut(&token) {
+            None => Poll::Ready(None),
+            Some(pending) => match pending.grant.take() {
+                Some(grant) => {
+                    s.pending.remove(&token);
+                    Poll::Ready(Some(grant))
+                }
+                None => {
+                    notify.register(cx.waker());
+                    Poll::Pending
+                }
+            },
+        }
+    });
+    let state = match monoio::time::timeout(GRANT_TIMEOUT, wait).await {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            tracing::debug!(client_id = %negotiated.client_id, "connection superseded before CONNACK");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(client_id = %negotiated.client_id, "no grant from the home shard");
+            shard.borrow_mut().pending.remove(&token);
+            return;
+        }
+    };
+
+    // 4. Install the session, answer CONNACK, resume.
+    let conn = Rc::new(ConnShared::new(conn_id, fd));
+    let slot = {
+        let mut s = shard.borrow_mut();
+        let now = Instant::now();
+        let (slot, present) = s.install_session(
+            negotiated.client_id.clone(),
+            token,
+            state,
+            negotiated.clean_start,
+            negotiated.expiry_interval_secs,
+            Rc::clone(&conn),
+        );
+        let ack = connack_accepted(&negotiated, present, &rules);
+        let Some(entry) = s.entry_mut(slot) else {
+            return;
+        };
+        entry.session.write_packet(&Packet::ConnAck(ack), version);
+        entry.session.attach(negotiated.link, present, now, &rules);
+        s.arm_keep_alive(slot, conn.id);
+        s.flush(now);
+        conn.writer.notify();
+        slot
+    };
+    tracing::debug!(client_id = %negotiated.client_id, slot, "connected");
+    monoio::spawn(write_loop(
+        Rc::clone(&shard),
+        slot,
+        Rc::clone(&conn),
+        writer,
+    ));
+
+    // 5. Read packets until the connection ends.
+    loop {
+        let stop = {
+            let mut s = shard.borrow_mut();
+            let now = Instant::now();
+            let mut stop = false;
+            while !conn.is_closing() {
+                match decode_packet(&mut buf, version, settings.packet_size_max) {
+                    Ok(Some(packet)) => match s.handle_packet(slot, packet, now) {
+                        Flow::Continue => {}
+                        Flow::Close(CloseReason::ClientDisconnect { with_will }) => {
+                            s.end_connection(slot, None, with_will, now);
+                            stop = true;
+                        }
+                        Flow::Close(CloseReason::Violation { reason, text }) => {
+                            tracing::debug!(
+                                reason = reason.0,
+                                text,
+                                "closing on protocol violation"
+                            );
+                            s.end_connection(slot, Some((reason, text)), true, now);
+                            stop = true;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "closing on malformed packet");
+                        s.end_connection(
+                            slot,
+                            Some((error.reason_code(), "malformed packet")),
+                            true,
+                            now,
+                        );
+                        stop = true;
+                    }
+                }
+            }
+            s.flush(now);
+            stop || conn.is_closing()
+        };
+        if stop {
+            break;
+        }
+        // Overload: stop reading publishers while the mesh cannot take more (TCP pushes back).
+        loop {
+            let (backlog, max, notify) = {
+                let s = shard.borrow();
+                (
+                    s.mesh_backlog(),
+                    s.settings.mesh_backlog_max,
+                    Rc::clone(&s.backlog_notify),
+                )
+            };
+            if backlog < max {
+                break;
+            }
+            poll_fn(|cx| {
+                if notify.take() {
+                    Poll::Ready(())
+                } else {
+                    notify.register(cx.waker());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+        ensure_spare(&mut buf, settings.read_buffer_bytes);
+        let (result, back) = reader.read(buf).await;
+        buf = back;
+        match result {
+            Ok(0) | Err(_) => {
+                let mut s = shard.borrow_mut();
+                let now = Instant::now();
+                if s.entry_for_conn(slot, &conn).is_some() {
+                    tracing::debug!(slot, "connection lost");
+                    s.end_connection(slot, None, true, now);
+                }
+                s.flush(now);
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    conn.finish(BytesMut::new());
+}
+
+/// Writes the session's outbox as it fills: everything queued while a write is in flight goes
+/// out in the next single write.
+async fn write_loop(
+    shard: Rc<RefCell<Shard>>,
+    slot: Slot,
+    conn: Rc<ConnShared>,
+    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+) {
+    loop {
+        let next = poll_fn(|cx| {
+            conn.writer.take();
+            let mut s = shard.borrow_mut();
+            if let Some(entry) = s.entry_for_conn(slot, &conn) {
+                if !entry.session.out.is_empty() {
+                    return Poll::Ready(Some(entry.session.out.split()));
+                }
+            }
+            let rest = conn.final_out.borrow_mut().split();
+            if !rest.is_empty() {
+                return Poll::Ready(Some(rest));
+            }
+            if conn.is_closing() {
+                return Poll::Ready(None);
+            }
+            conn.writer.register(cx.waker());
+            Poll::Pending
+        })
+        .await;
+        let Some(chunk) = next else { break };
+        let (result, _) = writer.write_all(chunk).await;
+        if result.is_err() {
+            let mut s = shard.borrow_mut();
+            let now = Instant::now();
+            if s.entry_for_conn(slot, &conn).is_some() {
+                s.end_connection(slot, None, true, now);
+                s.flush(now);
+            }
+            break;
+        }
+        let mut s = shard.borrow_mut();
+        let now = Instant::now();
+        s.after_write(slot, &conn, now);
+        s.flush(now);
+    }
+    // Wake the reader (blocked in read) so both halves end and the socket closes.
+    // SAFETY: `fd` belongs to the stream whose halves are still alive (the reader holds one), so
+    // it is open; shutdown only changes the socket state and never invalidates the descriptor.
+    unsafe {
+        libc::shutdown(conn.fd, libc::SHUT_RDWR);
+    }
+}
+
+fn assign_client_id(conn_id: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "ringmq-{:016x}{:08x}",
+        nanos ^ conn_id.rotate_left(17),
+        conn_id as u32
+    )
+}

@@ -1,0 +1,92 @@
+//! What shards say to each other over the mesh.
+
+use crate::message::SharedMessage;
+use crate::mqtt::Str;
+use crate::session::SessionState;
+
+/// One item on a mesh queue. Publishes carry the message once per destination shard, however
+/// many subscribers it has there.
+#[derive(Debug)]
+pub enum MeshMsg {
+    /// Deliver to this shard's local (non-shared) subscribers matching the topic.
+    Deliver(SharedMessage),
+    /// Deliver to one local member of a shared-subscription group.
+    DeliverShared {
+        /// The message.
+        message: SharedMessage,
+        /// Group name.
+        group: Str,
+        /// Filter of the group.
+        filter: Str,
+    },
+    /// A shard's first (`add`) or last (`!add`) local subscription on a filter.
+    IndexUpdate {
+        /// Filter.
+        filter: Str,
+        /// The shard whose local count changed.
+        shard: u16,
+        /// Added or removed.
+        add: bool,
+    },
+    /// A member joined or left a shared group on `shard`.
+    SharedUpdate {
+        /// Group name.
+        group: Str,
+        /// Filter of the group.
+        filter: Str,
+        /// The member's shard.
+        shard: u16,
+        /// Joined or left.
+        add: bool,
+    },
+    /// To the topic's home shard: set (or clear, with `None`) a retained message.
+    RetainRequest {
+        /// Topic.
+        topic: Str,
+        /// The message, or `None` to clear.
+        message: Option<SharedMessage>,
+    },
+    /// From the topic's home shard to every replica, in the home's order.
+    RetainSet {
+        /// Topic.
+        topic: Str,
+        /// The message, or `None` to clear.
+        message: Option<SharedMessage>,
+    },
+    /// To the client id's home shard: a connection on `shard` wants this client id.
+    Claim {
+        /// Client id.
+        client_id: Str,
+        /// Shard of the new connection.
+        shard: u16,
+        /// Identifies the connection attempt.
+        token: u64,
+        /// The new connection's clean start flag.
+        clean_start: bool,
+    },
+    /// To the shard holding the client id's session: hand it over (or end it) for `to_shard`.
+    Takeover {
+        /// Client id.
+        client_id: Str,
+        /// Shard of the new connection.
+        to_shard: u16,
+        /// Token of the new connection attempt.
+        token: u64,
+        /// Whether the new connection discards the session.
+        clean_start: bool,
+    },
+    /// The answer to a claim: the session state to resume, if any.
+    Grant {
+        /// Token of the connection attempt.
+        token: u64,
+        /// The moved session, if one existed and the new connection keeps it.
+        state: Option<Box<SessionState>>,
+    },
+    /// To the home shard: the session with this token ended.
+    Release {
+        /// Client id.
+        client_id: Str,
+        /// Token of the connection that owned it.
+        token: u64,
+    },
+}

@@ -1,0 +1,476 @@
+//! The broker: shard threads wired to listeners, the mesh, timers and shutdown.
+//!
+//! - [`shard`]: one shard's state and routing (sessions, index replica, retained, registry).
+//! - [`conn`]: an MQTT connection's reader and writer tasks.
+//! - [`mesh_msg`]: what shards send each other.
+//! - [`http`]: the HTTP listener (`/healthz`).
+//! - [`sys`]: `$SYS/` statistics.
+//! - [`stats`]: per-shard counters.
+
+pub mod conn;
+pub mod http;
+pub mod local_notify;
+pub mod mesh_msg;
+pub mod shard;
+pub mod stats;
+pub mod sys;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use ringmq_io::{monoio, CrossNotify, Mesh, ShardConfig, ShardContext};
+
+use crate::config::{Config, Placement, SlowConsumerPolicy};
+use crate::mqtt::QoS;
+use crate::session::{Qos0Overflow, Rules};
+use mesh_msg::MeshMsg;
+use shard::{Shard, ShardSettings};
+use stats::ShardStats;
+
+/// Connections handed from the round-robin acceptor to one shard, at most this many waiting.
+const HANDOFF_CAPACITY: usize = 4096;
+
+/// How long shutdown waits for outboxes to flush.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors that stop the broker from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The runtime could not start.
+    #[error("runtime: {0}")]
+    Io(#[from] ringmq_io::IoError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A shard thread panicked.
+    #[error("shard {0} panicked")]
+    ShardPanicked(usize),
+    /// Signal handling could not be installed.
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Stops the broker from any thread.
+#[derive(Debug)]
+pub struct ShutdownHandle {
+    requested: AtomicBool,
+    notifies: Vec<CrossNotify>,
+}
+
+impl ShutdownHandle {
+    /// Asks every shard to stop accepting, disconnect clients and exit.
+    pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        for notify in &self.notifies {
+            notify.notify();
+        }
+    }
+
+    /// True once shutdown was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Connections accepted by the round-robin acceptor, waiting for their shard.
+struct Handoff {
+    queue: ArrayQueue<std::net::TcpStream>,
+    notify: CrossNotify,
+}
+
+/// What every shard thread shares.
+struct Shared {
+    config: Config,
+    rules: Rules,
+    mesh: Arc<Mesh<MeshMsg>>,
+    stats: Vec<Arc<ShardStats>>,
+    shutdown: Arc<ShutdownHandle>,
+    handoff: Vec<Handoff>,
+    started: Instant,
+    ready: std::sync::Mutex<mpsc::Sender<Result<(), BrokerError>>>,
+    conn_ids: AtomicU64,
+}
+
+/// Derives the session rules from the configuration.
+pub fn rules_from(config: &Config) -> Rules {
+    let limits = &config.limits;
+    let mqtt = &config.mqtt;
+    Rules {
+        inflight_max: limits.inflight_max,
+        queue_messages_max: limits.offline_queue_max,
+        outbox_bytes_max: limits.outbox_bytes_max,
+        packet_size_max: limits.packet_size_max,
+        topic_alias_max: limits.topic_alias_max,
+        topic_levels_max: limits.topic_levels_max,
+        subscriptions_per_client_max: limits.subscriptions_per_client_max,
+        keep_alive_max_secs: limits.keep_alive_max_secs,
+        session_expiry_max_secs: limits.session_expiry_max_secs,
+        refused_topics: mqtt.refused_topics.clone(),
+        maximum_qos: QoS::from_u8(mqtt.maximum_qos).unwrap_or(QoS::ExactlyOnce),
+        retain_available: mqtt.retain_available,
+        wildcard_subscriptions: mqtt.wildcard_subscriptions,
+        shared_subscriptions: mqtt.shared_subscriptions,
+        subscription_identifiers: mqtt.subscription_identifiers,
+        qos0_overflow: match config.delivery.qos0_slow_consumer {
+            SlowConsumerPolicy::Disconnect => Qos0Overflow::Disconnect,
+            _ => Qos0Overflow::DropNew,
+        },
+        client_id_bytes_max: limits.client_id_bytes_max,
+    }
+}
+
+/// A started broker.
+pub struct Broker {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    shutdown: Arc<ShutdownHandle>,
+}
+
+impl Broker {
+    /// Starts the shards and listeners; returns once every shard listens (or one failed).
+    pub fn start(config: Config) -> Result<Broker, BrokerError> {
+        let shard_count = config.shard_count();
+        let mesh = Mesh::new(shard_count, config.shards.mesh_queue_capacity);
+        let stats = (0..shard_count)
+            .map(|_| Arc::new(ShardStats::default()))
+            .collect();
+        let shutdown = Arc::new(ShutdownHandle {
+            requested: AtomicBool::new(false),
+            notifies: (0..shard_count).map(|_| CrossNotify::new()).collect(),
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            rules: rules_from(&config),
+            mesh,
+            stats,
+            shutdown: Arc::clone(&shutdown),
+            handoff: (0..shard_count)
+                .map(|_| Handoff {
+                    queue: ArrayQueue::new(HANDOFF_CAPACITY),
+                    notify: CrossNotify::new(),
+                })
+                .collect(),
+            started: Instant::now(),
+            ready: std::sync::Mutex::new(ready_tx),
+            conn_ids: AtomicU64::new(1),
+            config,
+        });
+        let shard_config = ShardConfig {
+            shard_count,
+            pin_cores: shared.config.shards.pin_cores,
+            ring_entries: shared.config.shards.ring_entries,
+            thread_name_prefix: "ringmq-shard".to_owned(),
+        };
+        let for_shards = Arc::clone(&shared);
+        let handles = ringmq_io::spawn_shards(&shard_config, move |ctx| {
+            shard_main(ctx, Arc::clone(&for_shards))
+        })?;
+        let broker = Broker { handles, shutdown };
+        for _ in 0..shard_count {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    broker.shutdown.shutdown();
+                    broker.join();
+                    return Err(error);
+                }
+                Err(_) => {
+                    broker.shutdown.shutdown();
+                    broker.join();
+                    return Err(BrokerError::ShardPanicked(0));
+                }
+            }
+        }
+        if shared.config.listeners.placement == Placement::RoundRobin {
+            spawn_acceptor(Arc::clone(&shared))?;
+        }
+        tracing::info!(
+            mqtt = %shared.config.listeners.mqtt,
+            http = %shared.config.listeners.http,
+            shards = shard_count,
+            placement = ?shared.config.listeners.placement,
+            "ringmq is ready"
+        );
+        Ok(broker)
+    }
+
+    /// A handle to stop the broker.
+    pub fn shutdown_handle(&self) -> Arc<ShutdownHandle> {
+        Arc::clone(&self.shutdown)
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) {
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn run(config: Config) -> Result<(), BrokerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Signals)?;
+    let broker = Broker::start(config)?;
+    let shutdown = broker.shutdown_handle();
+    std::thread::Builder::new()
+        .name("ringmq-signals".to_owned())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down");
+                shutdown.shutdown();
+            }
+        })
+        .map_err(BrokerError::Signals)?;
+    broker.join();
+    tracing::info!("ringmq stopped");
+    Ok(())
+}
+
+fn spawn_acceptor(shared: Arc<Shared>) -> Result<(), BrokerError> {
+    let addr = shared.config.listeners.mqtt;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    std::thread::Builder::new()
+        .name("ringmq-acceptor".to_owned())
+        .spawn(move || {
+            let shard_count = shared.handoff.len();
+            let mut next = 0usize;
+            for stream in listener.incoming() {
+                if shared.shutdown.is_requested() {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let handoff = &shared.handoff[next % shard_count];
+                next = next.wrapping_add(1);
+                if handoff.queue.push(stream).is_err() {
+                    tracing::warn!("handoff queue full; connection dropped");
+                }
+                handoff.notify.notify();
+            }
+        })
+        .map_err(BrokerError::Signals)?;
+    Ok(())
+}
+
+async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
+    let id = ctx.shard_id;
+    let config = &shared.config;
+    let settings = ShardSettings {
+        mesh_batch_max: config.shards.mesh_batch_max,
+        read_buffer_bytes: config.delivery.read_buffer_bytes,
+        retained_messages_max: config.limits.retained_messages_max,
+        connections_max: config.limits.connections_max.div_ceil(ctx.shard_count),
+        connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
+        packet_size_max: config.limits.packet_size_max,
+        mesh_backlog_max: config.shards.mesh_queue_capacity,
+    };
+    let shard = Rc::new(RefCell::new(Shard::new(
+        shared.mesh.endpoint(id),
+        shared.rules.clone(),
+        settings,
+        Arc::clone(&shared.stats[id]),
+    )));
+    let report = |result: Result<(), BrokerError>| {
+        if let Ok(tx) = shared.ready.lock() {
+            let _ = tx.send(result);
+        }
+    };
+
+    // Listeners: each shard binds its own with SO_REUSEPORT, unless one acceptor hands out.
+    let mqtt_listener = if config.listeners.placement == Placement::ReusePort {
+        match ringmq_io::bind_tcp(config.listeners.mqtt, true, config.listeners.backlog) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                report(Err(bind_error(config.listeners.mqtt, error)));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let http_listener =
+        match ringmq_io::bind_tcp(config.listeners.http, true, config.listeners.backlog) {
+            Ok(listener) => listener,
+            Err(error) => {
+                report(Err(bind_error(config.listeners.http, error)));
+                return;
+            }
+        };
+    tracing::info!(shard = id, driver = %ctx.driver, core = ?ctx.core, "shard started");
+
+    let stop = Rc::new(local_notify::LocalStop::default());
+    if let Some(listener) = mqtt_listener {
+        monoio::spawn(accept_mqtt(
+            Rc::clone(&shard),
+            Arc::clone(&shared),
+            listener,
+            Rc::clone(&stop),
+        ));
+    } else {
+        monoio::spawn(receive_handoff(
+            Rc::clone(&shard),
+            Arc::clone(&shared),
+            id,
+            Rc::clone(&stop),
+        ));
+    }
+    monoio::spawn(accept_http(http_listener, Rc::clone(&stop)));
+    monoio::spawn(mesh_loop(Rc::clone(&shard)));
+    monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
+    report(Ok(()));
+
+    // Run until shutdown is asked for.
+    while !shared.shutdown.is_requested() {
+        shared.shutdown.notifies[id].notified().await;
+    }
+    stop.stop();
+    shared.handoff[id].notify.notify();
+    shard.borrow_mut().shutdown_connections(Instant::now());
+    shard.borrow_mut().flush(Instant::now());
+    let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
+    while shard.borrow().live_connections > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {
+    match error {
+        ringmq_io::IoError::Bind { source, .. } => BrokerError::Bind { addr, source },
+        other => BrokerError::Io(other),
+    }
+}
+
+async fn accept_mqtt(
+    shard: Rc<RefCell<Shard>>,
+    shared: Arc<Shared>,
+    listener: monoio::net::TcpListener,
+    stop: Rc<local_notify::LocalStop>,
+) {
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => Some(accepted),
+            _ = stop.wait() => None,
+        };
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = ringmq_io::tune_accepted(&stream);
+                start_connection(&shard, &shared, stream);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn start_connection(
+    shard: &Rc<RefCell<Shard>>,
+    shared: &Arc<Shared>,
+    stream: monoio::net::TcpStream,
+) {
+    let full = {
+        let s = shard.borrow();
+        s.live_connections >= s.settings.connections_max
+    };
+    if full {
+        tracing::warn!("connections_max reached; connection refused");
+        return;
+    }
+    let conn_id = shared.conn_ids.fetch_add(1, Ordering::Relaxed);
+    monoio::spawn(conn::serve(Rc::clone(shard), stream, conn_id));
+}
+
+async fn receive_handoff(
+    shard: Rc<RefCell<Shard>>,
+    shared: Arc<Shared>,
+    id: usize,
+    stop: Rc<local_notify::LocalStop>,
+) {
+    let handoff = &shared.handoff[id];
+    loop {
+        while let Some(stream) = handoff.queue.pop() {
+            match ringmq_io::adopt_stream(stream) {
+                Ok(stream) => start_connection(&shard, &shared, stream),
+                Err(error) => tracing::warn!(%error, "cannot adopt connection"),
+            }
+        }
+        if stop.is_stopped() {
+            break;
+        }
+        handoff.notify.notified().await;
+    }
+}
+
+async fn accept_http(listener: monoio::net::TcpListener, stop: Rc<local_notify::LocalStop>) {
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => Some(accepted),
+            _ = stop.wait() => None,
+        };
+        match accepted {
+            Some(Ok((stream, _))) => {
+                let _ = ringmq_io::tune_accepted(&stream);
+                monoio::spawn(http::serve(stream));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "HTTP accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            None => break,
+        }
+    }
+}
+
+async fn mesh_loop(shard: Rc<RefCell<Shard>>) {
+    let (mesh, batch_max) = {
+        let s = shard.borrow();
+        (s.mesh_handle(), s.settings.mesh_batch_max)
+    };
+    let mut batch = Vec::with_capacity(batch_max);
+    loop {
+        batch.clear();
+        mesh.recv_batch(&mut batch, batch_max).await;
+        if batch.is_empty() {
+            continue;
+        }
+        let mut s = shard.borrow_mut();
+        let now = Instant::now();
+        for (from, msg) in batch.drain(..) {
+            s.handle_mesh(from as u16, msg, now);
+        }
+        s.flush(now);
+    }
+}
+
+/// Timers (keep-alive, will delay, session expiry), gauges and `$SYS` publication.
+async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize) {
+    let tick = Duration::from_millis(100);
+    let sys_every = Duration::from_secs(u64::from(shared.config.mqtt.sys_interval_secs.max(1)));
+    let mut next_sys = Instant::now() + Duration::from_millis(500);
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = Instant::now();
+        let mut s = shard.borrow_mut();
+        s.run_timers(now);
+        s.refresh_gauges();
+        if id == 0 && now >= next_sys {
+            next_sys = now + sys_every;
+            let totals = stats::totals(&shared.stats);
+            sys::publish(&mut s, &totals, shared.started, now);
+        }
+        s.flush(now);
+    }
+}

@@ -1,0 +1,1100 @@
+//! One shard's state: its sessions, its replica of the subscription index, retained messages,
+//! the client-id registry for the ids homed here, and the routing of publishes.
+//!
+//! Everything here runs on the shard's own thread behind one `RefCell`; no borrow is held across
+//! an `.await`. Cross-shard effects leave through [`Shard::send`] and are flushed once per round.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use ringmq_io::MeshEndpoint;
+use ringmq_router::{
+    parse_shared, LocalFilterCounts, LocalGroups, RetainedStore, ShardIndex, SharedIndex,
+    SubscriptionTrie,
+};
+
+use super::conn::ConnShared;
+use super::mesh_msg::MeshMsg;
+use super::stats::ShardStats;
+use crate::message::{Message, SharedMessage};
+use crate::mqtt::{QoS, ReasonCode, RetainHandling, Str, Will};
+use crate::session::{Action, Delivered, Queued, Rules, Session, SessionState, Subscription};
+
+/// Slot index of a session in the shard's table.
+pub type Slot = u32;
+
+/// A session and the connection attached to it, if any.
+pub struct Entry {
+    /// The sans-IO session.
+    pub session: Session,
+    /// Bumped each time the slot is reused, so stale timers are recognised.
+    pub generation: u32,
+    /// The live connection.
+    pub conn: Option<Rc<ConnShared>>,
+    /// Registry token of the connection that owns the client id.
+    pub token: u64,
+    /// A will waiting for its delay (or for the session to end).
+    pub pending_will: Option<(Will, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    KeepAlive,
+    WillDelay,
+    SessionExpiry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    kind: TimerKind,
+    slot: Slot,
+    generation: u32,
+    conn_id: u64,
+}
+
+/// A connection waiting for the client id's home shard to grant it the session.
+pub struct PendingConnect {
+    /// Client id claimed.
+    pub client_id: Str,
+    /// Set when the grant arrives.
+    pub grant: Option<Option<Box<SessionState>>>,
+    /// Wakes the waiting connection task.
+    pub notify: Rc<super::local_notify::LocalNotify>,
+    /// A later connection took the id before our grant arrived: forward to it.
+    pub superseded: Option<(u16, u64, bool)>,
+}
+
+/// Settings the shard loop needs beyond the session rules.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    /// Items drained from the mesh per round.
+    pub mesh_batch_max: usize,
+    /// Bytes read per connection per read call.
+    pub read_buffer_bytes: usize,
+    /// Retained messages kept at most.
+    pub retained_messages_max: usize,
+    /// Connections accepted at most (this shard's share).
+    pub connections_max: usize,
+    /// How long a socket may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Packet size limit for the decoder.
+    pub packet_size_max: u32,
+    /// Messages parked for a full mesh queue before publishers stop being read.
+    pub mesh_backlog_max: usize,
+}
+
+/// All state of one shard.
+pub struct Shard {
+    /// This shard's id.
+    pub id: u16,
+    /// Number of shards.
+    pub count: u16,
+    /// Protocol rules (shared so a session can read them while the shard lends it out).
+    pub rules: Rc<Rules>,
+    /// Loop settings.
+    pub settings: ShardSettings,
+    mesh: Rc<MeshEndpoint<MeshMsg>>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<Slot>,
+    generation_counter: u32,
+    by_client_id: AHashMap<Str, Slot>,
+    subscriptions: SubscriptionTrie<Slot, Subscription>,
+    filter_counts: LocalFilterCounts,
+    index: ShardIndex,
+    shared_index: SharedIndex,
+    groups: LocalGroups<Slot>,
+    retained: RetainedStore<SharedMessage>,
+    owners: AHashMap<Str, (u16, u64)>,
+    /// Connections waiting for a grant, by token.
+    pub pending: AHashMap<u64, PendingConnect>,
+    outgoing: Vec<VecDeque<MeshMsg>>,
+    local_inbox: VecDeque<MeshMsg>,
+    wake_mask: u64,
+    timers: BinaryHeap<Reverse<Timer>>,
+    next_token: u64,
+    /// Counters read by `$SYS` and metrics.
+    pub stats: Arc<ShardStats>,
+    matches: Vec<(Slot, Subscription)>,
+    actions: Vec<Action>,
+    /// Set once shutdown begins.
+    pub shutting_down: bool,
+    /// Live connection tasks (for the shutdown drain).
+    pub live_connections: usize,
+    /// Woken when the mesh backlog drains, to resume reading publishers.
+    pub backlog_notify: Rc<super::local_notify::LocalNotify>,
+}
+
+impl Shard {
+    /// A fresh shard.
+    pub fn new(
+        mesh: MeshEndpoint<MeshMsg>,
+        rules: Rules,
+        settings: ShardSettings,
+        stats: Arc<ShardStats>,
+    ) -> Self {
+        let id = mesh.shard_id() as u16;
+        let count = mesh.shard_count() as u16;
+        Shard {
+            id,
+            count,
+            rules: Rc::new(rules),
+            settings,
+            mesh: Rc::new(mesh),
+            entries: Vec::new(),
+            free: Vec::new(),
+            generation_counter: 0,
+            by_client_id: AHashMap::new(),
+            subscriptions: SubscriptionTrie::new(),
+            filter_counts: LocalFilterCounts::new(),
+            index: ShardIndex::new(),
+            shared_index: SharedIndex::new(),
+            groups: LocalGroups::new(),
+            retained: RetainedStore::new(),
+            owners: AHashMap::new(),
+            pending: AHashMap::new(),
+            outgoing: (0..count).map(|_| VecDeque::new()).collect(),
+            local_inbox: VecDeque::new(),
+            wake_mask: 0,
+            timers: BinaryHeap::new(),
+            next_token: 0,
+            stats,
+            matches: Vec::new(),
+            actions: Vec::new(),
+            shutting_down: false,
+            live_connections: 0,
+            backlog_notify: Rc::new(Default::default()),
+        }
+    }
+
+    /// The mesh endpoint, shared so a task can await it without borrowing the shard.
+    pub fn mesh_handle(&self) -> Rc<MeshEndpoint<MeshMsg>> {
+        Rc::clone(&self.mesh)
+    }
+
+    /// Refreshes the gauges housekeeping reports.
+    pub fn refresh_gauges(&self) {
+        let stats = &self.stats;
+        stats
+            .sessions
+            .add(self.by_client_id.len() as i64 - stats.sessions.get());
+        let subscriptions = self.subscription_count() as i64;
+        stats
+            .subscriptions
+            .add(subscriptions - stats.subscriptions.get());
+        stats
+            .retained
+            .add(self.retained.len() as i64 - stats.retained.get());
+    }
+
+    /// A token unique across shards for a connection attempt.
+    pub fn next_token(&mut self) -> u64 {
+        self.next_token += 1;
+        (u64::from(self.id) << 48) | self.next_token
+    }
+
+    /// The entry in `slot`, if it exists.
+    pub fn entry_mut(&mut self, slot: Slot) -> Option<&mut Entry> {
+        self.entries.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// The entry in `slot` if `conn` is still the connection attached to it.
+    pub fn entry_for_conn(&mut self, slot: Slot, conn: &Rc<ConnShared>) -> Option<&mut Entry> {
+        self.entry_mut(slot)
+            .filter(|e| e.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)))
+    }
+
+    /// Home shard of a client id or topic (stable hash, so every shard agrees).
+    pub fn home_of(&self, key: &str) -> u16 {
+        // FNV-1a: stable across processes and shards, unlike a randomly seeded hasher.
+        let mut hash: u64 = 0xcbf29ce484222325;
+        for byte in key.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+        (hash % u64::from(self.count)) as u16
+    }
+
+    /// Queues a message for another shard (or this one); flushed by [`Shard::flush`].
+    pub fn send(&mut self, to: u16, msg: MeshMsg) {
+        if to == self.id {
+            self.local_inbox.push_back(msg);
+            return;
+        }
+        let queue = &mut self.outgoing[usize::from(to)];
+        if queue.is_empty() {
+            match self.mesh.try_send(usize::from(to), msg) {
+                Ok(()) => {
+                    self.wake_mask |= 1 << to;
+                    return;
+                }
+                Err(msg) => queue.push_back(msg),
+            }
+        } else {
+            queue.push_back(msg);
+        }
+    }
+
+    /// Messages parked for full mesh queues.
+    pub fn mesh_backlog(&self) -> usize {
+        self.outgoing.iter().map(VecDeque::len).sum()
+    }
+
+    /// Ends a round: handles messages to self, pushes parked mesh messages, wakes peers once.
+    pub fn flush(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while let Some(msg) = self.local_inbox.pop_front() {
+            self.handle_mesh(self.id, msg, now);
+            rounds += 1;
+            if rounds > 100_000 {
+                break;
+            }
+        }
+        for to in 0..self.count {
+            let queue = &mut self.outgoing[usize::from(to)];
+            while let Some(msg) = queue.pop_front() {
+                match self.mesh.try_send(usize::from(to), msg) {
+                    Ok(()) => self.wake_mask |= 1 << to,
+                    Err(msg) => {
+                        queue.push_front(msg);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut mask = std::mem::take(&mut self.wake_mask);
+        while mask != 0 {
+            let to = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.mesh.wake(to);
+        }
+        if self.mesh_backlog() < self.settings.mesh_backlog_max {
+            self.backlog_notify.notify();
+        }
+    }
+
+    // ----- connections and sessions ---------------------------------------------------------
+
+    /// Registers a pending CONNECT and claims the client id at its home shard.
+    pub fn begin_connect(
+        &mut self,
+        client_id: Str,
+        clean_start: bool,
+        notify: Rc<super::local_notify::LocalNotify>,
+    ) -> u64 {
+        let token = self.next_token();
+        self.pending.insert(
+            token,
+            PendingConnect {
+                client_id: client_id.clone(),
+                grant: None,
+                notify,
+                superseded: None,
+            },
+        );
+        let home = self.home_of(&client_id);
+        self.send(
+            home,
+            MeshMsg::Claim {
+                client_id,
+                shard: self.id,
+                token,
+                clean_start,
+            },
+        );
+        token
+    }
+
+    /// Installs a granted session for a new connection; returns its slot and session-present.
+    pub fn install_session(
+        &mut self,
+        client_id: Str,
+        token: u64,
+        state: Option<Box<SessionState>>,
+        clean_start: bool,
+        expiry_interval_secs: u32,
+        conn: Rc<ConnShared>,
+    ) -> (Slot, bool) {
+        let (mut session, present) = match state {
+            Some(state) if !clean_start => (Session::from_state(client_id.clone(), *state), true),
+            _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
+        };
+        session.state.expiry_interval_secs = expiry_interval_secs;
+        let restored: Vec<(Str, Subscription)> = session
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        self.generation_counter = self.generation_counter.wrapping_add(1);
+        let entry = Entry {
+            session,
+            generation: self.generation_counter,
+            conn: Some(conn),
+            token,
+            pending_will: None,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.entries.push(Some(entry));
+                (self.entries.len() - 1) as Slot
+            }
+        };
+        self.by_client_id.insert(client_id, slot);
+        for (filter, subscription) in restored {
+            self.add_subscription(slot, &filter, subscription);
+        }
+        self.stats.add_connection(1);
+        (slot, present)
+    }
+
+    /// Schedules the keep-alive check of a newly attached connection.
+    pub fn arm_keep_alive(&mut self, slot: Slot, conn_id: u64) {
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        if let Some(at) = entry.session.keep_alive_deadline() {
+            let generation = entry.generation;
+            self.timers.push(Reverse(Timer {
+                at,
+                kind: TimerKind::KeepAlive,
+                slot,
+                generation,
+                conn_id,
+            }));
+        }
+    }
+
+    /// Handles the session's actions after a packet.
+    pub fn handle_packet(
+        &mut self,
+        slot: Slot,
+        packet: crate::mqtt::Packet,
+        now: Instant,
+    ) -> crate::session::Flow {
+        let mut actions = std::mem::take(&mut self.actions);
+        let rules = Rc::clone(&self.rules);
+        let flow = match self.entry_mut(slot) {
+            Some(entry) => entry.session.handle(packet, now, &rules, &mut actions),
+            None => crate::session::Flow::Close(crate::session::CloseReason::Violation {
+                reason: ReasonCode::UNSPECIFIED_ERROR,
+                text: "session gone",
+            }),
+        };
+        for action in actions.drain(..) {
+            match action {
+                Action::Publish(message) => {
+                    self.stats.messages_received.inc();
+                    self.publish(message, now);
+                }
+                Action::Subscribe {
+                    filter,
+                    subscription,
+                    is_new,
+                } => {
+                    if !is_new {
+                        self.remove_subscription(slot, &filter);
+                    }
+                    self.add_subscription(slot, &filter, subscription);
+                    self.send_retained(slot, &filter, subscription, is_new, now);
+                }
+                Action::Unsubscribe { filter } => self.remove_subscription(slot, &filter),
+            }
+        }
+        self.actions = actions;
+        if let Some(entry) = self.entry_mut(slot) {
+            if let Some(conn) = &entry.conn {
+                if !entry.session.out.is_empty() {
+                    conn.writer.notify();
+                }
+            }
+        }
+        flow
+    }
+
+    fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) {
+        match parse_shared(filter, usize::MAX) {
+            Ok(Some(shared)) => {
+                if self.groups.join(shared.group, shared.filter, slot) {
+                    let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
+                    for shard in 0..self.count {
+                        self.send(
+                            shard,
+                            MeshMsg::SharedUpdate {
+                                group: group.clone(),
+                                filter: plain.clone(),
+                                shard: self.id,
+                                add: true,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(None) => {
+                self.subscriptions.insert(filter, slot, subscription);
+                if self.filter_counts.increment(filter) {
+                    let filter = Str::from(filter);
+                    for shard in 0..self.count {
+                        self.send(
+                            shard,
+                            MeshMsg::IndexUpdate {
+                                filter: filter.clone(),
+                                shard: self.id,
+                                add: true,
+                            },
+                        );
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn remove_subscription(&mut self, slot: Slot, filter: &str) {
+        match parse_shared(filter, usize::MAX) {
+            Ok(Some(shared)) => {
+                if self.groups.leave(shared.group, shared.filter, slot) {
+                    let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
+                    for shard in 0..self.count {
+                        self.send(
+                            shard,
+                            MeshMsg::SharedUpdate {
+                                group: group.clone(),
+                                filter: plain.clone(),
+                                shard: self.id,
+                                add: false,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(None) => {
+                if self.subscriptions.remove(filter, slot).is_some()
+                    && self.filter_counts.decrement(filter)
+                {
+                    let filter = Str::from(filter);
+                    for shard in 0..self.count {
+                        self.send(
+                            shard,
+                            MeshMsg::IndexUpdate {
+                                filter: filter.clone(),
+                                shard: self.id,
+                                add: false,
+                            },
+                        );
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn send_retained(
+        &mut self,
+        slot: Slot,
+        filter: &str,
+        subscription: Subscription,
+        is_new: bool,
+        now: Instant,
+    ) {
+        let wanted = match subscription.options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => is_new,
+            RetainHandling::DoNotSend => false,
+        };
+        // Shared subscriptions never receive retained messages (MQTT 5, 4.8.2).
+        if !wanted || filter.starts_with("$share/") {
+            return;
+        }
+        let mut found = Vec::new();
+        self.retained
+            .for_each_match(filter, |_, message| found.push(message.clone()));
+        for message in found {
+            let item = Queued {
+                qos: message.qos.min(subscription.options.qos),
+                retain: true,
+                subscription_ids: subscription.identifier.into_iter().collect(),
+                message,
+            };
+            self.deliver_to(slot, item, now);
+        }
+    }
+
+    /// Ends the connection attached to `slot`: final bytes go to the writer, the session
+    /// detaches (will, expiry) or ends. `violation` writes a v5 DISCONNECT first.
+    pub fn end_connection(
+        &mut self,
+        slot: Slot,
+        disconnect: Option<(ReasonCode, &'static str)>,
+        publish_will: bool,
+        now: Instant,
+    ) {
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        let Some(conn) = entry.conn.take() else {
+            return;
+        };
+        if let Some((reason, text)) = disconnect {
+            entry.session.write_disconnect(reason, text);
+        }
+        conn.finish(entry.session.out.split());
+        let will = entry.session.detach(now);
+        let expiry = entry.session.state.expiry_interval_secs;
+        let generation = entry.generation;
+        self.stats.add_connection(-1);
+        if let Some(will) = will.filter(|_| publish_will) {
+            let delay = will.delay_interval.unwrap_or(0).min(expiry);
+            if delay == 0 {
+                self.publish_will(will, now);
+            } else {
+                let at = now + Duration::from_secs(u64::from(delay));
+                if let Some(entry) = self.entry_mut(slot) {
+                    entry.pending_will = Some((will, at));
+                }
+                self.timers.push(Reverse(Timer {
+                    at,
+                    kind: TimerKind::WillDelay,
+                    slot,
+                    generation,
+                    conn_id: 0,
+                }));
+            }
+        }
+        if expiry == 0 {
+            self.end_session(slot, now);
+        } else {
+            let at = now + Duration::from_secs(u64::from(expiry));
+            self.timers.push(Reverse(Timer {
+                at,
+                kind: TimerKind::SessionExpiry,
+                slot,
+                generation,
+                conn_id: 0,
+            }));
+        }
+    }
+
+    /// Removes a session: publishes a pending will, drops subscriptions, releases the client id.
+    fn end_session(&mut self, slot: Slot, now: Instant) {
+        let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        if let Some(conn) = &entry.conn {
+            conn.finish(BytesMut::new());
+            self.stats.add_connection(-1);
+        }
+        if let Some((will, _)) = entry.pending_will {
+            self.publish_will(will, now);
+        }
+        for filter in entry.session.state.subscriptions.keys() {
+            self.remove_subscription(slot, filter);
+        }
+        if self.by_client_id.get(&entry.session.client_id) == Some(&slot) {
+            self.by_client_id.remove(&entry.session.client_id);
+        }
+        let home = self.home_of(&entry.session.client_id);
+        self.send(
+            home,
+            MeshMsg::Release {
+                client_id: entry.session.client_id.clone(),
+                token: entry.token,
+            },
+        );
+    }
+
+    /// Takes a session off this shard for a takeover: subscriptions leave the index here.
+    fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
+        let entry = self.entries.get_mut(slot as usize).and_then(Option::take)?;
+        self.free.push(slot);
+        for filter in entry.session.state.subscriptions.keys() {
+            self.remove_subscription(slot, filter);
+        }
+        if self.by_client_id.get(&entry.session.client_id) == Some(&slot) {
+            self.by_client_id.remove(&entry.session.client_id);
+        }
+        let _ = now;
+        Some(Box::new(entry.session.state))
+    }
+
+    fn publish_will(&mut self, will: Will, now: Instant) {
+        let expires_at = will
+            .properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties,
+            expires_at,
+            publisher: Str::from_static(""),
+        };
+        self.publish(Arc::new(message), now);
+    }
+
+    /// Runs due timers: keep-alive, will delay, session expiry.
+    pub fn run_timers(&mut self, now: Instant) {
+        while let Some(Reverse(timer)) = self.timers.peek().copied() {
+            if timer.at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.entry_mut(timer.slot) else {
+                continue;
+            };
+            if entry.generation != timer.generation {
+                continue;
+            }
+            match timer.kind {
+                TimerKind::KeepAlive => {
+                    let current = entry.conn.as_ref().map(|c| c.id);
+                    if current != Some(timer.conn_id) {
+                        continue;
+                    }
+                    match entry.session.keep_alive_deadline() {
+                        Some(at) if at <= now => {
+                            tracing::debug!(client_id = %entry.session.client_id, "keep-alive timeout");
+                            self.end_connection(
+                                timer.slot,
+                                Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout")),
+                                true,
+                                now,
+                            );
+                        }
+                        Some(at) => self.timers.push(Reverse(Timer { at, ..timer })),
+                        None => {}
+                    }
+                }
+                TimerKind::WillDelay => {
+                    if let Some((_, at)) = &entry.pending_will {
+                        if *at <= now {
+                            if let Some((will, _)) = entry.pending_will.take() {
+                                self.publish_will(will, now);
+                            }
+                        }
+                    }
+                }
+                TimerKind::SessionExpiry => {
+                    if entry.conn.is_none() {
+                        if let Some(at) = entry.session.expiry_deadline() {
+                            if at <= now {
+                                self.end_session(timer.slot, now);
+                            } else {
+                                self.timers.push(Reverse(Timer { at, ..timer }));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest timer, to bound the housekeeping sleep.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|t| t.0.at)
+    }
+
+    /// Closes every connection for shutdown (v5 clients get DISCONNECT 0x8B).
+    pub fn shutdown_connections(&mut self, now: Instant) {
+        self.shutting_down = true;
+        for slot in 0..self.entries.len() as Slot {
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            if connected {
+                // A shutdown is not the client's fault: wills of persistent sessions stay pending.
+                self.end_connection(
+                    slot,
+                    Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down")),
+                    false,
+                    now,
+                );
+            }
+        }
+    }
+
+    // ----- routing --------------------------------------------------------------------------
+
+    /// Routes a message published on this shard: retained store, local subscribers, one mesh
+    /// message per other shard with a match, and one member per shared group.
+    pub fn publish(&mut self, message: SharedMessage, now: Instant) {
+        if message.retain {
+            self.retain_locally(&message);
+            let home = self.home_of(&message.topic);
+            let stored = stored_retained(&message);
+            self.send(
+                home,
+                MeshMsg::RetainRequest {
+                    topic: message.topic.clone(),
+                    message: stored,
+                },
+            );
+        }
+        let shards = self.index.matching_shards(&message.topic);
+        let mut mask = shards;
+        while mask != 0 {
+            let shard = mask.trailing_zeros() as u16;
+            mask &= mask - 1;
+            if shard == self.id {
+                self.deliver_local(&message, now);
+            } else {
+                self.send(shard, MeshMsg::Deliver(message.clone()));
+            }
+        }
+        let mut picks: Vec<(Str, Str, u16)> = Vec::new();
+        self.shared_index
+            .route(&message.topic, |group, filter, shard| {
+                picks.push((Str::from(group), Str::from(filter), shard));
+            });
+        for (group, filter, shard) in picks {
+            if shard == self.id {
+                self.deliver_shared(&message, &group, &filter, now);
+            } else {
+                self.send(
+                    shard,
+                    MeshMsg::DeliverShared {
+                        message: message.clone(),
+                        group,
+                        filter,
+                    },
+                );
+            }
+        }
+    }
+
+    fn retain_locally(&mut self, message: &SharedMessage) {
+        match stored_retained(message) {
+            None => {
+                self.retained.remove(&message.topic);
+            }
+            Some(stored) => {
+                if self.retained.len() < self.settings.retained_messages_max
+                    || self.retained.get(&message.topic).is_some()
+                {
+                    self.retained.insert(&message.topic, stored);
+                } else {
+                    tracing::warn!(topic = %message.topic, "retained store full; message not retained");
+                }
+            }
+        }
+    }
+
+    /// Delivers to every local non-shared subscription matching the topic, once per session.
+    fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.subscriptions
+            .for_each_match(&message.topic, |slot, sub| matches.push((slot, *sub)));
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|(slot, _)| *slot);
+        }
+        let mut index = 0;
+        while index < matches.len() {
+            let (slot, first) = matches[index];
+            let mut qos = first.options.qos;
+            let mut retain_as_published = first.options.retain_as_published;
+            let mut no_local = first.options.no_local;
+            let mut ids: Vec<u32> = first.identifier.into_iter().collect();
+            let mut next = index + 1;
+            // Overlapping subscriptions of one session: one copy, highest QoS, every identifier.
+            while next < matches.len() && matches[next].0 == slot {
+                let other = matches[next].1;
+                qos = qos.max(other.options.qos);
+                retain_as_published |= other.options.retain_as_published;
+                no_local &= other.options.no_local;
+                ids.extend(other.identifier);
+                next += 1;
+            }
+            index = next;
+            if no_local {
+                let own = self
+                    .entry_mut(slot)
+                    .is_some_and(|e| e.session.client_id == message.publisher);
+                if own {
+                    continue;
+                }
+            }
+            let item = Queued {
+                message: message.clone(),
+                qos: message.qos.min(qos),
+                retain: message.retain && retain_as_published,
+                subscription_ids: ids,
+            };
+            self.deliver_to(slot, item, now);
+        }
+        self.matches = matches;
+    }
+
+    fn deliver_shared(&mut self, message: &SharedMessage, group: &str, filter: &str, now: Instant) {
+        let entries = &self.entries;
+        let connected = |slot: Slot| {
+            entries
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|e| e.conn.is_some())
+        };
+        let pick = self
+            .groups
+            .pick_where(group, filter, connected)
+            .or_else(|| self.groups.pick(group, filter));
+        let Some(slot) = pick else {
+            return;
+        };
+        let key = format!("$share/{group}/{filter}");
+        let Some(subscription) = self
+            .entry_mut(slot)
+            .and_then(|e| e.session.state.subscriptions.get(&Str::from(key)).copied())
+        else {
+            return;
+        };
+        let item = Queued {
+            message: message.clone(),
+            qos: message.qos.min(subscription.options.qos),
+            retain: message.retain && subscription.options.retain_as_published,
+            subscription_ids: subscription.identifier.into_iter().collect(),
+        };
+        self.deliver_to(slot, item, now);
+    }
+
+    /// Hands one delivery to a session and wakes its writer.
+    fn deliver_to(&mut self, slot: Slot, item: Queued, now: Instant) {
+        let rules = Rc::clone(&self.rules);
+        let stats = Arc::clone(&self.stats);
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        let outcome = entry.session.deliver(item, now, &rules);
+        match outcome {
+            Delivered::Sent => {
+                stats.messages_sent.inc();
+                if let Some(conn) = &entry.conn {
+                    conn.writer.notify();
+                }
+            }
+            Delivered::Queued => {}
+            Delivered::Dropped => stats.messages_dropped.inc(),
+            Delivered::Overflow => {
+                stats.messages_dropped.inc();
+                if entry.conn.is_some() {
+                    tracing::warn!(client_id = %entry.session.client_id, "queue full; disconnecting slow consumer");
+                    self.end_connection(
+                        slot,
+                        Some((ReasonCode::QUOTA_EXCEEDED, "message queue full")),
+                        true,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// After the writer flushed: move queued messages into the window.
+    pub fn after_write(&mut self, slot: Slot, conn: &Rc<ConnShared>, now: Instant) {
+        let rules = Rc::clone(&self.rules);
+        let Some(entry) = self.entry_for_conn(slot, conn) else {
+            return;
+        };
+        if !entry.session.state.queue.is_empty() {
+            entry.session.pump(now, &rules);
+        }
+    }
+
+    // ----- the mesh -------------------------------------------------------------------------
+
+    /// Handles one message from another shard (or from this one, via the local inbox).
+    pub fn handle_mesh(&mut self, from: u16, msg: MeshMsg, now: Instant) {
+        let _ = from;
+        match msg {
+            MeshMsg::Deliver(message) => self.deliver_local(&message, now),
+            MeshMsg::DeliverShared {
+                message,
+                group,
+                filter,
+            } => self.deliver_shared(&message, &group, &filter, now),
+            MeshMsg::IndexUpdate { filter, shard, add } => {
+                if add {
+                    self.index.add(&filter, shard);
+                } else {
+                    self.index.remove(&filter, shard);
+                }
+            }
+            MeshMsg::SharedUpdate {
+                group,
+                filter,
+                shard,
+                add,
+            } => {
+                if add {
+                    self.shared_index.add_member(&group, &filter, shard);
+                } else {
+                    self.shared_index.remove_member(&group, &filter, shard);
+                }
+            }
+            MeshMsg::RetainRequest { topic, message } => {
+                // This is the topic's home: its order is the order every replica applies.
+                self.apply_retained(&topic, message.clone());
+                for shard in 0..self.count {
+                    if shard != self.id {
+                        self.send(
+                            shard,
+                            MeshMsg::RetainSet {
+                                topic: topic.clone(),
+                                message: message.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            MeshMsg::RetainSet { topic, message } => self.apply_retained(&topic, message),
+            MeshMsg::Claim {
+                client_id,
+                shard,
+                token,
+                clean_start,
+            } => match self.owners.insert(client_id.clone(), (shard, token)) {
+                None => self.send(shard, MeshMsg::Grant { token, state: None }),
+                Some((holder, _)) => self.send(
+                    holder,
+                    MeshMsg::Takeover {
+                        client_id,
+                        to_shard: shard,
+                        token,
+                        clean_start,
+                    },
+                ),
+            },
+            MeshMsg::Takeover {
+                client_id,
+                to_shard,
+                token,
+                clean_start,
+            } => self.takeover(client_id, to_shard, token, clean_start, now),
+            MeshMsg::Grant { token, state } => {
+                let Some(pending) = self.pending.get_mut(&token) else {
+                    return;
+                };
+                if let Some((to_shard, next_token, clean_start)) = pending.superseded {
+                    // A later connection already owns the id: pass the session straight on.
+                    self.pending.remove(&token);
+                    let state = state.filter(|_| !clean_start);
+                    self.send(
+                        to_shard,
+                        MeshMsg::Grant {
+                            token: next_token,
+                            state,
+                        },
+                    );
+                    return;
+                }
+                pending.grant = Some(state);
+                pending.notify.notify();
+            }
+            MeshMsg::Release { client_id, token } => {
+                if self
+                    .owners
+                    .get(&client_id)
+                    .is_some_and(|(_, t)| *t == token)
+                {
+                    self.owners.remove(&client_id);
+                }
+            }
+        }
+    }
+
+    fn apply_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
+        match message {
+            None => {
+                self.retained.remove(topic);
+            }
+            Some(message) => {
+                if self.retained.len() < self.settings.retained_messages_max
+                    || self.retained.get(topic).is_some()
+                {
+                    self.retained.insert(topic, message);
+                }
+            }
+        }
+    }
+
+    fn takeover(
+        &mut self,
+        client_id: Str,
+        to_shard: u16,
+        token: u64,
+        clean_start: bool,
+        now: Instant,
+    ) {
+        if let Some(&slot) = self.by_client_id.get(&client_id) {
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            if connected {
+                self.end_connection(
+                    slot,
+                    Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over")),
+                    true,
+                    now,
+                );
+            }
+            // A reconnect within the will delay cancels the will (MQTT 5, 3.1.3.2.2), unless
+            // the new connection ends the session, which publishes it.
+            let state = if clean_start {
+                self.end_session(slot, now);
+                None
+            } else {
+                if let Some(entry) = self.entry_mut(slot) {
+                    entry.pending_will = None;
+                }
+                self.extract_session(slot, now)
+            };
+            self.send(to_shard, MeshMsg::Grant { token, state });
+            return;
+        }
+        // The id may belong to a connection of ours still waiting for its own grant.
+        let waiting = self
+            .pending
+            .iter_mut()
+            .find(|(_, p)| p.client_id == client_id && p.superseded.is_none());
+        if let Some((_, pending)) = waiting {
+            pending.superseded = Some((to_shard, token, clean_start));
+            pending.notify.notify();
+            return;
+        }
+        self.send(to_shard, MeshMsg::Grant { token, state: None });
+    }
+
+    /// Number of sessions (connected or not) on this shard.
+    pub fn session_count(&self) -> usize {
+        self.by_client_id.len()
+    }
+
+    /// Number of retained messages in this replica.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Number of local subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len() + self.groups.len()
+    }
+}
+
+/// The retained copy of a message: `None` clears (empty payload); else a copy whose payload no
+/// longer pins the publisher's whole read buffer.
+fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
+    if message.payload.is_empty() {
+        return None;
+    }
+    let mut copy = Message::clone(message);
+    copy.payload = Bytes::copy_from_slice(&message.payload);
+    copy.qos = message.qos.min(QoS::ExactlyOnce);
+    Some(Arc::new(copy))
+}

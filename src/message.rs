@@ -1,0 +1,49 @@
+//! The application message as it travels through the broker.
+//!
+//! One `Message` is built per inbound PUBLISH and shared (`Arc`) by every subscriber on every
+//! shard, so a fan-out costs refcount increments, never payload copies.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::mqtt::{PublishProperties, QoS, Str};
+
+/// A published application message, immutable once routed.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Topic name (never an alias: inbound aliases are resolved before a message is built).
+    pub topic: Str,
+    /// Application payload, usually a zero-copy slice of the publisher's read buffer.
+    pub payload: Bytes,
+    /// QoS the publisher sent it with; a delivery uses the minimum of this and the granted QoS.
+    pub qos: QoS,
+    /// The RETAIN flag as published.
+    pub retain: bool,
+    /// v5 properties passed through to subscribers (alias and subscription ids cleared).
+    pub properties: PublishProperties,
+    /// When the v5 Message Expiry Interval runs out, if the publisher set one.
+    pub expires_at: Option<Instant>,
+    /// Client id of the publisher, for v5 No Local.
+    pub publisher: Str,
+}
+
+/// The shared handle every queue and shard holds.
+pub type SharedMessage = Arc<Message>;
+
+impl Message {
+    /// True once the message expiry interval has run out.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Remaining expiry in whole seconds (rounded up, at least 1) for the outbound property.
+    pub fn remaining_expiry_secs(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            secs.clamp(1, u64::from(u32::MAX)) as u32
+        })
+    }
+}
