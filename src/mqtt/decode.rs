@@ -4,7 +4,7 @@
 //! size against `packet_size_max`), and only once the whole packet is buffered is its body
 //! split off without copying and parsed. "Incomplete" is `Ok(None)`, never an error.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::mqtt::error::DecodeError;
 use crate::mqtt::packet::{
@@ -49,8 +49,8 @@ pub fn decode_packet(
     }
     // `size` is at most `buf.len()` here, so the conversion and the split are in bounds.
     let mut frame = buf.split_to(size as usize);
-    let body = frame.split_off(header_len).freeze();
-    let mut reader = Reader::new(body);
+    frame.advance(header_len);
+    let mut reader = Reader::new(frame.freeze());
     let packet = decode_body(first_byte, &mut reader, version)?;
     Ok(Some(packet))
 }
