@@ -6,6 +6,8 @@
 //! (MQTT 5 properties), `packet` (packet structs), `decode`, `encode`, `error`; `wire` holds the
 //! private byte-level reader and writer both sides share.
 
+#![warn(missing_docs)]
+
 mod decode;
 mod encode;
 mod error;
