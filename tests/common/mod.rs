@@ -543,7 +543,7 @@ async fn run_v3(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<Ev>) {
 
 async fn run_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<Ev>) {
     use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, SubscribeReasonCode};
-    use rumqttc::v5::Event;
+    use rumqttc::v5::{ConnectionError, Event, StateError};
     use rumqttc::Outgoing;
     loop {
         let ev = match eventloop.poll().await {
@@ -577,6 +577,14 @@ async fn run_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<Ev>) {
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Ev::OutgoingDisconnect,
             Ok(_) => continue,
             Err(e) => {
+                // rumqttc reports a server DISCONNECT as an error of the event loop.
+                if let ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                }) = &e
+                {
+                    let _ = tx.send(Ev::Disconnect(*reason_code as u8));
+                }
                 let _ = tx.send(Ev::Closed(e.to_string()));
                 return;
             }
