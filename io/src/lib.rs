@@ -18,12 +18,14 @@
 //! Nothing here knows MQTT: the broker's shard loop combines these parts.
 #![warn(missing_docs)]
 
+pub mod buf;
 pub mod error;
 pub mod listener;
 pub mod mesh;
 pub mod notify;
 pub mod runtime;
 
+pub use buf::read_append;
 pub use error::IoError;
 pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tune_accepted};
 pub use mesh::{Mesh, MeshEndpoint};

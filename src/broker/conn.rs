@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use ringmq_io::monoio;
 
@@ -100,6 +100,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
     let connect = loop {
+        let level = declared_level(&buf);
         match decode_packet(&mut buf, ProtocolVersion::V311, settings.packet_size_max) {
             Ok(Some(Packet::Connect(connect))) => break connect,
             Ok(Some(other)) => {
@@ -122,6 +123,17 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
             }
             Err(error) => {
                 tracing::debug!(%error, "bad CONNECT");
+                if level == Some(5) {
+                    // A v5 client learns why (3.2.2.2: CONNACK with a reason code, then close).
+                    let refusal = crate::session::connect::Refusal {
+                        reason: error.reason_code(),
+                        text: "malformed CONNECT",
+                    };
+                    let ack = connack_refused(ProtocolVersion::V5, &refusal);
+                    let mut out = BytesMut::new();
+                    let _ = encode_packet(&Packet::ConnAck(ack), ProtocolVersion::V5, &mut out);
+                    let _ = writer.write_all(out).await;
+                }
                 return;
             }
         }
@@ -130,7 +142,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
             return;
         };
         ensure_spare(&mut buf, settings.read_buffer_bytes);
-        match monoio::time::timeout(left, reader.read(buf)).await {
+        match monoio::time::timeout(left, ringmq_io::read_append(&mut reader, buf)).await {
             Err(_) => {
                 tracing::debug!("no CONNECT before the deadline");
                 return;
@@ -298,8 +310,8 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
             })
             .await;
         }
-        ensure_spare(&mut buf, settings.read_buffer_bytes);
-        let (result, back) = reader.read(buf).await;
+        ensure_spare(&mut buf, settings.read_budget_bytes);
+        let (result, back) = ringmq_io::read_append(&mut reader, buf).await;
         buf = back;
         match result {
             Ok(0) | Err(_) => {
@@ -326,19 +338,23 @@ async fn write_loop(
     conn: Rc<ConnShared>,
     mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
 ) {
+    let batch = shard.borrow().settings.write_batch_bytes.max(1);
     loop {
         let next = poll_fn(|cx| {
             conn.writer.take();
             let mut s = shard.borrow_mut();
             if let Some(entry) = s.entry_for_conn(slot, &conn) {
-                if !entry.session.out.is_empty() {
-                    return Poll::Ready(Some(entry.session.out.split()));
+                let out = &mut entry.session.out;
+                if !out.is_empty() {
+                    return Poll::Ready(Some(out.split_to(out.len().min(batch))));
                 }
             }
-            let rest = conn.final_out.borrow_mut().split();
+            let mut rest = conn.final_out.borrow_mut();
             if !rest.is_empty() {
-                return Poll::Ready(Some(rest));
+                let len = rest.len().min(batch);
+                return Poll::Ready(Some(rest.split_to(len)));
             }
+            drop(rest);
             if conn.is_closing() {
                 return Poll::Ready(None);
             }
@@ -368,6 +384,22 @@ async fn write_loop(
     unsafe {
         libc::shutdown(conn.fd, libc::SHUT_RDWR);
     }
+}
+
+/// The protocol level a (possibly malformed) CONNECT at the front of `buf` declares, if readable.
+fn declared_level(buf: &[u8]) -> Option<u8> {
+    let first = *buf.first()?;
+    if first >> 4 != 1 {
+        return None;
+    }
+    // Skip the remaining-length varint (at most 4 bytes) without trusting its value.
+    let mut index = 1;
+    while index < 5 && buf.get(index)? & 0x80 != 0 {
+        index += 1;
+    }
+    let rest = buf.get(index + 1..)?;
+    let name_len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+    rest.get(2 + name_len).copied()
 }
 
 fn assign_client_id(conn_id: u64) -> String {

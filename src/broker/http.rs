@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHead, Response};
 use ringmq_io::monoio;
@@ -48,7 +48,7 @@ pub async fn serve(mut stream: TcpStream) {
                 buf.reserve(4096);
             }
             let partial = !buf.is_empty();
-            match monoio::time::timeout(left, stream.read(buf)).await {
+            match monoio::time::timeout(left, ringmq_io::read_append(&mut stream, buf)).await {
                 Err(_) => {
                     if partial {
                         Response::text(408, "request head timeout\n").encode(false, &mut out);
@@ -84,7 +84,12 @@ pub async fn serve(mut stream: TcpStream) {
                             }
                         }
                         buf.reserve(4096);
-                        match monoio::time::timeout(HEAD_TIMEOUT, stream.read(buf)).await {
+                        match monoio::time::timeout(
+                            HEAD_TIMEOUT,
+                            ringmq_io::read_append(&mut stream, buf),
+                        )
+                        .await
+                        {
                             Err(_) | Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                             Ok((Ok(_), back)) => buf = back,
                         }

@@ -122,10 +122,12 @@ pub fn rules_from(config: &Config) -> Rules {
         shared_subscriptions: mqtt.shared_subscriptions,
         subscription_identifiers: mqtt.subscription_identifiers,
         qos0_overflow: match config.delivery.qos0_slow_consumer {
+            SlowConsumerPolicy::DropNew => Qos0Overflow::DropNew,
+            SlowConsumerPolicy::DropOldest => Qos0Overflow::DropOldest,
             SlowConsumerPolicy::Disconnect => Qos0Overflow::Disconnect,
-            _ => Qos0Overflow::DropNew,
         },
         client_id_bytes_max: limits.client_id_bytes_max,
+        allow_anonymous: config.mqtt.allow_anonymous,
     }
 }
 
@@ -138,6 +140,14 @@ pub struct Broker {
 impl Broker {
     /// Starts the shards and listeners; returns once every shard listens (or one failed).
     pub fn start(config: Config) -> Result<Broker, BrokerError> {
+        // Shards bind with SO_REUSEPORT, which would silently share a port with another process
+        // of the same user: probe each address without it first, so a clash is an error.
+        for addr in [config.listeners.mqtt, config.listeners.http] {
+            if addr.port() != 0 {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|source| BrokerError::Bind { addr, source })?;
+            }
+        }
         let shard_count = config.shard_count();
         let mesh = Mesh::new(shard_count, config.shards.mesh_queue_capacity);
         let stats = (0..shard_count)
@@ -269,6 +279,8 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     let settings = ShardSettings {
         mesh_batch_max: config.shards.mesh_batch_max,
         read_buffer_bytes: config.delivery.read_buffer_bytes,
+        read_budget_bytes: config.delivery.read_budget_bytes,
+        write_batch_bytes: config.delivery.write_batch_bytes,
         retained_messages_max: config.limits.retained_messages_max,
         connections_max: config.limits.connections_max.div_ceil(ctx.shard_count),
         connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),

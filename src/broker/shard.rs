@@ -75,8 +75,12 @@ pub struct PendingConnect {
 pub struct ShardSettings {
     /// Items drained from the mesh per round.
     pub mesh_batch_max: usize,
-    /// Bytes read per connection per read call.
+    /// Initial read buffer of a connection.
     pub read_buffer_bytes: usize,
+    /// Room reserved for one read call: the most one connection is read per round.
+    pub read_budget_bytes: usize,
+    /// Most bytes handed to one write call.
+    pub write_batch_bytes: usize,
     /// Retained messages kept at most.
     pub retained_messages_max: usize,
     /// Connections accepted at most (this shard's share).
@@ -904,7 +908,7 @@ impl Shard {
         let Some(entry) = self.entry_for_conn(slot, conn) else {
             return;
         };
-        if !entry.session.state.queue.is_empty() {
+        if !entry.session.state.queue.is_empty() || !entry.session.state.qos0_queue.is_empty() {
             entry.session.pump(now, &rules);
         }
     }

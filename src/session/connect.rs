@@ -47,6 +47,13 @@ pub fn negotiate(
     assign_id: impl FnOnce() -> String,
 ) -> Result<Negotiated, Refusal> {
     let v5 = connect.version == ProtocolVersion::V5;
+    if !rules.allow_anonymous {
+        // No user store exists yet, so every client is anonymous: refuse all of them.
+        return Err(Refusal {
+            reason: ReasonCode::NOT_AUTHORIZED,
+            text: "anonymous clients are not allowed",
+        });
+    }
     let mut client_id = connect.client_id.clone();
     let mut assigned = false;
     if client_id.is_empty() {

@@ -207,6 +207,7 @@ impl Session {
         } else {
             self.state.inflight.clear();
             self.state.queue.clear();
+            self.state.qos0_queue.clear();
             self.state.incoming_qos2.clear();
         }
         self.pump(now, rules);
@@ -216,6 +217,8 @@ impl Session {
     pub fn detach(&mut self, now: Instant) -> Option<Will> {
         self.disconnected_at = Some(now);
         self.out.clear();
+        // QoS 0 is never kept for an offline session.
+        self.state.qos0_queue.clear();
         self.link.take().and_then(|l| l.will)
     }
 
@@ -508,10 +511,18 @@ impl Session {
                 reason
             });
         }
+        let mut properties = AckProperties::default();
+        let wants_text = self.link.as_ref().is_some_and(|l| l.problem_information);
+        if v5 && wants_text {
+            properties.reason_string = reasons
+                .iter()
+                .find(|r| r.is_error())
+                .map(|r| Str::from_static(refusal_text(*r)));
+        }
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             reasons,
-            properties: AckProperties::default(),
+            properties,
         };
         self.write_packet(&Packet::SubAck(suback), version);
         Flow::Continue
@@ -570,8 +581,20 @@ impl Session {
         };
         let window = usize::from(link.receive_maximum.min(rules.inflight_max));
         if item.qos == QoS::AtMostOnce {
-            if self.out.len() >= rules.outbox_bytes_max {
-                return Delivered::Dropped;
+            if self.out.len() >= rules.outbox_bytes_max || !self.state.qos0_queue.is_empty() {
+                return match rules.qos0_overflow {
+                    Qos0Overflow::DropNew => Delivered::Dropped,
+                    Qos0Overflow::Disconnect => Delivered::Overflow,
+                    Qos0Overflow::DropOldest => {
+                        let mut outcome = Delivered::Queued;
+                        if self.state.qos0_queue.len() >= rules.queue_messages_max {
+                            self.state.qos0_queue.pop_front();
+                            outcome = Delivered::Dropped;
+                        }
+                        self.state.qos0_queue.push_back(item);
+                        outcome
+                    }
+                };
             }
             return if self.encode_delivery(&item, 0, false, now) {
                 Delivered::Sent
@@ -621,6 +644,14 @@ impl Session {
     pub fn pump(&mut self, now: Instant, rules: &Rules) {
         let Some(link) = &self.link else { return };
         let window = usize::from(link.receive_maximum.min(rules.inflight_max));
+        while self.out.len() < rules.outbox_bytes_max {
+            let Some(item) = self.state.qos0_queue.pop_front() else {
+                break;
+            };
+            if !item.message.is_expired(now) {
+                self.encode_delivery(&item, 0, false, now);
+            }
+        }
         while self.state.inflight.len() < window && self.out.len() < rules.outbox_bytes_max {
             let Some(item) = self.state.queue.pop_front() else {
                 break;
@@ -745,6 +776,16 @@ fn check_filter(filter: &str, no_local: bool, rules: &Rules) -> Result<(), Filte
         return Err(FilterProblem::Refused(ReasonCode::UNSPECIFIED_ERROR));
     }
     Ok(())
+}
+
+fn refusal_text(reason: ReasonCode) -> &'static str {
+    match reason {
+        ReasonCode::TOPIC_FILTER_INVALID => "invalid topic filter",
+        ReasonCode::QUOTA_EXCEEDED => "too many subscriptions",
+        ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED => "shared subscriptions are disabled",
+        ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED => "wildcard subscriptions are disabled",
+        _ => "subscription refused by server policy",
+    }
 }
 
 fn violation(reason: ReasonCode, text: &'static str) -> Flow {

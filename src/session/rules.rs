@@ -7,6 +7,9 @@ use crate::mqtt::QoS;
 pub enum Qos0Overflow {
     /// Drop the new message (the subscriber keeps what it already has queued).
     DropNew,
+    /// Hold QoS 0 messages in a bounded ring beside the outbox and drop the oldest when it is
+    /// full, so a slow subscriber gets the freshest data once it catches up.
+    DropOldest,
     /// Disconnect the subscriber (v5 reason 0x97 Quota exceeded).
     Disconnect,
 }
@@ -48,6 +51,8 @@ pub struct Rules {
     pub qos0_overflow: Qos0Overflow,
     /// Longest client id accepted, in bytes.
     pub client_id_bytes_max: usize,
+    /// Accept clients without credentials (until the control plane holds users, every client).
+    pub allow_anonymous: bool,
 }
 
 impl Default for Rules {
@@ -70,6 +75,7 @@ impl Default for Rules {
             subscription_identifiers: true,
             qos0_overflow: Qos0Overflow::DropNew,
             client_id_bytes_max: 256,
+            allow_anonymous: true,
         }
     }
 }

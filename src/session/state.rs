@@ -61,6 +61,8 @@ pub struct SessionState {
     pub subscriptions: AHashMap<Str, Subscription>,
     /// QoS 1/2 messages not yet sent, oldest first (bounded by `Rules::queue_messages_max`).
     pub queue: VecDeque<Queued>,
+    /// QoS 0 messages waiting for outbox room under the drop-oldest policy (bounded like `queue`).
+    pub qos0_queue: VecDeque<Queued>,
     /// Messages holding a packet id, in send order (bounded by the inflight window).
     pub inflight: VecDeque<InFlight>,
     /// Inbound QoS 2 packet ids received and not yet released (bounded by our Receive Maximum).
