@@ -4,7 +4,7 @@
 # suite in tests/python against the freshly built broker.
 #
 #   bash scripts/test.sh                     # everything
-#   PYTEST_ARGS="-k retained" bash scripts/test.sh
+#   bash scripts/test.sh -k "retained or will"   # arguments go to pytest (also PYTEST_ARGS="-x")
 #   SKIP_CARGO_TEST=1 bash scripts/test.sh   # only the Python suite (still builds)
 #   BROKER=mosquitto ... pytest tests/python # check the Python tests against mosquitto (see tests/python/conftest.py)
 #
@@ -26,10 +26,13 @@ python=$(bash scripts/install-test-deps.sh | sed -n 's/^PYTHON=//p' | tail -1)
 stamp "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+logs=$(mktemp -d "${TMPDIR:-/tmp}/ringmq-test.XXXXXX")
+trap 'rm -rf "$logs"' EXIT
+
 cargo_rc=0
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
   stamp "cargo test --workspace"
-  cargo test --workspace || cargo_rc=$?
+  { cargo test --workspace 2>&1 | tee "$logs/cargo.log"; } || cargo_rc=$?
 fi
 
 stamp "pytest tests/python (paho-mqtt $("$python" -c 'import paho.mqtt; print(paho.mqtt.__version__)'))"
@@ -37,10 +40,30 @@ export RINGMQ_BIN="$CARGO_TARGET_DIR/debug/ringmq"
 py_rc=0
 # shellcheck disable=SC2086
 "$python" -m pytest tests/python -c tests/python/pytest.ini --rootdir tests/python \
-  --timeout 60 -q ${PYTEST_ARGS:-} || py_rc=$?
+  --timeout 60 -q --junitxml "$logs/junit.xml" ${PYTEST_ARGS:-} "$@" || py_rc=$?
 
 echo
 stamp "summary"
+rust_pass=0 rust_fail=0 rust_skip=0
+if [ -f "$logs/cargo.log" ]; then
+  read -r rust_pass rust_fail rust_skip < <(awk '/^test result:/ {
+      for (i = 1; i <= NF; i++) {
+        if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i
+      } } END { print p+0, f+0, s+0 }' "$logs/cargo.log")
+fi
+py_pass=0 py_fail=0 py_skip=0
+if [ -f "$logs/junit.xml" ]; then
+  read -r py_pass py_fail py_skip < <("$python" - "$logs/junit.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = f = s = 0
+for x in suites:
+    t += int(x.get("tests", 0)); f += int(x.get("failures", 0)) + int(x.get("errors", 0)); s += int(x.get("skipped", 0))
+print(t - f - s, f, s)
+PY
+)
+fi
 if [ "${SKIP_CARGO_TEST:-0}" = 1 ]; then
   echo "cargo test: skipped"
 elif [ "$cargo_rc" = 0 ]; then echo "cargo test: ok"; else echo "cargo test: FAILED (exit $cargo_rc)"; fi
@@ -49,4 +72,7 @@ case "$py_rc" in
   5) echo "pytest: FAILED (no tests collected)" ;;
   *) echo "pytest: FAILED (exit $py_rc)" ;;
 esac
+echo "rust: $rust_pass passed, $rust_fail failed, $rust_skip skipped"
+echo "python: $py_pass passed, $py_fail failed, $py_skip skipped"
+echo "total: $((rust_pass + py_pass)) passed, $((rust_fail + py_fail)) failed, $((rust_skip + py_skip)) skipped"
 [ "$cargo_rc" = 0 ] && [ "$py_rc" = 0 ]

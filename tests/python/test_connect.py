@@ -241,3 +241,17 @@ def test_healthz(broker):
     resp = httpx.get(f"http://{broker.host}:{broker.http_port}/healthz", timeout=5)
     assert resp.status_code == 200
     assert resp.text.strip() == "ok"
+
+
+def test_mqtt_31_protocol(raw):
+    """MQTT 3.1 (protocol name MQIsdp, level 3) clients still connect and exchange messages."""
+    sub = raw(3)
+    ack = sub.connect(unique("v31s")[:23])  # 3.1 limits client ids to 23 bytes
+    assert ack.reason_code == 0
+    sub.subscribe("v31/t", qos=1)
+    pub = raw(3)
+    pub.connect(unique("v31p")[:23])
+    pub.publish("v31/t", b"old but gold", qos=1)
+    p = sub.expect(mr.PUBLISH)
+    assert (p.topic, p.payload, p.qos) == ("v31/t", b"old but gold", 1)
+    sub.ack(p)
