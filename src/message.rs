@@ -27,6 +27,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for v5 No Local.
     pub publisher: Str,
+    /// Shard and connection id of the publishing connection (connection 0: the broker itself),
+    /// so a subscriber falling behind can pause exactly that publisher.
+    pub origin: (u16, u64),
 }
 
 /// The shared handle every queue and shard holds.

@@ -25,6 +25,11 @@ use crate::session::{CloseReason, Flow};
 /// How long a connection waits for the client id's home shard to answer.
 const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Packets handled from one connection before the shard serves its other tasks (the round's
+/// budget: bounds the latency one busy publisher adds to everyone else, and lets pauses from
+/// slow subscribers on other shards arrive before the publisher has run far ahead).
+const PACKETS_PER_ROUND: usize = 64;
+
 /// Reads smaller than this much spare room make us reserve a fresh chunk first.
 const READ_SPARE_MIN: usize = 4096;
 
@@ -37,6 +42,8 @@ pub struct ConnShared {
     pub writer: LocalNotify,
     final_out: RefCell<BytesMut>,
     closing: Cell<bool>,
+    pauses: Cell<u32>,
+    resumed: LocalNotify,
     fd: RawFd,
 }
 
@@ -47,8 +54,30 @@ impl ConnShared {
             writer: LocalNotify::default(),
             final_out: RefCell::new(BytesMut::new()),
             closing: Cell::new(false),
+            pauses: Cell::new(0),
+            resumed: LocalNotify::default(),
             fd,
         }
+    }
+
+    /// Stops reading this connection until a matching [`ConnShared::resume`] (pauses nest: one
+    /// per slow subscriber it feeds).
+    pub fn pause(&self) {
+        self.pauses.set(self.pauses.get() + 1);
+    }
+
+    /// Undoes one pause; the reader goes on once none is left.
+    pub fn resume(&self) {
+        let left = self.pauses.get().saturating_sub(1);
+        self.pauses.set(left);
+        if left == 0 {
+            self.resumed.notify();
+        }
+    }
+
+    /// True while reading is paused for a slow subscriber.
+    pub fn is_paused(&self) -> bool {
+        self.pauses.get() > 0 && !self.closing.get()
     }
 
     /// Ends the connection: the writer flushes `rest`, then shuts the socket down.
@@ -58,6 +87,7 @@ impl ConnShared {
         }
         self.closing.set(true);
         self.writer.notify();
+        self.resumed.notify();
     }
 
     /// True once the connection is ending.
@@ -246,14 +276,25 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
 
     // 5. Read packets until the connection ends.
     loop {
+        let mut budget_spent = false;
         let stop = {
             let mut s = shard.borrow_mut();
             let now = Instant::now();
             let mut stop = false;
+            let mut handled = 0;
             while !conn.is_closing() {
+                if handled == PACKETS_PER_ROUND {
+                    budget_spent = true;
+                    break;
+                }
+                handled += 1;
                 match decode_packet(&mut buf, version, settings.packet_size_max) {
                     Ok(Some(packet)) => match s.handle_packet(slot, packet, now) {
-                        Flow::Continue => {}
+                        Flow::Continue => {
+                            if conn.is_paused() {
+                                break;
+                            }
+                        }
                         Flow::Close(CloseReason::ClientDisconnect { with_will }) => {
                             s.end_connection(slot, None, with_will, now);
                             stop = true;
@@ -286,6 +327,30 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         };
         if stop {
             break;
+        }
+        if budget_spent {
+            shard.borrow_mut().poll_mesh(Instant::now());
+            super::local_notify::yield_now().await;
+            continue;
+        }
+        if conn.is_paused() {
+            poll_fn(|cx| {
+                conn.resumed.take();
+                if conn.is_paused() {
+                    conn.resumed.register(cx.waker());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            // Packets may already be buffered: decode them before reading more.
+            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, &conn) {
+                if let Some(link) = entry.session.link.as_mut() {
+                    link.last_rx = Instant::now();
+                }
+            }
+            continue;
         }
         // Overload: stop reading publishers while the mesh cannot take more (TCP pushes back).
         loop {

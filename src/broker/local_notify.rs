@@ -72,3 +72,18 @@ impl LocalStop {
         .await
     }
 }
+
+/// Gives the other tasks of the shard a turn (one `Pending`, then ready).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

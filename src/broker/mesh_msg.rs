@@ -82,6 +82,13 @@ pub enum MeshMsg {
         /// The moved session, if one existed and the new connection keeps it.
         state: Option<Box<SessionState>>,
     },
+    /// To a publisher's shard: pause (or resume) reading that connection; pauses count up.
+    Pause {
+        /// Connection id of the publisher.
+        conn_id: u64,
+        /// Pause (true) or resume (false).
+        pause: bool,
+    },
     /// To the home shard: the session with this token ended.
     Release {
         /// Client id.

@@ -40,6 +40,8 @@ pub struct Entry {
     pub token: u64,
     /// A will waiting for its delay (or for the session to end).
     pub pending_will: Option<(Will, Instant)>,
+    /// Publishers (shard, connection id) paused until this session's queue drains.
+    pub blocked: Vec<(u16, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -132,6 +134,10 @@ pub struct Shard {
     pub live_connections: usize,
     /// Woken when the mesh backlog drains, to resume reading publishers.
     pub backlog_notify: Rc<super::local_notify::LocalNotify>,
+    /// Live connections by id, so a pause or resume from any shard finds its publisher.
+    live_conns: AHashMap<u64, Rc<ConnShared>>,
+    /// Reused by [`Shard::poll_mesh`].
+    mesh_scratch: Vec<(usize, MeshMsg)>,
 }
 
 impl Shard {
@@ -173,6 +179,8 @@ impl Shard {
             shutting_down: false,
             live_connections: 0,
             backlog_notify: Rc::new(Default::default()),
+            live_conns: AHashMap::new(),
+            mesh_scratch: Vec::new(),
         }
     }
 
@@ -336,12 +344,15 @@ impl Shard {
             .map(|(f, s)| (f.clone(), *s))
             .collect();
         self.generation_counter = self.generation_counter.wrapping_add(1);
+        session.origin = (self.id, conn.id);
+        self.live_conns.insert(conn.id, Rc::clone(&conn));
         let entry = Entry {
             session,
             generation: self.generation_counter,
             conn: Some(conn),
             token,
             pending_will: None,
+            blocked: Vec::new(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -548,11 +559,17 @@ impl Shard {
         let Some(conn) = entry.conn.take() else {
             return;
         };
+        let blocked = std::mem::take(&mut entry.blocked);
         if let Some((reason, text)) = disconnect {
             entry.session.write_disconnect(reason, text);
         }
         conn.finish(entry.session.out.split());
         let will = entry.session.detach(now);
+        self.live_conns.remove(&conn.id);
+        self.release(blocked);
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
         let expiry = entry.session.state.expiry_interval_secs;
         let generation = entry.generation;
         self.stats.add_connection(-1);
@@ -590,12 +607,14 @@ impl Shard {
 
     /// Removes a session: publishes a pending will, drops subscriptions, releases the client id.
     fn end_session(&mut self, slot: Slot, now: Instant) {
-        let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::take) else {
+        let Some(mut entry) = self.entries.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
         self.free.push(slot);
+        self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = &entry.conn {
             conn.finish(BytesMut::new());
+            self.live_conns.remove(&conn.id);
             self.stats.add_connection(-1);
         }
         if let Some((will, _)) = entry.pending_will {
@@ -619,8 +638,9 @@ impl Shard {
 
     /// Takes a session off this shard for a takeover: subscriptions leave the index here.
     fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
-        let entry = self.entries.get_mut(slot as usize).and_then(Option::take)?;
+        let mut entry = self.entries.get_mut(slot as usize).and_then(Option::take)?;
         self.free.push(slot);
+        self.release(std::mem::take(&mut entry.blocked));
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
         }
@@ -644,6 +664,7 @@ impl Shard {
             properties: will.properties,
             expires_at,
             publisher: Str::from_static(""),
+            origin: (self.id, 0),
         };
         self.publish(Arc::new(message), now);
     }
@@ -665,6 +686,12 @@ impl Shard {
                 TimerKind::KeepAlive => {
                     let current = entry.conn.as_ref().map(|c| c.id);
                     if current != Some(timer.conn_id) {
+                        continue;
+                    }
+                    if entry.conn.as_ref().is_some_and(|c| c.is_paused()) {
+                        // We stopped reading this client, so its silence is ours: look again later.
+                        let at = now + Duration::from_secs(1);
+                        self.timers.push(Reverse(Timer { at, ..timer }));
                         continue;
                     }
                     match entry.session.keep_alive_deadline() {
@@ -877,6 +904,7 @@ impl Shard {
         let Some(entry) = self.entry_mut(slot) else {
             return;
         };
+        let origin = item.message.origin;
         let outcome = entry.session.deliver(item, now, &rules);
         match outcome {
             Delivered::Sent => {
@@ -885,7 +913,18 @@ impl Shard {
                     conn.writer.notify();
                 }
             }
-            Delivered::Queued => {}
+            Delivered::Queued => {
+                // A connected subscriber falling behind: pause the publisher (TCP pushes back)
+                // long before the queue is full, instead of acknowledging and then dropping.
+                if entry.conn.is_some()
+                    && entry.session.state.queue.len() >= queue_high_water(&rules)
+                    && origin.1 != 0
+                    && !entry.blocked.contains(&origin)
+                {
+                    entry.blocked.push(origin);
+                    self.pause_publisher(origin);
+                }
+            }
             Delivered::Dropped => stats.messages_dropped.inc(),
             Delivered::Overflow => {
                 stats.messages_dropped.inc();
@@ -911,9 +950,70 @@ impl Shard {
         if !entry.session.state.queue.is_empty() || !entry.session.state.qos0_queue.is_empty() {
             entry.session.pump(now, &rules);
         }
+        if !entry.blocked.is_empty()
+            && entry.session.state.queue.len() < queue_high_water(&rules) / 2
+        {
+            let blocked = std::mem::take(&mut entry.blocked);
+            self.release(blocked);
+        }
+    }
+
+    /// Pauses reading a publisher, on this shard or (through the mesh) on its own.
+    fn pause_publisher(&mut self, (shard, conn_id): (u16, u64)) {
+        if shard == self.id {
+            if let Some(conn) = self.live_conns.get(&conn_id) {
+                conn.pause();
+            }
+        } else {
+            self.send(
+                shard,
+                MeshMsg::Pause {
+                    conn_id,
+                    pause: true,
+                },
+            );
+        }
+    }
+
+    /// Resumes every publisher in `blocked` (each was paused once for this session).
+    fn release(&mut self, blocked: Vec<(u16, u64)>) {
+        for (shard, conn_id) in blocked {
+            if shard == self.id {
+                if let Some(conn) = self.live_conns.get(&conn_id) {
+                    conn.resume();
+                }
+            } else {
+                self.send(
+                    shard,
+                    MeshMsg::Pause {
+                        conn_id,
+                        pause: false,
+                    },
+                );
+            }
+        }
     }
 
     // ----- the mesh -------------------------------------------------------------------------
+
+    /// Drains what other shards sent, without waiting. Busy readers call this between rounds:
+    /// monoio delivers cross-thread wake-ups only when the runtime parks, which a shard with
+    /// work to do may not do for a long time, and pauses from slow subscribers must not wait.
+    pub fn poll_mesh(&mut self, now: Instant) {
+        let mut batch = std::mem::take(&mut self.mesh_scratch);
+        batch.clear();
+        if self
+            .mesh
+            .try_recv_batch(&mut batch, self.settings.mesh_batch_max)
+            > 0
+        {
+            for (from, msg) in batch.drain(..) {
+                self.handle_mesh(from as u16, msg, now);
+            }
+            self.flush(now);
+        }
+        self.mesh_scratch = batch;
+    }
 
     /// Handles one message from another shard (or from this one, via the local inbox).
     pub fn handle_mesh(&mut self, from: u16, msg: MeshMsg, now: Instant) {
@@ -1003,6 +1103,15 @@ impl Shard {
                 pending.grant = Some(state);
                 pending.notify.notify();
             }
+            MeshMsg::Pause { conn_id, pause } => {
+                if let Some(conn) = self.live_conns.get(&conn_id) {
+                    if pause {
+                        conn.pause();
+                    } else {
+                        conn.resume();
+                    }
+                }
+            }
             MeshMsg::Release { client_id, token } => {
                 if self
                     .owners
@@ -1089,6 +1198,11 @@ impl Shard {
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.len() + self.groups.len()
     }
+}
+
+/// Queue length at which a connected subscriber pauses the publishers feeding it.
+fn queue_high_water(rules: &Rules) -> usize {
+    (rules.queue_messages_max / 2).max(1)
 }
 
 /// The retained copy of a message: `None` clears (empty payload); else a copy whose payload no

@@ -54,6 +54,7 @@ pub fn publish(shard: &mut Shard, totals: &Totals, started: Instant, now: Instan
             properties: PublishProperties::default(),
             expires_at: None,
             publisher: Str::from_static("$SYS"),
+            origin: (0, 0),
         };
         shard.publish(Arc::new(message), now);
     }

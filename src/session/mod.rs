@@ -129,6 +129,8 @@ pub struct Session {
     pub out: BytesMut,
     /// When the last connection ended (for session expiry).
     pub disconnected_at: Option<Instant>,
+    /// Shard and connection id of the attached connection, stamped on the messages it publishes.
+    pub origin: (u16, u64),
 }
 
 impl Session {
@@ -143,6 +145,7 @@ impl Session {
             link: None,
             out: BytesMut::new(),
             disconnected_at: None,
+            origin: (0, 0),
         }
     }
 
@@ -154,6 +157,7 @@ impl Session {
             link: None,
             out: BytesMut::new(),
             disconnected_at: None,
+            origin: (0, 0),
         }
     }
 
@@ -392,6 +396,7 @@ impl Session {
             properties,
             expires_at,
             publisher: self.client_id.clone(),
+            origin: self.origin,
         };
         match publish.qos {
             QoS::AtMostOnce => actions.push(Action::Publish(SharedMessage::new(message))),
