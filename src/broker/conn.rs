@@ -30,6 +30,10 @@ const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
 /// slow subscribers on other shards arrive before the publisher has run far ahead).
 const PACKETS_PER_ROUND: usize = 64;
 
+/// How long a closing connection keeps reading (and discarding) after our FIN, so the peer reads
+/// our last packets (a DISCONNECT with its reason) instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Reads smaller than this much spare room make us reserve a fresh chunk first.
 const READ_SPARE_MIN: usize = 4096;
 
@@ -44,6 +48,8 @@ pub struct ConnShared {
     closing: Cell<bool>,
     pauses: Cell<u32>,
     resumed: LocalNotify,
+    reader_done: Cell<bool>,
+    reader_exited: LocalNotify,
     fd: RawFd,
 }
 
@@ -56,6 +62,8 @@ impl ConnShared {
             closing: Cell::new(false),
             pauses: Cell::new(0),
             resumed: LocalNotify::default(),
+            reader_done: Cell::new(false),
+            reader_exited: LocalNotify::default(),
             fd,
         }
     }
@@ -275,11 +283,15 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     ));
 
     // 5. Read packets until the connection ends.
+    let mut peer_closed = false;
     loop {
         let mut budget_spent = false;
         let stop = {
             let mut s = shard.borrow_mut();
             let now = Instant::now();
+            // Apply what other shards already said (a subscription made on another shard just
+            // before this publish, a pause) before handling the new packets.
+            s.poll_mesh(now);
             let mut stop = false;
             let mut handled = 0;
             while !conn.is_closing() {
@@ -380,6 +392,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         buf = back;
         match result {
             Ok(0) | Err(_) => {
+                peer_closed = true;
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
                 if s.entry_for_conn(slot, &conn).is_some() {
@@ -393,6 +406,21 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         }
     }
     conn.finish(BytesMut::new());
+    if !peer_closed {
+        // Discard what the peer still sends until it closes; the writer cuts this short after
+        // LINGER. Closing with unread input would send a reset that can destroy our DISCONNECT.
+        loop {
+            buf.clear();
+            ensure_spare(&mut buf, READ_SPARE_MIN);
+            let (result, back) = ringmq_io::read_append(&mut reader, buf).await;
+            buf = back;
+            if !matches!(result, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+    conn.reader_done.set(true);
+    conn.reader_exited.notify();
 }
 
 /// Writes the session's outbox as it fills: everything queued while a write is in flight goes
@@ -443,11 +471,27 @@ async fn write_loop(
         s.after_write(slot, &conn, now);
         s.flush(now);
     }
-    // Wake the reader (blocked in read) so both halves end and the socket closes.
-    // SAFETY: `fd` belongs to the stream whose halves are still alive (the reader holds one), so
+    // Send our FIN after the last bytes; the reader drains until the peer closes.
+    // SAFETY: `fd` belongs to the stream whose halves are still alive (this task holds one), so
     // it is open; shutdown only changes the socket state and never invalidates the descriptor.
     unsafe {
-        libc::shutdown(conn.fd, libc::SHUT_RDWR);
+        libc::shutdown(conn.fd, libc::SHUT_WR);
+    }
+    let reader_exit = poll_fn(|cx| {
+        conn.reader_exited.take();
+        if conn.reader_done.get() {
+            Poll::Ready(())
+        } else {
+            conn.reader_exited.register(cx.waker());
+            Poll::Pending
+        }
+    });
+    if monoio::time::timeout(LINGER, reader_exit).await.is_err() {
+        // The peer keeps the connection open: wake the reader so both halves end.
+        // SAFETY: as above; the reader still holds its half, so the descriptor is open.
+        unsafe {
+            libc::shutdown(conn.fd, libc::SHUT_RDWR);
+        }
     }
 }
 
