@@ -1172,10 +1172,11 @@ impl Shard {
             return;
         }
         // The id may belong to a connection of ours still waiting for its own grant.
+        // (Never the claiming connection itself: it may be waiting here too, for this grant.)
         let waiting = self
             .pending
             .iter_mut()
-            .find(|(_, p)| p.client_id == client_id && p.superseded.is_none());
+            .find(|(t, p)| **t != token && p.client_id == client_id && p.superseded.is_none());
         if let Some((_, pending)) = waiting {
             pending.superseded = Some((to_shard, token, clean_start));
             pending.notify.notify();
@@ -1215,4 +1216,92 @@ fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
     copy.payload = Bytes::copy_from_slice(&message.payload);
     copy.qos = message.qos.min(QoS::ExactlyOnce);
     Some(Arc::new(copy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::local_notify::LocalNotify;
+
+    fn shard(count: usize) -> Vec<Shard> {
+        let mesh = ringmq_io::Mesh::new(count, 64);
+        let settings = ShardSettings {
+            mesh_batch_max: 64,
+            read_buffer_bytes: 4096,
+            read_budget_bytes: 4096,
+            write_batch_bytes: 4096,
+            retained_messages_max: 100,
+            connections_max: 100,
+            connect_timeout: Duration::from_secs(1),
+            packet_size_max: 1024,
+            mesh_backlog_max: 64,
+        };
+        (0..count)
+            .map(|id| {
+                Shard::new(
+                    mesh.endpoint(id),
+                    Rules::default(),
+                    settings.clone(),
+                    Arc::new(ShardStats::default()),
+                )
+            })
+            .collect()
+    }
+
+    /// Regression: a claim whose takeover lands on the claiming connection's own shard, where the
+    /// old session already ended, must be granted, not parked behind itself forever.
+    #[test]
+    fn stale_owner_takeover_grants_the_claiming_connection() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        let client_id = Str::from("device-1");
+        // The registry still names an ended connection (its Release not yet processed).
+        s.handle_mesh(
+            0,
+            MeshMsg::Claim {
+                client_id: client_id.clone(),
+                shard: 0,
+                token: 999,
+                clean_start: true,
+            },
+            now,
+        );
+        s.flush(now);
+        let token = s.begin_connect(client_id, true, Rc::new(LocalNotify::default()));
+        s.flush(now);
+        let pending = s
+            .pending
+            .get(&token)
+            .expect("still pending until the task takes it");
+        assert!(pending.grant.is_some(), "the claim was never granted");
+        assert!(pending.superseded.is_none());
+    }
+
+    /// A retained set on one shard reaches the other through the topic's home, in one order.
+    #[test]
+    fn retained_replicates_through_home() {
+        let mut shards = shard(2);
+        let now = Instant::now();
+        let message = Arc::new(Message {
+            topic: Str::from("a/b"),
+            payload: Bytes::from_static(b"v1"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: Str::from("p"),
+            origin: (0, 0),
+        });
+        shards[0].publish(message, now);
+        shards[0].flush(now);
+        for _ in 0..3 {
+            for id in 0..2 {
+                shards[id].poll_mesh(now);
+            }
+        }
+        for s in &shards {
+            assert_eq!(s.retained_count(), 1);
+        }
+    }
 }
