@@ -112,7 +112,7 @@ pub fn thousands(value: f64) -> String {
     let digits = rounded.unsigned_abs().to_string();
     let mut out = String::new();
     for (position, digit) in digits.chars().enumerate() {
-        if position > 0 && (digits.len() - position) % 3 == 0 {
+        if position > 0 && (digits.len() - position).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -301,12 +301,11 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A line chart; `series` are (name, colour, points), `x_ticks` label the x axis.
-fn svg_chart(
-    series: &[(&str, &str, &[(f64, f64)])],
-    x_ticks: &[(f64, &str)],
-    unit: &str,
-) -> String {
+/// One line of a chart: name, colour, (x, y) points.
+type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
+/// A line chart; `x_ticks` label the x axis.
+fn svg_chart(series: &[Series<'_>], x_ticks: &[(f64, &str)], unit: &str) -> String {
     const WIDTH: f64 = 800.0;
     const HEIGHT: f64 = 320.0;
     const LEFT: f64 = 80.0;
