@@ -81,7 +81,7 @@ pub struct Listeners {
 pub enum Placement {
     /// Every shard accepts on its own SO_REUSEPORT socket; the kernel picks the shard.
     ReusePort,
-    /// Shard 0 accepts and hands connection k to shard k % n (even and deterministic).
+    /// One acceptor thread hands connection k to shard k % n (even and deterministic).
     RoundRobin,
 }
 

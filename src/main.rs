@@ -38,8 +38,7 @@ fn init_logging(filter: &str, json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        // JSON needs the `json` feature; plain structured key=value output keeps builds light.
-        builder.with_ansi(false).init();
+        builder.json().with_ansi(false).init();
     } else {
         builder.init();
     }

@@ -1065,7 +1065,10 @@ impl Shard {
                 shard,
                 token,
                 clean_start,
-            } => match self.owners.insert(client_id.clone(), (shard, token)) {
+            } => match {
+                tracing::debug!(%client_id, shard, token, "claim");
+                self.owners.insert(client_id.clone(), (shard, token))
+            } {
                 None => self.send(shard, MeshMsg::Grant { token, state: None }),
                 Some((holder, _)) => self.send(
                     holder,
@@ -1085,8 +1088,10 @@ impl Shard {
             } => self.takeover(client_id, to_shard, token, clean_start, now),
             MeshMsg::Grant { token, state } => {
                 let Some(pending) = self.pending.get_mut(&token) else {
+                    tracing::debug!(token, "grant for a connection that is gone");
                     return;
                 };
+                tracing::debug!(token, client_id = %pending.client_id, "grant");
                 if let Some((to_shard, next_token, clean_start)) = pending.superseded {
                     // A later connection already owns the id: pass the session straight on.
                     self.pending.remove(&token);
