@@ -54,7 +54,7 @@ pub struct ConnShared {
 }
 
 impl ConnShared {
-    fn new(id: u64, fd: RawFd) -> Self {
+    pub(crate) fn new(id: u64, fd: RawFd) -> Self {
         ConnShared {
             id,
             writer: LocalNotify::default(),

@@ -1309,4 +1309,126 @@ mod tests {
             assert_eq!(s.retained_count(), 1);
         }
     }
+
+    /// Connects a session on `s` the way a connection task does, with a fake socket.
+    fn connect(
+        s: &mut Shard,
+        client_id: &str,
+        connect: crate::mqtt::Connect,
+        now: Instant,
+    ) -> (Slot, Rc<ConnShared>) {
+        let rules = Rc::clone(&s.rules);
+        let n = crate::session::connect::negotiate(&connect, &rules, now, String::new)
+            .expect("accepted");
+        let token = s.next_token();
+        let conn = Rc::new(ConnShared::new(token, -1));
+        let (slot, present) = s.install_session(
+            Str::from(client_id),
+            token,
+            None,
+            n.clean_start,
+            n.expiry_interval_secs,
+            Rc::clone(&conn),
+        );
+        let entry = s.entry_mut(slot).expect("installed");
+        entry.session.attach(n.link, present, now, &rules);
+        s.arm_keep_alive(slot, conn.id);
+        (slot, conn)
+    }
+
+    fn v5_connect(client_id: &str, keep_alive: u16, expiry: u32) -> crate::mqtt::Connect {
+        let mut connect = crate::mqtt::Connect {
+            version: crate::mqtt::ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive,
+            client_id: Str::from(client_id),
+            ..Default::default()
+        };
+        connect.properties.session_expiry_interval = Some(expiry);
+        connect
+    }
+
+    fn subscribe(s: &mut Shard, slot: Slot, filter: &str, now: Instant) {
+        use crate::mqtt::{Packet, Subscribe, SubscribeFilter, SubscriptionOptions};
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![SubscribeFilter {
+                filter: Str::from(filter),
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: RetainHandling::SendAtSubscribe,
+                },
+            }],
+            subscription_identifier: None,
+            user_properties: Vec::new(),
+        });
+        s.handle_packet(slot, packet, now);
+        s.flush(now);
+    }
+
+    /// Will delay 3 s with session expiry 5 s: the will is published at 3 s, not before
+    /// (simulated clock; MQTT 5 3.1.3.2.2).
+    #[test]
+    fn will_delay_fires_on_the_simulated_clock() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let t0 = Instant::now();
+        let (watcher, _watch_conn) = connect(s, "watcher", v5_connect("watcher", 0, 60), t0);
+        subscribe(s, watcher, "wills/#", t0);
+        s.entry_mut(watcher).expect("watcher").session.out.clear();
+        let mut connect_packet = v5_connect("device", 0, 5);
+        connect_packet.will = Some(Will {
+            topic: Str::from("wills/device"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            delay_interval: Some(3),
+            properties: Default::default(),
+        });
+        let (device, _conn) = connect(s, "device", connect_packet, t0);
+        s.end_connection(device, None, true, t0);
+        s.flush(t0);
+        s.run_timers(t0 + Duration::from_millis(2900));
+        assert!(
+            s.entry_mut(watcher)
+                .expect("watcher")
+                .session
+                .out
+                .is_empty(),
+            "will too early"
+        );
+        s.run_timers(t0 + Duration::from_millis(3100));
+        s.flush(t0 + Duration::from_millis(3100));
+        assert!(
+            !s.entry_mut(watcher)
+                .expect("watcher")
+                .session
+                .out
+                .is_empty(),
+            "no will"
+        );
+        // The session itself expires at 5 s and leaves the shard.
+        assert_eq!(s.session_count(), 2);
+        s.run_timers(t0 + Duration::from_millis(5100));
+        assert_eq!(s.session_count(), 1);
+    }
+
+    /// Keep-alive 10 s: the connection is closed at 15 s, not at 14.
+    #[test]
+    fn keep_alive_closes_at_one_and_a_half() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let t0 = Instant::now();
+        let (slot, conn) = connect(s, "sleepy", v5_connect("sleepy", 10, 0), t0);
+        s.run_timers(t0 + Duration::from_secs(14));
+        assert!(!conn.is_closing());
+        s.run_timers(t0 + Duration::from_millis(15_100));
+        assert!(conn.is_closing());
+        assert!(
+            s.entry_mut(slot).is_none(),
+            "a clean session ends with its connection"
+        );
+    }
 }
