@@ -326,9 +326,11 @@ async fn control_loop(state: Rc<ThreadState>, intervals: SyncSender<Histogram<u6
     }
 }
 
-/// Connects with CONNACK latency bookkeeping; `None` if it failed (already counted).
+/// Connects with CONNACK latency bookkeeping; `None` if it failed (already counted) or the
+/// run stopped first (a connect stuck in SYN retries must not keep the thread alive).
 async fn open(
     state: &ThreadState,
+    slot: usize,
     client_id: &str,
     index: usize,
     reader: &mut ReadBuffer,
@@ -336,8 +338,18 @@ async fn open(
 ) -> Option<TcpStream> {
     state.connecting.set(state.connecting.get() + 1);
     let started = Instant::now();
-    let result = connect_client(&state.plan.client, client_id, index, reader, buf).await;
+    let result = monoio::select! {
+        result = connect_client(&state.plan.client, client_id, index, reader, buf) => Some(result),
+        _ = state.control.reach(slot, Phase::Stopping) => None,
+    };
     state.connecting.set(state.connecting.get() - 1);
+    let Some(result) = result else {
+        state.connect_failed(
+            client_id,
+            &ClientError::Refused("run stopped before CONNACK".to_owned()),
+        );
+        return None;
+    };
     match result {
         Ok(stream) => {
             if state.plan.latency == Some(LatencyKind::Connack) {
@@ -371,7 +383,8 @@ async fn receiver(state: Rc<ThreadState>, role: Role, index: usize) {
         _ => READ_CHUNK_BYTES,
     });
     let mut buf = BytesMut::with_capacity(256);
-    let Some(mut stream) = open(&state, &client_id, index, &mut reader, &mut buf).await else {
+    let Some(mut stream) = open(&state, slot, &client_id, index, &mut reader, &mut buf).await
+    else {
         return;
     };
     let version = state.plan.client.version;
@@ -619,7 +632,7 @@ async fn publisher_task(state: Rc<ThreadState>, publisher: usize, index: usize) 
     let client_id = state.client_id(Role::Publisher(publisher));
     let mut reader = ReadBuffer::with_capacity(4096);
     let mut buf = BytesMut::with_capacity(256);
-    let Some(stream) = open(&state, &client_id, index, &mut reader, &mut buf).await else {
+    let Some(stream) = open(&state, slot, &client_id, index, &mut reader, &mut buf).await else {
         return;
     };
     state.global.connected.fetch_add(1, Ordering::Relaxed);
