@@ -241,10 +241,7 @@ impl Shard {
         let queue = &mut self.outgoing[usize::from(to)];
         if queue.is_empty() {
             match self.mesh.try_send(usize::from(to), msg) {
-                Ok(()) => {
-                    self.wake_mask |= 1 << to;
-                    return;
-                }
+                Ok(()) => self.wake_mask |= 1 << to,
                 Err(msg) => queue.push_back(msg),
             }
         } else {
@@ -1065,21 +1062,21 @@ impl Shard {
                 shard,
                 token,
                 clean_start,
-            } => match {
+            } => {
                 tracing::debug!(%client_id, shard, token, "claim");
-                self.owners.insert(client_id.clone(), (shard, token))
-            } {
-                None => self.send(shard, MeshMsg::Grant { token, state: None }),
-                Some((holder, _)) => self.send(
-                    holder,
-                    MeshMsg::Takeover {
-                        client_id,
-                        to_shard: shard,
-                        token,
-                        clean_start,
-                    },
-                ),
-            },
+                match self.owners.insert(client_id.clone(), (shard, token)) {
+                    None => self.send(shard, MeshMsg::Grant { token, state: None }),
+                    Some((holder, _)) => self.send(
+                        holder,
+                        MeshMsg::Takeover {
+                            client_id,
+                            to_shard: shard,
+                            token,
+                            clean_start,
+                        },
+                    ),
+                }
+            }
             MeshMsg::Takeover {
                 client_id,
                 to_shard,
@@ -1301,8 +1298,8 @@ mod tests {
         shards[0].publish(message, now);
         shards[0].flush(now);
         for _ in 0..3 {
-            for id in 0..2 {
-                shards[id].poll_mesh(now);
+            for s in shards.iter_mut() {
+                s.poll_mesh(now);
             }
         }
         for s in &shards {

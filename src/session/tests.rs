@@ -116,7 +116,7 @@ fn v5_keep_alive_is_capped_with_server_keep_alive() {
     };
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.keep_alive = 120;
-    let n = negotiate(&connect, &rules, Instant::now(), || String::new()).expect("accepted");
+    let n = negotiate(&connect, &rules, Instant::now(), String::new).expect("accepted");
     assert_eq!(n.keep_alive_secs, 60);
     let ack = connack_accepted(&n, false, &rules);
     assert_eq!(ack.properties.server_keep_alive, Some(60));
@@ -391,8 +391,10 @@ fn inbound_topic_alias_resolves_and_rejects_unknown() {
     let mut session = attached(&connect_packet(ProtocolVersion::V5, "c", true), &rules, now);
     let mut actions = Vec::new();
     let with_alias = |topic: &str, alias: u16| {
-        let mut properties = PublishProperties::default();
-        properties.topic_alias = Some(alias);
+        let properties = PublishProperties {
+            topic_alias: Some(alias),
+            ..PublishProperties::default()
+        };
         Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtMostOnce,
@@ -536,8 +538,10 @@ fn session_expiry_cannot_be_revived_on_disconnect() {
     let rules = Rules::default();
     let now = Instant::now();
     let mut session = attached(&connect_packet(ProtocolVersion::V5, "c", true), &rules, now);
-    let mut properties = DisconnectProperties::default();
-    properties.session_expiry_interval = Some(30);
+    let properties = DisconnectProperties {
+        session_expiry_interval: Some(30),
+        ..DisconnectProperties::default()
+    };
     let flow = session.handle(
         Packet::Disconnect(Disconnect {
             reason: ReasonCode::SUCCESS,
