@@ -242,9 +242,10 @@ pub struct Limits {
 pub struct Delivery {
     /// What happens to a QoS 0 message for a client whose outbox is full.
     pub qos0_slow_consumer: SlowConsumerPolicy,
-    /// Size of each connection's read buffer, in bytes.
+    /// Read room of a quiet connection, in bytes (what an idle connection holds); a connection
+    /// whose reads fill it gets twice as much, up to `read_budget_bytes`.
     pub read_buffer_bytes: usize,
-    /// Most bytes read from one connection per shard round.
+    /// Most bytes read from one connection per read (the ceiling busy connections grow to).
     pub read_budget_bytes: usize,
     /// Most bytes coalesced into one write.
     pub write_batch_bytes: usize,
@@ -477,9 +478,15 @@ impl Config {
         check_range(
             "delivery.read_buffer_bytes",
             delivery.read_buffer_bytes,
-            512,
+            128,
             16 << 20,
         )?;
+        if delivery.read_buffer_bytes > delivery.read_budget_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "delivery.read_buffer_bytes ({}) must not exceed delivery.read_budget_bytes ({})",
+                delivery.read_buffer_bytes, delivery.read_budget_bytes
+            )));
+        }
         check_range(
             "delivery.read_budget_bytes",
             delivery.read_budget_bytes,

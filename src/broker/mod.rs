@@ -108,6 +108,11 @@ pub fn rules_from(config: &Config) -> Rules {
     Rules {
         inflight_max: limits.inflight_max,
         queue_messages_max: limits.offline_queue_max,
+        // Publishers are paused at half the queue; what other shards already sent still
+        // arrives: at most a full mesh queue plus a parked backlog of the same size per shard.
+        queue_overshoot_max: config.shard_count().saturating_sub(1)
+            * 2
+            * config.shards.mesh_queue_capacity,
         outbox_bytes_max: limits.outbox_bytes_max,
         packet_size_max: limits.packet_size_max,
         topic_alias_max: limits.topic_alias_max,
@@ -477,6 +482,7 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
         let now = Instant::now();
         let mut s = shard.borrow_mut();
         s.run_timers(now);
+        s.check_stalls(now);
         s.refresh_gauges();
         if id == 0 && now >= next_sys {
             next_sys = now + sys_every;

@@ -40,8 +40,29 @@ pub struct Entry {
     pub token: u64,
     /// A will waiting for its delay (or for the session to end).
     pub pending_will: Option<(Will, Instant)>,
-    /// Publishers (shard, connection id) paused until this session's queue drains.
+    /// Publishers (shard, connection id) paused until this session catches up.
     pub blocked: Vec<(u16, u64)>,
+    /// When the writer last completed a write (a subscriber that makes no progress for
+    /// `STALL_GRACE` is stuck, not slow).
+    pub last_progress: Instant,
+    /// Set for a stuck subscriber: it no longer pauses publishers; its bounds and the
+    /// slow-consumer policy apply instead. Cleared once it drains.
+    pub lossy: bool,
+}
+
+impl Entry {
+    /// True when this connected session is behind: its outbox or queue passed the high-water mark.
+    fn congested(&self, rules: &Rules) -> bool {
+        self.conn.is_some()
+            && (self.session.out.len() >= outbox_high_water(rules)
+                || self.session.state.queue.len() >= queue_high_water(rules))
+    }
+
+    /// True once it has caught up (below half of both high-water marks).
+    fn caught_up(&self, rules: &Rules) -> bool {
+        self.session.out.len() < outbox_high_water(rules) / 2
+            && self.session.state.queue.len() < queue_high_water(rules) / 2
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -138,6 +159,10 @@ pub struct Shard {
     live_conns: AHashMap<u64, Rc<ConnShared>>,
     /// Reused by [`Shard::poll_mesh`].
     mesh_scratch: Vec<(usize, MeshMsg)>,
+    /// Sessions holding paused publishers, checked for stalls by housekeeping.
+    congested: Vec<(Slot, u32)>,
+    /// Remote resumes collected while `congested` is borrowed.
+    outgoing_release: Vec<(u16, u64)>,
 }
 
 impl Shard {
@@ -181,6 +206,8 @@ impl Shard {
             backlog_notify: Rc::new(Default::default()),
             live_conns: AHashMap::new(),
             mesh_scratch: Vec::new(),
+            congested: Vec::new(),
+            outgoing_release: Vec::new(),
         }
     }
 
@@ -350,6 +377,8 @@ impl Shard {
             token,
             pending_will: None,
             blocked: Vec::new(),
+            last_progress: Instant::now(),
+            lossy: false,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -910,18 +939,7 @@ impl Shard {
                     conn.writer.notify();
                 }
             }
-            Delivered::Queued => {
-                // A connected subscriber falling behind: pause the publisher (TCP pushes back)
-                // long before the queue is full, instead of acknowledging and then dropping.
-                if entry.conn.is_some()
-                    && entry.session.state.queue.len() >= queue_high_water(&rules)
-                    && origin.1 != 0
-                    && !entry.blocked.contains(&origin)
-                {
-                    entry.blocked.push(origin);
-                    self.pause_publisher(origin);
-                }
-            }
+            Delivered::Queued => {}
             Delivered::Dropped => stats.messages_dropped.inc(),
             Delivered::Overflow => {
                 stats.messages_dropped.inc();
@@ -934,7 +952,24 @@ impl Shard {
                         now,
                     );
                 }
+                return;
             }
+        }
+        // A connected subscriber falling behind pauses the publisher feeding it (TCP pushes back
+        // on that publisher) long before anything overflows: reading and then dropping is what
+        // makes brokers collapse under overload. A stuck subscriber (`lossy`) pauses no one.
+        if origin.1 != 0
+            && !entry.lossy
+            && entry.congested(&rules)
+            && !entry.blocked.contains(&origin)
+        {
+            let first = entry.blocked.is_empty();
+            let generation = entry.generation;
+            entry.blocked.push(origin);
+            if first {
+                self.congested.push((slot, generation));
+            }
+            self.pause_publisher(origin);
         }
     }
 
@@ -944,15 +979,58 @@ impl Shard {
         let Some(entry) = self.entry_for_conn(slot, conn) else {
             return;
         };
+        entry.last_progress = now;
         if !entry.session.state.queue.is_empty() || !entry.session.state.qos0_queue.is_empty() {
             entry.session.pump(now, &rules);
         }
-        if !entry.blocked.is_empty()
-            && entry.session.state.queue.len() < queue_high_water(&rules) / 2
-        {
-            let blocked = std::mem::take(&mut entry.blocked);
-            self.release(blocked);
+        if entry.caught_up(&rules) {
+            entry.lossy = false;
+            if !entry.blocked.is_empty() {
+                let blocked = std::mem::take(&mut entry.blocked);
+                self.release(blocked);
+            }
         }
+    }
+
+    /// Releases the publishers of subscribers that made no progress for `STALL_GRACE`: a stuck
+    /// client must not stall its publishers forever; its own bounds apply to it instead.
+    pub fn check_stalls(&mut self, now: Instant) {
+        let mut congested = std::mem::take(&mut self.congested);
+        congested.retain(|&(slot, generation)| {
+            let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
+                return false;
+            };
+            if entry.generation != generation || entry.blocked.is_empty() {
+                return false;
+            }
+            if now.saturating_duration_since(entry.last_progress) < STALL_GRACE {
+                return true;
+            }
+            tracing::warn!(client_id = %entry.session.client_id, "subscriber stalled; releasing its publishers");
+            entry.lossy = true;
+            let blocked = std::mem::take(&mut entry.blocked);
+            for (shard, conn_id) in blocked {
+                if shard == self.id {
+                    if let Some(conn) = self.live_conns.get(&conn_id) {
+                        conn.resume();
+                    }
+                } else {
+                    self.outgoing_release.push((shard, conn_id));
+                }
+            }
+            false
+        });
+        let remote = std::mem::take(&mut self.outgoing_release);
+        for (shard, conn_id) in remote {
+            self.send(
+                shard,
+                MeshMsg::Pause {
+                    conn_id,
+                    pause: false,
+                },
+            );
+        }
+        self.congested = congested;
     }
 
     /// Pauses reading a publisher, on this shard or (through the mesh) on its own.
@@ -1207,6 +1285,14 @@ impl Shard {
 fn queue_high_water(rules: &Rules) -> usize {
     (rules.queue_messages_max / 2).max(1)
 }
+
+/// Outbox bytes at which a connected subscriber pauses the publishers feeding it.
+fn outbox_high_water(rules: &Rules) -> usize {
+    (rules.outbox_bytes_max / 2).max(1)
+}
+
+/// A subscriber whose writer completes nothing for this long is stuck: its publishers go on.
+const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// The retained copy of a message: `None` clears (empty payload); else a copy whose payload no
 /// longer pins the publisher's whole read buffer.

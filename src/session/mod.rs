@@ -618,7 +618,12 @@ impl Session {
     }
 
     fn enqueue(&mut self, item: Queued, rules: &Rules) -> Delivered {
-        if self.state.queue.len() >= rules.queue_messages_max {
+        let limit = if self.link.is_some() {
+            rules.queue_messages_max + rules.queue_overshoot_max
+        } else {
+            rules.queue_messages_max
+        };
+        if self.state.queue.len() >= limit {
             self.state.dropped_queue_full += 1;
             return Delivered::Overflow;
         }

@@ -21,6 +21,9 @@ pub struct Rules {
     pub inflight_max: u16,
     /// QoS 1/2 messages a session queues beyond its inflight window (online or offline).
     pub queue_messages_max: usize,
+    /// Extra messages a connected session may hold beyond `queue_messages_max`: what can still be
+    /// in flight from other shards after its publishers were paused (bounded by the mesh).
+    pub queue_overshoot_max: usize,
     /// Encoded bytes a connection's outbox holds before QoS 0 overflows and QoS 1/2 wait in the queue.
     pub outbox_bytes_max: usize,
     /// Largest packet we accept (and announce as Maximum Packet Size).
@@ -60,6 +63,7 @@ impl Default for Rules {
         Rules {
             inflight_max: 64,
             queue_messages_max: 1000,
+            queue_overshoot_max: 0,
             outbox_bytes_max: 1 << 20,
             packet_size_max: 256 * 1024,
             topic_alias_max: 64,
