@@ -50,6 +50,7 @@ pub struct ConnShared {
     resumed: LocalNotify,
     reader_done: Cell<bool>,
     reader_exited: LocalNotify,
+    fences: Cell<u32>,
     fd: RawFd,
 }
 
@@ -64,6 +65,7 @@ impl ConnShared {
             resumed: LocalNotify::default(),
             reader_done: Cell::new(false),
             reader_exited: LocalNotify::default(),
+            fences: Cell::new(0),
             fd,
         }
     }
@@ -80,6 +82,20 @@ impl ConnShared {
         self.pauses.set(left);
         if left == 0 {
             self.resumed.notify();
+        }
+    }
+
+    /// Holds the writer until `count` fence answers arrived.
+    pub fn fence_add(&self, count: u32) {
+        self.fences.set(self.fences.get() + count);
+    }
+
+    /// One fence answer arrived; the writer goes on once all have.
+    pub fn fence_done(&self) {
+        let left = self.fences.get().saturating_sub(1);
+        self.fences.set(left);
+        if left == 0 {
+            self.writer.notify();
         }
     }
 
@@ -480,6 +496,11 @@ async fn write_loop(
     loop {
         let next = poll_fn(|cx| {
             conn.writer.take();
+            if conn.fences.get() > 0 && !conn.is_closing() {
+                // A SUBACK waits until every shard's replica has the new subscription.
+                conn.writer.register(cx.waker());
+                return Poll::Pending;
+            }
             let mut s = shard.borrow_mut();
             if let Some(entry) = s.entry_for_conn(slot, &conn) {
                 let out = &mut entry.session.out;

@@ -82,6 +82,18 @@ pub enum MeshMsg {
         /// The moved session, if one existed and the new connection keeps it.
         state: Option<Box<SessionState>>,
     },
+    /// Answer with `FenceAck` once everything sent before this on the lane is applied.
+    Fence {
+        /// Shard to answer.
+        reply_to: u16,
+        /// Connection whose SUBACK waits.
+        conn_id: u64,
+    },
+    /// The answer to a `Fence`.
+    FenceAck {
+        /// Connection whose SUBACK waits.
+        conn_id: u64,
+    },
     /// To a publisher's shard: pause (or resume) reading that connection; pauses count up.
     Pause {
         /// Connection id of the publisher.

@@ -392,6 +392,7 @@ impl Shard {
         };
         self.by_client_id.insert(client_id, slot);
         for (filter, subscription) in restored {
+            // A resumed session's CONNACK is not fenced: its subscriptions were live before.
             self.add_subscription(slot, &filter, subscription);
         }
         self.stats.add_connection(1);
@@ -431,6 +432,7 @@ impl Shard {
                 text: "session gone",
             }),
         };
+        let mut fence = false;
         for action in actions.drain(..) {
             match action {
                 Action::Publish(message) => {
@@ -445,7 +447,11 @@ impl Shard {
                     if !is_new {
                         self.remove_subscription(slot, &filter);
                     }
-                    self.add_subscription(slot, &filter, subscription);
+                    if self.add_subscription(slot, &filter, subscription) && !fence {
+                        // Hold the SUBACK until every replica has the new filter, so "SUBACK
+                        // received" means "every later publish on any shard reaches me".
+                        fence = self.fence(slot);
+                    }
                     self.send_retained(slot, &filter, subscription, is_new, now);
                 }
                 Action::Unsubscribe { filter } => self.remove_subscription(slot, &filter),
@@ -462,7 +468,9 @@ impl Shard {
         flow
     }
 
-    fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) {
+    /// Adds a subscription to the local index; true when other shards were told (their
+    /// replicas change), so a SUBACK must wait for them (see [`MeshMsg::Fence`]).
+    fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) -> bool {
         match parse_shared(filter, usize::MAX) {
             Ok(Some(shared)) => {
                 if self.groups.join(shared.group, shared.filter, slot) {
@@ -478,7 +486,9 @@ impl Shard {
                             },
                         );
                     }
+                    return true;
                 }
+                false
             }
             Ok(None) => {
                 self.subscriptions.insert(filter, slot, subscription);
@@ -494,10 +504,36 @@ impl Shard {
                             },
                         );
                     }
+                    return true;
                 }
+                false
             }
-            Err(_) => {}
+            Err(_) => false,
         }
+    }
+
+    /// Holds the writer of `slot` until every other shard answers a fence sent after the index
+    /// updates just queued (mesh lanes are FIFO, so the answer proves they were applied).
+    fn fence(&mut self, slot: Slot) -> bool {
+        if self.count < 2 {
+            return false;
+        }
+        let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn.clone()) else {
+            return false;
+        };
+        conn.fence_add(u32::from(self.count) - 1);
+        for shard in 0..self.count {
+            if shard != self.id {
+                self.send(
+                    shard,
+                    MeshMsg::Fence {
+                        reply_to: self.id,
+                        conn_id: conn.id,
+                    },
+                );
+            }
+        }
+        true
     }
 
     fn remove_subscription(&mut self, slot: Slot, filter: &str) {
@@ -1182,6 +1218,14 @@ impl Shard {
                 }
                 pending.grant = Some(state);
                 pending.notify.notify();
+            }
+            MeshMsg::Fence { reply_to, conn_id } => {
+                self.send(reply_to, MeshMsg::FenceAck { conn_id });
+            }
+            MeshMsg::FenceAck { conn_id } => {
+                if let Some(conn) = self.live_conns.get(&conn_id) {
+                    conn.fence_done();
+                }
             }
             MeshMsg::Pause { conn_id, pause } => {
                 if let Some(conn) = self.live_conns.get(&conn_id) {
