@@ -276,6 +276,13 @@ impl Shard {
         }
     }
 
+    /// Sends one message to every shard, this one included (replica updates).
+    fn broadcast(&mut self, make: impl Fn() -> MeshMsg) {
+        for shard in 0..self.count {
+            self.send(shard, make());
+        }
+    }
+
     /// Messages parked for full mesh queues.
     pub fn mesh_backlog(&self) -> usize {
         self.outgoing.iter().map(VecDeque::len).sum()
@@ -475,17 +482,13 @@ impl Shard {
             Ok(Some(shared)) => {
                 if self.groups.join(shared.group, shared.filter, slot) {
                     let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
-                    for shard in 0..self.count {
-                        self.send(
-                            shard,
-                            MeshMsg::SharedUpdate {
-                                group: group.clone(),
-                                filter: plain.clone(),
-                                shard: self.id,
-                                add: true,
-                            },
-                        );
-                    }
+                    let id = self.id;
+                    self.broadcast(|| MeshMsg::SharedUpdate {
+                        group: group.clone(),
+                        filter: plain.clone(),
+                        shard: id,
+                        add: true,
+                    });
                     return true;
                 }
                 false
@@ -494,16 +497,12 @@ impl Shard {
                 self.subscriptions.insert(filter, slot, subscription);
                 if self.filter_counts.increment(filter) {
                     let filter = Str::from(filter);
-                    for shard in 0..self.count {
-                        self.send(
-                            shard,
-                            MeshMsg::IndexUpdate {
-                                filter: filter.clone(),
-                                shard: self.id,
-                                add: true,
-                            },
-                        );
-                    }
+                    let id = self.id;
+                    self.broadcast(|| MeshMsg::IndexUpdate {
+                        filter: filter.clone(),
+                        shard: id,
+                        add: true,
+                    });
                     return true;
                 }
                 false
@@ -541,17 +540,13 @@ impl Shard {
             Ok(Some(shared)) => {
                 if self.groups.leave(shared.group, shared.filter, slot) {
                     let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
-                    for shard in 0..self.count {
-                        self.send(
-                            shard,
-                            MeshMsg::SharedUpdate {
-                                group: group.clone(),
-                                filter: plain.clone(),
-                                shard: self.id,
-                                add: false,
-                            },
-                        );
-                    }
+                    let id = self.id;
+                    self.broadcast(|| MeshMsg::SharedUpdate {
+                        group: group.clone(),
+                        filter: plain.clone(),
+                        shard: id,
+                        add: false,
+                    });
                 }
             }
             Ok(None) => {
@@ -559,16 +554,12 @@ impl Shard {
                     && self.filter_counts.decrement(filter)
                 {
                     let filter = Str::from(filter);
-                    for shard in 0..self.count {
-                        self.send(
-                            shard,
-                            MeshMsg::IndexUpdate {
-                                filter: filter.clone(),
-                                shard: self.id,
-                                add: false,
-                            },
-                        );
-                    }
+                    let id = self.id;
+                    self.broadcast(|| MeshMsg::IndexUpdate {
+                        filter: filter.clone(),
+                        shard: id,
+                        add: false,
+                    });
                 }
             }
             Err(_) => {}
