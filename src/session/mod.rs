@@ -184,10 +184,6 @@ impl Session {
     /// PUBREL for those past PUBREC) and the queue is pumped, as MQTT requires on reconnect.
     pub fn attach(&mut self, link: Link, resume: bool, now: Instant, rules: &Rules) {
         let version = link.version;
-        let mut link = link;
-        if version == ProtocolVersion::V5 {
-            link.inbound_aliases = vec![None; usize::from(rules.topic_alias_max)];
-        }
         self.link = Some(link);
         self.disconnected_at = None;
         if resume {
@@ -356,10 +352,16 @@ impl Session {
         let topic = match properties.topic_alias.take() {
             None => publish.topic,
             Some(alias) => {
-                let slot = usize::from(alias).wrapping_sub(1);
-                let Some(entry) = link.inbound_aliases.get_mut(slot) else {
+                if alias == 0 || alias > rules.topic_alias_max || version != ProtocolVersion::V5 {
                     return violation(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
-                };
+                }
+                let slot = usize::from(alias) - 1;
+                // The table grows to the highest alias the client uses (most use none), so an
+                // idle v5 connection does not carry a table of `topic_alias_max` entries.
+                if link.inbound_aliases.len() <= slot {
+                    link.inbound_aliases.resize(slot + 1, None);
+                }
+                let entry = &mut link.inbound_aliases[slot];
                 if publish.topic.is_empty() {
                     match entry {
                         Some(topic) => topic.clone(),
