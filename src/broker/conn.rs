@@ -180,29 +180,31 @@ impl ReadRoom {
     }
 }
 
-/// Serves one accepted MQTT connection until it closes.
-pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
-    let (settings, rules) = {
-        let mut s = shard.borrow_mut();
-        s.live_connections += 1;
-        s.stats.sockets_open.add(1);
-        (s.settings.clone(), Rc::clone(&s.rules))
-    };
-    let _guard = LiveGuard(Rc::clone(&shard));
-    let fd = stream.as_raw_fd();
-    let (mut reader, mut writer) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
-    let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
-
+/// CONNECT, negotiation and the client-id claim. Boxed by the caller, so the large state it
+/// holds while waiting (the CONNECT, the negotiation) is freed once the connection is up instead
+/// of staying in every connection's future.
+async fn handshake(
+    shard: &Rc<RefCell<Shard>>,
+    settings: &super::shard::ShardSettings,
+    rules: &Rc<crate::session::Rules>,
+    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+    writer: &mut monoio::io::OwnedWriteHalf<TcpStream>,
+    buf: &mut BytesMut,
+    conn_id: u64,
+) -> Option<(
+    crate::session::connect::Negotiated,
+    u64,
+    Option<Box<crate::session::SessionState>>,
+)> {
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
     let connect = loop {
-        let level = declared_level(&buf);
-        match decode_packet(&mut buf, ProtocolVersion::V311, settings.packet_size_max) {
+        let level = declared_level(buf);
+        match decode_packet(buf, ProtocolVersion::V311, settings.packet_size_max) {
             Ok(Some(Packet::Connect(connect))) => break connect,
             Ok(Some(other)) => {
                 tracing::debug!(kind = other.kind_name(), "first packet is not CONNECT");
-                return;
+                return None;
             }
             Ok(None) => {}
             Err(DecodeError::UnsupportedProtocolVersion(_))
@@ -216,7 +218,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
                 };
                 let _ = encode_packet(&Packet::ConnAck(ack), ProtocolVersion::V311, &mut out);
                 let _ = writer.write_all(out).await;
-                return;
+                return None;
             }
             Err(error) => {
                 tracing::debug!(%error, "bad CONNECT");
@@ -231,21 +233,22 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
                     let _ = encode_packet(&Packet::ConnAck(ack), ProtocolVersion::V5, &mut out);
                     let _ = writer.write_all(out).await;
                 }
-                return;
+                return None;
             }
         }
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             tracing::debug!("no CONNECT before the deadline");
-            return;
+            return None;
         };
-        ensure_spare(&mut buf, settings.read_buffer_bytes);
-        match monoio::time::timeout(left, ringmq_io::read_append(&mut reader, buf)).await {
+        ensure_spare(buf, settings.read_buffer_bytes);
+        match monoio::time::timeout(left, ringmq_io::read_append(reader, std::mem::take(buf))).await
+        {
             Err(_) => {
                 tracing::debug!("no CONNECT before the deadline");
-                return;
+                return None;
             }
-            Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
-            Ok((Ok(_), back)) => buf = back,
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return None,
+            Ok((Ok(_), back)) => *buf = back,
         }
     };
     let version = connect.version;
@@ -260,11 +263,11 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
             let ack = connack_refused(version, &refusal);
             let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
             let _ = writer.write_all(out).await;
-            return;
+            return None;
         }
     };
     if shard.borrow().shutting_down {
-        return;
+        return None;
     }
 
     // 3. Claim the client id at its home shard; wait for the session (or nothing) to arrive.
@@ -300,14 +303,45 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         Ok(Some(state)) => state,
         Ok(None) => {
             tracing::debug!(client_id = %negotiated.client_id, "connection superseded before CONNACK");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::warn!(client_id = %negotiated.client_id, "no grant from the home shard");
             shard.borrow_mut().pending.remove(&token);
-            return;
+            return None;
         }
     };
+
+    Some((negotiated, token, state))
+}
+
+/// Serves one accepted MQTT connection until it closes.
+pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
+    let (settings, rules) = {
+        let mut s = shard.borrow_mut();
+        s.live_connections += 1;
+        s.stats.sockets_open.add(1);
+        (s.settings.clone(), Rc::clone(&s.rules))
+    };
+    let _guard = LiveGuard(Rc::clone(&shard));
+    let fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
+    let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
+
+    let handshake = Box::pin(handshake(
+        &shard,
+        &settings,
+        &rules,
+        &mut reader,
+        &mut writer,
+        &mut buf,
+        conn_id,
+    ));
+    let Some((negotiated, token, state)) = handshake.await else {
+        return;
+    };
+    let version = negotiated.link.version;
 
     // 4. Install the session, answer CONNACK, resume.
     let conn = Rc::new(ConnShared::new(conn_id, fd));

@@ -39,7 +39,7 @@ pub struct Entry {
     /// Registry token of the connection that owns the client id.
     pub token: u64,
     /// A will waiting for its delay (or for the session to end).
-    pub pending_will: Option<(Will, Instant)>,
+    pub pending_will: Option<(Box<Will>, Instant)>,
     /// Publishers (shard, connection id) paused until this session catches up.
     pub blocked: Vec<(u16, u64)>,
     /// When the writer last completed a write (a subscriber that makes no progress for
@@ -704,7 +704,8 @@ impl Shard {
         Some(Box::new(entry.session.state))
     }
 
-    fn publish_will(&mut self, will: Will, now: Instant) {
+    fn publish_will(&mut self, will: Box<Will>, now: Instant) {
+        let will = *will;
         let expires_at = will
             .properties
             .message_expiry_interval

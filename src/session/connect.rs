@@ -134,7 +134,7 @@ pub fn negotiate(
         },
         inbound_aliases: Vec::new(),
         outbound_aliases: ahash::AHashMap::new(),
-        will: connect.will.clone(),
+        will: connect.will.clone().map(Box::new),
         problem_information: props.request_problem_information.unwrap_or(1) == 1,
     };
     Ok(Negotiated {

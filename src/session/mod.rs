@@ -49,8 +49,9 @@ pub struct Link {
     pub inbound_aliases: Vec<Option<Str>>,
     /// Outbound aliases we assigned on this connection.
     pub outbound_aliases: AHashMap<Str, u16>,
-    /// Will message, cleared on a normal DISCONNECT.
-    pub will: Option<Will>,
+    /// Will message, cleared on a normal DISCONNECT (boxed: most connections have none, and
+    /// every connection carries this field).
+    pub will: Option<Box<Will>>,
     /// v5 Request Problem Information: reason strings only when the client wants them.
     pub problem_information: bool,
 }
@@ -214,7 +215,7 @@ impl Session {
     }
 
     /// Detaches the connection; returns the will to publish unless it was cleared.
-    pub fn detach(&mut self, now: Instant) -> Option<Will> {
+    pub fn detach(&mut self, now: Instant) -> Option<Box<Will>> {
         self.disconnected_at = Some(now);
         self.out.clear();
         // QoS 0 is never kept for an offline session.
