@@ -255,7 +255,7 @@ async fn handshake(
     let now = Instant::now();
 
     // 2. Validate and negotiate.
-    let negotiated = match negotiate(&connect, &rules, now, || assign_client_id(conn_id)) {
+    let negotiated = match negotiate(&connect, rules, now, || assign_client_id(conn_id)) {
         Ok(n) => n,
         Err(refusal) => {
             tracing::debug!(reason = refusal.text, "CONNECT refused");
@@ -573,8 +573,14 @@ async fn write_loop(
         s.after_write(slot, &conn, now);
         s.flush(now);
     }
-    // Send our FIN after the last bytes; the reader drains until the peer closes.
-    // SAFETY: `fd` belongs to the stream whose halves are still alive (this task holds one), so
+    // Boxed: the linger timer is large and only closing connections need it.
+    Box::pin(close_gracefully(&conn)).await;
+}
+
+/// Sends our FIN after the last bytes, then waits (at most `LINGER`) for the reader to see the
+/// peer close; a peer that keeps the connection open is cut off.
+async fn close_gracefully(conn: &ConnShared) {
+    // SAFETY: `fd` belongs to the stream whose halves are still alive (the caller holds one), so
     // it is open; shutdown only changes the socket state and never invalidates the descriptor.
     unsafe {
         libc::shutdown(conn.fd, libc::SHUT_WR);
@@ -589,8 +595,7 @@ async fn write_loop(
         }
     });
     if monoio::time::timeout(LINGER, reader_exit).await.is_err() {
-        // The peer keeps the connection open: wake the reader so both halves end.
-        // SAFETY: as above; the reader still holds its half, so the descriptor is open.
+        // SAFETY: as above; the caller still holds its half, so the descriptor is open.
         unsafe {
             libc::shutdown(conn.fd, libc::SHUT_RDWR);
         }
