@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,11 @@ const READ_SPARE_MIN: usize = 4096;
 pub struct ConnShared {
     /// Shard-unique connection id.
     pub id: u64,
-    /// Wakes the writer.
-    pub writer: LocalNotify,
+    /// The write half while no writer task runs: an idle connection has no writer task at all
+    /// (memory per idle connection); [`ConnShared::wake_writer`] starts one when there is data.
+    half: RefCell<Option<monoio::io::OwnedWriteHalf<TcpStream>>>,
+    /// The shard and slot a writer task works for, set once the session is installed.
+    owner: RefCell<Option<(Weak<RefCell<Shard>>, Slot)>>,
     final_out: RefCell<BytesMut>,
     closing: Cell<bool>,
     pauses: Cell<u32>,
@@ -60,7 +63,8 @@ impl ConnShared {
     pub(crate) fn new(id: u64, fd: RawFd) -> Self {
         ConnShared {
             id,
-            writer: LocalNotify::default(),
+            half: RefCell::new(None),
+            owner: RefCell::new(None),
             final_out: RefCell::new(BytesMut::new()),
             closing: Cell::new(false),
             pauses: Cell::new(0),
@@ -93,11 +97,26 @@ impl ConnShared {
     }
 
     /// One fence answer arrived; the writer goes on once all have.
-    pub fn fence_done(&self) {
+    pub fn fence_done(self: &Rc<Self>) {
         let left = self.fences.get().saturating_sub(1);
         self.fences.set(left);
         if left == 0 {
-            self.writer.notify();
+            self.wake_writer();
+        }
+    }
+
+    /// There is something to write: start a writer task unless one runs (a running one sees
+    /// the new data when its current write completes).
+    pub fn wake_writer(self: &Rc<Self>) {
+        let Some(half) = self.half.borrow_mut().take() else {
+            return;
+        };
+        let owner = self.owner.borrow().clone();
+        match owner.and_then(|(shard, slot)| Some((shard.upgrade()?, slot))) {
+            Some((shard, slot)) => {
+                monoio::spawn(write_loop(shard, slot, Rc::clone(self), half));
+            }
+            None => *self.half.borrow_mut() = Some(half),
         }
     }
 
@@ -107,12 +126,12 @@ impl ConnShared {
     }
 
     /// Ends the connection: the writer flushes `rest`, then shuts the socket down.
-    pub fn finish(&self, rest: BytesMut) {
+    pub fn finish(self: &Rc<Self>, rest: BytesMut) {
         if !rest.is_empty() {
             self.final_out.borrow_mut().unsplit(rest);
         }
         self.closing.set(true);
-        self.writer.notify();
+        self.wake_writer();
         self.resumed.notify();
     }
 
@@ -364,16 +383,12 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         entry.session.attach(negotiated.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);
         s.flush(now);
-        conn.writer.notify();
         slot
     };
     tracing::debug!(client_id = %negotiated.client_id, slot, "connected");
-    monoio::spawn(write_loop(
-        Rc::clone(&shard),
-        slot,
-        Rc::clone(&conn),
-        writer,
-    ));
+    *conn.half.borrow_mut() = Some(writer);
+    *conn.owner.borrow_mut() = Some((Rc::downgrade(&shard), slot));
+    conn.wake_writer();
 
     // 5. Read packets until the connection ends.
     let mut peer_closed = false;
@@ -520,6 +535,13 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     conn.reader_exited.notify();
 }
 
+/// What the writer does next.
+enum Next {
+    Chunk(BytesMut),
+    Close,
+    Idle,
+}
+
 /// Writes the session's outbox as it fills: everything queued while a write is in flight goes
 /// out in the next single write.
 async fn write_loop(
@@ -530,34 +552,35 @@ async fn write_loop(
 ) {
     let batch = shard.borrow().settings.write_batch_bytes.max(1);
     loop {
-        let next = poll_fn(|cx| {
-            conn.writer.take();
-            if conn.fences.get() > 0 && !conn.is_closing() {
-                // A SUBACK waits until every shard's replica has the new subscription.
-                conn.writer.register(cx.waker());
-                return Poll::Pending;
-            }
+        let next = {
             let mut s = shard.borrow_mut();
-            if let Some(entry) = s.entry_for_conn(slot, &conn) {
-                let out = &mut entry.session.out;
-                if !out.is_empty() {
-                    return Poll::Ready(Some(out.split_to(out.len().min(batch))));
-                }
-            }
-            let mut rest = conn.final_out.borrow_mut();
-            if !rest.is_empty() {
+            let mut out = s.entry_for_conn(slot, &conn).map(|e| &mut e.session.out);
+            if conn.fences.get() > 0 && !conn.is_closing() {
+                // A SUBACK waits until every shard's replica has the new subscription; the
+                // last fence answer starts a writer again.
+                Next::Idle
+            } else if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
+                let len = out.len().min(batch);
+                Next::Chunk(out.split_to(len))
+            } else if !conn.final_out.borrow().is_empty() {
+                let mut rest = conn.final_out.borrow_mut();
                 let len = rest.len().min(batch);
-                return Poll::Ready(Some(rest.split_to(len)));
+                Next::Chunk(rest.split_to(len))
+            } else if conn.is_closing() {
+                Next::Close
+            } else {
+                Next::Idle
             }
-            drop(rest);
-            if conn.is_closing() {
-                return Poll::Ready(None);
+        };
+        let chunk = match next {
+            Next::Chunk(chunk) => chunk,
+            Next::Close => break,
+            Next::Idle => {
+                // Nothing to write: park the half and end this task.
+                *conn.half.borrow_mut() = Some(writer);
+                return;
             }
-            conn.writer.register(cx.waker());
-            Poll::Pending
-        })
-        .await;
-        let Some(chunk) = next else { break };
+        };
         let (result, _) = writer.write_all(chunk).await;
         if result.is_err() {
             let mut s = shard.borrow_mut();

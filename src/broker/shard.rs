@@ -468,7 +468,7 @@ impl Shard {
         if let Some(entry) = self.entry_mut(slot) {
             if let Some(conn) = &entry.conn {
                 if !entry.session.out.is_empty() {
-                    conn.writer.notify();
+                    conn.wake_writer();
                 }
             }
         }
@@ -964,7 +964,7 @@ impl Shard {
             Delivered::Sent => {
                 stats.messages_sent.inc();
                 if let Some(conn) = &entry.conn {
-                    conn.writer.notify();
+                    conn.wake_writer();
                 }
             }
             Delivered::Queued => {}
