@@ -243,7 +243,7 @@ pub struct Delivery {
     /// What happens to a QoS 0 message for a client whose outbox is full.
     pub qos0_slow_consumer: SlowConsumerPolicy,
     /// Read room of a quiet connection, in bytes (what an idle connection holds); a connection
-    /// whose reads fill it gets twice as much, up to `read_budget_bytes`.
+    /// whose read fills it gets the whole `read_budget_bytes` until it is quiet again.
     pub read_buffer_bytes: usize,
     /// Most bytes read from one connection per read (the ceiling busy connections grow to).
     pub read_budget_bytes: usize,
