@@ -324,7 +324,6 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
                 return;
             }
         };
-    tracing::info!(shard = id, driver = %ctx.driver, core = ?ctx.core, "shard started");
 
     let stop = Rc::new(local_notify::LocalStop::default());
     if let Some(listener) = mqtt_listener {
