@@ -161,8 +161,6 @@ pub struct Shard {
     mesh_scratch: Vec<(usize, MeshMsg)>,
     /// Sessions holding paused publishers, checked for stalls by housekeeping.
     congested: Vec<(Slot, u32)>,
-    /// Remote resumes collected while `congested` is borrowed.
-    outgoing_release: Vec<(u16, u64)>,
 }
 
 impl Shard {
@@ -207,7 +205,6 @@ impl Shard {
             live_conns: AHashMap::new(),
             mesh_scratch: Vec::new(),
             congested: Vec::new(),
-            outgoing_release: Vec::new(),
         }
     }
 
@@ -281,6 +278,28 @@ impl Shard {
         for shard in 0..self.count {
             self.send(shard, make());
         }
+    }
+
+    /// Tells every replica that this shard's first (`add`) or last local subscription on a
+    /// filter came or went.
+    fn announce_filter(&mut self, filter: &str, add: bool) {
+        let (filter, id) = (Str::from(filter), self.id);
+        self.broadcast(|| MeshMsg::IndexUpdate {
+            filter: filter.clone(),
+            shard: id,
+            add,
+        });
+    }
+
+    /// Tells every replica that a member of a shared group joined (`add`) or left on this shard.
+    fn announce_shared(&mut self, group: &str, filter: &str, add: bool) {
+        let (group, filter, id) = (Str::from(group), Str::from(filter), self.id);
+        self.broadcast(|| MeshMsg::SharedUpdate {
+            group: group.clone(),
+            filter: filter.clone(),
+            shard: id,
+            add,
+        });
     }
 
     /// Messages parked for full mesh queues.
@@ -481,14 +500,7 @@ impl Shard {
         match parse_shared(filter, usize::MAX) {
             Ok(Some(shared)) => {
                 if self.groups.join(shared.group, shared.filter, slot) {
-                    let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
-                    let id = self.id;
-                    self.broadcast(|| MeshMsg::SharedUpdate {
-                        group: group.clone(),
-                        filter: plain.clone(),
-                        shard: id,
-                        add: true,
-                    });
+                    self.announce_shared(shared.group, shared.filter, true);
                     return true;
                 }
                 false
@@ -496,13 +508,7 @@ impl Shard {
             Ok(None) => {
                 self.subscriptions.insert(filter, slot, subscription);
                 if self.filter_counts.increment(filter) {
-                    let filter = Str::from(filter);
-                    let id = self.id;
-                    self.broadcast(|| MeshMsg::IndexUpdate {
-                        filter: filter.clone(),
-                        shard: id,
-                        add: true,
-                    });
+                    self.announce_filter(filter, true);
                     return true;
                 }
                 false
@@ -539,27 +545,14 @@ impl Shard {
         match parse_shared(filter, usize::MAX) {
             Ok(Some(shared)) => {
                 if self.groups.leave(shared.group, shared.filter, slot) {
-                    let (group, plain) = (Str::from(shared.group), Str::from(shared.filter));
-                    let id = self.id;
-                    self.broadcast(|| MeshMsg::SharedUpdate {
-                        group: group.clone(),
-                        filter: plain.clone(),
-                        shard: id,
-                        add: false,
-                    });
+                    self.announce_shared(shared.group, shared.filter, false);
                 }
             }
             Ok(None) => {
                 if self.subscriptions.remove(filter, slot).is_some()
                     && self.filter_counts.decrement(filter)
                 {
-                    let filter = Str::from(filter);
-                    let id = self.id;
-                    self.broadcast(|| MeshMsg::IndexUpdate {
-                        filter: filter.clone(),
-                        shard: id,
-                        add: false,
-                    });
+                    self.announce_filter(filter, false);
                 }
             }
             Err(_) => {}
@@ -1024,6 +1017,7 @@ impl Shard {
     /// client must not stall its publishers forever; its own bounds apply to it instead.
     pub fn check_stalls(&mut self, now: Instant) {
         let mut congested = std::mem::take(&mut self.congested);
+        let mut stalled = Vec::new();
         congested.retain(|&(slot, generation)| {
             let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
                 return false;
@@ -1036,28 +1030,10 @@ impl Shard {
             }
             tracing::warn!(client_id = %entry.session.client_id, "subscriber stalled; releasing its publishers");
             entry.lossy = true;
-            let blocked = std::mem::take(&mut entry.blocked);
-            for (shard, conn_id) in blocked {
-                if shard == self.id {
-                    if let Some(conn) = self.live_conns.get(&conn_id) {
-                        conn.resume();
-                    }
-                } else {
-                    self.outgoing_release.push((shard, conn_id));
-                }
-            }
+            stalled.append(&mut entry.blocked);
             false
         });
-        let remote = std::mem::take(&mut self.outgoing_release);
-        for (shard, conn_id) in remote {
-            self.send(
-                shard,
-                MeshMsg::Pause {
-                    conn_id,
-                    pause: false,
-                },
-            );
-        }
+        self.release(stalled);
         self.congested = congested;
     }
 
