@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod message;
 pub mod mqtt;
 pub mod session;
