@@ -51,8 +51,9 @@ pub use index::{LocalFilterCounts, ShardIndex, SHARD_COUNT_MAX};
 pub use retained::RetainedStore;
 pub use shared::{LocalGroups, SharedIndex};
 pub use topic::{
-    level_count, matches, parse_shared, validate_filter, validate_topic_name, SharedFilter,
-    TopicError, SHARE_PREFIX, TOPIC_BYTES_MAX,
+    is_org_level, level_count, matches, org_scope, parse_shared, scoped, split_shared, strip_scope,
+    unscoped, validate_filter, validate_topic_name, SharedFilter, TopicError, ORG_MARK,
+    SHARE_PREFIX, TOPIC_BYTES_MAX,
 };
 pub use trie::SubscriptionTrie;
 

@@ -106,7 +106,7 @@ impl<V> RetainedStore<V> {
         mut f: impl FnMut(&str, &V),
     ) {
         buffer.clear();
-        match_node(&self.root, filter, true, buffer, &mut f);
+        match_node(&self.root, filter, Position::Root, buffer, &mut f);
     }
 
     /// Number of retained messages.
@@ -138,30 +138,54 @@ fn remove_node<V>(node: &mut Node<V>, topic: &str) -> Option<V> {
     old
 }
 
+/// Where a level sits: the `$` rule holds at the root and at the first level inside an org
+/// scope; a separator goes in front of every level but the very first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Position {
+    Root,
+    ScopeRoot,
+    Inner,
+}
+
+impl Position {
+    fn dollar_rule(self) -> bool {
+        self != Position::Inner
+    }
+
+    /// The position of the level below a child named `name` found at this position.
+    fn below(self, name: &str) -> Position {
+        if self == Position::Root && crate::topic::is_org_level(name) {
+            Position::ScopeRoot
+        } else {
+            Position::Inner
+        }
+    }
+}
+
 /// Matches `filter` (what is left of it) below `node`, whose topic text is in `topic`.
 fn match_node<V>(
     node: &Node<V>,
     filter: &str,
-    at_root: bool,
+    position: Position,
     topic: &mut String,
     f: &mut impl FnMut(&str, &V),
 ) {
     let (level, next) = split_level(filter);
     match level {
         // '#' covers the parent level too (`a/#` matches `a`); the root has no value.
-        "#" => visit_all(node, at_root, topic, f),
+        "#" => visit_all(node, position, topic, f),
         "+" => {
             for (name, child) in &node.children {
                 // Spec 4.7.2: a leading wildcard does not match a topic starting with '$'.
-                if at_root && name.starts_with('$') {
+                if position.dollar_rule() && name.starts_with('$') {
                     continue;
                 }
-                descend(child, name, next, at_root, topic, f);
+                descend(child, name, next, position, topic, f);
             }
         }
         _ => {
             if let Some(child) = node.children.get(level) {
-                descend(child, level, next, at_root, topic, f);
+                descend(child, level, next, position, topic, f);
             }
         }
     }
@@ -171,40 +195,45 @@ fn descend<V>(
     child: &Node<V>,
     name: &str,
     next: Option<&str>,
-    at_root: bool,
+    position: Position,
     topic: &mut String,
     f: &mut impl FnMut(&str, &V),
 ) {
-    let mark = push_level(topic, name, at_root);
+    let mark = push_level(topic, name, position);
     match next {
         None => {
             if let Some(value) = &child.value {
                 f(topic, value);
             }
         }
-        Some(next) => match_node(child, next, false, topic, f),
+        Some(next) => match_node(child, next, position.below(name), topic, f),
     }
     topic.truncate(mark);
 }
 
-fn visit_all<V>(node: &Node<V>, at_root: bool, topic: &mut String, f: &mut impl FnMut(&str, &V)) {
+fn visit_all<V>(
+    node: &Node<V>,
+    position: Position,
+    topic: &mut String,
+    f: &mut impl FnMut(&str, &V),
+) {
     if let Some(value) = &node.value {
         f(topic, value);
     }
     for (name, child) in &node.children {
-        if at_root && name.starts_with('$') {
+        if position.dollar_rule() && name.starts_with('$') {
             continue;
         }
-        let mark = push_level(topic, name, at_root);
-        visit_all(child, false, topic, f);
+        let mark = push_level(topic, name, position);
+        visit_all(child, Position::Inner, topic, f);
         topic.truncate(mark);
     }
 }
 
 /// Appends a level to the topic text; returns the length to truncate back to.
-fn push_level(topic: &mut String, name: &str, at_root: bool) -> usize {
+fn push_level(topic: &mut String, name: &str, position: Position) -> usize {
     let mark = topic.len();
-    if !at_root {
+    if position != Position::Root {
         topic.push('/');
     }
     topic.push_str(name);

@@ -109,8 +109,91 @@ pub fn parse_shared(
     }))
 }
 
+/// Splits a `$share/{group}/{filter}` that the broker already validated (and may have put into
+/// an org scope, which [`parse_shared`] would refuse as client input): `None` if not shared.
+pub fn split_shared(filter: &str) -> Option<SharedFilter<'_>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let (group, inner) = rest.split_once('/')?;
+    Some(SharedFilter {
+        group,
+        filter: inner,
+    })
+}
+
+/// First characters of an org scope level. Topic names and filters from clients cannot contain
+/// U+0000, so no client can name (or forge) another org's scope.
+pub const ORG_MARK: &str = "$\u{0}";
+
+/// The prefix that puts a topic or filter into org `org`'s namespace: empty for org 0 (the
+/// default org, so a single-tenant broker routes exactly the client's strings), else
+/// `$\0{org}/`. Its level starts with `$`, so no wildcard of another org reaches it, and the
+/// matchers treat the level after it as a root level (the `$` rule applies there again).
+pub fn org_scope(org: u32) -> String {
+    if org == 0 {
+        String::new()
+    } else {
+        format!("{ORG_MARK}{org}/")
+    }
+}
+
+/// True for a topic level that is an org scope.
+pub fn is_org_level(level: &str) -> bool {
+    level.starts_with(ORG_MARK)
+}
+
+/// Puts a topic name or filter into a scope made by [`org_scope`]; for `$share/{group}/{filter}`
+/// the scope goes in front of the filter part, so the group stays what the broker parses.
+pub fn scoped(scope: &str, topic_or_filter: &str) -> String {
+    if scope.is_empty() {
+        return topic_or_filter.to_owned();
+    }
+    if let Some(rest) = topic_or_filter.strip_prefix(SHARE_PREFIX) {
+        if let Some((group, filter)) = rest.split_once('/') {
+            return format!("{SHARE_PREFIX}{group}/{scope}{filter}");
+        }
+    }
+    format!("{scope}{topic_or_filter}")
+}
+
+/// The client's view of a scoped topic or filter, and its org number (0 when unscoped).
+pub fn unscoped(topic_or_filter: &str) -> (u32, std::borrow::Cow<'_, str>) {
+    use std::borrow::Cow;
+    if let Some(rest) = topic_or_filter.strip_prefix(SHARE_PREFIX) {
+        if let Some((group, filter)) = rest.split_once('/') {
+            let (org, inner) = strip_scope(filter);
+            if org != 0 {
+                return (org, Cow::Owned(format!("{SHARE_PREFIX}{group}/{inner}")));
+            }
+        }
+        return (0, Cow::Borrowed(topic_or_filter));
+    }
+    let (org, inner) = strip_scope(topic_or_filter);
+    (org, Cow::Borrowed(inner))
+}
+
+/// Splits a leading org scope off a topic name (no `$share` handling): the hot-path form of
+/// [`unscoped`], used when encoding deliveries.
+pub fn strip_scope(topic: &str) -> (u32, &str) {
+    let Some(rest) = topic.strip_prefix(ORG_MARK) else {
+        return (0, topic);
+    };
+    match rest.split_once('/') {
+        Some((number, inner)) => match number.parse() {
+            Ok(org) => (org, inner),
+            Err(_) => (0, topic),
+        },
+        None => (0, topic),
+    }
+}
+
 /// Reference matcher: does `filter` match topic name `topic` under the spec rules (slow, for tests and one-off checks)?
 pub fn matches(filter: &str, topic: &str) -> bool {
+    // Inside an org scope the `$` rule applies to the level after the scope.
+    if let (Some((f_org, f_rest)), Some((t_org, t_rest))) =
+        (scope_split(filter), scope_split(topic))
+    {
+        return f_org == t_org && matches(f_rest, t_rest);
+    }
     // Spec 4.7.2: a filter starting with a wildcard must not match a topic starting with '$'.
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
@@ -131,6 +214,11 @@ pub fn matches(filter: &str, topic: &str) -> bool {
             (Some(_), None) | (None, Some(_)) => return false,
         }
     }
+}
+
+fn scope_split(s: &str) -> Option<(&str, &str)> {
+    let (level, rest) = s.split_once('/')?;
+    is_org_level(level).then_some((level, rest))
 }
 
 /// Number of levels in a topic name or filter (`/` separators plus one; `""` has one level).
@@ -194,6 +282,14 @@ mod tests {
         assert!(matches("#", "a/b/c"));
         assert!(matches("#", "/"));
         assert!(!matches("#", "$SYS/x"));
+        // Org scopes: no wildcard crosses into a scope, and the `$` rule holds inside one.
+        let scope = org_scope(7);
+        assert!(!matches("#", &scoped(&scope, "a/b")));
+        assert!(!matches("+/a/b", &scoped(&scope, "a/b")));
+        assert!(matches(&scoped(&scope, "#"), &scoped(&scope, "a/b")));
+        assert!(!matches(&scoped(&scope, "#"), &scoped(&scope, "$SYS/x")));
+        assert!(!matches(&scoped(&scope, "#"), &scoped(&org_scope(8), "a")));
+        assert!(!matches(&scoped(&scope, "#"), "a/b"));
         assert!(!matches("#", "$SYS"));
     }
 
@@ -385,5 +481,27 @@ mod tests {
         assert_eq!(split_level("c"), ("c", None));
         assert_eq!(split_level("/"), ("", Some("")));
         assert_eq!(split_level(""), ("", None));
+    }
+
+    #[test]
+    fn scoping_round_trips() {
+        assert_eq!(org_scope(0), "");
+        assert_eq!(scoped("", "a/b"), "a/b");
+        let scope = org_scope(42);
+        assert_eq!(scoped(&scope, "a/b"), "$\u{0}42/a/b");
+        assert_eq!(scoped(&scope, "$share/g/a/#"), "$share/g/$\u{0}42/a/#");
+        assert_eq!(unscoped(&scoped(&scope, "a/b")), (42, "a/b".into()));
+        assert_eq!(
+            unscoped(&scoped(&scope, "$share/g/a/#")),
+            (42, "$share/g/a/#".into())
+        );
+        assert_eq!(unscoped("a/b"), (0, "a/b".into()));
+        assert_eq!(strip_scope("$SYS/x"), (0, "$SYS/x"));
+        let shared = scoped(&scope, "$share/g/a/+");
+        // A client cannot send a scope; the broker's own split accepts it.
+        assert!(parse_shared(&shared, LEVELS_MAX).is_err());
+        let parsed = split_shared(&shared).unwrap();
+        assert_eq!(parsed.group, "g");
+        assert_eq!(parsed.filter, scoped(&scope, "a/+"));
     }
 }

@@ -164,38 +164,52 @@ impl<P: Slot> FilterTrie<P> {
 
     /// Calls `f` with the payload of every filter position matching `topic` (empty payloads included).
     pub(crate) fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a P)) {
-        let root = &self.root;
-        let (level, next) = split_level(topic);
-        // Spec 4.7.2: filters starting with '+' or '#' do not match topics starting with '$'.
-        if !topic.starts_with('$') {
-            f(&root.hash);
-            if let Some(plus) = &root.plus {
-                match_node(plus, next, &mut f);
-            }
-        }
-        if let Some(child) = root.children.get(level) {
-            match_node(child, next, &mut f);
-        }
+        match_root(&self.root, topic, &mut f);
     }
 
     /// Like `for_each_match`, with mutable payloads (for round-robin cursors).
     pub(crate) fn for_each_match_mut(&mut self, topic: &str, mut f: impl FnMut(&mut P)) {
-        let root = &mut self.root;
-        let (level, next) = split_level(topic);
-        if !topic.starts_with('$') {
-            f(&mut root.hash);
-            if let Some(plus) = root.plus.as_deref_mut() {
-                match_node_mut(plus, next, &mut f);
-            }
-        }
-        if let Some(child) = root.children.get_mut(level) {
-            match_node_mut(child, next, &mut f);
-        }
+        match_root_mut(&mut self.root, topic, &mut f);
     }
 
     /// Number of nodes including the root (1 when empty); O(nodes).
     pub(crate) fn node_count(&self) -> usize {
         self.root.count()
+    }
+}
+
+/// Matches `topic` below a root: the trie's root, or an org scope's node, inside which the
+/// client's first level is again a root level.
+fn match_root<'a, P>(node: &'a Node<P>, topic: &str, f: &mut impl FnMut(&'a P)) {
+    let (level, next) = split_level(topic);
+    // Spec 4.7.2: filters starting with '+' or '#' do not match topics starting with '$'.
+    if !topic.starts_with('$') {
+        f(&node.hash);
+        if let Some(plus) = &node.plus {
+            match_node(plus, next, f);
+        }
+    }
+    if let Some(child) = node.children.get(level) {
+        match next {
+            Some(rest) if crate::topic::is_org_level(level) => match_root(child, rest, f),
+            _ => match_node(child, next, f),
+        }
+    }
+}
+
+fn match_root_mut<P>(node: &mut Node<P>, topic: &str, f: &mut impl FnMut(&mut P)) {
+    let (level, next) = split_level(topic);
+    if !topic.starts_with('$') {
+        f(&mut node.hash);
+        if let Some(plus) = node.plus.as_deref_mut() {
+            match_node_mut(plus, next, f);
+        }
+    }
+    if let Some(child) = node.children.get_mut(level) {
+        match next {
+            Some(rest) if crate::topic::is_org_level(level) => match_root_mut(child, rest, f),
+            _ => match_node_mut(child, next, f),
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use ringmq_router::{
-    matches, validate_filter, validate_topic_name, RetainedStore, ShardIndex, SharedIndex,
-    SubscriptionTrie,
+    matches, org_scope, scoped, unscoped, validate_filter, validate_topic_name, RetainedStore,
+    ShardIndex, SharedIndex, SubscriptionTrie,
 };
 
 const LEVELS_MAX: usize = 8;
@@ -28,22 +28,34 @@ fn filter_level() -> impl Strategy<Value = &'static str> {
     ]
 }
 
+/// Org scope of a generated topic or filter: mostly the default org (0), sometimes org 1 or 2,
+/// so the tries are checked against the reference matcher across tenants too.
+fn org() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => Just(0u32), 1 => Just(1u32), 1 => Just(2u32)]
+}
+
 fn topic() -> impl Strategy<Value = String> {
     // A topic of one empty level is the empty string, which is not a valid topic name.
-    prop::collection::vec(topic_level(), 1..5)
-        .prop_map(|levels| levels.join("/"))
-        .prop_filter("topic names are non-empty", |topic| !topic.is_empty())
+    (org(), prop::collection::vec(topic_level(), 1..5))
+        .prop_map(|(org, levels)| (org, levels.join("/")))
+        .prop_filter("topic names are non-empty", |(_, topic)| !topic.is_empty())
+        .prop_map(|(org, topic)| scoped(&org_scope(org), &topic))
 }
 
 fn filter() -> impl Strategy<Value = String> {
-    (prop::collection::vec(filter_level(), 0..5), any::<bool>())
-        .prop_map(|(mut levels, hash)| {
+    (
+        org(),
+        prop::collection::vec(filter_level(), 0..5),
+        any::<bool>(),
+    )
+        .prop_map(|(org, mut levels, hash)| {
             if hash || levels.is_empty() {
                 levels.push("#");
             }
-            levels.join("/")
+            (org, levels.join("/"))
         })
-        .prop_filter("filters are non-empty", |filter| !filter.is_empty())
+        .prop_filter("filters are non-empty", |(_, filter)| !filter.is_empty())
+        .prop_map(|(org, filter)| scoped(&org_scope(org), &filter))
 }
 
 #[derive(Debug, Clone)]
@@ -63,8 +75,9 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 proptest! {
     #[test]
     fn generated_inputs_are_valid(filter in filter(), topic in topic()) {
-        prop_assert_eq!(validate_filter(&filter, LEVELS_MAX), Ok(()));
-        prop_assert_eq!(validate_topic_name(&topic, LEVELS_MAX), Ok(()));
+        // Clients send the unscoped forms; the broker adds the scope after validating.
+        prop_assert_eq!(validate_filter(&unscoped(&filter).1, LEVELS_MAX), Ok(()));
+        prop_assert_eq!(validate_topic_name(&unscoped(&topic).1, LEVELS_MAX), Ok(()));
     }
 
     #[test]
