@@ -47,13 +47,6 @@ pub fn negotiate(
     assign_id: impl FnOnce() -> String,
 ) -> Result<Negotiated, Refusal> {
     let v5 = connect.version == ProtocolVersion::V5;
-    if !rules.allow_anonymous {
-        // No user store exists yet, so every client is anonymous: refuse all of them.
-        return Err(Refusal {
-            reason: ReasonCode::NOT_AUTHORIZED,
-            text: "anonymous clients are not allowed",
-        });
-    }
     let mut client_id = connect.client_id.clone();
     let mut assigned = false;
     if client_id.is_empty() {
@@ -136,6 +129,7 @@ pub fn negotiate(
         outbound_aliases: ahash::AHashMap::new(),
         will: connect.will.clone().map(Box::new),
         problem_information: props.request_problem_information.unwrap_or(1) == 1,
+        access: super::Access::default(),
     };
     Ok(Negotiated {
         client_id,

@@ -9,6 +9,7 @@
 //! [`Session::write_packet`] → [`Session::attach`] → then any number of [`Session::handle`],
 //! [`Session::deliver`] and [`Session::pump`] calls → [`Session::detach`] when the connection ends.
 
+pub mod access;
 pub mod connect;
 pub mod rules;
 pub mod state;
@@ -27,6 +28,7 @@ use crate::mqtt::{
     QoS, ReasonCode, Str, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 
+pub use access::{Access, Authorizer};
 pub use rules::{Qos0Overflow, Rules};
 pub use state::{InFlight, Queued, SessionState, Stage, Subscription};
 
@@ -54,6 +56,8 @@ pub struct Link {
     pub will: Option<Box<Will>>,
     /// v5 Request Problem Information: reason strings only when the client wants them.
     pub problem_information: bool,
+    /// The org this connection's topics live in and what it may publish and subscribe to.
+    pub access: Access,
 }
 
 /// What the shard must do after a packet was handled.
@@ -379,6 +383,13 @@ impl Session {
         if ringmq_router::validate_topic_name(&topic, rules.topic_levels_max).is_err() {
             return violation(ReasonCode::TOPIC_NAME_INVALID, "invalid topic name");
         }
+        if !link
+            .access
+            .may_publish(&topic, ringmq_router::strip_scope(&self.client_id).1)
+        {
+            return self.refuse_publish(publish.qos, publish.packet_id, &topic, rules);
+        }
+        let topic = link.access.scope_topic(topic);
         if properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -438,6 +449,53 @@ impl Session {
         Flow::Continue
     }
 
+    /// A PUBLISH the ACL does not allow: v5 learns it from the PUBACK / PUBREC reason (0x87);
+    /// v3 has no negative acknowledgement, so the message is acknowledged and dropped (as
+    /// mosquitto does) and the refusal is logged.
+    fn refuse_publish(&mut self, qos: QoS, packet_id: u16, topic: &str, rules: &Rules) -> Flow {
+        let version = self.version();
+        tracing::info!(client_id = %self.client_id, topic, "publish not authorized");
+        let reason = if version == ProtocolVersion::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                encode_pub_resp(
+                    PubRespKind::PubAck,
+                    packet_id,
+                    reason,
+                    version,
+                    &mut self.out,
+                );
+            }
+            QoS::ExactlyOnce => {
+                // A v3 sender goes on with PUBREL; remember the id so PUBCOMP answers it. A v5
+                // sender's flow ends at the error PUBREC.
+                if version != ProtocolVersion::V5 && !self.state.incoming_qos2.contains(&packet_id)
+                {
+                    if self.state.incoming_qos2.len() >= usize::from(rules.inflight_max) {
+                        return violation(
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                            "more unreleased QoS 2 publishes than Receive Maximum",
+                        );
+                    }
+                    self.state.incoming_qos2.push(packet_id);
+                }
+                encode_pub_resp(
+                    PubRespKind::PubRec,
+                    packet_id,
+                    reason,
+                    version,
+                    &mut self.out,
+                );
+            }
+        }
+        Flow::Continue
+    }
+
     fn handle_pubrec(&mut self, rec: PubResp, now: Instant, rules: &Rules) -> Flow {
         let version = self.version();
         match self.state.inflight_position(rec.packet_id) {
@@ -487,8 +545,23 @@ impl Session {
             let reason = match check_filter(&entry.filter, entry.options.no_local, rules) {
                 Err(FilterProblem::Violation(reason, text)) => return violation(reason, text),
                 Err(FilterProblem::Refused(reason)) => reason,
+                Ok(())
+                    if !self.link.as_ref().is_some_and(|link| {
+                        link.access.may_subscribe(
+                            &entry.filter,
+                            ringmq_router::strip_scope(&self.client_id).1,
+                        )
+                    }) =>
+                {
+                    tracing::info!(client_id = %self.client_id, filter = %entry.filter, "subscribe not authorized");
+                    ReasonCode::NOT_AUTHORIZED
+                }
                 Ok(()) => {
-                    let exists = self.state.subscriptions.contains_key(&entry.filter);
+                    let filter = match &self.link {
+                        Some(link) => link.access.scope_filter(entry.filter),
+                        None => entry.filter,
+                    };
+                    let exists = self.state.subscriptions.contains_key(&filter);
                     if !exists
                         && self.state.subscriptions.len() >= rules.subscriptions_per_client_max
                     {
@@ -502,9 +575,9 @@ impl Session {
                         };
                         self.state
                             .subscriptions
-                            .insert(entry.filter.clone(), subscription);
+                            .insert(filter.clone(), subscription);
                         actions.push(Action::Subscribe {
-                            filter: entry.filter,
+                            filter,
                             subscription,
                             is_new: !exists,
                         });
@@ -540,6 +613,10 @@ impl Session {
         let version = self.version();
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for filter in unsubscribe.filters {
+            let filter = match &self.link {
+                Some(link) => link.access.scope_filter(filter),
+                None => filter,
+            };
             if self.state.subscriptions.remove(&filter).is_some() {
                 actions.push(Action::Unsubscribe { filter });
                 reasons.push(ReasonCode::SUCCESS);
@@ -689,7 +766,7 @@ impl Session {
             qos: item.qos,
             retain: item.retain,
             packet_id: 1,
-            topic: &message.topic,
+            topic: ringmq_router::strip_scope(&message.topic).1,
             topic_alias: None,
             subscription_identifiers: &item.subscription_ids,
             message_expiry_interval: message.remaining_expiry_secs(now),
@@ -706,7 +783,8 @@ impl Session {
         };
         let message = &item.message;
         let version = link.version;
-        let mut topic: &str = &message.topic;
+        // The client sees its topics without the org scope they are routed under.
+        let mut topic: &str = ringmq_router::strip_scope(&message.topic).1;
         let mut topic_alias = None;
         if link.topic_alias_max > 0 {
             if let Some(alias) = link.outbound_aliases.get(&message.topic) {

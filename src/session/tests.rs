@@ -582,3 +582,123 @@ fn message_larger_than_client_maximum_is_dropped() {
     );
     let _ = BytesMut::new();
 }
+
+#[derive(Debug)]
+struct OwnTopicsOnly;
+
+impl Authorizer for OwnTopicsOnly {
+    fn may_publish(&self, topic: &str, client_id: &str) -> bool {
+        topic.starts_with(&format!("{client_id}/"))
+    }
+    fn may_subscribe(&self, filter: &str, client_id: &str) -> bool {
+        filter.starts_with(&format!("{client_id}/"))
+    }
+}
+
+fn attached_with_access(connect: &Connect, rules: &Rules, now: Instant, access: Access) -> Session {
+    let mut n = negotiate(connect, rules, now, || "assigned".to_owned()).expect("accepted");
+    n.link.access = access;
+    let mut session = Session::new(n.client_id.clone(), n.expiry_interval_secs);
+    session.attach(n.link, false, now, rules);
+    session
+}
+
+#[test]
+fn unauthorized_publish_is_refused_with_0x87_in_v5_and_dropped_in_v3() {
+    let rules = Rules::default();
+    let now = Instant::now();
+    let access = Access::org(0, Some(std::rc::Rc::new(OwnTopicsOnly)));
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let connect = connect_packet(version, "dev1", true);
+        let mut session = attached_with_access(&connect, &rules, now, access.clone());
+        let mut actions = Vec::new();
+        let flow = session.handle(
+            publish_packet("other/x", QoS::AtLeastOnce, 7),
+            now,
+            &rules,
+            &mut actions,
+        );
+        assert_eq!(flow, Flow::Continue);
+        assert!(actions.is_empty(), "a refused publish is never routed");
+        let expected = if version == ProtocolVersion::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match drain(&mut session, version).as_slice() {
+            [Packet::PubAck(ack)] => {
+                assert_eq!(ack.packet_id, 7);
+                assert_eq!(ack.reason, expected);
+            }
+            other => panic!("expected one PUBACK, got {other:?}"),
+        }
+        session.handle(
+            publish_packet("dev1/x", QoS::AtMostOnce, 0),
+            now,
+            &rules,
+            &mut actions,
+        );
+        assert!(matches!(actions.as_slice(), [Action::Publish(_)]));
+    }
+}
+
+#[test]
+fn unauthorized_subscribe_gets_0x87_and_is_not_indexed() {
+    let rules = Rules::default();
+    let now = Instant::now();
+    let access = Access::org(0, Some(std::rc::Rc::new(OwnTopicsOnly)));
+    let connect = connect_packet(ProtocolVersion::V5, "dev1", true);
+    let mut session = attached_with_access(&connect, &rules, now, access);
+    let mut actions = Vec::new();
+    let filters = ["dev1/#", "#", "$share/g/dev1/+"]
+        .into_iter()
+        .map(|filter| SubscribeFilter {
+            filter: Str::from(filter),
+            options: SubscriptionOptions::default(),
+        })
+        .collect();
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: 3,
+        filters,
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+    });
+    session.handle(subscribe, now, &rules, &mut actions);
+    assert_eq!(actions.len(), 2);
+    match drain(&mut session, ProtocolVersion::V5).as_slice() {
+        [Packet::SubAck(ack)] => assert_eq!(
+            ack.reasons,
+            vec![
+                ReasonCode::SUCCESS,
+                ReasonCode::NOT_AUTHORIZED,
+                ReasonCode::SUCCESS
+            ]
+        ),
+        other => panic!("expected one SUBACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn org_scope_is_added_for_routing_and_removed_on_delivery() {
+    let rules = Rules::default();
+    let now = Instant::now();
+    let connect = connect_packet(ProtocolVersion::V5, "dev1", true);
+    let mut session = attached_with_access(&connect, &rules, now, Access::org(5, None));
+    let mut actions = Vec::new();
+    session.handle(
+        publish_packet("a/b", QoS::AtMostOnce, 0),
+        now,
+        &rules,
+        &mut actions,
+    );
+    let routed = match actions.as_slice() {
+        [Action::Publish(message)] => message.clone(),
+        other => panic!("expected a publish, got {other:?}"),
+    };
+    assert_eq!(&*routed.topic, "$\u{0}5/a/b");
+    session.deliver(queued(routed, QoS::AtMostOnce), now, &rules);
+    match drain(&mut session, ProtocolVersion::V5).as_slice() {
+        [Packet::Publish(publish)] => assert_eq!(&*publish.topic, "a/b"),
+        other => panic!("expected one PUBLISH, got {other:?}"),
+    }
+}

@@ -1,0 +1,109 @@
+//! What a connection may do and the org its topics live in (tenancy and ACL, sans-IO).
+//!
+//! The session checks every PUBLISH and SUBSCRIBE against its link's [`Access`] before routing,
+//! then puts the topic or filter into the org's scope (see `ringmq_router::org_scope`), so the
+//! shard routes scoped strings and no filter of one org can match another org's topics.
+
+use std::fmt::Debug;
+use std::rc::Rc;
+
+use crate::mqtt::Str;
+
+/// Decides what one authenticated principal may publish and subscribe to. Topics and filters are
+/// given as the client sent them (unscoped); a shared subscription is checked on its filter part.
+pub trait Authorizer: Debug {
+    /// May this principal publish to `topic`?
+    fn may_publish(&self, topic: &str, client_id: &str) -> bool;
+    /// May this principal subscribe to `filter`?
+    fn may_subscribe(&self, filter: &str, client_id: &str) -> bool;
+}
+
+/// The access of one connection: its org scope and its authorizer.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Org number (0: the default org).
+    pub org: u32,
+    /// Prefix from `ringmq_router::org_scope` (empty for the default org).
+    pub scope: Str,
+    /// `None`: everything in the org is allowed (anonymous clients on a loopback-only broker).
+    pub authorizer: Option<Rc<dyn Authorizer>>,
+}
+
+impl Access {
+    /// Access to everything in org `org`.
+    pub fn org(org: u32, authorizer: Option<Rc<dyn Authorizer>>) -> Access {
+        Access {
+            org,
+            scope: Str::from(ringmq_router::org_scope(org)),
+            authorizer,
+        }
+    }
+
+    /// May the client publish to `topic` (unscoped)?
+    pub fn may_publish(&self, topic: &str, client_id: &str) -> bool {
+        match &self.authorizer {
+            None => true,
+            Some(authorizer) => authorizer.may_publish(topic, client_id),
+        }
+    }
+
+    /// May the client subscribe to `filter` (unscoped; `$share/g/` is stripped here)?
+    pub fn may_subscribe(&self, filter: &str, client_id: &str) -> bool {
+        let plain = ringmq_router::split_shared(filter).map_or(filter, |shared| shared.filter);
+        match &self.authorizer {
+            None => true,
+            Some(authorizer) => authorizer.may_subscribe(plain, client_id),
+        }
+    }
+
+    /// The topic as routed: in the org's scope. The default org's topics are not copied.
+    pub fn scope_topic(&self, topic: Str) -> Str {
+        if self.scope.is_empty() {
+            topic
+        } else {
+            Str::from(ringmq_router::scoped(&self.scope, &topic))
+        }
+    }
+
+    /// The filter as indexed: in the org's scope (inside `$share/{group}/` for shared ones).
+    pub fn scope_filter(&self, filter: Str) -> Str {
+        self.scope_topic(filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct OnlyA;
+
+    impl Authorizer for OnlyA {
+        fn may_publish(&self, topic: &str, _client_id: &str) -> bool {
+            topic.starts_with("a/")
+        }
+        fn may_subscribe(&self, filter: &str, _client_id: &str) -> bool {
+            filter.starts_with("a/")
+        }
+    }
+
+    #[test]
+    fn default_org_is_not_copied_and_allows_everything() {
+        let access = Access::default();
+        assert!(access.may_publish("x", "c"));
+        assert_eq!(&*access.scope_topic(Str::from("x/y")), "x/y");
+    }
+
+    #[test]
+    fn scoped_org_checks_the_plain_filter_of_shared_subscriptions() {
+        let access = Access::org(3, Some(Rc::new(OnlyA)));
+        assert!(access.may_subscribe("$share/g/a/b", "c"));
+        assert!(!access.may_subscribe("$share/g/b", "c"));
+        assert!(!access.may_publish("b", "c"));
+        assert_eq!(
+            &*access.scope_filter(Str::from("$share/g/a/#")),
+            "$share/g/$\u{0}3/a/#"
+        );
+        assert_eq!(&*access.scope_topic(Str::from("a/b")), "$\u{0}3/a/b");
+    }
+}
