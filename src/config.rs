@@ -59,6 +59,9 @@ pub struct Config {
     pub delivery: Delivery,
     /// MQTT feature switches and operator policy.
     pub mqtt: MqttOptions,
+    /// Authentication: token-exchange providers, login throttling.
+    #[serde(default)]
+    pub auth: Auth,
 }
 
 /// Listening sockets and connection placement.
@@ -263,14 +266,44 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
+/// Whether MQTT clients without a username are accepted (into the default org, with full rights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anonymous {
+    /// Only while every listener is on a loopback address (the embedded quick start), as
+    /// mosquitto 2 does in its local-only mode.
+    Loopback,
+    /// Always, on any listener: the operator said so.
+    Allow,
+    /// Never.
+    Deny,
+}
+
+/// Token-exchange auth providers and other authentication settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// JWT issuers whose tokens `POST /v1/token-exchange` accepts.
+    #[serde(default)]
+    pub providers: Vec<crate::control::jwt::ProviderConfig>,
+    /// Failed MQTT logins from one source address allowed per minute before CONNECTs from it are
+    /// refused without checking (password guessing).
+    #[serde(default = "default_login_failures_per_minute_max")]
+    pub login_failures_per_minute_max: u32,
+}
+
+fn default_login_failures_per_minute_max() -> u32 {
+    10
+}
+
 /// MQTT feature switches and operator policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttOptions {
     /// Filters whose SUBSCRIBE is answered with reason code 0x80 (exact filter match).
     pub refused_topics: Vec<String>,
-    /// Accept clients that send no username.
-    pub allow_anonymous: bool,
+    /// Whether clients that send no username are accepted.
+    pub anonymous: Anonymous,
     /// Interval between `$SYS/` statistics publications, in seconds.
     pub sys_interval_secs: u32,
     /// Support retained messages (v5 Retain Available).
@@ -337,6 +370,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether clients without a username are accepted, with the loopback rule applied.
+    pub fn anonymous_allowed(&self) -> bool {
+        match self.mqtt.anonymous {
+            Anonymous::Allow => true,
+            Anonymous::Deny => false,
+            Anonymous::Loopback => {
+                self.listeners.mqtt.ip().is_loopback() && self.listeners.http.ip().is_loopback()
+            }
+        }
+    }
+
     /// Loads default → profile → config file → flags, then validates the result.
     pub fn load(overrides: &ServeOverrides) -> Result<Config, ConfigError> {
         let mut loader = Loader::new()?;

@@ -142,6 +142,11 @@ impl ConnShared {
     pub fn is_closing(&self) -> bool {
         self.closing.get()
     }
+
+    /// The socket, for questions to the kernel (peer address).
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
 }
 
 /// Decrements the shard's live connection count when a connection task ends.
@@ -217,12 +222,8 @@ async fn handshake(
     reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
     writer: &mut monoio::io::OwnedWriteHalf<TcpStream>,
     buf: &mut BytesMut,
-    conn_id: u64,
-) -> Option<(
-    crate::session::connect::Negotiated,
-    u64,
-    Option<Box<crate::session::SessionState>>,
-)> {
+    (conn_id, peer): (u64, Option<std::net::IpAddr>),
+) -> Option<Handshake> {
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
     let connect = loop {
@@ -297,12 +298,44 @@ async fn handshake(
         return None;
     }
 
-    // 3. Claim the client id at its home shard; wait for the session (or nothing) to arrive.
+    // 3. Authenticate, then put the client id and the will into the org's scope.
+    let refuse = |refusal: crate::session::connect::Refusal| {
+        let mut out = BytesMut::new();
+        let ack = connack_refused(version, &refusal);
+        let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
+        out
+    };
+    let admitted = match super::shard::authenticate(shard, &connect, peer).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let _ = writer.write_all(refuse(refusal)).await;
+            return None;
+        }
+    };
+    let mut negotiated = negotiated;
+    let access = admitted.access;
+    if let Some(will) = negotiated.link.will.as_mut() {
+        let client = &*negotiated.client_id;
+        if !access.may_publish(&will.topic, client) {
+            let refusal = crate::session::connect::Refusal {
+                reason: ReasonCode::NOT_AUTHORIZED,
+                text: "will topic not authorized",
+            };
+            let _ = writer.write_all(refuse(refusal)).await;
+            return None;
+        }
+        will.topic = access.scope_topic(will.topic.clone());
+    }
+    let scoped_id = access.scope_topic(negotiated.client_id.clone());
+    let org = access.org;
+    negotiated.link.access = access;
+
+    // 4. Claim the client id at its home shard; wait for the session (or nothing) to arrive.
     let notify = Rc::new(LocalNotify::default());
     let token = {
         let mut s = shard.borrow_mut();
         let token = s.begin_connect(
-            negotiated.client_id.clone(),
+            scoped_id.clone(),
             negotiated.clean_start,
             Rc::clone(&notify),
         );
@@ -339,7 +372,23 @@ async fn handshake(
         }
     };
 
-    Some((negotiated, token, state))
+    Some(Handshake {
+        negotiated,
+        scoped_id,
+        token,
+        state,
+        admitted: (org, admitted.principal),
+    })
+}
+
+/// What a completed handshake hands to the connection.
+struct Handshake {
+    negotiated: crate::session::connect::Negotiated,
+    /// The client id as registered and routed (in the org's scope).
+    scoped_id: crate::mqtt::Str,
+    token: u64,
+    state: Option<Box<crate::session::SessionState>>,
+    admitted: (u32, Option<Rc<super::shard::Principal>>),
 }
 
 /// Serves one accepted MQTT connection until it closes.
@@ -352,6 +401,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     };
     let _guard = LiveGuard(Rc::clone(&shard));
     let fd = stream.as_raw_fd();
+    let peer = stream.peer_addr().ok().map(|addr| addr.ip());
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
     let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
@@ -363,9 +413,16 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         &mut reader,
         &mut writer,
         &mut buf,
-        conn_id,
+        (conn_id, peer),
     ));
-    let Some((negotiated, token, state)) = handshake.await else {
+    let Some(Handshake {
+        negotiated,
+        scoped_id,
+        token,
+        state,
+        admitted,
+    }) = handshake.await
+    else {
         return;
     };
     let version = negotiated.link.version;
@@ -375,14 +432,16 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     let slot = {
         let mut s = shard.borrow_mut();
         let now = Instant::now();
-        let (slot, present) = s.install_session(
-            negotiated.client_id.clone(),
+        let (slot, present) = s.install_session(super::shard::NewSession {
+            client_id: scoped_id,
             token,
             state,
-            negotiated.clean_start,
-            negotiated.expiry_interval_secs,
-            Rc::clone(&conn),
-        );
+            clean_start: negotiated.clean_start,
+            expiry_interval_secs: negotiated.expiry_interval_secs,
+            conn: Rc::clone(&conn),
+            org: admitted.0,
+            principal: admitted.1,
+        });
         let ack = connack_accepted(&negotiated, present, &rules);
         let Some(entry) = s.entry_mut(slot) else {
             return;

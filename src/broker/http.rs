@@ -1,13 +1,18 @@
-//! The HTTP listener on the shards. In this issue it answers `GET /healthz`; REST publish,
-//! streams and the management API build on the same loop.
+//! The HTTP listener on the shards: `GET /healthz`, and the management API (`/v1/*`), whose
+//! requests the control thread executes (see `control.rs`). REST publish and streams build on
+//! the same loop.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHead, Response};
 use ringmq_io::monoio;
+
+use super::control::{ControlHandle, ControlJob, Reply};
+use crate::control::api::{Api, ApiRequest, ApiResponse};
 
 /// A request head must arrive within this time (slowloris).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,8 +20,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// An idle keep-alive connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Largest management request body: JSON objects of a few fields.
+const MANAGEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// How long a management request waits for the control thread.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves one HTTP/1.1 connection (keep-alive and pipelining) until it closes.
-pub async fn serve(mut stream: TcpStream) {
+pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);
@@ -63,9 +74,13 @@ pub async fn serve(mut stream: TcpStream) {
         if head.expect_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        // Bodies are read and discarded here: no route of this issue takes one.
+        let mut body = BytesMut::new();
         if head.has_body() {
-            let mut decoder = match BodyDecoder::for_head(&head, &limits) {
+            let body_limits = Limits {
+                body_bytes_max: MANAGEMENT_BODY_BYTES_MAX,
+                ..limits
+            };
+            let mut decoder = match BodyDecoder::for_head(&head, &body_limits) {
                 Ok(decoder) => decoder,
                 Err(error) => {
                     Response::from_error(&error).encode(false, &mut out);
@@ -94,7 +109,7 @@ pub async fn serve(mut stream: TcpStream) {
                             Ok((Ok(_), back)) => buf = back,
                         }
                     }
-                    Ok(_) => {}
+                    Ok(BodyEvent::Data(data)) => body.extend_from_slice(&data),
                     Err(error) => {
                         Response::from_error(&error).encode(false, &mut out);
                         let _ = stream.write_all(out.split()).await;
@@ -104,7 +119,9 @@ pub async fn serve(mut stream: TcpStream) {
             }
         }
         let keep_alive = head.keep_alive;
-        route(&head).encode(keep_alive, &mut out);
+        route(&head, body.freeze(), &control)
+            .await
+            .encode(keep_alive, &mut out);
         // Pipelined requests already buffered are answered in the same write.
         if !keep_alive || !matches!(parse_head(&buf, &limits), Ok(Some(_))) {
             let (result, _) = stream.write_all(out.split()).await;
@@ -115,15 +132,68 @@ pub async fn serve(mut stream: TcpStream) {
     }
 }
 
-fn route(head: &RequestHead) -> Response {
+async fn route(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle>) -> Response {
     match (&head.method, head.path.as_str()) {
         (Method::Get | Method::Head, "/healthz") => Response::text(200, "ok\n"),
         (_, "/healthz") => {
             Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
+        }
+        (_, path) if path == "/v1" || path.starts_with("/v1/") => {
+            management(head, body, control).await
         }
         _ => Response::json(
             404,
             &br#"{"error":"not_found","detail":"no such route"}"#[..],
         ),
     }
+}
+
+/// Hands a `/v1/*` request to the control thread and waits for its answer.
+async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle>) -> Response {
+    let bearer = head.header("authorization").and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let request = ApiRequest {
+        method: head.method.as_str().to_owned(),
+        path: head.path.clone(),
+        query: head.query.clone().unwrap_or_default(),
+        bearer,
+        body,
+    };
+    let reply = Reply::new();
+    let job = ControlJob::Api {
+        request: Box::new(request),
+        reply: Arc::clone(&reply),
+    };
+    if control.submit(job).is_err() {
+        return api_response(Api::error(
+            503,
+            "unavailable",
+            "the control plane is busy; try again",
+        ))
+        .with_header("Retry-After", "1");
+    }
+    match reply.recv(CONTROL_TIMEOUT).await {
+        Some(response) => api_response(response),
+        None => api_response(Api::error(
+            503,
+            "unavailable",
+            "the control plane did not answer in time",
+        )),
+    }
+}
+
+fn api_response(response: ApiResponse) -> Response {
+    let mut out = if response.body.is_empty() {
+        Response::new(response.status)
+    } else {
+        Response::json(response.status, response.body)
+    };
+    for (name, value) in response.headers {
+        out = out.with_header(name, value);
+    }
+    out
 }

@@ -8,6 +8,7 @@
 //! - [`stats`]: per-shard counters.
 
 pub mod conn;
+pub mod control;
 pub mod http;
 pub mod local_notify;
 pub mod mesh_msg;
@@ -58,6 +59,17 @@ pub enum BrokerError {
     /// Signal handling could not be installed.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The data directory could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The control plane (store, auth providers) could not start.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 /// Stops the broker from any thread.
@@ -99,6 +111,7 @@ struct Shared {
     started: Instant,
     ready: std::sync::Mutex<mpsc::Sender<Result<(), BrokerError>>>,
     conn_ids: AtomicU64,
+    control: Arc<control::ControlHandle>,
 }
 
 /// Derives the session rules from the configuration.
@@ -132,7 +145,7 @@ pub fn rules_from(config: &Config) -> Rules {
             SlowConsumerPolicy::Disconnect => Qos0Overflow::Disconnect,
         },
         client_id_bytes_max: limits.client_id_bytes_max,
-        allow_anonymous: config.mqtt.allow_anonymous,
+        allow_anonymous: config.anonymous_allowed(),
     }
 }
 
@@ -162,8 +175,19 @@ impl Broker {
             requested: AtomicBool::new(false),
             notifies: (0..shard_count).map(|_| CrossNotify::new()).collect(),
         });
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let control = control::start(
+            &config.data_dir,
+            &config.auth.providers,
+            Arc::clone(&mesh),
+            shard_count,
+        )?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            control,
             rules: rules_from(&config),
             mesh,
             stats,
@@ -291,12 +315,14 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
         packet_size_max: config.limits.packet_size_max,
         mesh_backlog_max: config.shards.mesh_queue_capacity,
+        login_failures_per_minute_max: config.auth.login_failures_per_minute_max,
     };
     let shard = Rc::new(RefCell::new(Shard::new(
         shared.mesh.endpoint(id),
         shared.rules.clone(),
         settings,
         Arc::clone(&shared.stats[id]),
+        Some(Arc::clone(&shared.control)),
     )));
     let report = |result: Result<(), BrokerError>| {
         if let Ok(tx) = shared.ready.lock() {
@@ -341,7 +367,11 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             Rc::clone(&stop),
         ));
     }
-    monoio::spawn(accept_http(http_listener, Rc::clone(&stop)));
+    monoio::spawn(accept_http(
+        http_listener,
+        Rc::clone(&stop),
+        Arc::clone(&shared.control),
+    ));
     monoio::spawn(mesh_loop(Rc::clone(&shard)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
     report(Ok(()));
@@ -430,7 +460,11 @@ async fn receive_handoff(
     }
 }
 
-async fn accept_http(listener: monoio::net::TcpListener, stop: Rc<local_notify::LocalStop>) {
+async fn accept_http(
+    listener: monoio::net::TcpListener,
+    stop: Rc<local_notify::LocalStop>,
+    control: Arc<control::ControlHandle>,
+) {
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => Some(accepted),
@@ -439,7 +473,7 @@ async fn accept_http(listener: monoio::net::TcpListener, stop: Rc<local_notify::
         match accepted {
             Some(Ok((stream, _))) => {
                 let _ = ringmq_io::tune_accepted(&stream);
-                monoio::spawn(http::serve(stream));
+                monoio::spawn(http::serve(stream, Arc::clone(&control)));
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "HTTP accept failed");
@@ -459,11 +493,14 @@ async fn mesh_loop(shard: Rc<RefCell<Shard>>) {
     loop {
         batch.clear();
         mesh.recv_batch(&mut batch, batch_max).await;
+        let mut s = shard.borrow_mut();
+        let now = Instant::now();
+        // The control thread wakes shards through the mesh: a new snapshot or a question.
+        s.refresh_snapshot(now);
+        s.answer_control(now);
         if batch.is_empty() {
             continue;
         }
-        let mut s = shard.borrow_mut();
-        let now = Instant::now();
         for (from, msg) in batch.drain(..) {
             s.handle_mesh(from as u16, msg, now);
         }
@@ -476,6 +513,7 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
     let tick = Duration::from_millis(100);
     let sys_every = Duration::from_secs(u64::from(shared.config.mqtt.sys_interval_secs.max(1)));
     let mut next_sys = Instant::now() + Duration::from_millis(500);
+    let mut next_second = Instant::now() + Duration::from_secs(1);
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
@@ -483,6 +521,13 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
         s.run_timers(now);
         s.check_stalls(now);
         s.refresh_gauges();
+        // An idle shard's mesh loop is the only other place that looks for a new snapshot.
+        s.refresh_snapshot(now);
+        if now >= next_second {
+            next_second = now + Duration::from_secs(1);
+            s.expire_credentials(now);
+            s.report_usage();
+        }
         if id == 0 && now >= next_sys {
             next_sys = now + sys_every;
             let totals = stats::totals(&shared.stats);

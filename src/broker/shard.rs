@@ -18,9 +18,15 @@ use ringmq_router::{
     SubscriptionTrie,
 };
 
+mod tenancy;
+
+pub use tenancy::{authenticate, Admitted, AuthState, Principal};
+
 use super::conn::ConnShared;
+use super::control::ControlHandle;
 use super::mesh_msg::MeshMsg;
 use super::stats::ShardStats;
+use crate::control::snapshot::Snapshot;
 use crate::message::{Message, SharedMessage};
 use crate::mqtt::{QoS, ReasonCode, RetainHandling, Str, Will};
 use crate::session::{Action, Delivered, Queued, Rules, Session, SessionState, Subscription};
@@ -48,6 +54,12 @@ pub struct Entry {
     /// Set for a stuck subscriber: it no longer pauses publishers; its bounds and the
     /// slow-consumer policy apply instead. Cleared once it drains.
     pub lossy: bool,
+    /// The org the session belongs to (0: default).
+    pub org: u32,
+    /// Who logged in (kept for revocation); `None` for anonymous clients.
+    pub principal: Option<Rc<Principal>>,
+    /// When the current connection was made (unix seconds; 0 while none is attached).
+    pub connected_at: u64,
 }
 
 impl Entry {
@@ -93,6 +105,26 @@ pub struct PendingConnect {
     pub superseded: Option<(u16, u64, bool)>,
 }
 
+/// A connection whose CONNECT was accepted and whose client id was granted.
+pub struct NewSession {
+    /// Client id as registered (in the org's scope).
+    pub client_id: Str,
+    /// Registry token of the claim.
+    pub token: u64,
+    /// The session moved here from its previous owner, if any.
+    pub state: Option<Box<SessionState>>,
+    /// Clean start asked.
+    pub clean_start: bool,
+    /// Negotiated session expiry.
+    pub expiry_interval_secs: u32,
+    /// The connection.
+    pub conn: Rc<ConnShared>,
+    /// The org (0: default).
+    pub org: u32,
+    /// Who logged in; `None` for anonymous clients.
+    pub principal: Option<Rc<Principal>>,
+}
+
 /// Settings the shard loop needs beyond the session rules.
 #[derive(Debug, Clone)]
 pub struct ShardSettings {
@@ -114,6 +146,8 @@ pub struct ShardSettings {
     pub packet_size_max: u32,
     /// Messages parked for a full mesh queue before publishers stop being read.
     pub mesh_backlog_max: usize,
+    /// Failed MQTT logins per source address and minute before that address is refused.
+    pub login_failures_per_minute_max: u32,
 }
 
 /// All state of one shard.
@@ -161,6 +195,12 @@ pub struct Shard {
     mesh_scratch: Vec<(usize, MeshMsg)>,
     /// Sessions holding paused publishers, checked for stalls by housekeeping.
     congested: Vec<(Slot, u32)>,
+    /// The control plane (absent in unit tests).
+    control: Option<Arc<ControlHandle>>,
+    /// The control-plane snapshot logins and ACLs are checked against.
+    pub snapshot: Arc<Snapshot>,
+    /// Password cache, failed-login throttle, per-org counters.
+    auth: AuthState,
 }
 
 impl Shard {
@@ -170,8 +210,12 @@ impl Shard {
         rules: Rules,
         settings: ShardSettings,
         stats: Arc<ShardStats>,
+        control: Option<Arc<ControlHandle>>,
     ) -> Self {
         let id = mesh.shard_id() as u16;
+        let snapshot = control
+            .as_ref()
+            .map_or_else(|| Arc::new(Snapshot::empty_default()), |c| c.snapshot());
         let count = mesh.shard_count() as u16;
         Shard {
             id,
@@ -205,6 +249,9 @@ impl Shard {
             live_conns: AHashMap::new(),
             mesh_scratch: Vec::new(),
             congested: Vec::new(),
+            control,
+            snapshot,
+            auth: AuthState::default(),
         }
     }
 
@@ -373,15 +420,17 @@ impl Shard {
     }
 
     /// Installs a granted session for a new connection; returns its slot and session-present.
-    pub fn install_session(
-        &mut self,
-        client_id: Str,
-        token: u64,
-        state: Option<Box<SessionState>>,
-        clean_start: bool,
-        expiry_interval_secs: u32,
-        conn: Rc<ConnShared>,
-    ) -> (Slot, bool) {
+    pub fn install_session(&mut self, new: NewSession) -> (Slot, bool) {
+        let NewSession {
+            client_id,
+            token,
+            state,
+            clean_start,
+            expiry_interval_secs,
+            conn,
+            org,
+            principal,
+        } = new;
         let (mut session, present) = match state {
             Some(state) if !clean_start => (Session::from_state(client_id.clone(), *state), true),
             _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
@@ -405,6 +454,11 @@ impl Shard {
             blocked: Vec::new(),
             last_progress: Instant::now(),
             lossy: false,
+            org,
+            principal,
+            connected_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -463,6 +517,7 @@ impl Shard {
             match action {
                 Action::Publish(message) => {
                     self.stats.messages_received.inc();
+                    self.count_in(ringmq_router::strip_scope(&message.topic).0);
                     self.publish(message, now);
                 }
                 Action::Subscribe {
@@ -877,6 +932,7 @@ impl Shard {
             matches.sort_unstable_by_key(|(slot, _)| *slot);
         }
         let mut index = 0;
+        let mut delivered = 0;
         while index < matches.len() {
             let (slot, first) = matches[index];
             let mut qos = first.options.qos;
@@ -909,8 +965,12 @@ impl Shard {
                 subscription_ids: ids,
             };
             self.deliver_to(slot, item, now);
+            delivered += 1;
         }
         self.matches = matches;
+        if delivered > 0 {
+            self.count_out(ringmq_router::strip_scope(&message.topic).0, delivered);
+        }
     }
 
     fn deliver_shared(&mut self, message: &SharedMessage, group: &str, filter: &str, now: Instant) {
@@ -1079,6 +1139,8 @@ impl Shard {
     /// monoio delivers cross-thread wake-ups only when the runtime parks, which a shard with
     /// work to do may not do for a long time, and pauses from slow subscribers must not wait.
     pub fn poll_mesh(&mut self, now: Instant) {
+        self.refresh_snapshot(now);
+        self.answer_control(now);
         let mut batch = std::mem::take(&mut self.mesh_scratch);
         batch.clear();
         if self
@@ -1335,6 +1397,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             packet_size_max: 1024,
             mesh_backlog_max: 64,
+            login_failures_per_minute_max: 10,
         };
         (0..count)
             .map(|id| {
@@ -1343,6 +1406,7 @@ mod tests {
                     Rules::default(),
                     settings.clone(),
                     Arc::new(ShardStats::default()),
+                    None,
                 )
             })
             .collect()
@@ -1417,14 +1481,16 @@ mod tests {
             .expect("accepted");
         let token = s.next_token();
         let conn = Rc::new(ConnShared::new(token, -1));
-        let (slot, present) = s.install_session(
-            Str::from(client_id),
+        let (slot, present) = s.install_session(NewSession {
+            client_id: Str::from(client_id),
             token,
-            None,
-            n.clean_start,
-            n.expiry_interval_secs,
-            Rc::clone(&conn),
-        );
+            state: None,
+            clean_start: n.clean_start,
+            expiry_interval_secs: n.expiry_interval_secs,
+            conn: Rc::clone(&conn),
+            org: 0,
+            principal: None,
+        });
         let entry = s.entry_mut(slot).expect("installed");
         entry.session.attach(n.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);

@@ -1,0 +1,466 @@
+//! The control thread and the way shards talk to it.
+//!
+//! SQLite and argon2 are slow and blocking, so neither runs on a shard. Shards send
+//! [`ControlJob`]s over one bounded channel and await a [`Reply`]; the control thread owns the
+//! [`Api`] (and with it the store) and answers. Password checks go to separate verifier threads
+//! so a burst of logins does not hold up the management API. Every change to users, keys or
+//! rules yields a new [`Snapshot`]; the control thread publishes it in [`ControlHandle`] and
+//! wakes every shard, which swaps it in and closes connections whose credentials went away.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_queue::ArrayQueue;
+use ringmq_io::{CrossNotify, Mesh};
+
+use super::mesh_msg::MeshMsg;
+use crate::control::api::{Api, ApiRequest, ApiResponse, LiveView, Outcome, SessionsOp, Usage};
+use crate::control::jwt::Providers;
+use crate::control::snapshot::{OrgNum, Snapshot};
+use crate::control::store::Store;
+
+/// Jobs waiting for the control thread at most; a full queue answers 503.
+const CONTROL_QUEUE_MAX: usize = 1024;
+
+/// Password checks waiting at most; a full queue refuses the login (server busy).
+const VERIFY_QUEUE_MAX: usize = 4096;
+
+/// Threads hashing passwords: argon2 costs tens of milliseconds per check by design.
+const VERIFIER_THREADS: usize = 2;
+
+/// Queries waiting in one shard's control inbox at most.
+const SHARD_INBOX_MAX: usize = 64;
+
+/// How long the control thread waits for every shard to answer a sessions query.
+const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sessions returned by one listing at most.
+const SESSIONS_PAGE_MAX: usize = 1000;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The database could not be opened, migrated or bootstrapped.
+    #[error("control-plane store at {path}: {source}")]
+    Store {
+        /// Database path.
+        path: String,
+        /// Underlying error.
+        source: crate::control::store::StoreError,
+    },
+    /// A token-exchange provider in the config is invalid.
+    #[error("auth provider: {0}")]
+    Provider(#[from] crate::control::jwt::JwtError),
+    /// The bootstrap key could not be written.
+    #[error("cannot write the bootstrap key to {path}: {source}")]
+    BootstrapKey {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the control thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A one-shot answer from another thread to a task on a shard.
+pub struct Reply<T> {
+    slot: Mutex<Option<T>>,
+    notify: CrossNotify,
+}
+
+impl<T> Reply<T> {
+    /// An empty reply slot.
+    pub fn new() -> Arc<Reply<T>> {
+        Arc::new(Reply {
+            slot: Mutex::new(None),
+            notify: CrossNotify::new(),
+        })
+    }
+
+    /// Fills the slot and wakes the waiting task.
+    pub fn send(&self, value: T) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(value);
+        }
+        self.notify.notify();
+    }
+
+    /// Waits for the answer, at most `timeout`.
+    pub async fn recv(&self, timeout: Duration) -> Option<T> {
+        let wait = async {
+            loop {
+                if let Some(value) = self.slot.lock().ok().and_then(|mut slot| slot.take()) {
+                    return value;
+                }
+                self.notify.notified().await;
+            }
+        };
+        monoio::time::timeout(timeout, wait).await.ok()
+    }
+}
+
+use ringmq_io::monoio;
+
+/// Work for the control thread.
+pub enum ControlJob {
+    /// A management API request.
+    Api {
+        /// The request (boxed: it is large and travels through a queue).
+        request: Box<ApiRequest>,
+        /// Where the response goes.
+        reply: Arc<Reply<ApiResponse>>,
+    },
+}
+
+/// A password check for the verifier threads.
+pub struct VerifyJob {
+    /// The stored argon2 PHC string.
+    pub hash: String,
+    /// The password the client sent.
+    pub password: Vec<u8>,
+    /// Where the verdict goes.
+    pub reply: Arc<Reply<bool>>,
+}
+
+/// A question from the control thread to one shard.
+pub enum ShardQuery {
+    /// The sessions of an org (list, get, disconnect, delete).
+    Sessions {
+        /// Org asked about.
+        org: OrgNum,
+        /// What to do.
+        op: SessionsOp,
+        /// Where the shard answers.
+        answer: mpsc::Sender<ShardAnswer>,
+    },
+}
+
+/// One shard's answer to a [`ShardQuery`].
+#[derive(Debug, Default)]
+pub struct ShardAnswer {
+    /// Sessions found (JSON objects as in docs/api.md), for list and get.
+    pub sessions: Vec<SessionInfo>,
+    /// True when the shard held the session the op named (disconnect, delete, get).
+    pub found: bool,
+}
+
+/// One session as the sessions API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// Client id as the client sent it.
+    pub client_id: String,
+    /// MQTT username (without `@org`), if the client logged in.
+    pub username: Option<String>,
+    /// True while a connection is attached.
+    pub connected: bool,
+    /// Shard holding the session.
+    pub shard: u16,
+    /// Peer address of the connection.
+    pub address: Option<String>,
+    /// When the connection was made (unix seconds).
+    pub connected_at: Option<u64>,
+    /// Subscriptions (filters as the client sent them) and their granted QoS.
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// Messages queued for the session (QoS 1/2 waiting plus in flight).
+    pub queued: usize,
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionInfo {
+    /// Filter as the client sent it.
+    pub filter: String,
+    /// Granted QoS.
+    pub qos: u8,
+}
+
+/// Per-org live counters one shard reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OrgCounters {
+    /// Connected clients.
+    pub connections: u64,
+    /// Messages received from clients.
+    pub messages_in: u64,
+    /// Messages delivered to clients.
+    pub messages_out: u64,
+    /// REST publishes accepted.
+    pub rest_publishes: u64,
+}
+
+/// What shards share with the control plane.
+pub struct ControlHandle {
+    jobs: SyncSender<ControlJob>,
+    verify: SyncSender<VerifyJob>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    version: AtomicU64,
+    inboxes: Vec<ArrayQueue<ShardQuery>>,
+    mesh: Arc<Mesh<MeshMsg>>,
+    /// Per-shard, per-org counters, refreshed by each shard's housekeeping.
+    usage: Vec<Mutex<ahash::AHashMap<OrgNum, OrgCounters>>>,
+}
+
+impl ControlHandle {
+    /// The current snapshot's version: shards compare it with theirs on every mesh poll.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Hands a management request to the control thread; `Err` gives it back when the queue
+    /// is full (answer 503) or the thread is gone.
+    pub fn submit(&self, job: ControlJob) -> Result<(), ControlJob> {
+        self.jobs.try_send(job).map_err(|error| match error {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
+    /// Hands a password check to a verifier thread; `Err` when they are saturated.
+    pub fn verify(&self, job: VerifyJob) -> Result<(), VerifyJob> {
+        self.verify.try_send(job).map_err(|error| match error {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
+    /// The next query for `shard`, if any.
+    pub fn next_query(&self, shard: usize) -> Option<ShardQuery> {
+        self.inboxes.get(shard)?.pop()
+    }
+
+    /// Replaces one shard's per-org counters.
+    pub fn report_usage(&self, shard: usize, counters: &ahash::AHashMap<OrgNum, OrgCounters>) {
+        if let Some(slot) = self.usage.get(shard) {
+            if let Ok(mut slot) = slot.lock() {
+                slot.clone_from(counters);
+            }
+        }
+    }
+
+    fn publish_snapshot(&self, snapshot: Arc<Snapshot>) {
+        let version = snapshot.version;
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        self.version.store(version, Ordering::Release);
+        for shard in 0..self.inboxes.len() {
+            self.mesh.wake(shard);
+        }
+    }
+}
+
+impl LiveView for ControlHandle {
+    fn usage(&self, org: OrgNum) -> Usage {
+        let mut usage = Usage::default();
+        for shard in &self.usage {
+            if let Ok(map) = shard.lock() {
+                if let Some(counters) = map.get(&org) {
+                    usage.connections += counters.connections;
+                    usage.messages_in += counters.messages_in;
+                    usage.messages_out += counters.messages_out;
+                    usage.rest_publishes += counters.rest_publishes;
+                }
+            }
+        }
+        usage
+    }
+}
+
+/// Opens the store in `data_dir`, bootstraps it on first start, and starts the control and
+/// verifier threads.
+pub fn start(
+    data_dir: &Path,
+    providers: &[crate::control::jwt::ProviderConfig],
+    mesh: Arc<Mesh<MeshMsg>>,
+    shard_count: usize,
+) -> Result<Arc<ControlHandle>, ControlError> {
+    let path = data_dir.join("ringmq.db");
+    let store_error = |source| ControlError::Store {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut store = Store::open(&path).map_err(store_error)?;
+    if let Some(root_key) = store.bootstrap().map_err(store_error)? {
+        let key_path = data_dir.join("bootstrap-key");
+        write_secret_file(&key_path, &root_key).map_err(|source| ControlError::BootstrapKey {
+            path: key_path.display().to_string(),
+            source,
+        })?;
+        // The log names the file, never the key.
+        tracing::info!(path = %key_path.display(), "first start: the root API key was written to this file (mode 0600)");
+    }
+    let providers = Providers::new(providers)?;
+    let api = Api::new(store, providers).map_err(store_error)?;
+    let snapshot = api.snapshot();
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel(CONTROL_QUEUE_MAX);
+    let (verify_tx, verify_rx) = mpsc::sync_channel(VERIFY_QUEUE_MAX);
+    let handle = Arc::new(ControlHandle {
+        jobs: jobs_tx,
+        verify: verify_tx,
+        version: AtomicU64::new(snapshot.version),
+        snapshot: RwLock::new(snapshot),
+        inboxes: (0..shard_count)
+            .map(|_| ArrayQueue::new(SHARD_INBOX_MAX))
+            .collect(),
+        mesh,
+        usage: (0..shard_count).map(|_| Mutex::default()).collect(),
+    });
+    let for_thread = Arc::clone(&handle);
+    std::thread::Builder::new()
+        .name("ringmq-control".to_owned())
+        .spawn(move || control_loop(api, jobs_rx, for_thread))
+        .map_err(ControlError::Thread)?;
+    let verify_rx = Arc::new(Mutex::new(verify_rx));
+    for index in 0..VERIFIER_THREADS {
+        let verify_rx = Arc::clone(&verify_rx);
+        std::thread::Builder::new()
+            .name(format!("ringmq-verify-{index}"))
+            .spawn(move || verify_loop(&verify_rx))
+            .map_err(ControlError::Thread)?;
+    }
+    Ok(handle)
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn verify_loop(jobs: &Mutex<Receiver<VerifyJob>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let verdict = crate::control::secrets::verify_password(&job.hash, &job.password);
+        job.reply.send(verdict);
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn control_loop(mut api: Api, jobs: Receiver<ControlJob>, handle: Arc<ControlHandle>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            ControlJob::Api { request, reply } => {
+                let response = match api.handle(&request, handle.as_ref(), now_unix()) {
+                    Outcome::Done(response) => response,
+                    Outcome::Sessions { org, op } => sessions(&handle, org, op),
+                };
+                // Publish the new snapshot before answering, so a client that got its 2xx
+                // finds the change on every shard.
+                if let Some(snapshot) = api.take_changed() {
+                    handle.publish_snapshot(snapshot);
+                }
+                reply.send(response);
+            }
+        }
+    }
+}
+
+/// Asks every shard about an org's sessions and builds the API response.
+fn sessions(handle: &ControlHandle, org: OrgNum, op: SessionsOp) -> ApiResponse {
+    let (answer_tx, answer_rx) = mpsc::channel();
+    let mut asked = 0;
+    for shard in 0..handle.inboxes.len() {
+        let query = ShardQuery::Sessions {
+            org,
+            op: op.clone(),
+            answer: answer_tx.clone(),
+        };
+        if handle.inboxes[shard].push(query).is_ok() {
+            handle.mesh.wake(shard);
+            asked += 1;
+        }
+    }
+    drop(answer_tx);
+    if asked < handle.inboxes.len() {
+        return Api::error(
+            503,
+            "unavailable",
+            "a shard is too busy to answer; try again",
+        );
+    }
+    let deadline = std::time::Instant::now() + SHARD_ANSWER_TIMEOUT;
+    let mut sessions = Vec::new();
+    let mut found = false;
+    for _ in 0..asked {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match answer_rx.recv_timeout(left) {
+            Ok(answer) => {
+                found |= answer.found;
+                sessions.extend(answer.sessions);
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                return Api::error(503, "unavailable", "a shard did not answer in time");
+            }
+        }
+    }
+    match op {
+        SessionsOp::List { limit, cursor, .. } => {
+            sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            let start = match &cursor {
+                Some(cursor) => {
+                    sessions.partition_point(|s| s.client_id.as_str() <= cursor.as_str())
+                }
+                None => 0,
+            };
+            let limit = limit.clamp(1, SESSIONS_PAGE_MAX);
+            let page: Vec<&SessionInfo> = sessions.iter().skip(start).take(limit).collect();
+            let next_cursor = (start + page.len() < sessions.len())
+                .then(|| page.last().map(|s| s.client_id.clone()))
+                .flatten();
+            json_response(
+                200,
+                &serde_json::json!({ "items": page, "next_cursor": next_cursor }),
+            )
+        }
+        SessionsOp::Get { .. } => match sessions.first() {
+            Some(session) => json_response(200, &serde_json::json!(session)),
+            None => Api::error(404, "not_found", "no session with this client id"),
+        },
+        SessionsOp::Disconnect { .. } | SessionsOp::Delete { .. } => {
+            if found {
+                ApiResponse {
+                    status: 204,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                }
+            } else {
+                Api::error(404, "not_found", "no session with this client id")
+            }
+        }
+    }
+}
+
+fn json_response(status: u16, value: &serde_json::Value) -> ApiResponse {
+    ApiResponse {
+        status,
+        headers: Vec::new(),
+        body: serde_json::to_vec(value).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,541 @@
+//! Tenancy and auth on a shard: CONNECT authentication against the control-plane snapshot,
+//! live revocation when the snapshot changes, the sessions API's questions, and per-org usage.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+use sha2::{Digest, Sha256};
+
+use super::{Shard, Slot};
+use crate::broker::control::{
+    OrgCounters, Reply, SessionInfo, ShardAnswer, ShardQuery, SubscriptionInfo, VerifyJob,
+};
+use crate::control::api::{SessionState as ListState, SessionsOp};
+use crate::control::snapshot::{OrgNum, UserAuth};
+use crate::mqtt::{Connect, ReasonCode, Str};
+use crate::session::connect::Refusal;
+use crate::session::{Access, Authorizer};
+
+/// Verified (user, password) digests kept per shard at most; a full cache starts over, which
+/// only costs the next logins one argon2 check each.
+const PASSWORD_CACHE_MAX: usize = 65_536;
+
+/// Source addresses tracked for failed logins at most.
+const FAILURE_SOURCES_MAX: usize = 4096;
+
+/// The window failed logins are counted in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a login waits for a verifier thread.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a connection logged in as.
+#[derive(Debug)]
+pub struct Principal {
+    /// The user record the connection was admitted with.
+    pub user: Arc<UserAuth>,
+}
+
+/// ACL checks of one MQTT user, from the snapshot it logged in with (or a newer one).
+#[derive(Debug)]
+pub struct UserAuthorizer {
+    user: Arc<UserAuth>,
+}
+
+impl Authorizer for UserAuthorizer {
+    fn may_publish(&self, topic: &str, client_id: &str) -> bool {
+        self.user
+            .acl
+            .may_publish(topic, &self.user.username, client_id)
+    }
+
+    fn may_subscribe(&self, filter: &str, client_id: &str) -> bool {
+        self.user
+            .acl
+            .may_subscribe(filter, &self.user.username, client_id)
+    }
+}
+
+/// A shard's auth caches and usage counters.
+#[derive(Debug, Default)]
+pub struct AuthState {
+    /// sha256(stored hash, password) of logins that passed argon2, per (org, username).
+    password_cache: AHashMap<(OrgNum, String), [u8; 32]>,
+    /// Failed logins per source address: count and when the window started.
+    failures: AHashMap<IpAddr, (u32, Instant)>,
+    /// Counters of every org but the default one.
+    org_counters: AHashMap<OrgNum, OrgCounters>,
+    /// The default org's counters (kept apart: the single-tenant hot path does no lookup).
+    default_counters: OrgCounters,
+}
+
+impl AuthState {
+    /// Counters of `org`.
+    pub fn counters(&mut self, org: OrgNum) -> &mut OrgCounters {
+        if org == 0 {
+            &mut self.default_counters
+        } else {
+            self.org_counters.entry(org).or_default()
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn digest(hash: &str, password: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(hash.as_bytes());
+    hasher.update([0]);
+    hasher.update(password);
+    hasher.finalize().into()
+}
+
+fn refused(reason: ReasonCode, text: &'static str) -> Refusal {
+    Refusal { reason, text }
+}
+
+/// The outcome of a successful login.
+pub struct Admitted {
+    /// Org scope and ACL for the session.
+    pub access: Access,
+    /// The user, for revocation; `None` for anonymous clients.
+    pub principal: Option<Rc<Principal>>,
+}
+
+/// Authenticates a CONNECT: anonymous (when allowed) or `username[@org]` + password against
+/// the snapshot, with the argon2 check on a verifier thread and failed logins throttled per
+/// source address.
+pub async fn authenticate(
+    shard: &Rc<RefCell<Shard>>,
+    connect: &Connect,
+    peer: Option<IpAddr>,
+) -> Result<Admitted, Refusal> {
+    let Some(login) = connect.username.as_ref() else {
+        if shard.borrow().rules.allow_anonymous {
+            return Ok(Admitted {
+                access: Access::default(),
+                principal: None,
+            });
+        }
+        return Err(refused(
+            ReasonCode::NOT_AUTHORIZED,
+            "a username is required (anonymous clients are not allowed)",
+        ));
+    };
+    if let Some(peer) = peer {
+        if shard.borrow_mut().too_many_failures(peer, Instant::now()) {
+            return Err(refused(
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                "too many failed logins from this address; try again later",
+            ));
+        }
+    }
+    let bad = || {
+        refused(
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            "bad username or password",
+        )
+    };
+    let (username, org_id) = match login.rsplit_once('@') {
+        Some((username, org)) => (username, org),
+        None => (&**login, "default"),
+    };
+    let password = connect.password.as_deref().unwrap_or_default();
+    let (user, cached) = {
+        let s = shard.borrow();
+        let Some(org) = s.snapshot.org_num(org_id) else {
+            drop(s);
+            return Err(shard.borrow_mut().login_failed(peer, bad()));
+        };
+        let user = s.snapshot.user(org, username).cloned();
+        let Some(user) = user else {
+            drop(s);
+            return Err(shard.borrow_mut().login_failed(peer, bad()));
+        };
+        let cached = s
+            .auth
+            .password_cache
+            .get(&(org, username.to_owned()))
+            .is_some_and(|known| *known == digest(&user.password_hash, password));
+        (user, cached)
+    };
+    if !user.enabled || user.expires_at.is_some_and(|at| at <= now_unix()) {
+        return Err(shard.borrow_mut().login_failed(peer, bad()));
+    }
+    if !cached {
+        let control = shard.borrow().control.clone();
+        let Some(control) = control else {
+            return Err(bad());
+        };
+        let reply = Reply::new();
+        let job = VerifyJob {
+            hash: user.password_hash.clone(),
+            password: password.to_vec(),
+            reply: Arc::clone(&reply),
+        };
+        if control.verify(job).is_err() {
+            return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again"));
+        }
+        match reply.recv(VERIFY_TIMEOUT).await {
+            Some(true) => {
+                let mut s = shard.borrow_mut();
+                if s.auth.password_cache.len() >= PASSWORD_CACHE_MAX {
+                    s.auth.password_cache.clear();
+                }
+                s.auth.password_cache.insert(
+                    (user.org, user.username.clone()),
+                    digest(&user.password_hash, password),
+                );
+            }
+            Some(false) => return Err(shard.borrow_mut().login_failed(peer, bad())),
+            None => return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again")),
+        }
+    }
+    let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
+        user: Arc::clone(&user),
+    });
+    Ok(Admitted {
+        access: Access::org(user.org, Some(authorizer)),
+        principal: Some(Rc::new(Principal { user })),
+    })
+}
+
+impl Shard {
+    /// True when `peer` failed too many logins in the current window.
+    fn too_many_failures(&mut self, peer: IpAddr, now: Instant) -> bool {
+        let max = self.settings.login_failures_per_minute_max;
+        match self.auth.failures.get(&peer) {
+            Some((count, since)) if now.duration_since(*since) < FAILURE_WINDOW => *count >= max,
+            Some(_) => {
+                self.auth.failures.remove(&peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed login for `peer` and passes the refusal through.
+    fn login_failed(&mut self, peer: Option<IpAddr>, refusal: Refusal) -> Refusal {
+        let Some(peer) = peer else { return refusal };
+        let now = Instant::now();
+        if self.auth.failures.len() >= FAILURE_SOURCES_MAX {
+            self.auth
+                .failures
+                .retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if self.auth.failures.len() >= FAILURE_SOURCES_MAX {
+                self.auth.failures.clear();
+            }
+        }
+        let entry = self.auth.failures.entry(peer).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        tracing::info!(%peer, reason = refusal.text, "MQTT login refused");
+        refusal
+    }
+
+    /// Swaps in a newer control-plane snapshot if there is one: connections whose user was
+    /// deleted, disabled, expired or given a new password are closed (0x87 in v5); the others
+    /// get the user's new ACL at once.
+    pub fn refresh_snapshot(&mut self, now: Instant) {
+        let Some(control) = &self.control else { return };
+        if control.version() == self.snapshot.version {
+            return;
+        }
+        self.snapshot = control.snapshot();
+        self.auth.password_cache.clear();
+        let now_secs = now_unix();
+        let mut closing = Vec::new();
+        for slot in 0..self.entries.len() as Slot {
+            let Some(entry) = self.entries[slot as usize].as_mut() else {
+                continue;
+            };
+            let Some(principal) = entry.principal.clone() else {
+                continue;
+            };
+            let old = &principal.user;
+            match self.snapshot.user(old.org, &old.username) {
+                Some(new)
+                    if new.enabled
+                        && new.password_hash == old.password_hash
+                        && !matches!(new.expires_at, Some(at) if at <= now_secs) =>
+                {
+                    if !Arc::ptr_eq(new, old) {
+                        let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
+                            user: Arc::clone(new),
+                        });
+                        entry.principal = Some(Rc::new(Principal {
+                            user: Arc::clone(new),
+                        }));
+                        if let Some(link) = entry.session.link.as_mut() {
+                            link.access.authorizer = Some(authorizer);
+                        }
+                    }
+                }
+                _ => closing.push(slot),
+            }
+        }
+        for slot in closing {
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            if connected {
+                tracing::info!(slot, "credentials revoked; closing the connection");
+                self.end_connection(
+                    slot,
+                    Some((ReasonCode::NOT_AUTHORIZED, "credentials revoked")),
+                    true,
+                    now,
+                );
+            }
+            if let Some(entry) = self.entry_mut(slot) {
+                entry.principal = None;
+            }
+        }
+    }
+
+    /// Closes connections whose temporary credentials ran out (token exchange).
+    pub fn expire_credentials(&mut self, now: Instant) {
+        let now_secs = now_unix();
+        let mut expired = Vec::new();
+        for (slot, entry) in self.entries.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            if entry.conn.is_some()
+                && entry
+                    .principal
+                    .as_ref()
+                    .and_then(|p| p.user.expires_at)
+                    .is_some_and(|at| at <= now_secs)
+            {
+                expired.push(slot as Slot);
+            }
+        }
+        for slot in expired {
+            self.end_connection(
+                slot,
+                Some((ReasonCode::NOT_AUTHORIZED, "credentials expired")),
+                true,
+                now,
+            );
+        }
+    }
+
+    /// Answers the control thread's questions waiting in this shard's inbox.
+    pub fn answer_control(&mut self, now: Instant) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        while let Some(query) = control.next_query(usize::from(self.id)) {
+            match query {
+                ShardQuery::Sessions { org, op, answer } => {
+                    let reply = self.sessions_op(org, &op, now);
+                    let _ = answer.send(reply);
+                }
+            }
+        }
+    }
+
+    fn sessions_op(&mut self, org: OrgNum, op: &SessionsOp, now: Instant) -> ShardAnswer {
+        let scope = ringmq_router::org_scope(org);
+        let mut answer = ShardAnswer::default();
+        match op {
+            SessionsOp::List { state, .. } => {
+                for slot in 0..self.entries.len() as Slot {
+                    let Some(entry) = self.entries[slot as usize].as_ref() else {
+                        continue;
+                    };
+                    if entry.org != org {
+                        continue;
+                    }
+                    let connected = entry.conn.is_some();
+                    let wanted = match state {
+                        ListState::Active => connected,
+                        ListState::Disconnected => !connected,
+                        ListState::All => true,
+                    };
+                    if wanted {
+                        answer.sessions.push(self.session_info(slot));
+                    }
+                }
+            }
+            SessionsOp::Get { client_id } => {
+                let key = Str::from(ringmq_router::scoped(&scope, client_id));
+                if let Some(&slot) = self.by_client_id.get(&key) {
+                    answer.found = true;
+                    answer.sessions.push(self.session_info(slot));
+                }
+            }
+            SessionsOp::Disconnect { client_id } | SessionsOp::Delete { client_id } => {
+                let key = Str::from(ringmq_router::scoped(&scope, client_id));
+                if let Some(&slot) = self.by_client_id.get(&key) {
+                    answer.found = true;
+                    if self.entry_mut(slot).is_some_and(|e| e.conn.is_some()) {
+                        self.end_connection(
+                            slot,
+                            Some((
+                                ReasonCode::ADMINISTRATIVE_ACTION,
+                                "disconnected by an administrator",
+                            )),
+                            true,
+                            now,
+                        );
+                    }
+                    if matches!(op, SessionsOp::Delete { .. }) {
+                        self.end_session(slot, now);
+                    }
+                    self.flush(now);
+                }
+            }
+        }
+        answer
+    }
+
+    fn session_info(&self, slot: Slot) -> SessionInfo {
+        let Some(entry) = self.entries.get(slot as usize).and_then(Option::as_ref) else {
+            return SessionInfo {
+                client_id: String::new(),
+                username: None,
+                connected: false,
+                shard: self.id,
+                address: None,
+                connected_at: None,
+                subscriptions: Vec::new(),
+                queued: 0,
+            };
+        };
+        let session = &entry.session;
+        let subscriptions = session
+            .state
+            .subscriptions
+            .iter()
+            .map(|(filter, subscription)| SubscriptionInfo {
+                filter: ringmq_router::unscoped(filter).1.into_owned(),
+                qos: subscription.options.qos as u8,
+            })
+            .collect();
+        SessionInfo {
+            client_id: ringmq_router::strip_scope(&session.client_id).1.to_owned(),
+            username: entry
+                .principal
+                .as_ref()
+                .map(|principal| principal.user.username.clone()),
+            connected: entry.conn.is_some(),
+            shard: self.id,
+            address: entry
+                .conn
+                .as_ref()
+                .and_then(|conn| peer_address(conn.fd()))
+                .map(|addr| addr.to_string()),
+            connected_at: (entry.connected_at != 0).then_some(entry.connected_at),
+            subscriptions,
+            queued: session.state.queue.len() + session.state.inflight.len(),
+        }
+    }
+
+    /// Counts one message a client of `org` published.
+    pub fn count_in(&mut self, org: OrgNum) {
+        self.auth.counters(org).messages_in += 1;
+    }
+
+    /// Counts `deliveries` messages delivered to clients of `org`.
+    pub fn count_out(&mut self, org: OrgNum, deliveries: u64) {
+        self.auth.counters(org).messages_out += deliveries;
+    }
+
+    /// Hands this shard's per-org counters to the control plane (for `GET /v1/org`).
+    pub fn report_usage(&mut self) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        let mut connections: AHashMap<OrgNum, u64> = AHashMap::new();
+        for entry in self.entries.iter().flatten() {
+            if entry.conn.is_some() {
+                *connections.entry(entry.org).or_default() += 1;
+            }
+        }
+        let mut all = self.auth.org_counters.clone();
+        all.insert(0, self.auth.default_counters);
+        for (org, counters) in all.iter_mut() {
+            counters.connections = connections.remove(org).unwrap_or(0);
+        }
+        for (org, count) in connections {
+            all.entry(org).or_default().connections = count;
+        }
+        control.report_usage(usize::from(self.id), &all);
+    }
+}
+
+/// The peer address of a socket, asked of the kernel only when someone lists sessions (an idle
+/// connection does not carry it).
+fn peer_address(fd: std::os::fd::RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: `storage` is a zeroed sockaddr_storage large enough for any address family and
+    // `len` holds its size, as getpeername(2) requires; the fd belongs to a live connection.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: see above; getpeername writes at most `len` bytes into `storage`.
+    let rc = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let addr: &libc::sockaddr_in =
+                unsafe { &*(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            Some(std::net::SocketAddr::new(
+                ip.into(),
+                u16::from_be(addr.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let addr: &libc::sockaddr_in6 =
+                unsafe { &*(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv6Addr::from(addr.sin6_addr.s6_addr);
+            Some(std::net::SocketAddr::new(
+                ip.into(),
+                u16::from_be(addr.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_address_reads_a_loopback_socket() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(
+            peer_address(server.as_raw_fd()),
+            Some(client.local_addr().unwrap())
+        );
+        assert_eq!(peer_address(-1), None);
+    }
+
+    #[test]
+    fn password_digest_depends_on_hash_and_password() {
+        assert_ne!(digest("h1", b"pw"), digest("h2", b"pw"));
+        assert_ne!(digest("h1", b"pw"), digest("h1", b"pw2"));
+        assert_eq!(digest("h1", b"pw"), digest("h1", b"pw"));
+    }
+}
