@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, idempotently:
-#   - a Python venv at .venv with pinned pytest, pytest-timeout, paho-mqtt 2.x, httpx, websockets
+#   - a Python venv at .venv with pinned pytest, pytest-timeout, paho-mqtt 2.x, httpx, websockets, PyJWT and
+#     cryptography (token-exchange tests sign RS256 tokens)
 #     (falls back to `pip install --user` when the venv module is unusable).
 # Prints the python interpreter to use as its last line ("PYTHON=<path>").
 # Nothing from apt is needed for the default run; `BROKER=mosquitto` runs (optional, for checking
@@ -16,6 +17,8 @@ PINS=(
   "paho-mqtt==2.1.0"
   "httpx==0.28.1"
   "websockets==13.1"
+  "PyJWT==2.10.1"
+  "cryptography==44.0.0"
 )
 stamp_want=$(printf '%s\n' "${PINS[@]}")
 

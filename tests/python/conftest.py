@@ -71,9 +71,13 @@ def toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return str(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # Basic strings may not hold raw newlines (PEM keys): escape them.
+        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return '"' + escaped + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
@@ -214,7 +218,8 @@ class Broker:
 def broker(request, tmp_path):
     marker = request.node.get_closest_marker("broker_config")
     kw = dict(marker.kwargs) if marker else {}
-    config = {"limits": dict(kw.pop("limits", {}) or {}), "mqtt": dict(kw.pop("mqtt", {}) or {})}
+    config = {"limits": dict(kw.pop("limits", {}) or {}), "mqtt": dict(kw.pop("mqtt", {}) or {}),
+              "auth": dict(kw.pop("auth", {}) or {})}
     b = Broker(BROKER_KIND, tmp_path, config=config, **kw)
     b.start()
     yield b

@@ -102,7 +102,8 @@ class Client:
 
     def __init__(self, host: str, port: int, client_id: str | None = None, version: int = 5,
                  clean: bool = True, keepalive: int = 60, session_expiry: int | None = None,
-                 will: dict | None = None, connect_props: dict | None = None, max_inflight: int = 10):
+                 will: dict | None = None, connect_props: dict | None = None, max_inflight: int = 10,
+                 username: str | None = None, password: str | None = None):
         self.host, self.port = host, port
         self.version = version
         self.client_id = unique("py") if client_id is None else client_id
@@ -112,6 +113,8 @@ class Client:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
                              clean_session=(clean if version != 5 else None))
         self.c.max_inflight_messages_set(max_inflight)
+        if username is not None:
+            self.c.username_pw_set(username, password)
         self.c.max_queued_messages_set(0)
         self.messages: queue.Queue[Msg] = queue.Queue()
         self.connack = threading.Event()
