@@ -788,6 +788,8 @@ mod tests {
     const RSA_PRIVATE: &str = include_str!("testdata/rsa_test_private.pem");
     const RSA_PUBLIC: &str = include_str!("testdata/rsa_test_public.pem");
     const RSA_OTHER_PUBLIC: &str = include_str!("testdata/rsa_other_public.pem");
+    const RSA_PUBLIC_PKCS1: &str = include_str!("testdata/rsa_test_public_pkcs1.pem");
+    const RSA_1024_PUBLIC: &str = include_str!("testdata/rsa_1024_public.pem");
     const EC_PRIVATE: &str = include_str!("testdata/ec_test_private.pem");
     const EC_PUBLIC: &str = include_str!("testdata/ec_test_public.pem");
     const EC_OTHER_PUBLIC: &str = include_str!("testdata/ec_other_public.pem");
@@ -1286,6 +1288,7 @@ mod tests {
             ("RS256", garbage),
             ("RS256", EC_PUBLIC),
             ("RS256", RSA_PRIVATE),
+            ("RS256", RSA_1024_PUBLIC),
             ("ES256", garbage),
             ("ES256", RSA_PUBLIC),
             ("ES256", EC_PRIVATE),
@@ -1321,10 +1324,20 @@ mod tests {
     }
 
     #[test]
-    fn rsa_key_size() {
-        // 2048 bits for the fixture key, both encodings.
+    fn rsa_key_size_and_pkcs1() {
         let (_, der) = pem_body(RSA_PUBLIC).unwrap();
         assert_eq!(rsa_modulus_bits(&der, true), Some(2048));
         assert_eq!(rsa_modulus_bits(&der[..10], true), None);
+        let (_, der) = pem_body(RSA_PUBLIC_PKCS1).unwrap();
+        assert_eq!(rsa_modulus_bits(&der, false), Some(2048));
+        let (_, der) = pem_body(RSA_1024_PUBLIC).unwrap();
+        assert_eq!(rsa_modulus_bits(&der, true), Some(1024));
+
+        // A `BEGIN RSA PUBLIC KEY` block verifies like the SubjectPublicKeyInfo one.
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let token = encode(&Header::new(Algorithm::RS256), &claims(), &key).unwrap();
+        let providers =
+            Providers::new(&[pem_config("rsa", "RS256", RSA_PUBLIC_PKCS1, ISSUER)]).unwrap();
+        assert!(providers.verify(&token, None, NOW).is_ok());
     }
 }
