@@ -731,3 +731,102 @@ impl ClientCommand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> ClientCommand {
+        match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Client(command)) => command,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connection_flags_go_before_or_after_the_verb() {
+        for args in [
+            &["ringmq", "users", "--json", "--url", "http://h:1", "list"][..],
+            &["ringmq", "users", "list", "--json", "--url", "http://h:1"],
+            &["ringmq", "users", "--url", "http://h:1", "list", "--json"],
+        ] {
+            let command = parse(args);
+            assert!(command.conn().json, "{args:?}");
+            assert_eq!(
+                command.conn().url.as_deref(),
+                Some("http://h:1"),
+                "{args:?}"
+            );
+            assert!(matches!(
+                command,
+                ClientCommand::Users(UsersCmd {
+                    action: UsersAction::List(_),
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn verbs_parse_into_their_arguments() {
+        let command = parse(&[
+            "ringmq", "sessions", "list", "--state", "active", "--limit", "5",
+        ]);
+        let ClientCommand::Sessions(SessionsCmd {
+            action: SessionsAction::List { state, page },
+            ..
+        }) = command
+        else {
+            panic!("expected sessions list");
+        };
+        assert_eq!(state, Some(SessionState::Active));
+        assert_eq!(page.limit, Some(5));
+
+        let command = parse(&["ringmq", "publish", "--topic", "t", "--message", "m"]);
+        let ClientCommand::Publish(args) = command else {
+            panic!("expected publish");
+        };
+        assert_eq!((args.qos, args.retain), (0, false));
+
+        // Flags that only make sense together or apart are refused by clap (exit 2).
+        for args in [
+            &[
+                "ringmq",
+                "users",
+                "create",
+                "--username",
+                "u",
+                "--password",
+                "p",
+                "--password-stdin",
+            ][..],
+            &["ringmq", "users", "update", "u", "--enable", "--disable"],
+            &["ringmq", "users", "list", "--limit", "0"],
+            &["ringmq", "serve", "--url", "http://h:1"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let command = parse(&[
+            "ringmq",
+            "users",
+            "create",
+            "--username",
+            "u",
+            "--password",
+            "hunter22",
+            "--key",
+            "sk_very_secret",
+        ]);
+        let debug = format!("{command:?}");
+        assert!(
+            !debug.contains("hunter22") && !debug.contains("sk_very_secret"),
+            "{debug}"
+        );
+    }
+}
