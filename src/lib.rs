@@ -6,9 +6,11 @@
 //! - [`message`]: the routed message, shared by every subscriber and shard.
 //! - [`broker`]: the shard loop, where IO (`ringmq-io`), protocol and routing (`ringmq-router`) meet.
 //! - [`config`] and [`cli`]: tuning profiles, configuration layers and the command line.
+//! - [`client`]: the management API client behind the CLI's `auth`, `users`, `keys`, … commands.
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod message;

@@ -1,4 +1,4 @@
-//! The `ringmq` binary: parses the command line and runs the broker.
+//! The `ringmq` binary: parses the command line and runs the broker or a client command.
 
 use anyhow::Context;
 use clap::Parser;
@@ -25,6 +25,14 @@ fn main() -> anyhow::Result<()> {
         Command::Profiles => {
             for (name, _) in embedded_profiles() {
                 println!("{name}");
+            }
+        }
+        Command::Client(command) => {
+            // Client commands have their own exit codes (1 server error, 2 usage, 3 transport),
+            // which anyhow's single failure code cannot express.
+            if let Err(error) = ringmq::client::run(&command) {
+                eprintln!("error: {error}");
+                std::process::exit(error.exit_code());
             }
         }
     }

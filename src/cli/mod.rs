@@ -1,7 +1,10 @@
-//! Command-line interface: `ringmq serve`, `ringmq config` and `ringmq profiles`.
+//! Command-line interface: `ringmq serve`, `ringmq config` and `ringmq profiles`, plus the
+//! management API client commands in [`client`] (`ringmq users list`, `ringmq auth login`, …).
 //!
 //! Flags only name what an operator changes per run; everything else lives in the tuning
 //! profiles and config files that `crate::config` layers underneath the flags.
+
+pub mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +12,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Placement, ServeOverrides, ShardCount};
+
+pub use self::client::ClientCommand;
 
 /// The `ringmq` command line.
 #[derive(Parser, Debug)]
@@ -22,7 +27,9 @@ later, REST publish and streams) from the same shards.\n\n\
 Configuration is layered: the embedded default tuning profile sets every knob, then \
 --profile (an embedded profile or a file), then --config FILE, then the flags of `serve`. \
 Run `ringmq profiles` to list the profiles and `ringmq config [FLAGS]` to print the effective \
-configuration."
+configuration.\n\n\
+The other commands (auth, users, acl, acl-sets, keys, sessions, org, orgs, token-exchange, \
+publish) drive a running server's management API over HTTP; start with `ringmq auth login`."
 )]
 pub struct Cli {
     /// What to do.
@@ -62,6 +69,9 @@ reason when the configuration is invalid."
     Config(ServeArgs),
     /// List the embedded tuning profiles.
     Profiles,
+    /// Management API client commands.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// Flags shared by `serve` and `config`; each overrides the profile and config file.
