@@ -200,6 +200,8 @@ pub struct Opts {
     pub session_expiry: Option<u32>,
     /// (topic, payload, qos)
     pub will: Option<(String, Vec<u8>, u8)>,
+    /// (username, password)
+    pub credentials: Option<(String, String)>,
 }
 
 impl Opts {
@@ -210,7 +212,13 @@ impl Opts {
             clean: true,
             session_expiry: None,
             will: None,
+            credentials: None,
         }
+    }
+
+    pub fn login(mut self, username: &str, password: &str) -> Opts {
+        self.credentials = Some((username.to_string(), password.to_string()));
+        self
     }
 
     /// A session that outlives the connection (v3.1.1 clean session 0; v5 clean start 0 + expiry 60 s).
@@ -258,12 +266,23 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(broker: &Broker, opts: Opts) -> Client {
+        match Client::try_connect(broker, opts).await {
+            Ok(client) => client,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    /// Like `connect`, but a refused or failed CONNECT is an `Err` with what happened.
+    pub async fn try_connect(broker: &Broker, opts: Opts) -> Result<Client, String> {
         let (tx, events) = mpsc::channel();
         let (handle, task) = match opts.version {
             Version::V311 => {
                 let mut o = rumqttc::MqttOptions::new(&opts.client_id, "127.0.0.1", broker.port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_clean_session(opts.clean);
+                if let Some((username, password)) = &opts.credentials {
+                    o.set_credentials(username, password);
+                }
                 if let Some((topic, payload, qos)) = &opts.will {
                     o.set_last_will(rumqttc::LastWill::new(
                         topic,
@@ -280,6 +299,9 @@ impl Client {
                     rumqttc::v5::MqttOptions::new(&opts.client_id, "127.0.0.1", broker.port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_clean_start(opts.clean);
+                if let Some((username, password)) = &opts.credentials {
+                    o.set_credentials(username, password);
+                }
                 let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
                 props.session_expiry_interval = opts.session_expiry;
                 o.set_connect_properties(props);
@@ -310,12 +332,19 @@ impl Client {
                 session_present,
                 code,
             }) => {
-                assert_eq!(code, 0, "{}: CONNACK refused", opts.client_id);
+                if code != 0 {
+                    return Err(format!("{}: CONNACK refused ({code:#x})", opts.client_id));
+                }
                 c.session_present = session_present;
             }
-            other => panic!("{}: expected CONNACK, got {other:?}", opts.client_id),
+            other => {
+                return Err(format!(
+                    "{}: expected CONNACK, got {other:?}",
+                    opts.client_id
+                ))
+            }
         }
-        c
+        Ok(c)
     }
 
     /// The next event from the event-loop task, or None after `wait`. (The dev-dependency tokio
