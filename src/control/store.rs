@@ -1,1 +1,1557 @@
-//! (to be written)
+//! SQLite schema, migrations and org-scoped queries of the control plane.
+//!
+//! Every query that reads or writes an org's rows takes the org id and filters on it, so one
+//! org can never reach another's rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+
+use super::acl::{self, Acl};
+use super::model::{
+    AclSet, Action, Allowed, Key, KeyKindName, KeyPermission, Org, OrgSettings, OrgSettingsPatch,
+    Permission, Rule,
+};
+use super::secrets::{self, KeyPrefix, SecretError};
+use super::snapshot::{KeyAuth, KeyKind, OrgInfo, OrgNum, Snapshot, UserAuth};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The row does not exist in this org.
+    #[error("not found")]
+    NotFound,
+    /// Already exists, or still in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// A referenced row (e.g. a rule set) does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// Random source or hashing failed.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Id of the org created on first start.
+pub const DEFAULT_ORG: &str = "default";
+/// Name of the rule set every org has.
+pub const DEFAULT_SET: &str = "default";
+
+// Applied in order; `PRAGMA user_version` is the number applied so far. Never edit an entry.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters (name, value) VALUES ('org_num', 0);
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    num INTEGER NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    rate_limit_per_sec INTEGER NOT NULL DEFAULT 100,
+    rate_burst INTEGER NOT NULL DEFAULT 200,
+    monthly_quota INTEGER NOT NULL DEFAULT 1000000,
+    connections_max INTEGER NOT NULL DEFAULT 100000,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE acl_sets (
+    org TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org, name)
+);
+CREATE TABLE users (
+    org TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    username TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    namespace TEXT,
+    enabled INTEGER NOT NULL,
+    expires_at INTEGER,
+    allowed_publish TEXT,
+    allowed_subscribe TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (org, username)
+);
+CREATE TABLE user_sets (
+    org TEXT NOT NULL,
+    username TEXT NOT NULL,
+    set_name TEXT NOT NULL,
+    PRIMARY KEY (org, username, set_name),
+    FOREIGN KEY (org, username) REFERENCES users(org, username) ON DELETE CASCADE,
+    FOREIGN KEY (org, set_name) REFERENCES acl_sets(org, name) ON DELETE CASCADE
+);
+CREATE TABLE acl_rules (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    set_name TEXT NOT NULL,
+    permission TEXT NOT NULL,
+    action TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    FOREIGN KEY (org, set_name) REFERENCES acl_sets(org, name) ON DELETE CASCADE
+);
+CREATE INDEX acl_rules_set ON acl_rules (org, set_name);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key_hash BLOB NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    root INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX api_keys_org ON api_keys (org, id);
+CREATE TABLE key_sets (
+    org TEXT NOT NULL,
+    key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+    set_name TEXT NOT NULL,
+    PRIMARY KEY (key_id, set_name),
+    FOREIGN KEY (org, set_name) REFERENCES acl_sets(org, name) ON DELETE CASCADE
+);
+CREATE TABLE usage (
+    org TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    month TEXT NOT NULL,
+    messages_in INTEGER NOT NULL DEFAULT 0,
+    messages_out INTEGER NOT NULL DEFAULT 0,
+    rest_publishes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (org, month)
+);
+"#];
+
+/// A user row to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Bare username.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Topic namespace.
+    pub namespace: Option<String>,
+    /// May connect.
+    pub enabled: bool,
+    /// Attached rule sets.
+    pub acl_sets: Vec<String>,
+    /// Token-exchange users expire.
+    pub expires_at: Option<u64>,
+    /// Token-exchange users carry their patterns instead of sets.
+    pub allowed: Option<Allowed>,
+}
+
+/// A user update; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    /// New PHC string.
+    pub password_hash: Option<String>,
+    /// New namespace.
+    pub namespace: Option<Option<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Replace the sets.
+    pub acl_sets: Option<Vec<String>>,
+}
+
+/// A stored user, for the API.
+pub type UserRow = super::model::User;
+
+/// Usage counters of one org and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounters {
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages delivered.
+    pub messages_out: u64,
+    /// REST publishes.
+    pub rest_publishes: u64,
+}
+
+/// The control-plane database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(to_u64)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse_permission(s: &str) -> Result<Permission, StoreError> {
+    match s {
+        "allow" => Ok(Permission::Allow),
+        "deny" => Ok(Permission::Deny),
+        _ => Err(corrupt("rule permission")),
+    }
+}
+
+fn parse_action(s: &str) -> Result<Action, StoreError> {
+    match s {
+        "publish" => Ok(Action::Publish),
+        "subscribe" => Ok(Action::Subscribe),
+        "all" => Ok(Action::All),
+        _ => Err(corrupt("rule action")),
+    }
+}
+
+/// Stored name of a permission.
+pub fn permission_str(p: Permission) -> &'static str {
+    match p {
+        Permission::Allow => "allow",
+        Permission::Deny => "deny",
+    }
+}
+
+/// Stored name of an action.
+pub fn action_str(a: Action) -> &'static str {
+    match a {
+        Action::Publish => "publish",
+        Action::Subscribe => "subscribe",
+        Action::All => "all",
+    }
+}
+
+fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn make_rule(r: (String, String, String, String, String, i64)) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: r.0,
+        set: r.1,
+        permission: parse_permission(&r.2)?,
+        action: parse_action(&r.3)?,
+        topic: r.4,
+        created_at: to_u64(r.5),
+    })
+}
+
+/// Splits `rows` (fetched with `limit + 1`) into a page and the next cursor.
+fn page<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(cursor_of);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+fn limit_sql(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+const RULE_COLS: &str = "id, set_name, permission, action, topic, created_at";
+const KEY_COLS: &str =
+    "id, name, kind, prefix, permissions, created_at, last_used_at, revoked_at, root";
+const ORG_COLS: &str =
+    "id, num, name, rate_limit_per_sec, rate_burst, monthly_quota, connections_max, created_at";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(Key, String, String, bool)> {
+    Ok((
+        Key {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            kind: KeyKindName::Secret,
+            prefix: row.get(3)?,
+            permissions: Vec::new(),
+            acl_sets: Vec::new(),
+            created_at: to_u64(row.get(5)?),
+            last_used_at: opt_u64(row.get(6)?),
+            revoked_at: opt_u64(row.get(7)?),
+            key: None,
+        },
+        row.get::<_, String>(2)?,
+        row.get::<_, String>(4)?,
+        row.get::<_, i64>(8)? != 0,
+    ))
+}
+
+fn org_from_row(row: &Row<'_>) -> rusqlite::Result<(Org, OrgNum)> {
+    let num: i64 = row.get(1)?;
+    Ok((
+        Org {
+            id: row.get(0)?,
+            name: row.get(2)?,
+            settings: OrgSettings {
+                rate_limit_per_sec: to_u64(row.get(3)?),
+                rate_burst: to_u64(row.get(4)?),
+                monthly_quota: to_u64(row.get(5)?),
+                connections_max: to_u64(row.get(6)?),
+            },
+            created_at: to_u64(row.get(7)?),
+            usage: None,
+        },
+        OrgNum::try_from(num).unwrap_or(OrgNum::MAX),
+    ))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Store::init(conn)
+    }
+
+    /// A fresh in-memory database (tests).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Number of migrations applied.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let applied = self.schema_version()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(0))?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// On first start creates org `default` and its root key, returning the key's secret once.
+    pub fn bootstrap(&mut self) -> Result<Option<String>, StoreError> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get(0))?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let now = now_unix();
+        let tx = self.conn.transaction()?;
+        insert_org(&tx, DEFAULT_ORG, 0, "default", &OrgSettings::default(), now)?;
+        let key = insert_key(
+            &tx,
+            DEFAULT_ORG,
+            "root",
+            KeyKindName::Secret,
+            &[],
+            &[],
+            true,
+            now,
+        )?;
+        tx.commit()?;
+        Ok(key.key)
+    }
+
+    // ---- orgs ----
+
+    /// Creates an org with a fresh routing number, its `default` set and a first secret key.
+    pub fn create_org(
+        &mut self,
+        name: &str,
+        settings: &OrgSettings,
+        now: u64,
+    ) -> Result<(Org, Key), StoreError> {
+        let tx = self.conn.transaction()?;
+        // Numbers are never reused, so a counter survives deletions where max(num) would not.
+        let num: i64 = tx.query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'org_num' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let id = secrets::random_id("org_", 12)?;
+        insert_org(&tx, &id, num, name, settings, now)?;
+        let key = insert_key(
+            &tx,
+            &id,
+            "default",
+            KeyKindName::Secret,
+            &[],
+            &[],
+            false,
+            now,
+        )?;
+        tx.commit()?;
+        let org = self.get_org(&id)?;
+        Ok((org, key))
+    }
+
+    /// One org by id.
+    pub fn get_org(&self, id: &str) -> Result<Org, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                [id],
+                org_from_row,
+            )
+            .optional()?
+            .map(|(o, _)| o)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Routing number of an org.
+    pub fn org_num(&self, id: &str) -> Result<OrgNum, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                [id],
+                org_from_row,
+            )
+            .optional()?
+            .map(|(_, n)| n)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Orgs ordered by id.
+    pub fn list_orgs(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Org>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![cursor.unwrap_or(""), limit_sql(limit)],
+                org_from_row,
+            )?
+            .map(|r| r.map(|(o, _)| o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(rows, limit, |o| o.id.clone()))
+    }
+
+    /// Renames an org and/or changes its settings.
+    pub fn update_org(
+        &mut self,
+        id: &str,
+        name: Option<&str>,
+        settings: Option<&OrgSettingsPatch>,
+    ) -> Result<Org, StoreError> {
+        let mut org = self.get_org(id)?;
+        if let Some(name) = name {
+            org.name = name.to_string();
+        }
+        if let Some(patch) = settings {
+            patch.apply(&mut org.settings);
+        }
+        let s = &org.settings;
+        self.conn.execute(
+            "UPDATE orgs SET name = ?2, rate_limit_per_sec = ?3, rate_burst = ?4, monthly_quota = ?5,
+             connections_max = ?6 WHERE id = ?1",
+            params![
+                id,
+                org.name,
+                to_i64(s.rate_limit_per_sec),
+                to_i64(s.rate_burst),
+                to_i64(s.monthly_quota),
+                to_i64(s.connections_max)
+            ],
+        )?;
+        Ok(org)
+    }
+
+    /// Deletes an org and everything in it (never `default`).
+    pub fn delete_org(&mut self, id: &str) -> Result<(), StoreError> {
+        if id == DEFAULT_ORG {
+            return Err(StoreError::Conflict(
+                "the default org cannot be deleted".into(),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        // Join rows first: their set foreign keys would otherwise race the cascade order.
+        tx.execute("DELETE FROM user_sets WHERE org = ?1", [id])?;
+        tx.execute("DELETE FROM key_sets WHERE org = ?1", [id])?;
+        tx.execute("DELETE FROM acl_rules WHERE org = ?1", [id])?;
+        let n = tx.execute("DELETE FROM orgs WHERE id = ?1", [id])?;
+        tx.commit()?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- users ----
+
+    fn check_sets(&self, org: &str, sets: &[String]) -> Result<(), StoreError> {
+        for set in sets {
+            if !self.set_exists(org, set)? {
+                return Err(StoreError::Invalid(format!(
+                    "acl set '{set}' does not exist"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_exists(&self, org: &str, set: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM acl_sets WHERE org = ?1 AND name = ?2",
+                [org, set],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Creates a user; 409 if it exists, invalid if a set does not.
+    pub fn create_user(
+        &mut self,
+        org: &str,
+        user: &NewUser,
+        now: u64,
+    ) -> Result<UserRow, StoreError> {
+        self.check_sets(org, &user.acl_sets)?;
+        let (publish, subscribe) = match &user.allowed {
+            Some(a) => (
+                Some(
+                    serde_json::to_string(&a.publish)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ),
+                Some(
+                    serde_json::to_string(&a.subscribe)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ),
+            ),
+            None => (None, None),
+        };
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO users (org, username, password_hash, namespace, enabled, expires_at,
+             allowed_publish, allowed_subscribe, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![
+                org,
+                user.username,
+                user.password_hash,
+                user.namespace,
+                user.enabled,
+                user.expires_at.map(to_i64),
+                publish,
+                subscribe,
+                to_i64(now)
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "user '{}' already exists",
+                user.username
+            )));
+        }
+        for set in &user.acl_sets {
+            tx.execute(
+                "INSERT OR IGNORE INTO user_sets (org, username, set_name) VALUES (?1, ?2, ?3)",
+                params![org, user.username, set],
+            )?;
+        }
+        tx.commit()?;
+        self.get_user(org, &user.username)
+    }
+
+    fn user_sets(&self, org: &str, username: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT set_name FROM user_sets WHERE org = ?1 AND username = ?2 ORDER BY set_name",
+        )?;
+        let sets = stmt
+            .query_map([org, username], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(sets)
+    }
+
+    /// One user.
+    pub fn get_user(&self, org: &str, username: &str) -> Result<UserRow, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT username, namespace, enabled, created_at, updated_at, expires_at
+                 FROM users WHERE org = ?1 AND username = ?2",
+                [org, username],
+                user_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        self.with_sets(org, row)
+    }
+
+    fn with_sets(&self, org: &str, mut user: UserRow) -> Result<UserRow, StoreError> {
+        user.acl_sets = self.user_sets(org, &user.username)?;
+        Ok(user)
+    }
+
+    /// Users ordered by name.
+    pub fn list_users(
+        &self,
+        org: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<UserRow>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT username, namespace, enabled, created_at, updated_at, expires_at
+             FROM users WHERE org = ?1 AND username > ?2 ORDER BY username LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![org, cursor.unwrap_or(""), limit_sql(limit)],
+                user_from_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let (rows, next) = page(rows, limit, |u| u.username.clone());
+        let rows = rows
+            .into_iter()
+            .map(|u| self.with_sets(org, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, next))
+    }
+
+    /// Applies a change to a user.
+    pub fn update_user(
+        &mut self,
+        org: &str,
+        username: &str,
+        change: &UserChange,
+        now: u64,
+    ) -> Result<UserRow, StoreError> {
+        self.get_user(org, username)?;
+        if let Some(sets) = &change.acl_sets {
+            self.check_sets(org, sets)?;
+        }
+        let tx = self.conn.transaction()?;
+        if let Some(hash) = &change.password_hash {
+            tx.execute(
+                "UPDATE users SET password_hash = ?3 WHERE org = ?1 AND username = ?2",
+                params![org, username, hash],
+            )?;
+        }
+        if let Some(ns) = &change.namespace {
+            tx.execute(
+                "UPDATE users SET namespace = ?3 WHERE org = ?1 AND username = ?2",
+                params![org, username, ns],
+            )?;
+        }
+        if let Some(enabled) = change.enabled {
+            tx.execute(
+                "UPDATE users SET enabled = ?3 WHERE org = ?1 AND username = ?2",
+                params![org, username, enabled],
+            )?;
+        }
+        if let Some(sets) = &change.acl_sets {
+            tx.execute(
+                "DELETE FROM user_sets WHERE org = ?1 AND username = ?2",
+                [org, username],
+            )?;
+            for set in sets {
+                tx.execute(
+                    "INSERT OR IGNORE INTO user_sets (org, username, set_name) VALUES (?1, ?2, ?3)",
+                    params![org, username, set],
+                )?;
+            }
+        }
+        tx.execute(
+            "UPDATE users SET updated_at = ?3 WHERE org = ?1 AND username = ?2",
+            params![org, username, to_i64(now)],
+        )?;
+        tx.commit()?;
+        self.get_user(org, username)
+    }
+
+    /// Deletes a user.
+    pub fn delete_user(&mut self, org: &str, username: &str) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM users WHERE org = ?1 AND username = ?2",
+            [org, username],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Deletes users whose `expires_at` is before `now`; returns how many.
+    pub fn sweep_expired(&mut self, now: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM users WHERE expires_at IS NOT NULL AND expires_at < ?1",
+            [to_i64(now)],
+        )?)
+    }
+
+    // ---- sets ----
+
+    /// Creates a rule set.
+    pub fn create_set(
+        &mut self,
+        org: &str,
+        name: &str,
+        description: &str,
+        now: u64,
+    ) -> Result<AclSet, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![org, name, description, to_i64(now)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "acl set '{name}' already exists"
+            )));
+        }
+        self.get_set(org, name, false)
+    }
+
+    /// One set, with its rules when `with_rules`.
+    pub fn get_set(&self, org: &str, name: &str, with_rules: bool) -> Result<AclSet, StoreError> {
+        let mut set = self
+            .conn
+            .query_row(
+                "SELECT name, description, created_at,
+                 (SELECT COUNT(*) FROM acl_rules r WHERE r.org = s.org AND r.set_name = s.name)
+                 FROM acl_sets s WHERE org = ?1 AND name = ?2",
+                [org, name],
+                set_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        if with_rules {
+            set.rules = Some(self.list_rules(org, Some(name), usize::MAX - 1, None)?.0);
+        }
+        Ok(set)
+    }
+
+    /// Sets ordered by name.
+    pub fn list_sets(
+        &self,
+        org: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AclSet>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, description, created_at,
+             (SELECT COUNT(*) FROM acl_rules r WHERE r.org = s.org AND r.set_name = s.name)
+             FROM acl_sets s WHERE org = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![org, cursor.unwrap_or(""), limit_sql(limit)],
+                set_from_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(rows, limit, |s| s.name.clone()))
+    }
+
+    /// Changes a set's description.
+    pub fn update_set(
+        &mut self,
+        org: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<AclSet, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE acl_sets SET description = ?3 WHERE org = ?1 AND name = ?2",
+            params![org, name, description],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_set(org, name, false)
+    }
+
+    /// Deletes a set and its rules; conflict for `default` or while attached.
+    pub fn delete_set(&mut self, org: &str, name: &str) -> Result<(), StoreError> {
+        self.get_set(org, name, false)?;
+        if name == DEFAULT_SET {
+            return Err(StoreError::Conflict(
+                "the default set cannot be deleted".into(),
+            ));
+        }
+        let users: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM user_sets WHERE org = ?1 AND set_name = ?2",
+            [org, name],
+            |r| r.get(0),
+        )?;
+        let keys: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM key_sets k JOIN api_keys a ON a.id = k.key_id
+             WHERE k.org = ?1 AND k.set_name = ?2 AND a.revoked_at IS NULL",
+            [org, name],
+            |r| r.get(0),
+        )?;
+        if users + keys > 0 {
+            return Err(StoreError::Conflict(format!(
+                "acl set '{name}' is attached to {users} users and {keys} keys"
+            )));
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM acl_rules WHERE org = ?1 AND set_name = ?2",
+            [org, name],
+        )?;
+        tx.execute(
+            "DELETE FROM key_sets WHERE org = ?1 AND set_name = ?2",
+            [org, name],
+        )?;
+        tx.execute(
+            "DELETE FROM acl_sets WHERE org = ?1 AND name = ?2",
+            [org, name],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- rules ----
+
+    /// Adds a rule to a set (invalid if the set does not exist).
+    pub fn create_rule(
+        &mut self,
+        org: &str,
+        set: &str,
+        permission: Permission,
+        action: Action,
+        topic: &str,
+        now: u64,
+    ) -> Result<Rule, StoreError> {
+        if !self.set_exists(org, set)? {
+            return Err(StoreError::Invalid(format!(
+                "acl set '{set}' does not exist"
+            )));
+        }
+        let id = secrets::random_id("rule_", 16)?;
+        self.conn.execute(
+            "INSERT INTO acl_rules (id, org, set_name, permission, action, topic, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                org,
+                set,
+                permission_str(permission),
+                action_str(action),
+                topic,
+                to_i64(now)
+            ],
+        )?;
+        self.get_rule(org, &id)
+    }
+
+    /// One rule.
+    pub fn get_rule(&self, org: &str, id: &str) -> Result<Rule, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!("SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1 AND id = ?2"),
+                [org, id],
+                rule_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        make_rule(raw)
+    }
+
+    /// Rules ordered by id, optionally of one set.
+    pub fn list_rules(
+        &self,
+        org: &str,
+        set: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Rule>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1 AND (?2 IS NULL OR set_name = ?2)
+             AND id > ?3 ORDER BY id LIMIT ?4"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![org, set, cursor.unwrap_or(""), limit_sql(limit)],
+                rule_from_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = rows
+            .into_iter()
+            .map(make_rule)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(rows, limit, |r| r.id.clone()))
+    }
+
+    /// Changes a rule.
+    pub fn update_rule(
+        &mut self,
+        org: &str,
+        id: &str,
+        topic: Option<&str>,
+        action: Option<Action>,
+        permission: Option<Permission>,
+    ) -> Result<Rule, StoreError> {
+        let mut rule = self.get_rule(org, id)?;
+        if let Some(t) = topic {
+            rule.topic = t.to_string();
+        }
+        if let Some(a) = action {
+            rule.action = a;
+        }
+        if let Some(p) = permission {
+            rule.permission = p;
+        }
+        self.conn.execute(
+            "UPDATE acl_rules SET topic = ?3, action = ?4, permission = ?5 WHERE org = ?1 AND id = ?2",
+            params![
+                org,
+                id,
+                rule.topic,
+                action_str(rule.action),
+                permission_str(rule.permission)
+            ],
+        )?;
+        Ok(rule)
+    }
+
+    /// Deletes a rule.
+    pub fn delete_rule(&mut self, org: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM acl_rules WHERE org = ?1 AND id = ?2",
+            [org, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- keys ----
+
+    /// Creates a key; the returned object carries the secret in `key`.
+    pub fn create_key(
+        &mut self,
+        org: &str,
+        name: &str,
+        kind: KeyKindName,
+        permissions: &[KeyPermission],
+        acl_sets: &[String],
+        now: u64,
+    ) -> Result<Key, StoreError> {
+        self.check_sets(org, acl_sets)?;
+        let tx = self.conn.transaction()?;
+        let key = insert_key(&tx, org, name, kind, permissions, acl_sets, false, now)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn key_row(&self, org: &str, id: &str) -> Result<Key, StoreError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id = ?2"),
+                [org, id],
+                key_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        self.finish_key(org, raw)
+    }
+
+    fn finish_key(&self, org: &str, raw: (Key, String, String, bool)) -> Result<Key, StoreError> {
+        let (mut key, kind, perms, _root) = raw;
+        key.kind = KeyKindName::parse(&kind).ok_or_else(|| corrupt("key kind"))?;
+        key.permissions = serde_json::from_str(&perms).map_err(|_| corrupt("key permissions"))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
+        )?;
+        key.acl_sets = stmt
+            .query_map([org, key.id.as_str()], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(key)
+    }
+
+    /// One key (never its secret).
+    pub fn get_key(&self, org: &str, id: &str) -> Result<Key, StoreError> {
+        self.key_row(org, id)
+    }
+
+    /// Keys ordered by id.
+    pub fn list_keys(
+        &self,
+        org: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Key>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![org, cursor.unwrap_or(""), limit_sql(limit)],
+                key_from_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let (rows, next) = page(rows, limit, |k| k.0.id.clone());
+        let keys = rows
+            .into_iter()
+            .map(|raw| self.finish_key(org, raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((keys, next))
+    }
+
+    /// Renames a key.
+    pub fn rename_key(&mut self, org: &str, id: &str, name: &str) -> Result<Key, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE api_keys SET name = ?3 WHERE org = ?1 AND id = ?2",
+            params![org, id, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_key(org, id)
+    }
+
+    /// Revokes a key (kept for the audit trail; absent from snapshots from now on).
+    pub fn revoke_key(&mut self, org: &str, id: &str, now: u64) -> Result<(), StoreError> {
+        self.get_key(org, id)?;
+        self.conn.execute(
+            "UPDATE api_keys SET revoked_at = ?3 WHERE org = ?1 AND id = ?2 AND revoked_at IS NULL",
+            params![org, id, to_i64(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Records a key's use.
+    pub fn touch_key(&mut self, id: &str, now: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+            params![id, to_i64(now)],
+        )?;
+        Ok(())
+    }
+
+    // ---- usage ----
+
+    /// Adds to an org's counters of `month` (`YYYY-MM`).
+    pub fn add_usage(
+        &mut self,
+        org: &str,
+        month: &str,
+        add: UsageCounters,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO usage (org, month, messages_in, messages_out, rest_publishes)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (org, month) DO UPDATE SET messages_in = messages_in + ?3,
+             messages_out = messages_out + ?4, rest_publishes = rest_publishes + ?5",
+            params![
+                org,
+                month,
+                to_i64(add.messages_in),
+                to_i64(add.messages_out),
+                to_i64(add.rest_publishes)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// An org's counters of `month`.
+    pub fn usage(&self, org: &str, month: &str) -> Result<UsageCounters, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
+                [org, month],
+                |r| {
+                    Ok(UsageCounters {
+                        messages_in: to_u64(r.get(0)?),
+                        messages_out: to_u64(r.get(1)?),
+                        rest_publishes: to_u64(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    // ---- snapshot ----
+
+    /// Builds the shards' view of everything.
+    pub fn snapshot(&self, version: u64) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::new(version);
+        let mut nums: HashMap<String, OrgNum> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare(&format!("SELECT {ORG_COLS} FROM orgs"))?;
+            for row in stmt.query_map([], org_from_row)? {
+                let (org, num) = row?;
+                nums.insert(org.id.clone(), num);
+                snap.insert_org(OrgInfo {
+                    num,
+                    id: org.id,
+                    name: org.name,
+                    settings: org.settings,
+                });
+            }
+        }
+        // Rules of every set, keyed by (org, set), in id order so generations are stable.
+        let mut rules: HashMap<(String, String), Vec<acl::Rule>> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT org, set_name, permission, action, topic FROM acl_rules ORDER BY id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let perm: String = r.get(2)?;
+                let action: String = r.get(3)?;
+                rules
+                    .entry((r.get(0)?, r.get(1)?))
+                    .or_default()
+                    .push(acl::Rule {
+                        permission: parse_permission(&perm)?,
+                        action: parse_action(&action)?,
+                        topic: r.get(4)?,
+                    });
+            }
+        }
+        let mut user_sets: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT org, username, set_name FROM user_sets ORDER BY set_name")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                user_sets
+                    .entry((r.get(0)?, r.get(1)?))
+                    .or_default()
+                    .push(r.get(2)?);
+            }
+        }
+        let rules_of = |org: &str, set: &str| -> &[acl::Rule] {
+            rules
+                .get(&(org.to_string(), set.to_string()))
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        };
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT org, username, password_hash, namespace, enabled, expires_at,
+                 allowed_publish, allowed_subscribe FROM users",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let org: String = r.get(0)?;
+                let Some(&num) = nums.get(&org) else { continue };
+                let username: String = r.get(1)?;
+                let password_hash: String = r.get(2)?;
+                let namespace: Option<String> = r.get(3)?;
+                let enabled: bool = r.get(4)?;
+                let expires_at = opt_u64(r.get(5)?);
+                let publish: Option<String> = r.get(6)?;
+                let subscribe: Option<String> = r.get(7)?;
+                let mut all: Vec<acl::Rule> = rules_of(&org, DEFAULT_SET).to_vec();
+                let sets = user_sets
+                    .get(&(org.clone(), username.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                for set in &sets {
+                    if set != DEFAULT_SET {
+                        all.extend_from_slice(rules_of(&org, set));
+                    }
+                }
+                for (json, action) in [(&publish, Action::Publish), (&subscribe, Action::Subscribe)]
+                {
+                    if let Some(json) = json {
+                        let patterns: Vec<String> =
+                            serde_json::from_str(json).map_err(|_| corrupt("allowed patterns"))?;
+                        all.extend(patterns.into_iter().map(|topic| acl::Rule {
+                            permission: Permission::Allow,
+                            action,
+                            topic,
+                        }));
+                    }
+                }
+                let generation = fingerprint(&format!(
+                    "{password_hash}\0{namespace:?}\0{enabled}\0{expires_at:?}\0{sets:?}\0{all:?}"
+                ));
+                snap.insert_user(UserAuth {
+                    org: num,
+                    username,
+                    namespace,
+                    enabled,
+                    password_hash,
+                    expires_at,
+                    acl: Acl::from_rules(all),
+                    generation,
+                });
+            }
+        }
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, org, kind, key_hash, permissions, root FROM api_keys WHERE revoked_at IS NULL",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                let org: String = r.get(1)?;
+                let Some(&num) = nums.get(&org) else { continue };
+                let kind: String = r.get(2)?;
+                let hash: Vec<u8> = r.get(3)?;
+                let perms: String = r.get(4)?;
+                let root: bool = r.get(5)?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("key hash"))?;
+                let kind = KeyKindName::parse(&kind).ok_or_else(|| corrupt("key kind"))?;
+                let (kind, acl_rules): (KeyKind, Option<Vec<acl::Rule>>) = match kind {
+                    KeyKindName::Secret => (KeyKind::Secret, None),
+                    KeyKindName::Restricted => {
+                        let perms: Vec<KeyPermission> =
+                            serde_json::from_str(&perms).map_err(|_| corrupt("key permissions"))?;
+                        let rules = perms
+                            .into_iter()
+                            .map(|p| acl::Rule {
+                                permission: Permission::Allow,
+                                action: p.action,
+                                topic: p.topic,
+                            })
+                            .collect();
+                        (KeyKind::Restricted, Some(rules))
+                    }
+                    KeyKindName::Public => {
+                        let sets = self.finish_key_sets(&org, &id)?;
+                        let rules = if sets.is_empty() {
+                            vec![acl::Rule {
+                                permission: Permission::Allow,
+                                action: Action::Subscribe,
+                                topic: "#".to_string(),
+                            }]
+                        } else {
+                            // A public key never publishes, whatever its sets say.
+                            sets.iter()
+                                .flat_map(|s| rules_of(&org, s).iter().cloned())
+                                .filter_map(|mut r| {
+                                    match (r.permission, r.action) {
+                                        (_, Action::Publish) => return None,
+                                        (_, Action::All) => r.action = Action::Subscribe,
+                                        _ => {}
+                                    }
+                                    Some(r)
+                                })
+                                .collect()
+                        };
+                        (KeyKind::Public, Some(rules))
+                    }
+                };
+                let generation = fingerprint(&format!("{id}\0{kind:?}\0{root}\0{acl_rules:?}"));
+                let acl = match acl_rules {
+                    None => Acl::allow_all(),
+                    Some(rules) => Acl::from_rules(rules),
+                };
+                snap.insert_key(
+                    hash,
+                    KeyAuth {
+                        id,
+                        org: num,
+                        kind,
+                        root,
+                        acl,
+                        generation,
+                    },
+                );
+            }
+        }
+        Ok(snap)
+    }
+
+    fn finish_key_sets(&self, org: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
+        )?;
+        let sets = stmt
+            .query_map([org, id], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(sets)
+    }
+}
+
+fn fingerprint(s: &str) -> u64 {
+    let digest = Sha256::digest(s.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        username: row.get(0)?,
+        namespace: row.get(1)?,
+        enabled: row.get(2)?,
+        acl_sets: Vec::new(),
+        created_at: to_u64(row.get(3)?),
+        updated_at: to_u64(row.get(4)?),
+        expires_at: opt_u64(row.get(5)?),
+    })
+}
+
+fn set_from_row(row: &Row<'_>) -> rusqlite::Result<AclSet> {
+    Ok(AclSet {
+        name: row.get(0)?,
+        description: row.get(1)?,
+        created_at: to_u64(row.get(2)?),
+        rule_count: to_u64(row.get(3)?),
+        rules: None,
+    })
+}
+
+fn insert_org(
+    tx: &Connection,
+    id: &str,
+    num: i64,
+    name: &str,
+    s: &OrgSettings,
+    now: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orgs (id, num, name, rate_limit_per_sec, rate_burst, monthly_quota,
+         connections_max, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            num,
+            name,
+            to_i64(s.rate_limit_per_sec),
+            to_i64(s.rate_burst),
+            to_i64(s.monthly_quota),
+            to_i64(s.connections_max),
+            to_i64(now)
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, '', ?3)",
+        params![id, DEFAULT_SET, to_i64(now)],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_key(
+    tx: &Connection,
+    org: &str,
+    name: &str,
+    kind: KeyKindName,
+    permissions: &[KeyPermission],
+    acl_sets: &[String],
+    root: bool,
+    now: u64,
+) -> Result<Key, StoreError> {
+    let prefix = match kind {
+        KeyKindName::Secret => KeyPrefix::Secret,
+        KeyKindName::Public => KeyPrefix::Public,
+        KeyKindName::Restricted => KeyPrefix::Restricted,
+    };
+    let secret = secrets::generate_key(prefix)?;
+    let id = secrets::random_id("key_", 16)?;
+    let shown: String = secret.chars().take(10).collect();
+    let perms =
+        serde_json::to_string(permissions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO api_keys (id, org, name, kind, key_hash, prefix, permissions, root, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            id,
+            org,
+            name,
+            kind.as_str(),
+            secrets::key_hash(&secret).to_vec(),
+            shown,
+            perms,
+            root,
+            to_i64(now)
+        ],
+    )?;
+    for set in acl_sets {
+        tx.execute(
+            "INSERT OR IGNORE INTO key_sets (org, key_id, set_name) VALUES (?1, ?2, ?3)",
+            params![org, id, set],
+        )?;
+    }
+    let mut sets = acl_sets.to_vec();
+    sets.sort();
+    sets.dedup();
+    Ok(Key {
+        id,
+        name: name.to_string(),
+        kind,
+        prefix: shown,
+        permissions: permissions.to_vec(),
+        acl_sets: sets,
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+        key: Some(secret),
+    })
+}
+
+/// Current unix time in seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM` of a unix time (UTC).
+pub fn month_of(unix: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = i64::try_from(unix / 86_400).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, sets: &[&str]) -> NewUser {
+        NewUser {
+            username: name.to_string(),
+            password_hash: "$argon2id$fake".to_string(),
+            namespace: None,
+            enabled: true,
+            acl_sets: sets.iter().map(|s| s.to_string()).collect(),
+            expires_at: None,
+            allowed: None,
+        }
+    }
+
+    #[test]
+    fn migrations_and_bootstrap() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+        s.migrate().unwrap();
+        let root = s.bootstrap().unwrap().unwrap();
+        assert!(root.starts_with("sk_"));
+        assert!(s.bootstrap().unwrap().is_none());
+        let snap = s.snapshot(1).unwrap();
+        assert_eq!(snap.org_num("default"), Some(0));
+        let key = snap.key(&root).unwrap();
+        assert!(key.root);
+        assert_eq!(key.kind, KeyKind::Secret);
+        assert!(s.get_set("default", "default", false).is_ok());
+    }
+
+    #[test]
+    fn org_numbers_are_never_reused() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.bootstrap().unwrap();
+        let (a, _) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
+        assert_eq!(s.org_num(&a.id).unwrap(), 1);
+        s.delete_org(&a.id).unwrap();
+        let (b, _) = s.create_org("b", &OrgSettings::default(), 1).unwrap();
+        assert_eq!(s.org_num(&b.id).unwrap(), 2);
+        assert!(matches!(
+            s.delete_org("default"),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn delete_org_cascades() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.bootstrap().unwrap();
+        let (o, k) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
+        s.create_set(&o.id, "x", "", 1).unwrap();
+        s.create_rule(&o.id, "x", Permission::Allow, Action::All, "a/#", 1)
+            .unwrap();
+        s.create_user(&o.id, &user("u", &["x"]), 1).unwrap();
+        s.create_key(&o.id, "p", KeyKindName::Public, &[], &["x".into()], 1)
+            .unwrap();
+        s.delete_org(&o.id).unwrap();
+        let snap = s.snapshot(2).unwrap();
+        assert!(snap.org_num(&o.id).is_none());
+        assert!(snap.key(k.key.as_deref().unwrap()).is_none());
+    }
+
+    #[test]
+    fn user_generation_changes_with_its_rules() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.bootstrap().unwrap();
+        s.create_set("default", "x", "", 1).unwrap();
+        s.create_user("default", &user("u", &["x"]), 1).unwrap();
+        s.create_user("default", &user("v", &[]), 1).unwrap();
+        let g0 = s.snapshot(1).unwrap();
+        let (u0, v0) = (
+            g0.user(0, "u").unwrap().generation,
+            g0.user(0, "v").unwrap().generation,
+        );
+        let r = s
+            .create_rule(
+                "default",
+                "x",
+                Permission::Allow,
+                Action::All,
+                "a/{username}/#",
+                1,
+            )
+            .unwrap();
+        let g1 = s.snapshot(2).unwrap();
+        let u1 = g1.user(0, "u").unwrap();
+        assert_ne!(u1.generation, u0);
+        assert_eq!(g1.user(0, "v").unwrap().generation, v0);
+        assert!(u1.acl.may_publish("a/u/x", "u", "c"));
+        assert!(!g1.user(0, "v").unwrap().acl.may_publish("a/v/x", "v", "c"));
+        s.delete_rule("default", &r.id).unwrap();
+        assert_eq!(s.snapshot(3).unwrap().user(0, "u").unwrap().generation, u0);
+        s.update_user(
+            "default",
+            "v",
+            &UserChange {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
+        let g4 = s.snapshot(4).unwrap();
+        assert_ne!(g4.user(0, "v").unwrap().generation, v0);
+        s.delete_user("default", "v").unwrap();
+        assert!(s.snapshot(5).unwrap().user(0, "v").is_none());
+    }
+
+    #[test]
+    fn month_strings() {
+        assert_eq!(month_of(0), "1970-01");
+        assert_eq!(month_of(1_709_251_200), "2024-03");
+        assert_eq!(month_of(1_709_251_199), "2024-02");
+    }
+}
