@@ -1,1 +1,811 @@
-//! (to be written)
+//! The management REST API, sans-IO: the broker parses HTTP, calls [`Api::handle`] on the
+//! control thread and writes the [`ApiResponse`] back.
+
+mod util;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::jwt;
+use super::model::{
+    Allowed, CreateKey, CreateOrg, CreateRule, CreateSet, CreateUser, CreatedOrg, ErrorBody,
+    ExchangedCredentials, KeyKindName, KeyPermission, Org, OrgSettings, OrgUsage, Page, PatchKey,
+    PatchOrg, PatchRule, PatchSet, PatchUser, TokenExchange,
+};
+use super::secrets;
+use super::snapshot::{KeyAuth, KeyKind, OrgNum, Snapshot};
+use super::store::{self, NewUser, Store, StoreError, UsageCounters, UserChange, DEFAULT_SET};
+use util::*;
+
+pub use util::ROUTES;
+
+/// The OpenAPI 3.0 document served at `/v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("api/openapi.json");
+
+/// Token-exchange credentials live at most this long.
+const EXCHANGE_TTL_MAX: u64 = 24 * 3600;
+/// `last_used_at` is written at most this often per key.
+const TOUCH_INTERVAL: u64 = 60;
+
+/// A management request, already parsed from HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct ApiRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    /// The `Authorization: Bearer` value.
+    pub bearer: Option<String>,
+    /// Request body.
+    pub body: bytes::Bytes,
+}
+
+/// A response to write back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers (`Content-Type`, `Allow`).
+    pub headers: Vec<(String, String)>,
+    /// JSON, or empty for 204.
+    pub body: Vec<u8>,
+}
+
+/// Which sessions a list asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Connected only.
+    Active,
+    /// Persistent sessions without a connection.
+    Disconnected,
+    /// Both.
+    All,
+}
+
+/// A sessions request the broker answers from the shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionsOp {
+    /// `GET /v1/sessions`.
+    List {
+        /// Filter.
+        state: SessionState,
+        /// Page size.
+        limit: usize,
+        /// Cursor of the previous page.
+        cursor: Option<String>,
+    },
+    /// `GET /v1/sessions/{client_id}`.
+    Get {
+        /// Client id.
+        client_id: String,
+    },
+    /// `POST /v1/sessions/{client_id}/disconnect`.
+    Disconnect {
+        /// Client id.
+        client_id: String,
+    },
+    /// `DELETE /v1/sessions/{client_id}`.
+    Delete {
+        /// Client id.
+        client_id: String,
+    },
+}
+
+/// What [`Api::handle`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answer this.
+    Done(ApiResponse),
+    /// Authorized sessions request for `org`: the broker asks the shards and answers.
+    Sessions {
+        /// Org of the key.
+        org: OrgNum,
+        /// What to do.
+        op: SessionsOp,
+    },
+}
+
+/// Live counters of one org that the store does not have yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Current connections.
+    pub connections: u64,
+    /// Messages received since the last [`Api::record_usage`].
+    pub messages_in: u64,
+    /// Messages delivered since the last [`Api::record_usage`].
+    pub messages_out: u64,
+    /// REST publishes since the last [`Api::record_usage`].
+    pub rest_publishes: u64,
+}
+
+/// The broker's live numbers, asked for by `GET /v1/org` and `GET /v1/orgs/{id}`.
+pub trait LiveView {
+    /// Live counters of `org`.
+    fn usage(&self, org: OrgNum) -> Usage;
+}
+
+/// The management API and owner of the store.
+#[derive(Debug)]
+pub struct Api {
+    store: Store,
+    providers: jwt::Providers,
+    snapshot: Arc<Snapshot>,
+    changed: bool,
+    touched: HashMap<String, u64>,
+}
+
+/// The authenticated caller.
+struct Caller {
+    key: Arc<KeyAuth>,
+    org_id: String,
+}
+
+type Reply = Result<ApiResponse, ApiResponse>;
+
+fn json_response<T: Serialize>(status: u16, value: &T) -> ApiResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => ApiResponse {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body,
+        },
+        Err(_) => Api::error(500, "internal", "the response could not be encoded"),
+    }
+}
+
+fn no_content() -> ApiResponse {
+    ApiResponse {
+        status: 204,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+fn bad(detail: impl AsRef<str>) -> ApiResponse {
+    Api::error(400, "bad_request", detail.as_ref())
+}
+
+fn forbidden(detail: &str) -> ApiResponse {
+    Api::error(403, "forbidden", detail)
+}
+
+fn store_error(e: StoreError) -> ApiResponse {
+    match e {
+        StoreError::NotFound => Api::error(404, "not_found", "no such resource"),
+        StoreError::Conflict(d) => Api::error(409, "conflict", &d),
+        StoreError::Invalid(d) => bad(d),
+        other => {
+            tracing::error!(error = %other, "control store failed");
+            Api::error(500, "internal", "internal error")
+        }
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiResponse> {
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "invalid JSON body: {}",
+            redact_serde(&e.to_string())
+        ))
+    })
+}
+
+fn page_of<T: Serialize>((items, next_cursor): (Vec<T>, Option<String>)) -> ApiResponse {
+    json_response(200, &Page { items, next_cursor })
+}
+
+fn check_patterns<'a>(topics: impl IntoIterator<Item = &'a String>) -> Result<(), ApiResponse> {
+    for t in topics {
+        check_pattern(t).map_err(bad)?;
+    }
+    Ok(())
+}
+
+fn check_sets(sets: &[String]) -> Result<(), ApiResponse> {
+    check_list_len("acl_sets", sets.len()).map_err(bad)?;
+    for s in sets {
+        check_name("acl set name", s).map_err(bad)?;
+    }
+    Ok(())
+}
+
+fn check_settings(s: &OrgSettings) -> Result<(), ApiResponse> {
+    const MAX: u64 = 1 << 50;
+    let all = [
+        s.rate_limit_per_sec,
+        s.rate_burst,
+        s.monthly_quota,
+        s.connections_max,
+    ];
+    if all.iter().any(|&v| v > MAX) {
+        return Err(bad(format!("settings values must be at most {MAX}")));
+    }
+    Ok(())
+}
+
+impl Api {
+    /// Takes over the store (bootstrapped or not) and builds the first snapshot.
+    pub fn new(store: Store, providers: jwt::Providers) -> Result<Api, StoreError> {
+        let snapshot = Arc::new(store.snapshot(1)?);
+        Ok(Api {
+            store,
+            providers,
+            snapshot,
+            changed: false,
+            touched: HashMap::new(),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// The new snapshot, once, after any change.
+    pub fn take_changed(&mut self) -> Option<Arc<Snapshot>> {
+        std::mem::take(&mut self.changed).then(|| self.snapshot())
+    }
+
+    /// Persists usage the broker counted (it then resets what its [`LiveView`] reports).
+    pub fn record_usage(
+        &mut self,
+        org: OrgNum,
+        now_unix: u64,
+        add: UsageCounters,
+    ) -> Result<(), StoreError> {
+        let Some(info) = self.snapshot.org(org) else {
+            return Ok(());
+        };
+        let id = info.id.clone();
+        self.store.add_usage(&id, &store::month_of(now_unix), add)
+    }
+
+    /// Deletes expired token-exchange users; returns how many.
+    pub fn sweep(&mut self, now_unix: u64) -> Result<usize, StoreError> {
+        let n = self.store.sweep_expired(now_unix)?;
+        if n > 0 {
+            self.rebuild()?;
+        }
+        Ok(n)
+    }
+
+    /// A JSON error response `{"error", "detail"}`.
+    pub fn error(status: u16, code: &str, detail: &str) -> ApiResponse {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: code.to_string(),
+            detail: detail.to_string(),
+        })
+        .unwrap_or_default();
+        ApiResponse {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body,
+        }
+    }
+
+    fn rebuild(&mut self) -> Result<(), StoreError> {
+        let version = self.snapshot.version + 1;
+        self.snapshot = Arc::new(self.store.snapshot(version)?);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Rebuilds the snapshot after a successful write.
+    fn changed(&mut self, reply: Reply) -> Reply {
+        if reply.is_ok() {
+            self.rebuild().map_err(store_error)?;
+        }
+        reply
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, req: &ApiRequest, live: &dyn LiveView, now_unix: u64) -> Outcome {
+        match self.route(req, live, now_unix) {
+            Ok(outcome) => outcome,
+            Err(resp) => Outcome::Done(resp),
+        }
+    }
+
+    fn route(
+        &mut self,
+        req: &ApiRequest,
+        live: &dyn LiveView,
+        now: u64,
+    ) -> Result<Outcome, ApiResponse> {
+        let (template, params) = match match_route(&req.path) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Api::error(404, "not_found", "no such route")),
+            Err(()) => return Err(bad("the path is not valid percent-encoded UTF-8")),
+        };
+        let methods = methods_of(template);
+        let method = req.method.as_str();
+        if !methods.contains(&method) {
+            let mut resp = Api::error(405, "method_not_allowed", "method not allowed on this path");
+            resp.headers.push(("Allow".into(), methods.join(", ")));
+            return Err(resp);
+        }
+        if req.body.len() > BODY_MAX {
+            return Err(Api::error(
+                413,
+                "payload_too_large",
+                "the body is larger than 64 KiB",
+            ));
+        }
+        if template == "/v1/openapi.json" {
+            return Ok(Outcome::Done(ApiResponse {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: OPENAPI_JSON.as_bytes().to_vec(),
+            }));
+        }
+        let caller = self.authenticate(req, now)?;
+        let body = &req.body[..];
+        let p0 = params.first().map(String::as_str).unwrap_or("");
+        let org = caller.org_id.as_str();
+        let is_secret = caller.key.kind == KeyKind::Secret;
+
+        if template == "/v1/token-exchange" {
+            if caller.key.kind == KeyKind::Restricted {
+                return Err(forbidden("restricted keys cannot exchange tokens"));
+            }
+            let org = org.to_string();
+            let reply = self.token_exchange(&org, body, now);
+            return self.changed(reply).map(Outcome::Done);
+        }
+        if template.starts_with("/v1/orgs") {
+            if !caller.key.root {
+                return Err(forbidden("only the root key may manage orgs"));
+            }
+        } else if !is_secret {
+            return Err(forbidden("this key may not use the management API"));
+        }
+        if template.starts_with("/v1/sessions") {
+            return self.sessions(&caller, template, method, &params, &req.query);
+        }
+        let org = org.to_string();
+        let org = org.as_str();
+        let reply: Reply = match (template, method) {
+            ("/v1/users", "GET") => self.list(&req.query, |s, l, c| s.list_users(org, l, c)),
+            ("/v1/users", "POST") => {
+                let r = self.create_user(org, body, now);
+                self.changed(r)
+            }
+            ("/v1/users/{username}", "GET") => self
+                .store
+                .get_user(org, p0)
+                .map(|u| json_response(200, &u))
+                .map_err(store_error),
+            ("/v1/users/{username}", "PATCH") => {
+                let r = self.patch_user(org, p0, body, now);
+                self.changed(r)
+            }
+            ("/v1/users/{username}", "DELETE") => {
+                let r = self
+                    .store
+                    .delete_user(org, p0)
+                    .map(|_| no_content())
+                    .map_err(store_error);
+                self.changed(r)
+            }
+            ("/v1/acl/sets", "GET") => self.list(&req.query, |s, l, c| s.list_sets(org, l, c)),
+            ("/v1/acl/sets", "POST") => {
+                let r = self.create_set(org, body, now);
+                self.changed(r)
+            }
+            ("/v1/acl/sets/{name}", "GET") => self
+                .store
+                .get_set(org, p0, true)
+                .map(|s| json_response(200, &s))
+                .map_err(store_error),
+            ("/v1/acl/sets/{name}", "PATCH") => {
+                let r = parse_body::<PatchSet>(body).and_then(|p| {
+                    check_description(&p.description).map_err(bad)?;
+                    self.store
+                        .update_set(org, p0, &p.description)
+                        .map(|s| json_response(200, &s))
+                        .map_err(store_error)
+                });
+                self.changed(r)
+            }
+            ("/v1/acl/sets/{name}", "DELETE") => {
+                let r = self
+                    .store
+                    .delete_set(org, p0)
+                    .map(|_| no_content())
+                    .map_err(store_error);
+                self.changed(r)
+            }
+            ("/v1/acl/rules", "GET") => {
+                let set = query_param(&req.query, "set").map_err(bad)?;
+                if let Some(set) = &set {
+                    self.store.get_set(org, set, false).map_err(store_error)?;
+                }
+                self.list(&req.query, |s, l, c| {
+                    s.list_rules(org, set.as_deref(), l, c)
+                })
+            }
+            ("/v1/acl/rules", "POST") => {
+                let r = self.create_rule(org, body, now);
+                self.changed(r)
+            }
+            ("/v1/acl/rules/{id}", "GET") => self
+                .store
+                .get_rule(org, p0)
+                .map(|r| json_response(200, &r))
+                .map_err(store_error),
+            ("/v1/acl/rules/{id}", "PATCH") => {
+                let r = parse_body::<PatchRule>(body).and_then(|p| {
+                    if let Some(t) = &p.topic {
+                        check_pattern(t).map_err(bad)?;
+                    }
+                    self.store
+                        .update_rule(org, p0, p.topic.as_deref(), p.action, p.permission)
+                        .map(|r| json_response(200, &r))
+                        .map_err(store_error)
+                });
+                self.changed(r)
+            }
+            ("/v1/acl/rules/{id}", "DELETE") => {
+                let r = self
+                    .store
+                    .delete_rule(org, p0)
+                    .map(|_| no_content())
+                    .map_err(store_error);
+                self.changed(r)
+            }
+            ("/v1/keys", "GET") => self.list(&req.query, |s, l, c| s.list_keys(org, l, c)),
+            ("/v1/keys", "POST") => {
+                let r = self.create_key(org, body, now);
+                self.changed(r)
+            }
+            ("/v1/keys/{id}", "GET") => self
+                .store
+                .get_key(org, p0)
+                .map(|k| json_response(200, &k))
+                .map_err(store_error),
+            ("/v1/keys/{id}", "PATCH") => {
+                let r = parse_body::<PatchKey>(body).and_then(|p| {
+                    check_label("key name", &p.name).map_err(bad)?;
+                    self.store
+                        .rename_key(org, p0, &p.name)
+                        .map(|k| json_response(200, &k))
+                        .map_err(store_error)
+                });
+                self.changed(r)
+            }
+            ("/v1/keys/{id}", "DELETE") => {
+                let r = self.revoke_key(&caller, org, p0, now);
+                self.changed(r)
+            }
+            ("/v1/org", "GET") => self.org_view(org, live, now),
+            ("/v1/org", "PATCH") => {
+                let r = self.patch_org(org, body, live, now);
+                self.changed(r)
+            }
+            ("/v1/orgs", "GET") => self.list(&req.query, |s, l, c| s.list_orgs(l, c)),
+            ("/v1/orgs", "POST") => {
+                let r = self.create_org(body, now);
+                self.changed(r)
+            }
+            ("/v1/orgs/{id}", "GET") => self.org_view(p0, live, now),
+            ("/v1/orgs/{id}", "DELETE") => {
+                let r = self
+                    .store
+                    .delete_org(p0)
+                    .map(|_| no_content())
+                    .map_err(store_error);
+                self.changed(r)
+            }
+            _ => Err(Api::error(404, "not_found", "no such route")),
+        };
+        reply.map(Outcome::Done)
+    }
+
+    fn authenticate(&mut self, req: &ApiRequest, now: u64) -> Result<Caller, ApiResponse> {
+        let unauthorized = || Api::error(401, "unauthorized", "a valid API key is required");
+        let secret = req.bearer.as_deref().ok_or_else(unauthorized)?;
+        if secret.len() > 128 {
+            return Err(unauthorized());
+        }
+        let key = Arc::clone(self.snapshot.key(secret).ok_or_else(unauthorized)?);
+        let org_id = self
+            .snapshot
+            .org(key.org)
+            .map(|o| o.id.clone())
+            .ok_or_else(unauthorized)?;
+        let last = self.touched.get(&key.id).copied().unwrap_or(0);
+        if now.saturating_sub(last) >= TOUCH_INTERVAL {
+            if self.touched.len() > 100_000 {
+                self.touched.clear();
+            }
+            self.touched.insert(key.id.clone(), now);
+            if let Err(e) = self.store.touch_key(&key.id, now) {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        }
+        Ok(Caller { key, org_id })
+    }
+
+    fn list<T: Serialize>(
+        &self,
+        query: &str,
+        f: impl FnOnce(&Store, usize, Option<&str>) -> Result<(Vec<T>, Option<String>), StoreError>,
+    ) -> Reply {
+        let (limit, cursor) = paging(query).map_err(bad)?;
+        f(&self.store, limit, cursor.as_deref())
+            .map(page_of)
+            .map_err(store_error)
+    }
+
+    fn sessions(
+        &self,
+        caller: &Caller,
+        template: &str,
+        method: &str,
+        params: &[String],
+        query: &str,
+    ) -> Result<Outcome, ApiResponse> {
+        let client_id = params.first().cloned().unwrap_or_default();
+        if template != "/v1/sessions" && client_id.len() > 65_535 {
+            return Err(bad("client id is too long"));
+        }
+        let op = match (template, method) {
+            ("/v1/sessions", _) => {
+                let (limit, cursor) = paging(query).map_err(bad)?;
+                let state = match query_param(query, "state").map_err(bad)?.as_deref() {
+                    None | Some("all") => SessionState::All,
+                    Some("active") => SessionState::Active,
+                    Some("disconnected") => SessionState::Disconnected,
+                    Some(_) => return Err(bad("state must be active, disconnected or all")),
+                };
+                SessionsOp::List {
+                    state,
+                    limit,
+                    cursor,
+                }
+            }
+            ("/v1/sessions/{client_id}/disconnect", _) => SessionsOp::Disconnect { client_id },
+            (_, "GET") => SessionsOp::Get { client_id },
+            _ => SessionsOp::Delete { client_id },
+        };
+        Ok(Outcome::Sessions {
+            org: caller.key.org,
+            op,
+        })
+    }
+
+    fn create_user(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        let req: CreateUser = parse_body(body)?;
+        check_name("username", &req.username).map_err(bad)?;
+        check_password(&req.password).map_err(bad)?;
+        if let Some(ns) = &req.namespace {
+            check_namespace(ns).map_err(bad)?;
+        }
+        check_sets(&req.acl_sets)?;
+        let password_hash = secrets::hash_password(&req.password)
+            .map_err(|e| store_error(StoreError::Secret(e)))?;
+        let user = NewUser {
+            username: req.username,
+            password_hash,
+            namespace: req.namespace,
+            enabled: req.enabled.unwrap_or(true),
+            acl_sets: req.acl_sets,
+            expires_at: None,
+            allowed: None,
+        };
+        self.store
+            .create_user(org, &user, now)
+            .map(|u| json_response(201, &u))
+            .map_err(store_error)
+    }
+
+    fn patch_user(&mut self, org: &str, username: &str, body: &[u8], now: u64) -> Reply {
+        let req: PatchUser = parse_body(body)?;
+        if let Some(Some(ns)) = &req.namespace {
+            check_namespace(ns).map_err(bad)?;
+        }
+        if let Some(sets) = &req.acl_sets {
+            check_sets(sets)?;
+        }
+        // Look the user up before paying for a hash.
+        self.store.get_user(org, username).map_err(store_error)?;
+        let password_hash = match &req.password {
+            Some(p) => {
+                check_password(p).map_err(bad)?;
+                Some(secrets::hash_password(p).map_err(|e| store_error(StoreError::Secret(e)))?)
+            }
+            None => None,
+        };
+        let change = UserChange {
+            password_hash,
+            namespace: req.namespace,
+            enabled: req.enabled,
+            acl_sets: req.acl_sets,
+        };
+        self.store
+            .update_user(org, username, &change, now)
+            .map(|u| json_response(200, &u))
+            .map_err(store_error)
+    }
+
+    fn create_set(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        let req: CreateSet = parse_body(body)?;
+        check_name("acl set name", &req.name).map_err(bad)?;
+        check_description(&req.description).map_err(bad)?;
+        self.store
+            .create_set(org, &req.name, &req.description, now)
+            .map(|s| json_response(201, &s))
+            .map_err(store_error)
+    }
+
+    fn create_rule(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        let req: CreateRule = parse_body(body)?;
+        check_pattern(&req.topic).map_err(bad)?;
+        let set = req.set.as_deref().unwrap_or(DEFAULT_SET);
+        check_name("acl set name", set).map_err(bad)?;
+        self.store
+            .create_rule(org, set, req.permission, req.action, &req.topic, now)
+            .map(|r| json_response(201, &r))
+            .map_err(store_error)
+    }
+
+    fn create_key(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        let req: CreateKey = parse_body(body)?;
+        check_label("key name", &req.name).map_err(bad)?;
+        let mut permissions = req.permissions.unwrap_or_default();
+        let sets = req.acl_sets.unwrap_or_default();
+        check_list_len("permissions", permissions.len()).map_err(bad)?;
+        check_sets(&sets)?;
+        match req.kind {
+            KeyKindName::Restricted if permissions.is_empty() => {
+                return Err(bad("a restricted key needs at least one permission"));
+            }
+            KeyKindName::Restricted => {}
+            _ if !permissions.is_empty() => {
+                return Err(bad("only restricted keys take permissions"));
+            }
+            _ => {}
+        }
+        if req.kind != KeyKindName::Public && !sets.is_empty() {
+            return Err(bad("only public keys take acl_sets"));
+        }
+        for p in &mut permissions {
+            *p = KeyPermission {
+                action: p.action,
+                topic: normalize_key_topic(&p.topic),
+            };
+        }
+        check_patterns(permissions.iter().map(|p| &p.topic))?;
+        self.store
+            .create_key(org, &req.name, req.kind, &permissions, &sets, now)
+            .map(|k| json_response(201, &k))
+            .map_err(store_error)
+    }
+
+    fn revoke_key(&mut self, caller: &Caller, org: &str, id: &str, now: u64) -> Reply {
+        // Only the root key itself may retire the root key, so an org key cannot lock the operator out.
+        if self.store.is_root_key(org, id).map_err(store_error)? && !caller.key.root {
+            return Err(forbidden("only the root key may revoke itself"));
+        }
+        self.store
+            .revoke_key(org, id, now)
+            .map(|_| no_content())
+            .map_err(store_error)
+    }
+
+    fn org_object(&self, id: &str, live: &dyn LiveView, now: u64) -> Result<Org, ApiResponse> {
+        let mut org = self.store.get_org(id).map_err(store_error)?;
+        let month = store::month_of(now);
+        let stored = self.store.usage(id, &month).map_err(store_error)?;
+        let live = self
+            .snapshot
+            .org_num(id)
+            .map(|n| live.usage(n))
+            .unwrap_or_default();
+        org.usage = Some(OrgUsage {
+            connections: live.connections,
+            messages_in: stored.messages_in.saturating_add(live.messages_in),
+            messages_out: stored.messages_out.saturating_add(live.messages_out),
+            rest_publishes: stored.rest_publishes.saturating_add(live.rest_publishes),
+            month,
+        });
+        Ok(org)
+    }
+
+    fn org_view(&self, id: &str, live: &dyn LiveView, now: u64) -> Reply {
+        self.org_object(id, live, now)
+            .map(|o| json_response(200, &o))
+    }
+
+    fn patch_org(&mut self, org: &str, body: &[u8], live: &dyn LiveView, now: u64) -> Reply {
+        let req: PatchOrg = parse_body(body)?;
+        if let Some(name) = &req.name {
+            check_label("org name", name).map_err(bad)?;
+        }
+        let mut settings = self.store.get_org(org).map_err(store_error)?.settings;
+        if let Some(p) = &req.settings {
+            p.apply(&mut settings);
+        }
+        check_settings(&settings)?;
+        self.store
+            .update_org(org, req.name.as_deref(), req.settings.as_ref())
+            .map_err(store_error)?;
+        self.org_view(org, live, now)
+    }
+
+    fn create_org(&mut self, body: &[u8], now: u64) -> Reply {
+        let req: CreateOrg = parse_body(body)?;
+        check_label("org name", &req.name).map_err(bad)?;
+        let mut settings = OrgSettings::default();
+        if let Some(p) = &req.settings {
+            p.apply(&mut settings);
+        }
+        check_settings(&settings)?;
+        let (org, key) = self
+            .store
+            .create_org(&req.name, &settings, now)
+            .map_err(store_error)?;
+        Ok(json_response(201, &CreatedOrg { org, key }))
+    }
+
+    fn token_exchange(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        let req: TokenExchange = parse_body(body)?;
+        if req.provider.as_ref().is_some_and(|p| p.len() > 128) {
+            return Err(bad("provider name is too long"));
+        }
+        let verified = self
+            .providers
+            .verify(&req.token, req.provider.as_deref(), now)
+            .map_err(|e| Api::error(401, "unauthorized", &format!("token rejected: {e}")))?;
+        self.issue_credentials(org, verified, now)
+    }
+
+    /// Creates the temporary user a verified token buys.
+    fn issue_credentials(&mut self, org: &str, verified: jwt::Verified, now: u64) -> Reply {
+        check_list_len("publish patterns", verified.publish.len()).map_err(bad)?;
+        check_list_len("subscribe patterns", verified.subscribe.len()).map_err(bad)?;
+        check_patterns(verified.publish.iter().chain(&verified.subscribe))?;
+        let expires_at = verified
+            .expires_at
+            .min(now.saturating_add(EXCHANGE_TTL_MAX));
+        if expires_at <= now {
+            return Err(Api::error(401, "unauthorized", "token rejected: expired"));
+        }
+        let username = secrets::random_id("tx_", 16).map_err(|e| store_error(e.into()))?;
+        let password = secrets::random_password(32).map_err(|e| store_error(e.into()))?;
+        let password_hash = secrets::hash_password(&password).map_err(|e| store_error(e.into()))?;
+        let allowed = Allowed {
+            publish: verified.publish,
+            subscribe: verified.subscribe,
+        };
+        let user = NewUser {
+            username: username.clone(),
+            password_hash,
+            namespace: None,
+            enabled: true,
+            acl_sets: Vec::new(),
+            expires_at: Some(expires_at),
+            allowed: Some(allowed.clone()),
+        };
+        self.store
+            .create_user(org, &user, now)
+            .map_err(store_error)?;
+        Ok(json_response(
+            201,
+            &ExchangedCredentials {
+                username: format!("{username}@{org}"),
+                password,
+                expires_at,
+                allowed,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

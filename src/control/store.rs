@@ -1048,6 +1048,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `id` is the root key (404 if the org has no such key).
+    pub fn is_root_key(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT root FROM api_keys WHERE org = ?1 AND id = ?2",
+                [org, id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// Records a key's use.
     pub fn touch_key(&mut self, id: &str, now: u64) -> Result<(), StoreError> {
         self.conn.execute(
