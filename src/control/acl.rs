@@ -279,8 +279,8 @@ mod tests {
         assert!(!deny.may_publish("y", "u", "#"));
     }
 
-    const LEVELS: &[&str] = &["a", "b", "$"];
-    const TOPIC_LEVELS: &[&str] = &["a", "b", "$", "c"];
+    const LEVELS: &[&str] = &["a", "b", "$", "$a", ""];
+    const TOPIC_LEVELS: &[&str] = &["a", "b", "$", "$a", "", "c"];
 
     fn all_topics() -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -313,6 +313,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
         #[test]
         fn covers_and_intersects_match_brute_force(p in filter_strategy(), f in filter_strategy()) {
             let topics = all_topics();

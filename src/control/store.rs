@@ -319,7 +319,7 @@ fn org_from_row(row: &Row<'_>) -> rusqlite::Result<(Org, OrgNum)> {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -1428,6 +1428,20 @@ fn insert_key(
     })
 }
 
+/// Writes the root key once to `path` with mode 0600; fails if the file exists.
+pub fn write_bootstrap_key(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
 /// Current unix time in seconds.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -1558,6 +1572,100 @@ mod tests {
         assert_ne!(g4.user(0, "v").unwrap().generation, v0);
         s.delete_user("default", "v").unwrap();
         assert!(s.snapshot(5).unwrap().user(0, "v").is_none());
+    }
+
+    #[test]
+    fn reopen_keeps_schema_and_data() {
+        let dir = std::env::temp_dir().join(format!(
+            "ringmq-store-test-{}-{}",
+            std::process::id(),
+            secrets::random_id("", 8).unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("ringmq.db");
+        let root = Store::open(&db).unwrap().bootstrap().unwrap().unwrap();
+        let mut again = Store::open(&db).unwrap();
+        assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len());
+        assert!(again.bootstrap().unwrap().is_none());
+        assert!(again.snapshot(1).unwrap().key(&root).unwrap().root);
+        let key_file = dir.join("bootstrap-key");
+        write_bootstrap_key(&key_file, &root).unwrap();
+        assert!(write_bootstrap_key(&key_file, &root).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_key_with_sets_only_subscribes() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.bootstrap().unwrap();
+        s.create_set("default", "web", "", 1).unwrap();
+        s.create_rule(
+            "default",
+            "web",
+            Permission::Allow,
+            Action::All,
+            "news/#",
+            1,
+        )
+        .unwrap();
+        s.create_rule(
+            "default",
+            "web",
+            Permission::Deny,
+            Action::Subscribe,
+            "news/private/#",
+            1,
+        )
+        .unwrap();
+        let k = s
+            .create_key(
+                "default",
+                "web",
+                KeyKindName::Public,
+                &[],
+                &["web".into()],
+                1,
+            )
+            .unwrap();
+        let snap = s.snapshot(1).unwrap();
+        let key = snap.key(k.key.as_deref().unwrap()).unwrap();
+        assert_eq!(key.kind, KeyKind::Public);
+        assert!(key.acl.may_subscribe("news/a", "", ""));
+        assert!(!key.acl.may_subscribe("news/#", "", ""));
+        assert!(!key.acl.may_subscribe("other", "", ""));
+        assert!(!key.acl.may_publish("news/a", "", ""));
+        let g = key.generation;
+        s.create_rule(
+            "default",
+            "web",
+            Permission::Allow,
+            Action::Subscribe,
+            "more/#",
+            2,
+        )
+        .unwrap();
+        assert_ne!(
+            s.snapshot(2)
+                .unwrap()
+                .key(k.key.as_deref().unwrap())
+                .unwrap()
+                .generation,
+            g
+        );
+        assert!(matches!(
+            s.delete_set("default", "web"),
+            Err(StoreError::Conflict(_))
+        ));
+        s.revoke_key("default", &k.id, 3).unwrap();
+        assert!(s
+            .snapshot(3)
+            .unwrap()
+            .key(k.key.as_deref().unwrap())
+            .is_none());
+        s.delete_set("default", "web").unwrap();
     }
 
     #[test]
