@@ -139,3 +139,22 @@ impl Snapshot {
         self.keys.insert(hash, Arc::new(key));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync>() {}
+
+    #[test]
+    fn empty_default_has_only_the_default_org() {
+        shareable::<Snapshot>();
+        let s = Snapshot::empty_default();
+        assert_eq!(s.org_num("default"), Some(0));
+        assert_eq!(s.org(0).map(|o| o.id.as_str()), Some("default"));
+        assert_eq!(s.org(0).map(|o| o.settings), Some(OrgSettings::default()));
+        assert!(s.org_num("org_x").is_none());
+        assert!(s.user(0, "u").is_none());
+        assert!(s.key("sk_x").is_none());
+    }
+}

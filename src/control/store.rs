@@ -129,6 +129,13 @@ CREATE TABLE usage (
 );
 "#];
 
+/// Most rules in one set (each principal's ACL is scanned linearly).
+pub const RULES_PER_SET_MAX: i64 = 1000;
+/// Most rule sets in one org.
+pub const SETS_PER_ORG_MAX: i64 = 1000;
+/// Most API keys (including revoked ones) in one org.
+pub const KEYS_PER_ORG_MAX: i64 = 1000;
+
 /// A user row to insert.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -510,6 +517,24 @@ impl Store {
         Ok(())
     }
 
+    fn check_count(
+        &self,
+        sql: &str,
+        args: &[&str],
+        max: i64,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+        if n >= max {
+            return Err(StoreError::Conflict(format!(
+                "at most {max} {what} allowed"
+            )));
+        }
+        Ok(())
+    }
+
     // ---- users ----
 
     fn check_sets(&self, org: &str, sets: &[String]) -> Result<(), StoreError> {
@@ -725,6 +750,12 @@ impl Store {
         description: &str,
         now: u64,
     ) -> Result<AclSet, StoreError> {
+        self.check_count(
+            "SELECT COUNT(*) FROM acl_sets WHERE org = ?1",
+            &[org],
+            SETS_PER_ORG_MAX,
+            "acl sets per org",
+        )?;
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![org, name, description, to_i64(now)],
@@ -965,6 +996,12 @@ impl Store {
         now: u64,
     ) -> Result<Key, StoreError> {
         self.check_sets(org, acl_sets)?;
+        self.check_count(
+            "SELECT COUNT(*) FROM api_keys WHERE org = ?1",
+            &[org],
+            KEYS_PER_ORG_MAX,
+            "keys per org",
+        )?;
         let tx = self.conn.transaction()?;
         let key = insert_key(&tx, org, name, kind, permissions, acl_sets, false, now)?;
         tx.commit()?;

@@ -240,6 +240,14 @@ fn secrets_never_echo_in_errors() {
     );
     assert_eq!(st, 400);
     assert!(!v.to_string().contains("hunter2"), "{v}");
+    let (st, v) = h.call(
+        &k,
+        "POST",
+        "/v1/keys",
+        json!({"name": "x", "kind": "sk_leakedleaked"}),
+    );
+    assert_eq!(st, 400);
+    assert!(!v.to_string().contains("leaked"), "{v}");
     let (_, v) = h.call(&format!("{k}x"), "GET", "/v1/users", Value::Null);
     assert!(!v.to_string().contains(&k));
 }

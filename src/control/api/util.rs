@@ -201,8 +201,25 @@ pub fn check_list_len(what: &str, n: usize) -> Result<(), String> {
     }
 }
 
-/// serde's message with quoted string values removed: a secret sent in the wrong field must not echo back.
+/// serde's message with echoed string values removed: a secret sent in the wrong field must not come back.
 pub fn redact_serde(msg: &str) -> String {
+    redact_variant(&redact_strings(msg))
+}
+
+/// `unknown variant `x`` echoes the value in backticks.
+fn redact_variant(msg: &str) -> String {
+    const MARK: &str = "unknown variant `";
+    let Some(start) = msg.find(MARK) else {
+        return msg.to_string();
+    };
+    let head = start + MARK.len();
+    match msg[head..].find("`, expected") {
+        Some(end) => format!("{}…{}", &msg[..head], &msg[head + end..]),
+        None => format!("{}…`", &msg[..head]),
+    }
+}
+
+fn redact_strings(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     while let Some(start) = rest.find("string \"") {
@@ -250,5 +267,8 @@ mod tests {
         let m = redact_serde("invalid type: string \"hunter22\", expected a boolean at line 1");
         assert!(!m.contains("hunter22"));
         assert!(m.contains("expected a boolean"));
+        let m = redact_serde("unknown variant `sk_abc`, expected one of `allow`, `deny` at line 1");
+        assert!(!m.contains("sk_abc"));
+        assert!(m.contains("expected one of `allow`"));
     }
 }
