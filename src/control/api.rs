@@ -354,8 +354,7 @@ impl Api {
             if caller.key.kind == KeyKind::Restricted {
                 return Err(forbidden("restricted keys cannot exchange tokens"));
             }
-            let org = org.to_string();
-            let reply = self.token_exchange(&org, body, now);
+            let reply = self.token_exchange(org, body, now);
             return self.changed(reply).map(Outcome::Done);
         }
         if template.starts_with("/v1/orgs") {
@@ -368,8 +367,6 @@ impl Api {
         if template.starts_with("/v1/sessions") {
             return self.sessions(&caller, template, method, &params, &req.query);
         }
-        let org = org.to_string();
-        let org = org.as_str();
         let reply: Reply = match (template, method) {
             ("/v1/users", "GET") => self.list(&req.query, |s, l, c| s.list_users(org, l, c)),
             ("/v1/users", "POST") => {
