@@ -1,95 +1,160 @@
-//! (stub until the control branch lands)
+//! The immutable view the shards authenticate and authorize from; rebuilt after every change.
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::acl::Acl;
+use super::model::OrgSettings;
+use super::secrets::key_hash;
 
-/// Routing number of an org.
+/// Routing number of an org; 0 is `default`.
 pub type OrgNum = u32;
 
-/// Stub.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Version.
-    pub version: u64,
-}
-
-/// Stub.
-#[derive(Debug)]
+/// One org as the shards see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgInfo {
-    /// Num.
+    /// Routing number.
     pub num: OrgNum,
-    /// Id.
+    /// `default` or `org_…`.
     pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Limits.
+    pub settings: OrgSettings,
 }
 
-/// Stub.
-#[derive(Debug)]
+/// An MQTT user's credentials and compiled rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserAuth {
-    /// Org.
+    /// Owning org.
     pub org: OrgNum,
-    /// Name.
+    /// Username without `@org`.
     pub username: String,
-    /// Namespace.
+    /// Topic namespace.
     pub namespace: Option<String>,
-    /// Enabled.
+    /// Disabled users are refused.
     pub enabled: bool,
-    /// PHC.
+    /// argon2id PHC string.
     pub password_hash: String,
-    /// Expiry.
+    /// Unix seconds after which CONNECT is refused.
     pub expires_at: Option<u64>,
-    /// ACL.
+    /// Set `default` + own sets (or token-exchange patterns).
     pub acl: Acl,
-    /// Generation.
+    /// Changes whenever anything affecting this user changes.
     pub generation: u64,
 }
 
-/// Stub.
+/// API key kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
-    /// sk.
+    /// `sk_`.
     Secret,
-    /// pk.
+    /// `pk_`.
     Public,
-    /// rk.
+    /// `rk_`.
     Restricted,
 }
 
-/// Stub.
-#[derive(Debug)]
+/// A valid (not revoked) API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyAuth {
-    /// Id.
+    /// `key_…`.
     pub id: String,
-    /// Org.
+    /// Owning org.
     pub org: OrgNum,
     /// Kind.
     pub kind: KeyKind,
-    /// Root.
+    /// The bootstrap key of `default`, the only one allowed on `/v1/orgs`.
     pub root: bool,
-    /// ACL.
+    /// What it may publish / subscribe.
     pub acl: Acl,
-    /// Generation.
+    /// Changes whenever anything affecting this key changes.
     pub generation: u64,
 }
 
+/// Immutable auth state of every org.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with every rebuild.
+    pub version: u64,
+    org_ids: HashMap<String, OrgNum>,
+    orgs: HashMap<OrgNum, OrgInfo>,
+    users: HashMap<OrgNum, HashMap<String, Arc<UserAuth>>>,
+    keys: HashMap<[u8; 32], Arc<KeyAuth>>,
+}
+
 impl Snapshot {
-    /// Stub.
+    /// Only the default org, no users or keys (tests, before the control thread starts).
     pub fn empty_default() -> Snapshot {
-        Snapshot::default()
+        let mut s = Snapshot::default();
+        s.insert_org(OrgInfo {
+            num: 0,
+            id: "default".to_string(),
+            name: "default".to_string(),
+            settings: OrgSettings::default(),
+        });
+        s
     }
-    /// Stub.
+
+    /// Routing number of an org id.
     pub fn org_num(&self, org_id: &str) -> Option<OrgNum> {
-        (org_id == "default").then_some(0)
+        self.org_ids.get(org_id).copied()
     }
-    /// Stub.
-    pub fn org(&self, _num: OrgNum) -> Option<&OrgInfo> {
-        None
+
+    /// Org by routing number.
+    pub fn org(&self, num: OrgNum) -> Option<&OrgInfo> {
+        self.orgs.get(&num)
     }
-    /// Stub.
-    pub fn user(&self, _org: OrgNum, _username: &str) -> Option<&Arc<UserAuth>> {
-        None
+
+    /// User by org and bare username.
+    pub fn user(&self, org: OrgNum, username: &str) -> Option<&Arc<UserAuth>> {
+        self.users.get(&org)?.get(username)
     }
-    /// Stub.
-    pub fn key(&self, _secret: &str) -> Option<&Arc<KeyAuth>> {
-        None
+
+    /// Key by its secret (looked up by SHA-256; revoked keys are absent).
+    pub fn key(&self, secret: &str) -> Option<&Arc<KeyAuth>> {
+        self.keys.get(&key_hash(secret))
+    }
+
+    pub(crate) fn new(version: u64) -> Snapshot {
+        Snapshot {
+            version,
+            ..Snapshot::default()
+        }
+    }
+
+    pub(crate) fn insert_org(&mut self, org: OrgInfo) {
+        self.org_ids.insert(org.id.clone(), org.num);
+        self.orgs.insert(org.num, org);
+    }
+
+    pub(crate) fn insert_user(&mut self, user: UserAuth) {
+        self.users
+            .entry(user.org)
+            .or_default()
+            .insert(user.username.clone(), Arc::new(user));
+    }
+
+    pub(crate) fn insert_key(&mut self, hash: [u8; 32], key: KeyAuth) {
+        self.keys.insert(hash, Arc::new(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync>() {}
+
+    #[test]
+    fn empty_default_has_only_the_default_org() {
+        shareable::<Snapshot>();
+        let s = Snapshot::empty_default();
+        assert_eq!(s.org_num("default"), Some(0));
+        assert_eq!(s.org(0).map(|o| o.id.as_str()), Some("default"));
+        assert_eq!(s.org(0).map(|o| o.settings), Some(OrgSettings::default()));
+        assert!(s.org_num("org_x").is_none());
+        assert!(s.user(0, "u").is_none());
+        assert!(s.key("sk_x").is_none());
     }
 }

@@ -1,21 +1,650 @@
-//! (stub until the control branch lands)
+//! SQLite schema, migrations and org-scoped queries of the control plane.
+//!
+//! Every query that reads or writes an org's rows takes the org id and filters on it, so one
+//! org can never reach another's rows.
+
 use std::path::Path;
 
-/// Stub.
-#[derive(Debug, thiserror::Error)]
-#[error("store stub")]
-pub struct StoreError;
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-/// Stub.
-pub struct Store;
+use super::model::{
+    AclSet, Action, Allowed, Key, KeyKindName, KeyPermission, Org, OrgSettings, OrgSettingsPatch,
+    Permission, Rule,
+};
+use super::secrets::{self, KeyPrefix, SecretError};
+use super::snapshot::OrgNum;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The row does not exist in this org.
+    #[error("not found")]
+    NotFound,
+    /// Already exists, or still in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// A referenced row (e.g. a rule set) does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// Random source or hashing failed.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Id of the org created on first start.
+pub const DEFAULT_ORG: &str = "default";
+/// Name of the rule set every org has.
+pub const DEFAULT_SET: &str = "default";
+
+mod build;
+mod keys;
+mod rules;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod users;
+
+use schema::MIGRATIONS;
+
+/// Most rules in one set (each principal's ACL is scanned linearly).
+pub const RULES_PER_SET_MAX: i64 = 1000;
+/// Most rule sets in one org.
+pub const SETS_PER_ORG_MAX: i64 = 1000;
+/// Most API keys (including revoked ones) in one org.
+pub const KEYS_PER_ORG_MAX: i64 = 1000;
+
+/// A user row to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Bare username.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Topic namespace.
+    pub namespace: Option<String>,
+    /// May connect.
+    pub enabled: bool,
+    /// Attached rule sets.
+    pub acl_sets: Vec<String>,
+    /// Token-exchange users expire.
+    pub expires_at: Option<u64>,
+    /// Token-exchange users carry their patterns instead of sets.
+    pub allowed: Option<Allowed>,
+}
+
+/// A user update; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    /// New PHC string.
+    pub password_hash: Option<String>,
+    /// New namespace.
+    pub namespace: Option<Option<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Replace the sets.
+    pub acl_sets: Option<Vec<String>>,
+}
+
+/// A stored user, for the API.
+pub type UserRow = super::model::User;
+
+/// Usage counters of one org and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounters {
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages delivered.
+    pub messages_out: u64,
+    /// REST publishes.
+    pub rest_publishes: u64,
+}
+
+/// The control-plane database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(to_u64)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse_permission(s: &str) -> Result<Permission, StoreError> {
+    match s {
+        "allow" => Ok(Permission::Allow),
+        "deny" => Ok(Permission::Deny),
+        _ => Err(corrupt("rule permission")),
+    }
+}
+
+fn parse_action(s: &str) -> Result<Action, StoreError> {
+    match s {
+        "publish" => Ok(Action::Publish),
+        "subscribe" => Ok(Action::Subscribe),
+        "all" => Ok(Action::All),
+        _ => Err(corrupt("rule action")),
+    }
+}
+
+/// Stored name of a permission.
+pub fn permission_str(p: Permission) -> &'static str {
+    match p {
+        Permission::Allow => "allow",
+        Permission::Deny => "deny",
+    }
+}
+
+/// Stored name of an action.
+pub fn action_str(a: Action) -> &'static str {
+    match a {
+        Action::Publish => "publish",
+        Action::Subscribe => "subscribe",
+        Action::All => "all",
+    }
+}
+
+fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn make_rule(r: (String, String, String, String, String, i64)) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: r.0,
+        set: r.1,
+        permission: parse_permission(&r.2)?,
+        action: parse_action(&r.3)?,
+        topic: r.4,
+        created_at: to_u64(r.5),
+    })
+}
+
+/// Splits `rows` (fetched with `limit + 1`) into a page and the next cursor.
+fn page<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(cursor_of);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+fn limit_sql(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+const RULE_COLS: &str = "id, set_name, permission, action, topic, created_at";
+const KEY_COLS: &str =
+    "id, name, kind, prefix, permissions, created_at, last_used_at, revoked_at, root";
+const ORG_COLS: &str =
+    "id, num, name, rate_limit_per_sec, rate_burst, monthly_quota, connections_max, created_at";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(Key, String, String, bool)> {
+    Ok((
+        Key {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            kind: KeyKindName::Secret,
+            prefix: row.get(3)?,
+            permissions: Vec::new(),
+            acl_sets: Vec::new(),
+            created_at: to_u64(row.get(5)?),
+            last_used_at: opt_u64(row.get(6)?),
+            revoked_at: opt_u64(row.get(7)?),
+            key: None,
+        },
+        row.get::<_, String>(2)?,
+        row.get::<_, String>(4)?,
+        row.get::<_, i64>(8)? != 0,
+    ))
+}
+
+fn org_from_row(row: &Row<'_>) -> rusqlite::Result<(Org, OrgNum)> {
+    let num: i64 = row.get(1)?;
+    Ok((
+        Org {
+            id: row.get(0)?,
+            name: row.get(2)?,
+            settings: OrgSettings {
+                rate_limit_per_sec: to_u64(row.get(3)?),
+                rate_burst: to_u64(row.get(4)?),
+                monthly_quota: to_u64(row.get(5)?),
+                connections_max: to_u64(row.get(6)?),
+            },
+            created_at: to_u64(row.get(7)?),
+            usage: None,
+        },
+        OrgNum::try_from(num).unwrap_or(OrgNum::MAX),
+    ))
+}
 
 impl Store {
-    /// Stub.
-    pub fn open(_path: &Path) -> Result<Store, StoreError> {
-        Ok(Store)
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Store::init(conn)
     }
-    /// Stub.
+
+    /// A fresh in-memory database (tests).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Number of migrations applied.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let applied = self.schema_version()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(0))?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// On first start creates org `default` and its root key, returning the key's secret once.
     pub fn bootstrap(&mut self) -> Result<Option<String>, StoreError> {
-        Ok(None)
+        let count: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get(0))?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let now = now_unix();
+        let tx = self.conn.transaction()?;
+        insert_org(&tx, DEFAULT_ORG, 0, "default", &OrgSettings::default(), now)?;
+        let key = insert_key(
+            &tx,
+            DEFAULT_ORG,
+            "root",
+            KeyKindName::Secret,
+            &[],
+            &[],
+            true,
+            now,
+        )?;
+        tx.commit()?;
+        Ok(key.key)
     }
+
+    // ---- orgs ----
+
+    /// Creates an org with a fresh routing number, its `default` set and a first secret key.
+    pub fn create_org(
+        &mut self,
+        name: &str,
+        settings: &OrgSettings,
+        now: u64,
+    ) -> Result<(Org, Key), StoreError> {
+        let tx = self.conn.transaction()?;
+        // Numbers are never reused, so a counter survives deletions where max(num) would not.
+        let num: i64 = tx.query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'org_num' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let id = secrets::random_id("org_", 12)?;
+        insert_org(&tx, &id, num, name, settings, now)?;
+        let key = insert_key(
+            &tx,
+            &id,
+            "default",
+            KeyKindName::Secret,
+            &[],
+            &[],
+            false,
+            now,
+        )?;
+        tx.commit()?;
+        let org = self.get_org(&id)?;
+        Ok((org, key))
+    }
+
+    /// One org by id.
+    pub fn get_org(&self, id: &str) -> Result<Org, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                [id],
+                org_from_row,
+            )
+            .optional()?
+            .map(|(o, _)| o)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Routing number of an org.
+    pub fn org_num(&self, id: &str) -> Result<OrgNum, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                [id],
+                org_from_row,
+            )
+            .optional()?
+            .map(|(_, n)| n)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Orgs ordered by id.
+    pub fn list_orgs(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Org>, Option<String>), StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![cursor.unwrap_or(""), limit_sql(limit)],
+                org_from_row,
+            )?
+            .map(|r| r.map(|(o, _)| o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(rows, limit, |o| o.id.clone()))
+    }
+
+    /// Renames an org and/or changes its settings.
+    pub fn update_org(
+        &mut self,
+        id: &str,
+        name: Option<&str>,
+        settings: Option<&OrgSettingsPatch>,
+    ) -> Result<Org, StoreError> {
+        let mut org = self.get_org(id)?;
+        if let Some(name) = name {
+            org.name = name.to_string();
+        }
+        if let Some(patch) = settings {
+            patch.apply(&mut org.settings);
+        }
+        let s = &org.settings;
+        self.conn.execute(
+            "UPDATE orgs SET name = ?2, rate_limit_per_sec = ?3, rate_burst = ?4, monthly_quota = ?5,
+             connections_max = ?6 WHERE id = ?1",
+            params![
+                id,
+                org.name,
+                to_i64(s.rate_limit_per_sec),
+                to_i64(s.rate_burst),
+                to_i64(s.monthly_quota),
+                to_i64(s.connections_max)
+            ],
+        )?;
+        Ok(org)
+    }
+
+    /// Deletes an org and everything in it (never `default`).
+    pub fn delete_org(&mut self, id: &str) -> Result<(), StoreError> {
+        if id == DEFAULT_ORG {
+            return Err(StoreError::Conflict(
+                "the default org cannot be deleted".into(),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        // Join rows first: their set foreign keys would otherwise race the cascade order.
+        tx.execute("DELETE FROM user_sets WHERE org = ?1", [id])?;
+        tx.execute("DELETE FROM key_sets WHERE org = ?1", [id])?;
+        tx.execute("DELETE FROM acl_rules WHERE org = ?1", [id])?;
+        let n = tx.execute("DELETE FROM orgs WHERE id = ?1", [id])?;
+        tx.commit()?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn check_count(
+        &self,
+        sql: &str,
+        args: &[&str],
+        max: i64,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+        if n >= max {
+            return Err(StoreError::Conflict(format!(
+                "at most {max} {what} allowed"
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- usage ----
+
+    /// Adds to an org's counters of `month` (`YYYY-MM`).
+    pub fn add_usage(
+        &mut self,
+        org: &str,
+        month: &str,
+        add: UsageCounters,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO usage (org, month, messages_in, messages_out, rest_publishes)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (org, month) DO UPDATE SET messages_in = messages_in + ?3,
+             messages_out = messages_out + ?4, rest_publishes = rest_publishes + ?5",
+            params![
+                org,
+                month,
+                to_i64(add.messages_in),
+                to_i64(add.messages_out),
+                to_i64(add.rest_publishes)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// An org's counters of `month`.
+    pub fn usage(&self, org: &str, month: &str) -> Result<UsageCounters, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
+                [org, month],
+                |r| {
+                    Ok(UsageCounters {
+                        messages_in: to_u64(r.get(0)?),
+                        messages_out: to_u64(r.get(1)?),
+                        rest_publishes: to_u64(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        username: row.get(0)?,
+        namespace: row.get(1)?,
+        enabled: row.get(2)?,
+        acl_sets: Vec::new(),
+        created_at: to_u64(row.get(3)?),
+        updated_at: to_u64(row.get(4)?),
+        expires_at: opt_u64(row.get(5)?),
+    })
+}
+
+fn set_from_row(row: &Row<'_>) -> rusqlite::Result<AclSet> {
+    Ok(AclSet {
+        name: row.get(0)?,
+        description: row.get(1)?,
+        created_at: to_u64(row.get(2)?),
+        rule_count: to_u64(row.get(3)?),
+        rules: None,
+    })
+}
+
+fn insert_org(
+    tx: &Connection,
+    id: &str,
+    num: i64,
+    name: &str,
+    s: &OrgSettings,
+    now: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orgs (id, num, name, rate_limit_per_sec, rate_burst, monthly_quota,
+         connections_max, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            num,
+            name,
+            to_i64(s.rate_limit_per_sec),
+            to_i64(s.rate_burst),
+            to_i64(s.monthly_quota),
+            to_i64(s.connections_max),
+            to_i64(now)
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, '', ?3)",
+        params![id, DEFAULT_SET, to_i64(now)],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_key(
+    tx: &Connection,
+    org: &str,
+    name: &str,
+    kind: KeyKindName,
+    permissions: &[KeyPermission],
+    acl_sets: &[String],
+    root: bool,
+    now: u64,
+) -> Result<Key, StoreError> {
+    let prefix = match kind {
+        KeyKindName::Secret => KeyPrefix::Secret,
+        KeyKindName::Public => KeyPrefix::Public,
+        KeyKindName::Restricted => KeyPrefix::Restricted,
+    };
+    let secret = secrets::generate_key(prefix)?;
+    let id = secrets::random_id("key_", 16)?;
+    let shown: String = secret.chars().take(10).collect();
+    let perms =
+        serde_json::to_string(permissions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO api_keys (id, org, name, kind, key_hash, prefix, permissions, root, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            id,
+            org,
+            name,
+            kind.as_str(),
+            secrets::key_hash(&secret).to_vec(),
+            shown,
+            perms,
+            root,
+            to_i64(now)
+        ],
+    )?;
+    for set in acl_sets {
+        tx.execute(
+            "INSERT OR IGNORE INTO key_sets (org, key_id, set_name) VALUES (?1, ?2, ?3)",
+            params![org, id, set],
+        )?;
+    }
+    let mut sets = acl_sets.to_vec();
+    sets.sort();
+    sets.dedup();
+    Ok(Key {
+        id,
+        name: name.to_string(),
+        kind,
+        prefix: shown,
+        permissions: permissions.to_vec(),
+        acl_sets: sets,
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+        key: Some(secret),
+    })
+}
+
+/// Writes the root key once to `path` with mode 0600; fails if the file exists.
+pub fn write_bootstrap_key(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Current unix time in seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM` of a unix time (UTC).
+pub fn month_of(unix: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = i64::try_from(unix / 86_400).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
 }

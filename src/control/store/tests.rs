@@ -1,0 +1,209 @@
+use super::*;
+use crate::control::snapshot::KeyKind;
+
+fn user(name: &str, sets: &[&str]) -> NewUser {
+    NewUser {
+        username: name.to_string(),
+        password_hash: "$argon2id$fake".to_string(),
+        namespace: None,
+        enabled: true,
+        acl_sets: sets.iter().map(|s| s.to_string()).collect(),
+        expires_at: None,
+        allowed: None,
+    }
+}
+
+#[test]
+fn migrations_and_bootstrap() {
+    let mut s = Store::open_in_memory().unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+    s.migrate().unwrap();
+    let root = s.bootstrap().unwrap().unwrap();
+    assert!(root.starts_with("sk_"));
+    assert!(s.bootstrap().unwrap().is_none());
+    let snap = s.snapshot(1).unwrap();
+    assert_eq!(snap.org_num("default"), Some(0));
+    let key = snap.key(&root).unwrap();
+    assert!(key.root);
+    assert_eq!(key.kind, KeyKind::Secret);
+    assert!(s.get_set("default", "default", false).is_ok());
+}
+
+#[test]
+fn org_numbers_are_never_reused() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.bootstrap().unwrap();
+    let (a, _) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
+    assert_eq!(s.org_num(&a.id).unwrap(), 1);
+    s.delete_org(&a.id).unwrap();
+    let (b, _) = s.create_org("b", &OrgSettings::default(), 1).unwrap();
+    assert_eq!(s.org_num(&b.id).unwrap(), 2);
+    assert!(matches!(
+        s.delete_org("default"),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[test]
+fn delete_org_cascades() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.bootstrap().unwrap();
+    let (o, k) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
+    s.create_set(&o.id, "x", "", 1).unwrap();
+    s.create_rule(&o.id, "x", Permission::Allow, Action::All, "a/#", 1)
+        .unwrap();
+    s.create_user(&o.id, &user("u", &["x"]), 1).unwrap();
+    s.create_key(&o.id, "p", KeyKindName::Public, &[], &["x".into()], 1)
+        .unwrap();
+    s.delete_org(&o.id).unwrap();
+    let snap = s.snapshot(2).unwrap();
+    assert!(snap.org_num(&o.id).is_none());
+    assert!(snap.key(k.key.as_deref().unwrap()).is_none());
+}
+
+#[test]
+fn user_generation_changes_with_its_rules() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.bootstrap().unwrap();
+    s.create_set("default", "x", "", 1).unwrap();
+    s.create_user("default", &user("u", &["x"]), 1).unwrap();
+    s.create_user("default", &user("v", &[]), 1).unwrap();
+    let g0 = s.snapshot(1).unwrap();
+    let (u0, v0) = (
+        g0.user(0, "u").unwrap().generation,
+        g0.user(0, "v").unwrap().generation,
+    );
+    let r = s
+        .create_rule(
+            "default",
+            "x",
+            Permission::Allow,
+            Action::All,
+            "a/{username}/#",
+            1,
+        )
+        .unwrap();
+    let g1 = s.snapshot(2).unwrap();
+    let u1 = g1.user(0, "u").unwrap();
+    assert_ne!(u1.generation, u0);
+    assert_eq!(g1.user(0, "v").unwrap().generation, v0);
+    assert!(u1.acl.may_publish("a/u/x", "u", "c"));
+    assert!(!g1.user(0, "v").unwrap().acl.may_publish("a/v/x", "v", "c"));
+    s.delete_rule("default", &r.id).unwrap();
+    assert_eq!(s.snapshot(3).unwrap().user(0, "u").unwrap().generation, u0);
+    s.update_user(
+        "default",
+        "v",
+        &UserChange {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        2,
+    )
+    .unwrap();
+    let g4 = s.snapshot(4).unwrap();
+    assert_ne!(g4.user(0, "v").unwrap().generation, v0);
+    s.delete_user("default", "v").unwrap();
+    assert!(s.snapshot(5).unwrap().user(0, "v").is_none());
+}
+
+#[test]
+fn reopen_keeps_schema_and_data() {
+    let dir = std::env::temp_dir().join(format!(
+        "ringmq-store-test-{}-{}",
+        std::process::id(),
+        secrets::random_id("", 8).unwrap()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("ringmq.db");
+    let root = Store::open(&db).unwrap().bootstrap().unwrap().unwrap();
+    let mut again = Store::open(&db).unwrap();
+    assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len());
+    assert!(again.bootstrap().unwrap().is_none());
+    assert!(again.snapshot(1).unwrap().key(&root).unwrap().root);
+    let key_file = dir.join("bootstrap-key");
+    write_bootstrap_key(&key_file, &root).unwrap();
+    assert!(write_bootstrap_key(&key_file, &root).is_err());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn public_key_with_sets_only_subscribes() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.bootstrap().unwrap();
+    s.create_set("default", "web", "", 1).unwrap();
+    s.create_rule(
+        "default",
+        "web",
+        Permission::Allow,
+        Action::All,
+        "news/#",
+        1,
+    )
+    .unwrap();
+    s.create_rule(
+        "default",
+        "web",
+        Permission::Deny,
+        Action::Subscribe,
+        "news/private/#",
+        1,
+    )
+    .unwrap();
+    let k = s
+        .create_key(
+            "default",
+            "web",
+            KeyKindName::Public,
+            &[],
+            &["web".into()],
+            1,
+        )
+        .unwrap();
+    let snap = s.snapshot(1).unwrap();
+    let key = snap.key(k.key.as_deref().unwrap()).unwrap();
+    assert_eq!(key.kind, KeyKind::Public);
+    assert!(key.acl.may_subscribe("news/a", "", ""));
+    assert!(!key.acl.may_subscribe("news/#", "", ""));
+    assert!(!key.acl.may_subscribe("other", "", ""));
+    assert!(!key.acl.may_publish("news/a", "", ""));
+    let g = key.generation;
+    s.create_rule(
+        "default",
+        "web",
+        Permission::Allow,
+        Action::Subscribe,
+        "more/#",
+        2,
+    )
+    .unwrap();
+    assert_ne!(
+        s.snapshot(2)
+            .unwrap()
+            .key(k.key.as_deref().unwrap())
+            .unwrap()
+            .generation,
+        g
+    );
+    assert!(matches!(
+        s.delete_set("default", "web"),
+        Err(StoreError::Conflict(_))
+    ));
+    s.revoke_key("default", &k.id, 3).unwrap();
+    assert!(s
+        .snapshot(3)
+        .unwrap()
+        .key(k.key.as_deref().unwrap())
+        .is_none());
+    s.delete_set("default", "web").unwrap();
+}
+
+#[test]
+fn month_strings() {
+    assert_eq!(month_of(0), "1970-01");
+    assert_eq!(month_of(1_709_251_200), "2024-03");
+    assert_eq!(month_of(1_709_251_199), "2024-02");
+}
