@@ -200,8 +200,12 @@ pub struct ControlHandle {
     version: AtomicU64,
     inboxes: Vec<ArrayQueue<ShardQuery>>,
     mesh: Arc<Mesh<MeshMsg>>,
-    /// Per-shard, per-org counters, refreshed by each shard's housekeeping.
+    /// Per-shard, per-org counters since start, refreshed by each shard's housekeeping.
     usage: Vec<Mutex<ahash::AHashMap<OrgNum, OrgCounters>>>,
+    /// The part of those counters already added to the store's monthly usage.
+    persisted: Mutex<ahash::AHashMap<OrgNum, OrgCounters>>,
+    /// Failed MQTT logins per source address, over all shards (a guesser spreads over them).
+    login_failures: Mutex<ahash::AHashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
 
 impl ControlHandle {
@@ -260,20 +264,106 @@ impl ControlHandle {
     }
 }
 
-impl LiveView for ControlHandle {
-    fn usage(&self, org: OrgNum) -> Usage {
-        let mut usage = Usage::default();
+/// Source addresses tracked for failed logins at most.
+const FAILURE_SOURCES_MAX: usize = 16_384;
+
+/// The window failed logins are counted in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+impl ControlHandle {
+    /// True when `peer` failed `max` logins or more within the last minute.
+    pub fn login_blocked(&self, peer: std::net::IpAddr, max: u32) -> bool {
+        let Ok(mut failures) = self.login_failures.lock() else {
+            return false;
+        };
+        match failures.get(&peer) {
+            Some((count, since)) if since.elapsed() < FAILURE_WINDOW => *count >= max,
+            Some(_) => {
+                failures.remove(&peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed login from `peer`.
+    pub fn login_failed(&self, peer: std::net::IpAddr) {
+        let Ok(mut failures) = self.login_failures.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if failures.len() >= FAILURE_SOURCES_MAX {
+            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if failures.len() >= FAILURE_SOURCES_MAX {
+                // Under a spread-out attack, forgetting is better than unbounded memory.
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(peer).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    /// Every org's counters summed over the shards (since start).
+    fn totals(&self) -> ahash::AHashMap<OrgNum, OrgCounters> {
+        let mut totals: ahash::AHashMap<OrgNum, OrgCounters> = ahash::AHashMap::new();
         for shard in &self.usage {
             if let Ok(map) = shard.lock() {
-                if let Some(counters) = map.get(&org) {
-                    usage.connections += counters.connections;
-                    usage.messages_in += counters.messages_in;
-                    usage.messages_out += counters.messages_out;
-                    usage.rest_publishes += counters.rest_publishes;
+                for (org, counters) in map.iter() {
+                    let total = totals.entry(*org).or_default();
+                    total.connections += counters.connections;
+                    total.messages_in += counters.messages_in;
+                    total.messages_out += counters.messages_out;
+                    total.rest_publishes += counters.rest_publishes;
                 }
             }
         }
-        usage
+        totals
+    }
+}
+
+impl LiveView for ControlHandle {
+    /// Live connections, plus the messages counted since the last time they were stored (the
+    /// API adds the stored monthly figures).
+    fn usage(&self, org: OrgNum) -> Usage {
+        let total = self.totals().get(&org).copied().unwrap_or_default();
+        let stored = self
+            .persisted
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&org).copied())
+            .unwrap_or_default();
+        Usage {
+            connections: total.connections,
+            messages_in: total.messages_in.saturating_sub(stored.messages_in),
+            messages_out: total.messages_out.saturating_sub(stored.messages_out),
+            rest_publishes: total.rest_publishes.saturating_sub(stored.rest_publishes),
+        }
+    }
+}
+
+/// Adds what the shards counted since the last call to the store's monthly usage.
+fn persist_usage(api: &mut Api, handle: &ControlHandle, now: u64) {
+    let totals = handle.totals();
+    let Ok(mut persisted) = handle.persisted.lock() else {
+        return;
+    };
+    for (org, total) in totals {
+        let stored = persisted.entry(org).or_default();
+        let add = crate::control::store::UsageCounters {
+            messages_in: total.messages_in.saturating_sub(stored.messages_in),
+            messages_out: total.messages_out.saturating_sub(stored.messages_out),
+            rest_publishes: total.rest_publishes.saturating_sub(stored.rest_publishes),
+        };
+        if add.messages_in == 0 && add.messages_out == 0 && add.rest_publishes == 0 {
+            continue;
+        }
+        match api.record_usage(org, now, add) {
+            Ok(()) => *stored = total,
+            Err(error) => tracing::warn!(%error, org, "could not store usage"),
+        }
     }
 }
 
@@ -293,9 +383,11 @@ pub fn start(
     let mut store = Store::open(&path).map_err(store_error)?;
     if let Some(root_key) = store.bootstrap().map_err(store_error)? {
         let key_path = data_dir.join("bootstrap-key");
-        write_secret_file(&key_path, &root_key).map_err(|source| ControlError::BootstrapKey {
-            path: key_path.display().to_string(),
-            source,
+        crate::control::store::write_bootstrap_key(&key_path, &root_key).map_err(|source| {
+            ControlError::BootstrapKey {
+                path: key_path.display().to_string(),
+                source,
+            }
         })?;
         // The log names the file, never the key.
         tracing::info!(path = %key_path.display(), "first start: the root API key was written to this file (mode 0600)");
@@ -315,6 +407,8 @@ pub fn start(
             .collect(),
         mesh,
         usage: (0..shard_count).map(|_| Mutex::default()).collect(),
+        persisted: Mutex::default(),
+        login_failures: Mutex::default(),
     });
     let for_thread = Arc::clone(&handle);
     std::thread::Builder::new()
@@ -330,19 +424,6 @@ pub fn start(
             .map_err(ControlError::Thread)?;
     }
     Ok(handle)
-}
-
-fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(secret.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 fn verify_loop(jobs: &Mutex<Receiver<VerifyJob>>) {
@@ -363,8 +444,30 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How often usage is stored and expired token-exchange users are swept.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+
 fn control_loop(mut api: Api, jobs: Receiver<ControlJob>, handle: Arc<ControlHandle>) {
-    while let Ok(job) = jobs.recv() {
+    let mut next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
+    loop {
+        let wait = next_housekeeping.saturating_duration_since(std::time::Instant::now());
+        let job = match jobs.recv_timeout(wait) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if std::time::Instant::now() >= next_housekeeping {
+            next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
+            let now = now_unix();
+            persist_usage(&mut api, &handle, now);
+            if let Err(error) = api.sweep(now) {
+                tracing::warn!(%error, "could not sweep expired credentials");
+            }
+            if let Some(snapshot) = api.take_changed() {
+                handle.publish_snapshot(snapshot);
+            }
+        }
+        let Some(job) = job else { continue };
         match job {
             ControlJob::Api { request, reply } => {
                 let response = match api.handle(&request, handle.as_ref(), now_unix()) {

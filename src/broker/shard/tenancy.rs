@@ -24,12 +24,6 @@ use crate::session::{Access, Authorizer};
 /// only costs the next logins one argon2 check each.
 const PASSWORD_CACHE_MAX: usize = 65_536;
 
-/// Source addresses tracked for failed logins at most.
-const FAILURE_SOURCES_MAX: usize = 4096;
-
-/// The window failed logins are counted in.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-
 /// How long a login waits for a verifier thread.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,8 +59,6 @@ impl Authorizer for UserAuthorizer {
 pub struct AuthState {
     /// sha256(stored hash, password) of logins that passed argon2, per (org, username).
     password_cache: AHashMap<(OrgNum, String), [u8; 32]>,
-    /// Failed logins per source address: count and when the window started.
-    failures: AHashMap<IpAddr, (u32, Instant)>,
     /// Counters of every org but the default one.
     org_counters: AHashMap<OrgNum, OrgCounters>,
     /// The default org's counters (kept apart: the single-tenant hot path does no lookup).
@@ -131,7 +123,7 @@ pub async fn authenticate(
         ));
     };
     if let Some(peer) = peer {
-        if shard.borrow_mut().too_many_failures(peer, Instant::now()) {
+        if shard.borrow_mut().too_many_failures(peer) {
             return Err(refused(
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 "too many failed logins from this address; try again later",
@@ -209,36 +201,20 @@ pub async fn authenticate(
 }
 
 impl Shard {
-    /// True when `peer` failed too many logins in the current window.
-    fn too_many_failures(&mut self, peer: IpAddr, now: Instant) -> bool {
+    /// True when `peer` failed too many logins in the current window (counted over all shards).
+    fn too_many_failures(&mut self, peer: IpAddr) -> bool {
         let max = self.settings.login_failures_per_minute_max;
-        match self.auth.failures.get(&peer) {
-            Some((count, since)) if now.duration_since(*since) < FAILURE_WINDOW => *count >= max,
-            Some(_) => {
-                self.auth.failures.remove(&peer);
-                false
-            }
-            None => false,
-        }
+        self.control
+            .as_ref()
+            .is_some_and(|control| control.login_blocked(peer, max))
     }
 
     /// Counts a failed login for `peer` and passes the refusal through.
     fn login_failed(&mut self, peer: Option<IpAddr>, refusal: Refusal) -> Refusal {
         let Some(peer) = peer else { return refusal };
-        let now = Instant::now();
-        if self.auth.failures.len() >= FAILURE_SOURCES_MAX {
-            self.auth
-                .failures
-                .retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-            if self.auth.failures.len() >= FAILURE_SOURCES_MAX {
-                self.auth.failures.clear();
-            }
+        if let Some(control) = &self.control {
+            control.login_failed(peer);
         }
-        let entry = self.auth.failures.entry(peer).or_insert((0, now));
-        if now.duration_since(entry.1) >= FAILURE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
         tracing::info!(%peer, reason = refusal.text, "MQTT login refused");
         refusal
     }
