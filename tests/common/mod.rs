@@ -395,6 +395,26 @@ impl Client {
     }
 
     /// SUBSCRIBE and wait for the SUBACK; returns the granted QoS / reason code.
+    /// SUBSCRIBE that may be refused: rumqttc's v5 event loop ends the connection on a failure
+    /// reason code, which comes back as `Err` with rumqttc's account of it.
+    pub async fn try_subscribe(&mut self, filter: &str, qos: u8) -> Result<u8, String> {
+        match &self.handle {
+            Handle::V3(c) => c.subscribe(filter, qos3(qos)).await.expect("subscribe"),
+            Handle::V5(c) => c.subscribe(filter, qos5(qos)).await.expect("subscribe"),
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some(Ev::Publish(m)) => self.pending.push_back(m),
+                Some(Ev::SubAck(codes)) => return Ok(codes[0]),
+                Some(Ev::Closed(why)) => return Err(why),
+                Some(_) => {}
+                None => panic!("no SUBACK within {WAIT:?}"),
+            }
+        }
+    }
+
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> u8 {
         match &self.handle {
             Handle::V3(c) => c.subscribe(filter, qos3(qos)).await.expect("subscribe"),
