@@ -438,3 +438,23 @@ def test_token_exchange_hs256_and_rs256_and_expired(broker, admin):
     forged = jwt.encode({"iss": "https://hs.test/", "sub": "x", "exp": now + 60}, "another-secret-another-secret!!",
                         algorithm="HS256")
     assert admin.post("/v1/token-exchange", json={"token": forged}).status_code in (400, 401)
+
+
+def test_will_topic_is_checked_at_connect_and_scoped_to_the_org(broker, admin):
+    allow(admin, "status/{username}")
+    allow(admin, "status/#", action="subscribe")
+    create_user(admin, "willy")
+    r = RawClient(broker.host, broker.port, 5)
+    ack = r.connect(unique("w"), username="willy", password=PASSWORD.encode(), expect_ok=False,
+                    will={"topic": "status/someone-else", "payload": b"gone"})
+    assert ack.reason_code == 0x87, "a will the user may not publish is refused at CONNECT"
+    r.close()
+    watcher = mqtt(broker, "willy")
+    assert watcher.subscribe("status/#", qos=1) == [1]
+    w = RawClient(broker.host, broker.port, 5)
+    w.connect(unique("w"), username="willy", password=PASSWORD.encode(),
+              will={"topic": "status/willy", "payload": b"offline"})
+    w.abort()
+    m = watcher.get()
+    assert (m.topic, m.payload) == ("status/willy", b"offline")
+    watcher.close()
