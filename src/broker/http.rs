@@ -2,6 +2,8 @@
 //! requests the control thread executes (see `control.rs`). REST publish and streams build on
 //! the same loop.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHea
 use ringmq_io::monoio;
 
 use super::control::{ControlHandle, ControlJob, Reply};
+use super::shard::Shard;
 use crate::control::api::{Api, ApiRequest, ApiResponse};
 
 /// A request head must arrive within this time (slowloris).
@@ -26,8 +29,16 @@ const MANAGEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
 /// How long a management request waits for the control thread.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the HTTP routes of one shard reach.
+pub struct HttpContext {
+    /// The shard serving the connection.
+    pub shard: Rc<RefCell<Shard>>,
+    /// Broker-wide state (control plane, stats of every shard).
+    pub(super) shared: Arc<super::Shared>,
+}
+
 /// Serves one HTTP/1.1 connection (keep-alive and pipelining) until it closes.
-pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
+pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);
@@ -119,7 +130,7 @@ pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
             }
         }
         let keep_alive = head.keep_alive;
-        route(&head, body.freeze(), &control)
+        route(&head, body.freeze(), &context)
             .await
             .encode(keep_alive, &mut out);
         // Pipelined requests already buffered are answered in the same write.
@@ -132,14 +143,16 @@ pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
     }
 }
 
-async fn route(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle>) -> Response {
+async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Response {
     match (&head.method, head.path.as_str()) {
         (Method::Get | Method::Head, "/healthz") => Response::text(200, "ok\n"),
-        (_, "/healthz") => {
+        (Method::Get | Method::Head, "/readyz") => super::ops::readyz(&context.shard).await,
+        (Method::Get | Method::Head, "/metrics") => super::ops::metrics(&context.shared.stats),
+        (_, "/healthz" | "/readyz" | "/metrics") => {
             Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
         }
         (_, path) if path == "/v1" || path.starts_with("/v1/") => {
-            management(head, body, control).await
+            management(head, body, &context.shared.control).await
         }
         _ => Response::json(
             404,

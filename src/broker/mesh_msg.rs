@@ -101,6 +101,29 @@ pub enum MeshMsg {
         /// Pause (true) or resume (false).
         pause: bool,
     },
+    /// Deliver like `Deliver`, then answer `Counted` with the number of local deliveries.
+    DeliverCounted {
+        /// The message.
+        message: SharedMessage,
+        /// Shard to answer.
+        reply_to: u16,
+        /// Identifies the waiting request on `reply_to`.
+        token: u64,
+    },
+    /// Answer `Counted` with a count of 0 (a liveness probe for `/readyz`).
+    Ping {
+        /// Shard to answer.
+        reply_to: u16,
+        /// Identifies the waiting request on `reply_to`.
+        token: u64,
+    },
+    /// The answer to `DeliverCounted` or `Ping`.
+    Counted {
+        /// The waiting request.
+        token: u64,
+        /// Deliveries made on the answering shard.
+        count: u64,
+    },
     /// To the home shard: the session with this token ended.
     Release {
         /// Client id.

@@ -12,6 +12,7 @@ pub mod control;
 pub mod http;
 pub mod local_notify;
 pub mod mesh_msg;
+pub mod ops;
 pub mod shard;
 pub mod stats;
 pub mod sys;
@@ -367,11 +368,11 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             Rc::clone(&stop),
         ));
     }
-    monoio::spawn(accept_http(
-        http_listener,
-        Rc::clone(&stop),
-        Arc::clone(&shared.control),
-    ));
+    let http_context = Rc::new(http::HttpContext {
+        shard: Rc::clone(&shard),
+        shared: Arc::clone(&shared),
+    });
+    monoio::spawn(accept_http(http_listener, Rc::clone(&stop), http_context));
     monoio::spawn(mesh_loop(Rc::clone(&shard)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
     report(Ok(()));
@@ -463,7 +464,7 @@ async fn receive_handoff(
 async fn accept_http(
     listener: monoio::net::TcpListener,
     stop: Rc<local_notify::LocalStop>,
-    control: Arc<control::ControlHandle>,
+    context: Rc<http::HttpContext>,
 ) {
     loop {
         let accepted = monoio::select! {
@@ -473,7 +474,7 @@ async fn accept_http(
         match accepted {
             Some(Ok((stream, _))) => {
                 let _ = ringmq_io::tune_accepted(&stream);
-                monoio::spawn(http::serve(stream, Arc::clone(&control)));
+                monoio::spawn(http::serve(stream, Rc::clone(&context)));
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "HTTP accept failed");

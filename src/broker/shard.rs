@@ -18,8 +18,10 @@ use ringmq_router::{
     SubscriptionTrie,
 };
 
+mod counted;
 mod tenancy;
 
+pub use counted::{wait_counts, CountWait};
 pub use tenancy::{authenticate, Admitted, AuthState, Principal};
 
 use super::conn::ConnShared;
@@ -201,6 +203,8 @@ pub struct Shard {
     pub snapshot: Arc<Snapshot>,
     /// Password cache, failed-login throttle, per-org counters.
     auth: AuthState,
+    /// Requests waiting for answers from other shards, by token.
+    count_waits: AHashMap<u64, CountWait>,
 }
 
 impl Shard {
@@ -252,6 +256,7 @@ impl Shard {
             control,
             snapshot,
             auth: AuthState::default(),
+            count_waits: AHashMap::new(),
         }
     }
 
@@ -861,6 +866,19 @@ impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, one mesh
     /// message per other shard with a match, and one member per shared group.
     pub fn publish(&mut self, message: SharedMessage, now: Instant) {
+        self.route(message, None, now);
+    }
+
+    /// Routes like [`Shard::publish`]; with `counted`, every other shard with a match answers
+    /// [`MeshMsg::Counted`] with its deliveries under that token (REST publish at QoS 1 waits for
+    /// them). Returns the deliveries made here plus one per shared group picked, and the shards
+    /// asked to count.
+    pub fn route(
+        &mut self,
+        message: SharedMessage,
+        counted: Option<u64>,
+        now: Instant,
+    ) -> (u64, u64) {
         if message.retain {
             self.retain_locally(&message);
             let home = self.home_of(&message.topic);
@@ -875,11 +893,23 @@ impl Shard {
         }
         let shards = self.index.matching_shards(&message.topic);
         let mut mask = shards;
+        let mut local = 0;
+        let mut asked = 0;
         while mask != 0 {
             let shard = mask.trailing_zeros() as u16;
             mask &= mask - 1;
             if shard == self.id {
-                self.deliver_local(&message, now);
+                local += self.deliver_local(&message, now);
+            } else if let Some(token) = counted {
+                asked |= 1 << shard;
+                self.send(
+                    shard,
+                    MeshMsg::DeliverCounted {
+                        message: message.clone(),
+                        reply_to: self.id,
+                        token,
+                    },
+                );
             } else {
                 self.send(shard, MeshMsg::Deliver(message.clone()));
             }
@@ -890,6 +920,7 @@ impl Shard {
                 picks.push((Str::from(group), Str::from(filter), shard));
             });
         for (group, filter, shard) in picks {
+            local += 1;
             if shard == self.id {
                 self.deliver_shared(&message, &group, &filter, now);
             } else {
@@ -903,6 +934,7 @@ impl Shard {
                 );
             }
         }
+        (local, asked)
     }
 
     fn retain_locally(&mut self, message: &SharedMessage) {
@@ -923,7 +955,7 @@ impl Shard {
     }
 
     /// Delivers to every local non-shared subscription matching the topic, once per session.
-    fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
+    fn deliver_local(&mut self, message: &SharedMessage, now: Instant) -> u64 {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.subscriptions
@@ -971,6 +1003,7 @@ impl Shard {
         if delivered > 0 {
             self.count_out(ringmq_router::strip_scope(&message.topic).0, delivered);
         }
+        delivered
     }
 
     fn deliver_shared(&mut self, message: &SharedMessage, group: &str, filter: &str, now: Instant) {
@@ -1160,7 +1193,21 @@ impl Shard {
     pub fn handle_mesh(&mut self, from: u16, msg: MeshMsg, now: Instant) {
         let _ = from;
         match msg {
-            MeshMsg::Deliver(message) => self.deliver_local(&message, now),
+            MeshMsg::Deliver(message) => {
+                self.deliver_local(&message, now);
+            }
+            MeshMsg::DeliverCounted {
+                message,
+                reply_to,
+                token,
+            } => {
+                let count = self.deliver_local(&message, now);
+                self.send(reply_to, MeshMsg::Counted { token, count });
+            }
+            MeshMsg::Ping { reply_to, token } => {
+                self.send(reply_to, MeshMsg::Counted { token, count: 0 });
+            }
+            MeshMsg::Counted { token, count } => self.counted(token, count),
             MeshMsg::DeliverShared {
                 message,
                 group,

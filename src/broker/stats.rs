@@ -57,6 +57,27 @@ pub struct ShardStats {
     pub subscriptions: Gauge,
     /// Retained messages in this shard's replica, refreshed by housekeeping.
     pub retained: Gauge,
+    /// REST publish requests answered, by status (see [`REST_STATUSES`]).
+    pub rest_publishes: [Counter; REST_STATUSES.len()],
+    /// REST requests refused by the per-org rate limit or monthly quota.
+    pub rate_limited: Counter,
+    /// Open WebSocket and SSE stream subscribers.
+    pub stream_subscribers: Gauge,
+    /// Frames dropped from stream subscribers' rings (drop-oldest when a client falls behind).
+    pub stream_frames_dropped: Counter,
+}
+
+/// The statuses REST publish answers with, in the order of [`ShardStats::rest_publishes`].
+pub const REST_STATUSES: [u16; 9] = [200, 202, 400, 401, 403, 409, 413, 429, 503];
+
+impl ShardStats {
+    /// Counts one REST publish answered with `status` (others count as 503's neighbour: 500s
+    /// are not expected and show up in the logs).
+    pub fn count_rest(&self, status: u16) {
+        if let Some(index) = REST_STATUSES.iter().position(|s| *s == status) {
+            self.rest_publishes[index].inc();
+        }
+    }
 }
 
 impl ShardStats {

@@ -1,0 +1,131 @@
+//! Operations endpoints: `/readyz` (every shard answers through the mesh) and `/metrics`
+//! (Prometheus text format).
+
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ringmq_http::Response;
+
+use super::shard::{wait_counts, Shard};
+use super::stats::{ShardStats, REST_STATUSES};
+
+/// How long `/readyz` waits for every shard to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// 200 once every other shard answered a ping through the mesh, else 503.
+pub async fn readyz(shard: &Rc<RefCell<Shard>>) -> Response {
+    let token = shard.borrow_mut().ping_all(Instant::now());
+    match wait_counts(shard, token, READY_TIMEOUT).await {
+        Some(_) if !shard.borrow().shutting_down => Response::text(200, "ready\n"),
+        Some(_) => Response::text(503, "shutting down\n"),
+        None => Response::text(503, "a shard did not answer within 1 s\n"),
+    }
+}
+
+/// The broker's counters in Prometheus text exposition format (version 0.0.4).
+pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
+    let mut out = String::with_capacity(4096);
+    let gauges: [(&str, &str, fn(&ShardStats) -> i64); 6] = [
+        ("ringmq_connections", "Connected MQTT clients.", |s| {
+            s.clients_connected.get()
+        }),
+        (
+            "ringmq_sockets_open",
+            "Open MQTT sockets, including those before CONNECT.",
+            |s| s.sockets_open.get(),
+        ),
+        (
+            "ringmq_sessions",
+            "Sessions (connected or persistent).",
+            |s| s.sessions.get(),
+        ),
+        ("ringmq_subscriptions", "Local subscriptions.", |s| {
+            s.subscriptions.get()
+        }),
+        (
+            "ringmq_retained_messages",
+            "Retained messages in the shard's replica.",
+            |s| s.retained.get(),
+        ),
+        (
+            "ringmq_stream_subscribers",
+            "Open WebSocket and SSE stream subscribers.",
+            |s| s.stream_subscribers.get(),
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (shard, s) in stats.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(s));
+        }
+    }
+    let counters: [(&str, &str, fn(&ShardStats) -> u64); 5] = [
+        (
+            "ringmq_messages_received_total",
+            "PUBLISH packets received from clients.",
+            |s| s.messages_received.get(),
+        ),
+        (
+            "ringmq_messages_sent_total",
+            "PUBLISH packets written to subscribers.",
+            |s| s.messages_sent.get(),
+        ),
+        (
+            "ringmq_messages_dropped_total",
+            "Deliveries dropped (expired, too large, QoS 0 overflow, full queue).",
+            |s| s.messages_dropped.get(),
+        ),
+        (
+            "ringmq_rate_limited_total",
+            "REST requests refused by a rate limit or quota.",
+            |s| s.rate_limited.get(),
+        ),
+        (
+            "ringmq_stream_frames_dropped_total",
+            "Stream frames dropped for subscribers that fell behind.",
+            |s| s.stream_frames_dropped.get(),
+        ),
+    ];
+    for (name, help, read) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (shard, s) in stats.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(s));
+        }
+    }
+    let name = "ringmq_rest_publishes_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} REST publish requests by response status.\n# TYPE {name} counter"
+    );
+    for (index, status) in REST_STATUSES.iter().enumerate() {
+        let total: u64 = stats.iter().map(|s| s.rest_publishes[index].get()).sum();
+        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {total}");
+    }
+    Response::new(200)
+        .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .with_body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_every_shard_and_status() {
+        let stats = vec![
+            std::sync::Arc::new(ShardStats::default()),
+            std::sync::Arc::new(ShardStats::default()),
+        ];
+        stats[1].messages_received.inc();
+        stats[0].count_rest(202);
+        let response = metrics(&stats);
+        let mut encoded = bytes::BytesMut::new();
+        response.encode(false, &mut encoded);
+        let text = String::from_utf8_lossy(&encoded);
+        assert!(text.contains("ringmq_messages_received_total{shard=\"1\"} 1"));
+        assert!(text.contains("ringmq_rest_publishes_total{status=\"202\"} 1"));
+        assert!(text.contains("# TYPE ringmq_connections gauge"));
+    }
+}
