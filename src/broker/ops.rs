@@ -11,6 +11,9 @@ use ringmq_http::Response;
 use super::shard::{wait_counts, Shard};
 use super::stats::{ShardStats, REST_STATUSES};
 
+/// One metric: name, help text, and how to read it from a shard's counters.
+type Metric<T> = (&'static str, &'static str, fn(&ShardStats) -> T);
+
 /// How long `/readyz` waits for every shard to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -27,7 +30,7 @@ pub async fn readyz(shard: &Rc<RefCell<Shard>>) -> Response {
 /// The broker's counters in Prometheus text exposition format (version 0.0.4).
 pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
     let mut out = String::with_capacity(4096);
-    let gauges: [(&str, &str, fn(&ShardStats) -> i64); 6] = [
+    let gauges: [Metric<i64>; 6] = [
         ("ringmq_connections", "Connected MQTT clients.", |s| {
             s.clients_connected.get()
         }),
@@ -61,7 +64,7 @@ pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(s));
         }
     }
-    let counters: [(&str, &str, fn(&ShardStats) -> u64); 5] = [
+    let counters: [Metric<u64>; 5] = [
         (
             "ringmq_messages_received_total",
             "PUBLISH packets received from clients.",
