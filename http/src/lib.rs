@@ -6,6 +6,7 @@
 //! - [`request`]: [`parse_head`] turns the bytes of a request head into a [`RequestHead`];
 //! - [`body`]: [`BodyDecoder`] decodes a Content-Length or chunked body incrementally;
 //! - [`response`]: [`Response`] encodes a status line, headers and body;
+//! - [`sse`]: Server-Sent Events encoding;
 //! - [`ws`]: the WebSocket upgrade handshake, frame codec and message assembler;
 //! - [`error`]: [`HttpError`] and the status code each error is answered with.
 //!
@@ -17,6 +18,7 @@ pub mod body;
 pub mod error;
 pub mod request;
 pub mod response;
+pub mod sse;
 pub mod ws;
 
 pub use body::{BodyDecoder, BodyEvent};
