@@ -6,6 +6,7 @@
 //! - [`request`]: [`parse_head`] turns the bytes of a request head into a [`RequestHead`];
 //! - [`body`]: [`BodyDecoder`] decodes a Content-Length or chunked body incrementally;
 //! - [`response`]: [`Response`] encodes a status line, headers and body;
+//! - [`publish`]: the REST publish and batch publish bodies, validated;
 //! - [`sse`]: Server-Sent Events encoding;
 //! - [`ws`]: the WebSocket upgrade handshake, frame codec and message assembler;
 //! - [`error`]: [`HttpError`] and the status code each error is answered with.
@@ -16,6 +17,7 @@
 
 pub mod body;
 pub mod error;
+pub mod publish;
 pub mod request;
 pub mod response;
 pub mod sse;
