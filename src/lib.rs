@@ -6,6 +6,7 @@
 //! - [`message`]: the routed message, shared by every subscriber and shard.
 //! - [`broker`]: the shard loop, where IO (`ringmq-io`), protocol and routing (`ringmq-router`) meet.
 //! - [`config`] and [`cli`]: tuning profiles, configuration layers and the command line.
+//! - [`ratelimit`]: per-org token buckets for the HTTP API, shared lock-free by every shard.
 //! - [`client`]: the management API client behind the CLI's `auth`, `users`, `keys`, … commands.
 
 pub mod broker;
@@ -15,4 +16,5 @@ pub mod config;
 pub mod control;
 pub mod message;
 pub mod mqtt;
+pub mod ratelimit;
 pub mod session;

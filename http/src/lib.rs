@@ -6,6 +6,9 @@
 //! - [`request`]: [`parse_head`] turns the bytes of a request head into a [`RequestHead`];
 //! - [`body`]: [`BodyDecoder`] decodes a Content-Length or chunked body incrementally;
 //! - [`response`]: [`Response`] encodes a status line, headers and body;
+//! - [`publish`]: the REST publish and batch publish bodies, validated;
+//! - [`sse`]: Server-Sent Events encoding;
+//! - [`ws`]: the WebSocket upgrade handshake, frame codec and message assembler;
 //! - [`error`]: [`HttpError`] and the status code each error is answered with.
 //!
 //! A connection's loop: parse a head (incomplete is not an error, read more), answer
@@ -14,8 +17,11 @@
 
 pub mod body;
 pub mod error;
+pub mod publish;
 pub mod request;
 pub mod response;
+pub mod sse;
+pub mod ws;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use error::HttpError;
