@@ -237,6 +237,8 @@ pub struct Limits {
     pub retained_messages_max: usize,
     /// Longest client identifier accepted, in bytes.
     pub client_id_bytes_max: usize,
+    /// Most messages in one `POST /v1/publish/batch`.
+    pub rest_batch_max: usize,
 }
 
 /// Buffering and slow-consumer policy on the data path.
@@ -504,6 +506,7 @@ impl Config {
             0,
             u32::MAX - 1,
         )?;
+        check_range("limits.rest_batch_max", limits.rest_batch_max, 1, 10_000)?;
         check_range(
             "limits.retained_messages_max",
             limits.retained_messages_max,

@@ -204,6 +204,8 @@ pub struct ControlHandle {
     usage: Vec<Mutex<ahash::AHashMap<OrgNum, OrgCounters>>>,
     /// The part of those counters already added to the store's monthly usage.
     persisted: Mutex<ahash::AHashMap<OrgNum, OrgCounters>>,
+    /// REST publish state shared by the shards: rate limits, quotas, idempotency keys.
+    pub front: super::rest::FrontDoor,
     /// Failed MQTT logins per source address, over all shards (a guesser spreads over them).
     login_failures: Mutex<ahash::AHashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
@@ -409,6 +411,7 @@ pub fn start(
         usage: (0..shard_count).map(|_| Mutex::default()).collect(),
         persisted: Mutex::default(),
         login_failures: Mutex::default(),
+        front: super::rest::FrontDoor::default(),
     });
     let for_thread = Arc::clone(&handle);
     std::thread::Builder::new()
@@ -460,6 +463,11 @@ fn control_loop(mut api: Api, jobs: Receiver<ControlJob>, handle: Arc<ControlHan
             next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
             let now = now_unix();
             persist_usage(&mut api, &handle, now);
+            let orgs: Vec<OrgNum> = api.snapshot().orgs().map(|org| org.num).collect();
+            handle.front.seed_quotas(
+                |org| api.stored_usage(org, now).ok().map(|u| u.rest_publishes),
+                &orgs,
+            );
             if let Err(error) = api.sweep(now) {
                 tracing::warn!(%error, "could not sweep expired credentials");
             }

@@ -87,9 +87,15 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
         }
         let mut body = BytesMut::new();
         if head.has_body() {
-            let body_limits = Limits {
-                body_bytes_max: MANAGEMENT_BODY_BYTES_MAX,
-                ..limits
+            // REST publish carries payloads up to the MQTT packet cap (JSON and base64 inflate
+            // them): it gets the parser's full body limit; management bodies are small.
+            let body_limits = if head.path.starts_with("/v1/publish") {
+                limits
+            } else {
+                Limits {
+                    body_bytes_max: MANAGEMENT_BODY_BYTES_MAX,
+                    ..limits
+                }
             };
             let mut decoder = match BodyDecoder::for_head(&head, &body_limits) {
                 Ok(decoder) => decoder,
@@ -148,6 +154,14 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
         (Method::Get | Method::Head, "/healthz") => Response::text(200, "ok\n"),
         (Method::Get | Method::Head, "/readyz") => super::ops::readyz(&context.shard).await,
         (Method::Get | Method::Head, "/metrics") => super::ops::metrics(&context.shared.stats),
+        (Method::Post, "/v1/publish") => super::rest::publish(head, body, context, false).await,
+        (Method::Post, "/v1/publish/batch") => {
+            super::rest::publish(head, body, context, true).await
+        }
+        (_, "/v1/publish" | "/v1/publish/batch") => {
+            api_response(Api::error(405, "method_not_allowed", "use POST"))
+                .with_header("Allow", "POST")
+        }
         (_, "/healthz" | "/readyz" | "/metrics") => {
             Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
         }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod local_notify;
 pub mod mesh_msg;
 pub mod ops;
+pub mod rest;
 pub mod shard;
 pub mod stats;
 pub mod sys;

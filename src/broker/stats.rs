@@ -68,7 +68,7 @@ pub struct ShardStats {
 }
 
 /// The statuses REST publish answers with, in the order of [`ShardStats::rest_publishes`].
-pub const REST_STATUSES: [u16; 9] = [200, 202, 400, 401, 403, 409, 413, 429, 503];
+pub const REST_STATUSES: [u16; 11] = [200, 202, 400, 401, 403, 409, 413, 422, 429, 500, 503];
 
 impl ShardStats {
     /// Counts one REST publish answered with `status` (others count as 503's neighbour: 500s

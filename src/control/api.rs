@@ -266,6 +266,14 @@ impl Api {
         self.store.add_usage(&id, &store::month_of(now_unix), add)
     }
 
+    /// This month's stored usage of `org` (what earlier runs of the broker counted too).
+    pub fn stored_usage(&self, org: OrgNum, now_unix: u64) -> Result<UsageCounters, StoreError> {
+        let Some(info) = self.snapshot.org(org) else {
+            return Ok(UsageCounters::default());
+        };
+        self.store.usage(&info.id, &store::month_of(now_unix))
+    }
+
     /// Deletes expired token-exchange users; returns how many.
     pub fn sweep(&mut self, now_unix: u64) -> Result<usize, StoreError> {
         let n = self.store.sweep_expired(now_unix)?;

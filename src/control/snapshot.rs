@@ -101,7 +101,12 @@ impl Snapshot {
         self.org_ids.get(org_id).copied()
     }
 
-    /// Org by routing number.
+    /// Every org.
+    pub fn orgs(&self) -> impl Iterator<Item = &OrgInfo> {
+        self.orgs.values()
+    }
+
+    /// The org with routing number `num`.
     pub fn org(&self, num: OrgNum) -> Option<&OrgInfo> {
         self.orgs.get(&num)
     }

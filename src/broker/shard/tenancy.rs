@@ -420,6 +420,13 @@ impl Shard {
         self.auth.counters(org).messages_in += 1;
     }
 
+    /// Counts one message of `org` published over REST.
+    pub fn count_rest(&mut self, org: OrgNum) {
+        let counters = self.auth.counters(org);
+        counters.rest_publishes += 1;
+        counters.messages_in += 1;
+    }
+
     /// Counts `deliveries` messages delivered to clients of `org`.
     pub fn count_out(&mut self, org: OrgNum, deliveries: u64) {
         self.auth.counters(org).messages_out += deliveries;

@@ -1,0 +1,580 @@
+//! REST publish: `POST /v1/publish` and `POST /v1/publish/batch`, served on the shard that
+//! accepted the HTTP connection.
+//!
+//! A request becomes a PUBLISH on this shard exactly as if it had come over MQTT: the key's ACL,
+//! the org's topic scope, retained handling and routing to every matching subscriber on every
+//! shard. QoS 0 is answered 202 at once; QoS 1 is answered 200 once every shard with a match has
+//! queued the message (their answers follow the deliveries on the FIFO mesh lanes), with the
+//! number of subscribers it was queued for.
+//!
+//! Per org, shared by all shards: a token bucket (one token per request, a batch included), a
+//! monthly quota (one per message), and an `Idempotency-Key` cache so a retried request is
+//! answered with the first response and publishes nothing twice.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use ringmq_http::publish::{parse_batch, parse_publish, PublishLimits, PublishRequest};
+use ringmq_http::{RequestHead, Response};
+use sha2::{Digest, Sha256};
+
+use super::http::HttpContext;
+use super::shard::wait_counts;
+use crate::control::snapshot::{KeyKind, OrgNum};
+use crate::message::Message;
+use crate::mqtt::{PublishProperties, QoS, Str};
+use crate::ratelimit::{monotonic_nanos, Decision, RateLimits};
+
+/// Orgs with a rate-limit bucket at most.
+const RATE_LIMITED_ORGS_MAX: usize = 100_000;
+
+/// Idempotency keys remembered at most (over all orgs); the oldest go first.
+const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// How long a QoS 1 publish waits for the other shards to queue it.
+const QUEUED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One org's use of its monthly quota, shared by every shard.
+#[derive(Debug, Default)]
+pub struct Quota {
+    /// `YYYYMM` the count belongs to.
+    month: AtomicU64,
+    /// Messages published over REST this month.
+    used: AtomicU64,
+    /// Set once the count includes what the store remembers from earlier runs.
+    seeded: AtomicBool,
+}
+
+impl Quota {
+    /// Takes `n` messages from the quota of `limit` this `month`; false (and nothing taken)
+    /// when they do not fit.
+    fn take(&self, n: u64, limit: u64, month: u64) -> bool {
+        if self.month.load(Ordering::Relaxed) != month {
+            // A new month: whoever sees it first starts the count over.
+            let old = self.month.swap(month, Ordering::Relaxed);
+            if old != month {
+                self.used.store(0, Ordering::Relaxed);
+            }
+        }
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before + n > limit {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// A stored answer to an idempotent request, or a marker that one is in progress.
+#[derive(Debug, Clone)]
+enum Remembered {
+    InProgress {
+        fingerprint: [u8; 32],
+    },
+    Done {
+        fingerprint: [u8; 32],
+        status: u16,
+        body: Bytes,
+    },
+}
+
+/// `Idempotency-Key` → first response, per org, for [`IDEMPOTENCY_WINDOW`].
+#[derive(Debug, Default)]
+struct IdempotencyCache {
+    entries: AHashMap<(OrgNum, String), (Remembered, Instant)>,
+    order: VecDeque<(Instant, OrgNum, String)>,
+}
+
+impl IdempotencyCache {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.order.front() {
+            let full = self.order.len() > IDEMPOTENCY_KEYS_MAX;
+            if !full && now.duration_since(*at) < IDEMPOTENCY_WINDOW {
+                break;
+            }
+            if let Some((at, org, key)) = self.order.pop_front() {
+                if self
+                    .entries
+                    .get(&(org, key.clone()))
+                    .is_some_and(|e| e.1 == at)
+                {
+                    self.entries.remove(&(org, key));
+                }
+            }
+        }
+    }
+}
+
+/// What REST publishing shares across shards: rate limits, quotas, idempotency keys.
+#[derive(Debug)]
+pub struct FrontDoor {
+    /// Token bucket per org.
+    pub rate_limits: RateLimits,
+    quotas: RwLock<AHashMap<OrgNum, Arc<Quota>>>,
+    idempotency: Mutex<IdempotencyCache>,
+}
+
+impl Default for FrontDoor {
+    fn default() -> Self {
+        FrontDoor {
+            rate_limits: RateLimits::new(RATE_LIMITED_ORGS_MAX),
+            quotas: RwLock::default(),
+            idempotency: Mutex::default(),
+        }
+    }
+}
+
+impl FrontDoor {
+    /// The quota counter of `org`.
+    pub fn quota(&self, org: OrgNum) -> Arc<Quota> {
+        if let Some(quota) = self.quotas.read().ok().and_then(|q| q.get(&org).cloned()) {
+            return quota;
+        }
+        match self.quotas.write() {
+            Ok(mut quotas) => Arc::clone(quotas.entry(org).or_default()),
+            Err(_) => Arc::new(Quota::default()),
+        }
+    }
+
+    /// Adds what the store counted this month to quotas not seeded yet (control thread).
+    pub fn seed_quotas(&self, mut stored: impl FnMut(OrgNum) -> Option<u64>, orgs: &[OrgNum]) {
+        for org in orgs {
+            let quota = self.quota(*org);
+            if !quota.seeded.load(Ordering::Relaxed) {
+                if let Some(used) = stored(*org) {
+                    quota.used.fetch_add(used, Ordering::Relaxed);
+                    quota.seeded.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// `YYYYMM` of now (UTC).
+fn month_now() -> u64 {
+    let month = crate::control::store::month_of(crate::control::store::now_unix());
+    month.replace('-', "").parse().unwrap_or(0)
+}
+
+fn error(status: u16, code: &str, detail: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "detail": detail });
+    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn with_rate_headers(response: Response, decision: &Decision, limit: u32) -> Response {
+    response
+        .with_header("X-RateLimit-Limit", limit.to_string())
+        .with_header("X-RateLimit-Remaining", decision.remaining.to_string())
+        .with_header("X-RateLimit-Reset", decision.reset_after_secs.to_string())
+}
+
+/// Serves `POST /v1/publish` (`batch` false) or `POST /v1/publish/batch`.
+pub async fn publish(
+    head: &RequestHead,
+    body: Bytes,
+    context: &HttpContext,
+    batch: bool,
+) -> Response {
+    let shard_stats = Arc::clone(&context.shared.stats[usize::from(context.shard.borrow().id)]);
+    let response = publish_inner(head, body, context, batch).await;
+    shard_stats.count_rest(response.status);
+    response
+}
+
+async fn publish_inner(
+    head: &RequestHead,
+    body: Bytes,
+    context: &HttpContext,
+    batch: bool,
+) -> Response {
+    // 1. Who is asking (the key's org, kind and ACL, from this shard's snapshot).
+    let Some(secret) = bearer(head) else {
+        return error(401, "unauthorized", "missing Authorization: Bearer key");
+    };
+    let (key, settings, org_id) = {
+        let shard = context.shard.borrow();
+        let Some(key) = shard.snapshot.key(&secret).cloned() else {
+            return error(401, "unauthorized", "unknown or revoked API key");
+        };
+        let Some(org) = shard.snapshot.org(key.org) else {
+            return error(401, "unauthorized", "the key's org no longer exists");
+        };
+        (key, org.settings, org.id.clone())
+    };
+    if key.kind == KeyKind::Public {
+        return error(403, "forbidden", "public (pk_) keys cannot publish");
+    }
+
+    // 2. One token per request from the org's bucket (shared by all its keys, on every shard).
+    let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
+    let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
+    let front = &context.shared.control.front;
+    let bucket = match front.rate_limits.get_or_insert(key.org, rate, burst) {
+        Ok(bucket) => bucket,
+        Err(_) => {
+            return error(
+                503,
+                "unavailable",
+                "too many orgs are rate limited; try again",
+            )
+        }
+    };
+    bucket.set_limits(rate, burst);
+    let decision = bucket.try_take(1, monotonic_nanos());
+    if !decision.allowed {
+        context.shared.stats[usize::from(context.shard.borrow().id)]
+            .rate_limited
+            .inc();
+        let response = error(
+            429,
+            "rate_limited",
+            &format!("rate limit of {rate} requests per second (burst {burst}) exceeded for org {org_id}"),
+        )
+        .with_header("Retry-After", decision.retry_after_secs.to_string());
+        return with_rate_headers(response, &decision, burst);
+    }
+
+    // 3. A retried request with the same Idempotency-Key gets the first answer.
+    let idempotency = match head.header("idempotency-key") {
+        None => None,
+        Some(value) if value.is_empty() || value.len() > IDEMPOTENCY_KEY_BYTES_MAX => {
+            let response = error(400, "bad_request", "Idempotency-Key must be 1 to 255 bytes");
+            return with_rate_headers(response, &decision, burst);
+        }
+        Some(value) => Some(value.to_owned()),
+    };
+    let fingerprint: [u8; 32] = {
+        let mut hasher = Sha256::new();
+        hasher.update(if batch {
+            b"batch:" as &[u8]
+        } else {
+            b"single:"
+        });
+        hasher.update(&body);
+        hasher.finalize().into()
+    };
+    if let Some(idempotency_key) = &idempotency {
+        let Ok(mut cache) = front.idempotency.lock() else {
+            return error(500, "internal", "idempotency cache unavailable");
+        };
+        let now = Instant::now();
+        cache.expire(now);
+        let slot = (key.org, idempotency_key.clone());
+        match cache.entries.get(&slot).map(|(entry, _)| entry.clone()) {
+            Some(Remembered::Done {
+                fingerprint: first,
+                status,
+                body,
+            }) if first == fingerprint => {
+                let response =
+                    Response::json(status, body).with_header("Idempotent-Replayed", "true");
+                return with_rate_headers(response, &decision, burst);
+            }
+            Some(Remembered::InProgress { fingerprint: first }) if first == fingerprint => {
+                let response = error(
+                    409,
+                    "conflict",
+                    "a request with this Idempotency-Key is still in progress",
+                );
+                return with_rate_headers(response, &decision, burst);
+            }
+            Some(_) => {
+                let response = error(
+                    422,
+                    "unprocessable",
+                    "this Idempotency-Key was used with a different request body",
+                );
+                return with_rate_headers(response, &decision, burst);
+            }
+            None => {
+                cache
+                    .entries
+                    .insert(slot.clone(), (Remembered::InProgress { fingerprint }, now));
+                cache.order.push_back((now, slot.0, slot.1));
+            }
+        }
+    }
+
+    let (status, body) = execute(&body, context, &key, &settings, &org_id, batch).await;
+
+    if let Some(idempotency_key) = idempotency {
+        if let Ok(mut cache) = front.idempotency.lock() {
+            let slot = (key.org, idempotency_key);
+            // Server-side failures are not remembered: a retry may succeed.
+            if status >= 500 {
+                cache.entries.remove(&slot);
+            } else if let Some(entry) = cache.entries.get_mut(&slot) {
+                entry.0 = Remembered::Done {
+                    fingerprint,
+                    status,
+                    body: body.clone(),
+                };
+            }
+        }
+    }
+    with_rate_headers(Response::json(status, body), &decision, burst)
+}
+
+fn bearer(head: &RequestHead) -> Option<String> {
+    let value = head.header("authorization")?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// Parses, checks the ACL and quota, publishes; returns the status and JSON body.
+async fn execute(
+    body: &Bytes,
+    context: &HttpContext,
+    key: &crate::control::snapshot::KeyAuth,
+    settings: &crate::control::model::OrgSettings,
+    org_id: &str,
+    batch: bool,
+) -> (u16, Bytes) {
+    let rules = Rc::clone(&context.shard.borrow().rules);
+    let limits = PublishLimits {
+        payload_bytes_max: rules.packet_size_max as usize,
+        topic_levels_max: rules.topic_levels_max,
+        batch_max: context.shared.config.limits.rest_batch_max,
+    };
+    let json = |status: u16, value: serde_json::Value| -> (u16, Bytes) {
+        (
+            status,
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+        )
+    };
+    let problem = |status: u16, code: &str, detail: String| -> (u16, Bytes) {
+        json(
+            status,
+            serde_json::json!({ "error": code, "detail": detail }),
+        )
+    };
+    let requests = if batch {
+        match parse_batch(body, &limits) {
+            Ok(requests) => requests,
+            Err(e) => {
+                return problem(
+                    e.status(),
+                    if e.status() == 413 {
+                        "payload_too_large"
+                    } else {
+                        "bad_request"
+                    },
+                    e.detail(),
+                )
+            }
+        }
+    } else {
+        match parse_publish(body, &limits) {
+            Ok(request) => vec![Ok(request)],
+            Err(e) => {
+                return problem(
+                    e.status(),
+                    if e.status() == 413 {
+                        "payload_too_large"
+                    } else {
+                        "bad_request"
+                    },
+                    e.detail(),
+                )
+            }
+        }
+    };
+
+    // The monthly quota counts messages, a batch's included.
+    let valid = requests.iter().filter(|r| r.is_ok()).count() as u64;
+    let quota = context.shared.control.front.quota(key.org);
+    if valid > 0 && !quota.take(valid, settings.monthly_quota, month_now()) {
+        context.shared.stats[usize::from(context.shard.borrow().id)]
+            .rate_limited
+            .inc();
+        return problem(
+            429,
+            "quota_exceeded",
+            format!(
+                "the monthly quota of {} messages for org {org_id} is used up; it resets at the start of next month",
+                settings.monthly_quota
+            ),
+        );
+    }
+
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let outcome = match request {
+            Err(e) => problem(
+                e.status(),
+                if e.status() == 413 {
+                    "payload_too_large"
+                } else {
+                    "bad_request"
+                },
+                e.detail(),
+            ),
+            Ok(request) => publish_one(request, context, key).await,
+        };
+        results.push(outcome);
+    }
+    if !batch {
+        return results
+            .pop()
+            .unwrap_or_else(|| problem(500, "internal", "no result".into()));
+    }
+    let items: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|(status, body)| {
+            let mut value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("status".into(), serde_json::json!(status));
+            }
+            value
+        })
+        .collect();
+    json(200, serde_json::json!({ "results": items }))
+}
+
+/// Publishes one validated request; 202/200 with what happened, or 403 when the key's ACL
+/// does not allow the topic.
+async fn publish_one(
+    request: PublishRequest,
+    context: &HttpContext,
+    key: &crate::control::snapshot::KeyAuth,
+) -> (u16, Bytes) {
+    let json = |status: u16, value: serde_json::Value| -> (u16, Bytes) {
+        (
+            status,
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+        )
+    };
+    if !key.acl.may_publish(&request.topic, "", "") {
+        return json(
+            403,
+            serde_json::json!({
+                "error": "forbidden",
+                "detail": format!("this key may not publish to {}", request.topic),
+            }),
+        );
+    }
+    let now = Instant::now();
+    let scope = ringmq_router::org_scope(key.org);
+    let topic = Str::from(ringmq_router::scoped(&scope, &request.topic));
+    let qos = if request.qos == 1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    };
+    let properties = PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: request.message_expiry,
+        topic_alias: None,
+        response_topic: request.response_topic.map(Str::from),
+        correlation_data: request.correlation_data,
+        user_properties: request
+            .user_properties
+            .into_iter()
+            .map(|(k, v)| (Str::from(k), Str::from(v)))
+            .collect(),
+        subscription_identifiers: Vec::new(),
+        content_type: request.content_type.map(Str::from),
+    };
+    let expires_at = request
+        .message_expiry
+        .map(|secs| now + Duration::from_secs(u64::from(secs)));
+    let token = {
+        let mut shard = context.shard.borrow_mut();
+        let message = Arc::new(Message {
+            topic,
+            payload: request.payload,
+            qos,
+            retain: request.retain,
+            properties,
+            expires_at,
+            publisher: Str::from_static(""),
+            origin: (shard.id, 0),
+        });
+        shard.count_rest(key.org);
+        if qos == QoS::AtMostOnce {
+            shard.publish(message, now);
+            shard.flush(now);
+            None
+        } else {
+            Some(shard.publish_counted(message, now))
+        }
+    };
+    match token {
+        None => json(
+            202,
+            serde_json::json!({ "status": "accepted", "topic": request.topic, "qos": 0 }),
+        ),
+        Some(token) => match wait_counts(&context.shard, token, QUEUED_TIMEOUT).await {
+            Some(matched) => json(
+                200,
+                serde_json::json!({
+                    "status": "queued",
+                    "topic": request.topic,
+                    "qos": 1,
+                    "matched": matched,
+                }),
+            ),
+            None => json(
+                503,
+                serde_json::json!({
+                    "error": "unavailable",
+                    "detail": "a shard did not confirm queueing in time; the message may have been delivered",
+                }),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_refuses_what_does_not_fit_and_restarts_each_month() {
+        let quota = Quota::default();
+        assert!(quota.take(3, 5, 202611));
+        assert!(
+            !quota.take(3, 5, 202611),
+            "3 more would pass the quota of 5"
+        );
+        assert!(quota.take(2, 5, 202611));
+        assert!(!quota.take(1, 5, 202611));
+        assert!(quota.take(5, 5, 202612), "a new month starts over");
+    }
+
+    #[test]
+    fn idempotency_cache_forgets_after_the_window_and_beyond_its_bound() {
+        let mut cache = IdempotencyCache::default();
+        let start = Instant::now();
+        for i in 0..3u32 {
+            let slot = (0, format!("k{i}"));
+            cache.entries.insert(
+                slot.clone(),
+                (
+                    Remembered::InProgress {
+                        fingerprint: [0; 32],
+                    },
+                    start,
+                ),
+            );
+            cache.order.push_back((start, slot.0, slot.1));
+        }
+        cache.expire(start + Duration::from_secs(60));
+        assert_eq!(cache.entries.len(), 3);
+        cache.expire(start + IDEMPOTENCY_WINDOW);
+        assert!(cache.entries.is_empty());
+    }
+}
