@@ -17,6 +17,7 @@ PINS=(
   "paho-mqtt==2.1.0"
   "httpx==0.28.1"
   "websockets==13.1"
+  "httpx-sse==0.4.0"
   "PyJWT==2.10.1"
   "cryptography==44.0.0"
 )

@@ -239,6 +239,8 @@ pub struct Limits {
     pub client_id_bytes_max: usize,
     /// Most messages in one `POST /v1/publish/batch`.
     pub rest_batch_max: usize,
+    /// Frames a WebSocket or SSE stream subscriber holds for a slow client (oldest dropped).
+    pub stream_ring_frames: usize,
 }
 
 /// Buffering and slow-consumer policy on the data path.
@@ -507,6 +509,12 @@ impl Config {
             u32::MAX - 1,
         )?;
         check_range("limits.rest_batch_max", limits.rest_batch_max, 1, 10_000)?;
+        check_range(
+            "limits.stream_ring_frames",
+            limits.stream_ring_frames,
+            1,
+            1_000_000,
+        )?;
         check_range(
             "limits.retained_messages_max",
             limits.retained_messages_max,

@@ -30,6 +30,8 @@ pub struct Message {
     /// Shard and connection id of the publishing connection (connection 0: the broker itself),
     /// so a subscriber falling behind can pause exactly that publisher.
     pub origin: (u16, u64),
+    /// The publishing user's namespace label, if it has one (the streams' `?ns=` filter).
+    pub namespace: Option<Str>,
 }
 
 /// The shared handle every queue and shard holds.

@@ -82,6 +82,13 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
                 Ok((Ok(_), back)) => buf = back,
             }
         };
+        if head.method == Method::Get {
+            if let Some(kind) = super::stream::kind_of(&head.path) {
+                // The stream owns the connection from here on.
+                super::stream::serve(stream, head, buf, context, kind).await;
+                return;
+            }
+        }
         if head.expect_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod rest;
 pub mod shard;
 pub mod stats;
+pub mod stream;
 pub mod sys;
 
 use std::cell::RefCell;
@@ -386,8 +387,10 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     shared.handoff[id].notify.notify();
     shard.borrow_mut().shutdown_connections(Instant::now());
     shard.borrow_mut().flush(Instant::now());
+    shard.borrow().wake_streams();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-    while shard.borrow().live_connections > 0 && Instant::now() < deadline {
+    let busy = |s: &Shard| s.live_connections > 0 || s.attached_streams() > 0;
+    while busy(&shard.borrow()) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -528,6 +531,7 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
         if now >= next_second {
             next_second = now + Duration::from_secs(1);
             s.expire_credentials(now);
+            s.expire_streams(now);
             s.report_usage();
         }
         if id == 0 && now >= next_sys {

@@ -502,6 +502,7 @@ async fn publish_one(
             expires_at,
             publisher: Str::from_static(""),
             origin: (shard.id, 0),
+            namespace: None,
         });
         shard.count_rest(key.org);
         if qos == QoS::AtMostOnce {

@@ -19,9 +19,11 @@ use ringmq_router::{
 };
 
 mod counted;
+mod streams;
 mod tenancy;
 
 pub use counted::{wait_counts, CountWait};
+pub use streams::{StreamEntry, StreamFilter, StreamItem, StreamState};
 pub use tenancy::{authenticate, Admitted, AuthState, Principal};
 
 use super::conn::ConnShared;
@@ -205,6 +207,12 @@ pub struct Shard {
     auth: AuthState,
     /// Requests waiting for answers from other shards, by token.
     count_waits: AHashMap<u64, CountWait>,
+    /// WebSocket and SSE stream subscribers, by id.
+    streams: AHashMap<u32, StreamEntry>,
+    /// Their org-scoped filters.
+    stream_trie: SubscriptionTrie<u32, ()>,
+    /// Last stream id handed out.
+    stream_counter: u32,
 }
 
 impl Shard {
@@ -257,6 +265,9 @@ impl Shard {
             snapshot,
             auth: AuthState::default(),
             count_waits: AHashMap::new(),
+            streams: AHashMap::new(),
+            stream_trie: SubscriptionTrie::new(),
+            stream_counter: 0,
         }
     }
 
@@ -772,6 +783,7 @@ impl Shard {
             expires_at,
             publisher: Str::from_static(""),
             origin: (self.id, 0),
+            namespace: None,
         };
         self.publish(Arc::new(message), now);
     }
@@ -956,6 +968,7 @@ impl Shard {
 
     /// Delivers to every local non-shared subscription matching the topic, once per session.
     fn deliver_local(&mut self, message: &SharedMessage, now: Instant) -> u64 {
+        self.deliver_streams(message);
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.subscriptions
@@ -1503,6 +1516,7 @@ mod tests {
             expires_at: None,
             publisher: Str::from("p"),
             origin: (0, 0),
+            namespace: None,
         });
         shards[0].publish(message, now);
         shards[0].flush(now);

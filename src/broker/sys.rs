@@ -55,6 +55,7 @@ pub fn publish(shard: &mut Shard, totals: &Totals, started: Instant, now: Instan
             expires_at: None,
             publisher: Str::from_static("$SYS"),
             origin: (0, 0),
+            namespace: None,
         };
         shard.publish(Arc::new(message), now);
     }

@@ -27,6 +27,8 @@ pub struct Access {
     pub scope: Str,
     /// `None`: everything in the org is allowed (anonymous clients on a loopback-only broker).
     pub authorizer: Option<Rc<dyn Authorizer>>,
+    /// The user's namespace label, stamped on the messages it publishes.
+    pub namespace: Option<Str>,
 }
 
 impl Access {
@@ -36,6 +38,7 @@ impl Access {
             org,
             scope: Str::from(ringmq_router::org_scope(org)),
             authorizer,
+            namespace: None,
         }
     }
 

@@ -411,6 +411,7 @@ impl Session {
             expires_at,
             publisher: self.client_id.clone(),
             origin: self.origin,
+            namespace: link.access.namespace.clone(),
         };
         match publish.qos {
             QoS::AtMostOnce => actions.push(Action::Publish(SharedMessage::new(message))),

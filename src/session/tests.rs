@@ -55,6 +55,7 @@ fn message(topic: &str, qos: QoS, expiry: Option<Instant>) -> SharedMessage {
         expires_at: expiry,
         publisher: Str::from("publisher"),
         origin: (0, 0),
+        namespace: None,
     })
 }
 

@@ -194,8 +194,10 @@ pub async fn authenticate(
     let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
         user: Arc::clone(&user),
     });
+    let mut access = Access::org(user.org, Some(authorizer));
+    access.namespace = user.namespace.as_deref().map(Str::from);
     Ok(Admitted {
-        access: Access::org(user.org, Some(authorizer)),
+        access,
         principal: Some(Rc::new(Principal { user })),
     })
 }
