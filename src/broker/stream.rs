@@ -110,6 +110,18 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
     Ok(parsed)
 }
 
+/// The query string with the `token` value replaced by `***`, for logs.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn error(status: u16, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({ "error": code, "detail": detail });
     Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
@@ -286,6 +298,8 @@ pub async fn serve(
     ));
     let keep = kind == Kind::Sse;
     let id = state.id;
+    let query = redact_query(head.query.as_deref().unwrap_or_default());
+    tracing::info!(path = %head.path, %query, stream = id, org = %admission.org_id, "stream opened");
     write_loop(
         writer,
         out,
@@ -297,6 +311,7 @@ pub async fn serve(
         &admission.org_id,
     )
     .await;
+    tracing::info!(stream = id, dropped = state.dropped.get(), "stream closed");
     context.shard.borrow_mut().close_stream(id, keep);
 }
 
@@ -481,5 +496,14 @@ mod tests {
         assert!(parse_query(Some("colour=red")).is_err());
         assert!(parse_query(Some("topic=%zz")).is_err());
         assert!(parse_query(Some("topic=%ff")).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn tokens_never_reach_the_logs() {
+        assert_eq!(
+            redact_query("topic=a&token=pk_secret&ns=x"),
+            "topic=a&token=***&ns=x"
+        );
+        assert_eq!(redact_query("token=sk_1"), "token=***");
     }
 }

@@ -217,3 +217,13 @@ def test_sse_stream_events_ids_and_last_event_id(broker):
 def test_sse_requires_a_key(broker):
     r = httpx.get(f"http://{broker.host}:{broker.http_port}/v1/stream")
     assert r.status_code == 401
+
+
+def test_stream_tokens_are_redacted_in_the_log(broker):
+    key = root_key(broker)
+    with ws_connect(ws_url(broker, f"token={key}&topic=log/%23")):
+        time.sleep(0.2)
+    time.sleep(0.2)
+    log = broker.log_path.read_text(errors="replace")
+    assert "token=***" in log
+    assert key not in log
