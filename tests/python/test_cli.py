@@ -80,6 +80,14 @@ def test_cli_end_to_end(broker, cli):
 
     org = json.loads(cli("org", "show", "--json").stdout)
     assert org["id"] == "default"
+    # `ringmq publish` goes through REST publish.
+    watcher = Client(broker.host, broker.port, "cli-watch").connect()
+    assert watcher.subscribe("test/#", qos=1) == [1]
+    out = cli("publish", "--topic", "test/hello", "--message", "Hello from CLI", "--qos", "1", "--json")
+    assert json.loads(out.stdout)["matched"] == 1
+    assert watcher.get().payload == b"Hello from CLI"
+    watcher.close()
+
     cli("users", "delete", "agent-01")
     assert json.loads(cli("users", "list", "--json").stdout)["items"] == []
 
