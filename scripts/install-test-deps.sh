@@ -3,8 +3,12 @@
 #   - a Python venv at .venv with pinned pytest, pytest-timeout, paho-mqtt 2.x, httpx, websockets, PyJWT and
 #     cryptography (token-exchange tests sign RS256 tokens)
 #     (falls back to `pip install --user` when the venv module is unusable).
+#   - tests/js: `npm ci` (MQTT.js, playwright-core; exact versions from package-lock.json), rerun
+#     only when the lockfile changes (stamp: tests/js/node_modules/.ringmq-lock-sha256);
+#   - Debian's `chromium` (for playwright-core; no browser download) and `curl`, via apt, only when
+#     /usr/bin/chromium or curl is missing.
 # Prints the python interpreter to use as its last line ("PYTHON=<path>").
-# Nothing from apt is needed for the default run; `BROKER=mosquitto` runs (optional, for checking
+# `BROKER=mosquitto` runs (optional, for checking
 # the tests themselves against a reference broker) need `apt-get install -y mosquitto`, which this
 # script does only when INSTALL_MOSQUITTO=1.
 set -euo pipefail
@@ -45,9 +49,35 @@ else
     || "$python" -m pip install -q --disable-pip-version-check --user --break-system-packages "${PINS[@]}"
 fi
 
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+
+js=tests/js
+if [ -f "$js/package-lock.json" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "npm is needed for tests/js (install Node 20+)" >&2; exit 1; }
+  js_stamp="$js/node_modules/.ringmq-lock-sha256"
+  js_want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+  if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
+    (cd "$js" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    printf '%s\n' "$js_want" >"$js_stamp"
+  fi
+fi
+
 if [ "${INSTALL_MOSQUITTO:-0}" = 1 ] && ! command -v mosquitto >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+  apt_install mosquitto
 fi
 
 "$python" -c 'import pytest, paho.mqtt, pytest_timeout, httpx, websockets' >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README): installs the Python test dependencies, builds the workspace once,
-# runs the Rust unit and integration tests (rumqttc), then the paho-mqtt / raw-socket integration
-# suite in tests/python against the freshly built broker.
+# The test command (README): installs the test dependencies (Python venv, npm modules of tests/js,
+# chromium and curl), builds the workspace once, runs the Rust unit and integration tests
+# (rumqttc), then the integration suite in tests/python (paho-mqtt, raw sockets, and the MQTT.js
+# and headless-Chromium scripts of tests/js) against the freshly built broker.
 #
 #   bash scripts/test.sh                     # everything
 #   bash scripts/test.sh -k "retained or will"   # arguments go to pytest (also PYTEST_ARGS="-x")
