@@ -143,9 +143,11 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
             }
         }
         let keep_alive = head.keep_alive;
-        route(&head, body.freeze(), &context)
-            .await
-            .encode(keep_alive, &mut out);
+        let mut response = route(&head, body.freeze(), &context).await;
+        if head.path.starts_with("/v1/") {
+            response = with_cors(response);
+        }
+        response.encode(keep_alive, &mut out);
         // Pipelined requests already buffered are answered in the same write.
         if !keep_alive || !matches!(parse_head(&buf, &limits), Ok(Some(_))) {
             let (result, _) = stream.write_all(out.split()).await;
@@ -158,6 +160,17 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
 
 async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Response {
     match (&head.method, head.path.as_str()) {
+        // CORS preflight: keys are bearer tokens, never cookies, so any origin may ask.
+        (Method::Options, path) if path.starts_with("/v1/") => Response::new(204)
+            .with_header(
+                "Access-Control-Allow-Methods",
+                "GET, POST, PATCH, DELETE, OPTIONS",
+            )
+            .with_header(
+                "Access-Control-Allow-Headers",
+                "Authorization, Content-Type, Idempotency-Key, Last-Event-ID",
+            )
+            .with_header("Access-Control-Max-Age", "600"),
         (Method::Get | Method::Head, "/healthz") => Response::text(200, "ok\n"),
         (Method::Get | Method::Head, "/readyz") => super::ops::readyz(&context.shard).await,
         (Method::Get | Method::Head, "/metrics") => super::ops::metrics(&context.shared.stats),
@@ -218,6 +231,17 @@ async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle
             "the control plane did not answer in time",
         )),
     }
+}
+
+/// Lets browser apps on any origin call the API and read its rate-limit headers (the
+/// credentials are bearer keys, never cookies).
+fn with_cors(response: Response) -> Response {
+    response
+        .with_header("Access-Control-Allow-Origin", "*")
+        .with_header(
+            "Access-Control-Expose-Headers",
+            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, Idempotent-Replayed",
+        )
 }
 
 fn api_response(response: ApiResponse) -> Response {

@@ -272,7 +272,11 @@ pub async fn serve(
             (state, false)
         }
         Kind::Sse => {
-            sse::encode_stream_head(&mut out);
+            // The sans-IO stream head plus CORS, so an EventSource on another origin may read.
+            out.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+            );
             sse::encode_retry(&mut out, 2000);
             resume_or_open(&head, &context, &admission.filter, capacity)
         }

@@ -227,3 +227,19 @@ def test_stream_tokens_are_redacted_in_the_log(broker):
     log = broker.log_path.read_text(errors="replace")
     assert "token=***" in log
     assert key not in log
+
+
+def test_cors_lets_other_origins_publish_and_stream(broker):
+    key = root_key(broker)
+    base = f"http://{broker.host}:{broker.http_port}"
+    pre = httpx.options(f"{base}/v1/publish", headers={"Origin": "https://app.example",
+                                                      "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204
+    assert "Authorization" in pre.headers["access-control-allow-headers"]
+    r = httpx.post(f"{base}/v1/publish", json={"topic": "c", "payload": "x"},
+                   headers={"Authorization": f"Bearer {key}", "Origin": "https://app.example"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "X-RateLimit-Remaining" in r.headers["access-control-expose-headers"]
+    with httpx.stream("GET", f"{base}/v1/stream?token={key}", timeout=5) as s:
+        assert s.headers["access-control-allow-origin"] == "*"
+        assert s.headers["content-type"] == "text/event-stream"
