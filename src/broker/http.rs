@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHead, Response};
-use ringmq_io::monoio;
+use ringmq_io::{monoio, ConnStream};
 
 use super::control::{ControlHandle, ControlJob, Reply};
 use crate::control::api::{Api, ApiRequest, ApiResponse};
@@ -26,8 +24,9 @@ const MANAGEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
 /// How long a management request waits for the control thread.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one HTTP/1.1 connection (keep-alive and pipelining) until it closes.
-pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
+/// Serves one HTTP/1.1 connection (keep-alive and pipelining), plain or TLS, until it closes.
+pub async fn serve(stream: ConnStream, control: Arc<ControlHandle>) {
+    let (mut reader, mut stream) = stream.into_split();
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);
@@ -59,7 +58,7 @@ pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
                 buf.reserve(4096);
             }
             let partial = !buf.is_empty();
-            match monoio::time::timeout(left, ringmq_io::read_append(&mut stream, buf)).await {
+            match monoio::time::timeout(left, reader.read_append(buf)).await {
                 Err(_) => {
                     if partial {
                         Response::text(408, "request head timeout\n").encode(false, &mut out);
@@ -99,12 +98,7 @@ pub async fn serve(mut stream: TcpStream, control: Arc<ControlHandle>) {
                             }
                         }
                         buf.reserve(4096);
-                        match monoio::time::timeout(
-                            HEAD_TIMEOUT,
-                            ringmq_io::read_append(&mut stream, buf),
-                        )
-                        .await
-                        {
+                        match monoio::time::timeout(HEAD_TIMEOUT, reader.read_append(buf)).await {
                             Err(_) | Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                             Ok((Ok(_), back)) => buf = back,
                         }

@@ -87,6 +87,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
 
+    /// Address for MQTT over TLS, usually 0.0.0.0:8883 (needs tls.cert_path and tls.key_path
+    /// in the configuration) [default from profile: off].
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts_listen: Option<SocketAddr>,
+
+    /// Address for HTTPS and WSS (needs tls.cert_path and tls.key_path) [default from
+    /// profile: off].
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
+
     /// Number of shard threads, `auto` for one per core, or 1 to 64 [default from profile: auto].
     #[arg(long, value_name = "N|auto")]
     pub shards: Option<ShardCount>,
@@ -117,6 +127,8 @@ impl ServeArgs {
         ServeOverrides {
             mqtt_listen: self.mqtt_listen,
             http_listen: self.http_listen,
+            mqtts_listen: self.mqtts_listen,
+            https_listen: self.https_listen,
             shards: self.shards,
             data_dir: self.data_dir.clone(),
             placement: self.placement,
