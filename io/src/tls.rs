@@ -506,8 +506,8 @@ impl TlsWriteHalf {
 pub enum ConnReader {
     /// Plain TCP.
     Tcp(OwnedReadHalf<TcpStream>),
-    /// TLS over TCP.
-    Tls(TlsReadHalf),
+    /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
+    Tls(Box<TlsReadHalf>),
 }
 
 impl ConnReader {
@@ -525,8 +525,8 @@ impl ConnReader {
 pub enum ConnWriter {
     /// Plain TCP.
     Tcp(OwnedWriteHalf<TcpStream>),
-    /// TLS over TCP.
-    Tls(TlsWriteHalf),
+    /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
+    Tls(Box<TlsWriteHalf>),
 }
 
 impl ConnWriter {
@@ -590,7 +590,10 @@ impl ConnStream {
             }
             ConnStream::Tls(stream) => {
                 let (read, write) = stream.into_split();
-                (ConnReader::Tls(read), ConnWriter::Tls(write))
+                (
+                    ConnReader::Tls(Box::new(read)),
+                    ConnWriter::Tls(Box::new(write)),
+                )
             }
         }
     }
@@ -664,6 +667,13 @@ pub fn subject_common_name(cert: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_halves_stay_small() {
+        // Every idle connection holds its halves: TLS must not make plain TCP ones larger.
+        assert_eq!(std::mem::size_of::<ConnReader>(), 16);
+        assert_eq!(std::mem::size_of::<ConnWriter>(), 16);
+    }
 
     fn self_signed(cn: &str) -> rcgen::CertifiedKey {
         let mut params =
