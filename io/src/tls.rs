@@ -38,6 +38,10 @@ use crate::buf::read_append;
 /// Raw (encrypted) bytes read from the socket at a time.
 const RAW_READ_CHUNK: usize = 4096;
 
+/// Most plaintext one read hands out: two full TLS records. The room handed to rustls is zeroed
+/// first, so a large read buffer is not zeroed whole for every record.
+const PLAINTEXT_READ_MAX: usize = 32 * 1024;
+
 /// A write half's ciphertext buffer larger than this is freed after the write, so a connection
 /// that once sent a large burst does not keep the memory while idle.
 const OUT_KEEP_MAX: usize = 16 * 1024;
@@ -360,7 +364,7 @@ impl TlsReadHalf {
             {
                 let mut session = self.session.borrow_mut();
                 let len = buf.len();
-                let spare = buf.capacity() - len;
+                let spare = (buf.capacity() - len).min(PLAINTEXT_READ_MAX);
                 if spare == 0 {
                     return (Ok(0), buf);
                 }
@@ -413,7 +417,7 @@ impl TlsReadHalf {
                     }
                     drop(session);
                     let len = buf.len();
-                    buf.resize(buf.capacity(), 0);
+                    buf.resize(len + (buf.capacity() - len).min(PLAINTEXT_READ_MAX), 0);
                     let result = self.session.borrow_mut().reader().read(&mut buf[len..]);
                     return match result {
                         Ok(n) => {

@@ -117,11 +117,12 @@ class Pki:
 
 # -- broker ------------------------------------------------------------------------------------------
 class TlsBroker(Broker):
-    def __init__(self, workdir: Path, pki: Pki, client_auth: str = "none", mqtt: dict | None = None):
+    def __init__(self, workdir: Path, pki: Pki, client_auth: str = "none", mqtt: dict | None = None,
+                 tls: dict | None = None):
         self.mqtts_port = free_port()
         self.https_port = free_port()
         tls = {"cert_path": str(pki.cert_path), "key_path": str(pki.key_path),
-               "client_ca_path": str(pki.ca_path), "client_auth": client_auth}
+               "client_ca_path": str(pki.ca_path), "client_auth": client_auth, **(tls or {})}
         super().__init__("ringmq", workdir, config={"tls": tls, "mqtt": mqtt or {}},
                          extra_args=["--mqtts-listen", f"127.0.0.1:{self.mqtts_port}",
                                      "--https-listen", f"127.0.0.1:{self.https_port}"])
@@ -263,6 +264,17 @@ def test_optional_client_certificate(tls_broker, pki):
     # Without a certificate: anonymous (loopback default) as before.
     assert try_connect(tls_broker, pki, None) == 0
     assert try_connect(tls_broker, pki, pki.client_cert("any-device")) == 0
+
+
+@pytest.mark.broker_config(tls={"handshake_timeout_ms": 300})
+def test_stalled_handshake_is_dropped(tls_broker, pki):
+    # A peer that opens the TLS port and says nothing is closed after handshake_timeout_ms.
+    with socket.create_connection((tls_broker.host, tls_broker.mqtts_port), timeout=5) as s:
+        started = time.monotonic()
+        assert s.recv(16) == b""
+        assert time.monotonic() - started < 3
+    # The listener goes on serving.
+    assert try_connect(tls_broker, pki, None) == 0
 
 
 def peer_serial(broker: TlsBroker, pki: Pki) -> int:
