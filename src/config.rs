@@ -62,6 +62,83 @@ pub struct Config {
     /// Authentication: token-exchange providers, login throttling.
     #[serde(default)]
     pub auth: Auth,
+    /// TLS certificates for the `mqtts` and `https` listeners, and client certificates.
+    pub tls: Tls,
+}
+
+/// TLS certificate, key and client-certificate settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain (end-entity first); empty: no TLS.
+    pub cert_path: PathBuf,
+    /// PEM private key of the certificate; empty: no TLS.
+    pub key_path: PathBuf,
+    /// PEM CA certificates that sign client certificates; empty: no client certificates.
+    pub client_ca_path: PathBuf,
+    /// Whether clients present certificates.
+    pub client_auth: TlsClientAuth,
+    /// How long a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Tls {
+    /// The files as the IO layer takes them.
+    pub fn files(&self) -> ringmq_io::tls::TlsFiles {
+        ringmq_io::tls::TlsFiles {
+            cert_path: self.cert_path.clone(),
+            key_path: self.key_path.clone(),
+            client_ca_path: (!self.client_ca_path.as_os_str().is_empty())
+                .then(|| self.client_ca_path.clone()),
+            client_auth: match self.client_auth {
+                TlsClientAuth::None => ringmq_io::tls::ClientAuth::None,
+                TlsClientAuth::Optional => ringmq_io::tls::ClientAuth::Optional,
+                TlsClientAuth::Required => ringmq_io::tls::ClientAuth::Required,
+            },
+        }
+    }
+}
+
+/// Whether TLS clients present certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsClientAuth {
+    /// Not asked for.
+    None,
+    /// Asked for; a client without one still connects.
+    Optional,
+    /// A client without a valid certificate fails the handshake.
+    Required,
+}
+
+/// A listen address that may be off: `""` in TOML.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl Serialize for OptionalAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(addr) => serializer.collect_str(&addr),
+            None => serializer.serialize_str(""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptionalAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Ok(OptionalAddr(None));
+        }
+        text.trim()
+            .parse()
+            .map(|addr| OptionalAddr(Some(addr)))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid socket address {text:?} (expected IP:PORT, or \"\" for off)"
+                ))
+            })
+    }
 }
 
 /// Listening sockets and connection placement.
@@ -72,6 +149,10 @@ pub struct Listeners {
     pub mqtt: SocketAddr,
     /// HTTP listen address (default 127.0.0.1:8080).
     pub http: SocketAddr,
+    /// MQTT over TLS listen address; off when empty.
+    pub mqtts: OptionalAddr,
+    /// HTTPS (and WSS) listen address; off when empty.
+    pub https: OptionalAddr,
     /// How accepted connections are spread over shards.
     pub placement: Placement,
     /// Listen backlog passed to listen(2).
@@ -329,6 +410,10 @@ pub struct ServeOverrides {
     pub mqtt_listen: Option<SocketAddr>,
     /// `--http-listen`: overrides `listeners.http`.
     pub http_listen: Option<SocketAddr>,
+    /// `--mqtts-listen`: overrides `listeners.mqtts`.
+    pub mqtts_listen: Option<SocketAddr>,
+    /// `--https-listen`: overrides `listeners.https`.
+    pub https_listen: Option<SocketAddr>,
     /// `--shards`: overrides `shards.count`.
     pub shards: Option<ShardCount>,
     /// `--data-dir`: overrides `data_dir`.
@@ -379,10 +464,21 @@ impl Config {
         match self.mqtt.anonymous {
             Anonymous::Allow => true,
             Anonymous::Deny => false,
-            Anonymous::Loopback => {
-                self.listeners.mqtt.ip().is_loopback() && self.listeners.http.ip().is_loopback()
-            }
+            Anonymous::Loopback => self.listen_addrs().all(|addr| addr.ip().is_loopback()),
         }
+    }
+
+    /// Every address the broker listens on.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = SocketAddr> {
+        let l = &self.listeners;
+        [Some(l.mqtt), Some(l.http), l.mqtts.0, l.https.0]
+            .into_iter()
+            .flatten()
+    }
+
+    /// True when a TLS listener is configured.
+    pub fn tls_enabled(&self) -> bool {
+        self.listeners.mqtts.0.is_some() || self.listeners.https.0.is_some()
     }
 
     /// Loads default → profile → config file → flags, then validates the result.
@@ -422,6 +518,44 @@ impl Config {
             ));
         }
         check_range("listeners.backlog", listeners.backlog, 1, 65535)?;
+        let named = [
+            ("listeners.mqtt", Some(listeners.mqtt)),
+            ("listeners.http", Some(listeners.http)),
+            ("listeners.mqtts", listeners.mqtts.0),
+            ("listeners.https", listeners.https.0),
+        ];
+        for (i, (name, addr)) in named.iter().enumerate() {
+            for (other, other_addr) in &named[i + 1..] {
+                if let (Some(a), Some(b)) = (addr, other_addr) {
+                    if a == b && a.port() != 0 {
+                        return invalid(format!("{name} and {other} are both {a}"));
+                    }
+                }
+            }
+        }
+        let tls = &self.tls;
+        if self.tls_enabled()
+            && (tls.cert_path.as_os_str().is_empty() || tls.key_path.as_os_str().is_empty())
+        {
+            return invalid(
+                "listeners.mqtts or listeners.https is set, so tls.cert_path and tls.key_path \
+                 must name the certificate and key files"
+                    .to_string(),
+            );
+        }
+        if tls.client_auth != TlsClientAuth::None && tls.client_ca_path.as_os_str().is_empty() {
+            return invalid(
+                "tls.client_auth asks for client certificates, so tls.client_ca_path must name \
+                 the CA file that signs them"
+                    .to_string(),
+            );
+        }
+        check_range(
+            "tls.handshake_timeout_ms",
+            tls.handshake_timeout_ms,
+            100,
+            600_000,
+        )?;
 
         let shards = &self.shards;
         if let ShardCount::Fixed(count) = shards.count {
@@ -726,6 +860,12 @@ fn overrides_table(overrides: &ServeOverrides) -> Result<toml::Table, ConfigErro
     if let Some(address) = overrides.http_listen {
         listeners.insert("http".into(), toml::Value::String(address.to_string()));
     }
+    if let Some(address) = overrides.mqtts_listen {
+        listeners.insert("mqtts".into(), toml::Value::String(address.to_string()));
+    }
+    if let Some(address) = overrides.https_listen {
+        listeners.insert("https".into(), toml::Value::String(address.to_string()));
+    }
     if let Some(placement) = overrides.placement {
         listeners.insert(
             "placement".into(),
@@ -908,6 +1048,8 @@ mod tests {
             placement: Some(Placement::RoundRobin),
             data_dir: Some("/tmp/ringmq-test-data".into()),
             http_listen: None,
+            mqtts_listen: None,
+            https_listen: None,
         };
         let config = Config::load(&overrides).unwrap();
         // From the profile (not overridden later).
@@ -1040,6 +1182,22 @@ mod tests {
             (|c| c.listeners.backlog = 0, "listeners.backlog"),
             (|c| c.listeners.http = c.listeners.mqtt, "both"),
             (|c| c.data_dir = PathBuf::new(), "data_dir"),
+            (
+                |c| c.listeners.mqtts = OptionalAddr(Some(c.listeners.http)),
+                "listeners.http and listeners.mqtts",
+            ),
+            (
+                |c| c.listeners.https = OptionalAddr(Some("127.0.0.1:8443".parse().unwrap())),
+                "tls.cert_path",
+            ),
+            (
+                |c| c.tls.client_auth = TlsClientAuth::Required,
+                "tls.client_ca_path",
+            ),
+            (
+                |c| c.tls.handshake_timeout_ms = 0,
+                "tls.handshake_timeout_ms",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut config = Config::embedded_default();

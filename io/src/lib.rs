@@ -9,6 +9,8 @@
 //! - [`notify`] — [`CrossNotify`], the coalescing cross-thread wake-up the mesh is built on.
 //! - [`listener`] — per-shard TCP listeners (SO_REUSEPORT), moving accepted streams between
 //!   shards, process RSS for metrics.
+//! - [`tls`] — rustls server sessions over the owned-buffer TCP IO, reloadable certificates,
+//!   and [`ConnReader`]/[`ConnWriter`], one type for plain and TLS halves.
 //! - [`error`] — [`IoError`].
 //!
 //! Mesh hand-off throughput between two shards (u64 items, batches of 64–256, one wake per
@@ -24,6 +26,7 @@ pub mod listener;
 pub mod mesh;
 pub mod notify;
 pub mod runtime;
+pub mod tls;
 
 pub use buf::read_append;
 pub use error::IoError;
@@ -31,6 +34,10 @@ pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tun
 pub use mesh::{Mesh, MeshEndpoint};
 pub use notify::{CrossNotify, Notified};
 pub use runtime::{spawn_shards, DriverKind, ShardConfig, ShardContext};
+pub use tls::{ConnReader, ConnStream, ConnWriter};
+
+/// Re-exported so the broker builds TLS configurations with the same rustls.
+pub use rustls;
 
 /// Re-exported so the broker uses the same monoio as the IO layer.
 pub use monoio;

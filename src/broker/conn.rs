@@ -3,15 +3,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
-use ringmq_io::monoio;
+use ringmq_io::{monoio, ConnReader, ConnStream, ConnWriter};
 
 use super::local_notify::LocalNotify;
 use super::shard::{Shard, Slot};
@@ -49,7 +47,7 @@ pub struct ConnShared {
     pub id: u64,
     /// The write half while no writer task runs: an idle connection has no writer task at all
     /// (memory per idle connection); [`ConnShared::wake_writer`] starts one when there is data.
-    half: RefCell<Option<monoio::io::OwnedWriteHalf<TcpStream>>>,
+    half: RefCell<Option<ConnWriter>>,
     /// The shard and slot a writer task works for, set once the session is installed.
     owner: RefCell<Option<(Weak<RefCell<Shard>>, Slot)>>,
     final_out: RefCell<BytesMut>,
@@ -60,6 +58,8 @@ pub struct ConnShared {
     reader_exited: LocalNotify,
     fences: Cell<u32>,
     fd: RawFd,
+    /// The verified TLS client certificate's CN (the device identity), when there is one.
+    identity: Option<Box<str>>,
 }
 
 impl ConnShared {
@@ -76,7 +76,13 @@ impl ConnShared {
             reader_exited: LocalNotify::default(),
             fences: Cell::new(0),
             fd,
+            identity: None,
         }
+    }
+
+    /// The verified TLS client certificate's CN, for features that filter by device.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// Stops reading this connection until a matching [`ConnShared::resume`] (pauses nest: one
@@ -219,10 +225,10 @@ async fn handshake(
     shard: &Rc<RefCell<Shard>>,
     settings: &super::shard::ShardSettings,
     rules: &Rc<crate::session::Rules>,
-    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
-    writer: &mut monoio::io::OwnedWriteHalf<TcpStream>,
+    reader: &mut ConnReader,
+    writer: &mut ConnWriter,
     buf: &mut BytesMut,
-    (conn_id, peer): (u64, Option<std::net::IpAddr>),
+    (conn_id, peer, identity): (u64, Option<std::net::IpAddr>, Option<&str>),
 ) -> Option<Handshake> {
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
@@ -269,8 +275,7 @@ async fn handshake(
             return None;
         };
         ensure_spare(buf, settings.read_buffer_bytes);
-        match monoio::time::timeout(left, ringmq_io::read_append(reader, std::mem::take(buf))).await
-        {
+        match monoio::time::timeout(left, reader.read_append(std::mem::take(buf))).await {
             Err(_) => {
                 tracing::debug!("no CONNECT before the deadline");
                 return None;
@@ -305,7 +310,7 @@ async fn handshake(
         let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
         out
     };
-    let admitted = match super::shard::authenticate(shard, &connect, peer).await {
+    let admitted = match super::shard::authenticate(shard, &connect, peer, identity).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let _ = writer.write_all(refuse(refusal)).await;
@@ -391,8 +396,8 @@ struct Handshake {
     admitted: (u32, Option<Rc<super::shard::Principal>>),
 }
 
-/// Serves one accepted MQTT connection until it closes.
-pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
+/// Serves one accepted MQTT connection (plain or TLS) until it closes.
+pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) {
     let (settings, rules) = {
         let mut s = shard.borrow_mut();
         s.live_connections += 1;
@@ -400,8 +405,9 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         (s.settings.clone(), Rc::clone(&s.rules))
     };
     let _guard = LiveGuard(Rc::clone(&shard));
-    let fd = stream.as_raw_fd();
-    let peer = stream.peer_addr().ok().map(|addr| addr.ip());
+    let fd = stream.fd();
+    let peer = stream.peer_addr().map(|addr| addr.ip());
+    let identity = stream.peer_common_name();
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
     let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
@@ -413,7 +419,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         &mut reader,
         &mut writer,
         &mut buf,
-        (conn_id, peer),
+        (conn_id, peer, identity.as_deref()),
     ));
     let Some(Handshake {
         negotiated,
@@ -428,7 +434,9 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
     let version = negotiated.link.version;
 
     // 4. Install the session, answer CONNACK, resume.
-    let conn = Rc::new(ConnShared::new(conn_id, fd));
+    let mut conn = ConnShared::new(conn_id, fd);
+    conn.identity = identity.map(String::into_boxed_str);
+    let conn = Rc::new(conn);
     let slot = {
         let mut s = shard.borrow_mut();
         let now = Instant::now();
@@ -565,7 +573,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         room.prepare(&mut buf);
         let spare = buf.capacity() - buf.len();
         let started = Instant::now();
-        let (result, back) = ringmq_io::read_append(&mut reader, buf).await;
+        let (result, back) = reader.read_append(buf).await;
         buf = back;
         if let Ok(n) = result {
             room.after_read(n == spare, started.elapsed());
@@ -592,7 +600,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: TcpStream, conn_id: u64) {
         loop {
             buf.clear();
             ensure_spare(&mut buf, READ_SPARE_MIN);
-            let (result, back) = ringmq_io::read_append(&mut reader, buf).await;
+            let (result, back) = reader.read_append(buf).await;
             buf = back;
             if !matches!(result, Ok(n) if n > 0) {
                 break;
@@ -616,7 +624,7 @@ async fn write_loop(
     shard: Rc<RefCell<Shard>>,
     slot: Slot,
     conn: Rc<ConnShared>,
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: ConnWriter,
 ) {
     let batch = shard.borrow().settings.write_batch_bytes.max(1);
     loop {
@@ -664,6 +672,8 @@ async fn write_loop(
         s.after_write(slot, &conn, now);
         s.flush(now);
     }
+    // A TLS peer learns the stream ended on purpose (nothing to do for plain TCP).
+    writer.close_notify().await;
     // Boxed: the linger timer is large and only closing connections need it.
     Box::pin(close_gracefully(&conn)).await;
 }

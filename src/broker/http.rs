@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHead, Response};
-use ringmq_io::monoio;
+use ringmq_io::{monoio, ConnStream};
 
 use super::control::{ControlHandle, ControlJob, Reply};
 use super::shard::Shard;
@@ -37,8 +35,9 @@ pub struct HttpContext {
     pub(super) shared: Arc<super::Shared>,
 }
 
-/// Serves one HTTP/1.1 connection (keep-alive and pipelining) until it closes.
-pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
+/// Serves one HTTP/1.1 connection (keep-alive and pipelining), plain or TLS, until it closes.
+pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
+    let (mut reader, mut stream) = stream.into_split();
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);
@@ -70,7 +69,7 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
                 buf.reserve(4096);
             }
             let partial = !buf.is_empty();
-            match monoio::time::timeout(left, ringmq_io::read_append(&mut stream, buf)).await {
+            match monoio::time::timeout(left, reader.read_append(buf)).await {
                 Err(_) => {
                     if partial {
                         Response::text(408, "request head timeout\n").encode(false, &mut out);
@@ -85,7 +84,7 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
         if head.method == Method::Get {
             if let Some(kind) = super::stream::kind_of(&head.path) {
                 // The stream owns the connection from here on.
-                super::stream::serve(stream, head, buf, context, kind).await;
+                super::stream::serve(reader, stream, head, buf, context, kind).await;
                 return;
             }
         }
@@ -123,12 +122,7 @@ pub async fn serve(mut stream: TcpStream, context: Rc<HttpContext>) {
                             }
                         }
                         buf.reserve(4096);
-                        match monoio::time::timeout(
-                            HEAD_TIMEOUT,
-                            ringmq_io::read_append(&mut stream, buf),
-                        )
-                        .await
-                        {
+                        match monoio::time::timeout(HEAD_TIMEOUT, reader.read_append(buf)).await {
                             Err(_) | Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                             Ok((Ok(_), back)) => buf = back,
                         }

@@ -27,7 +27,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use ringmq_io::{monoio, CrossNotify, Mesh, ShardConfig, ShardContext};
+use ringmq_io::tls::ReloadableTls;
+use ringmq_io::{monoio, ConnStream, CrossNotify, Mesh, ShardConfig, ShardContext};
 
 use crate::config::{Config, Placement, SlowConsumerPolicy};
 use crate::mqtt::QoS;
@@ -73,6 +74,9 @@ pub enum BrokerError {
     /// The control plane (store, auth providers) could not start.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] ringmq_io::tls::TlsError),
 }
 
 /// Stops the broker from any thread.
@@ -115,6 +119,8 @@ struct Shared {
     ready: std::sync::Mutex<mpsc::Sender<Result<(), BrokerError>>>,
     conn_ids: AtomicU64,
     control: Arc<control::ControlHandle>,
+    /// The TLS server configuration, when a TLS listener is on.
+    tls: Option<Arc<ReloadableTls>>,
 }
 
 /// Derives the session rules from the configuration.
@@ -156,14 +162,21 @@ pub fn rules_from(config: &Config) -> Rules {
 pub struct Broker {
     handles: Vec<std::thread::JoinHandle<()>>,
     shutdown: Arc<ShutdownHandle>,
+    tls: Option<Arc<ReloadableTls>>,
 }
 
 impl Broker {
     /// Starts the shards and listeners; returns once every shard listens (or one failed).
     pub fn start(config: Config) -> Result<Broker, BrokerError> {
+        // Certificates first: a missing or mismatched file stops the start before any listener.
+        let tls = if config.tls_enabled() {
+            Some(Arc::new(ReloadableTls::load(config.tls.files())?))
+        } else {
+            None
+        };
         // Shards bind with SO_REUSEPORT, which would silently share a port with another process
         // of the same user: probe each address without it first, so a clash is an error.
-        for addr in [config.listeners.mqtt, config.listeners.http] {
+        for addr in config.listen_addrs() {
             if addr.port() != 0 {
                 std::net::TcpListener::bind(addr)
                     .map_err(|source| BrokerError::Bind { addr, source })?;
@@ -204,6 +217,7 @@ impl Broker {
             started: Instant::now(),
             ready: std::sync::Mutex::new(ready_tx),
             conn_ids: AtomicU64::new(1),
+            tls: tls.clone(),
             config,
         });
         let shard_config = ShardConfig {
@@ -216,7 +230,11 @@ impl Broker {
         let handles = ringmq_io::spawn_shards(&shard_config, move |ctx| {
             shard_main(ctx, Arc::clone(&for_shards))
         })?;
-        let broker = Broker { handles, shutdown };
+        let broker = Broker {
+            handles,
+            shutdown,
+            tls,
+        };
         for _ in 0..shard_count {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -238,6 +256,8 @@ impl Broker {
         tracing::info!(
             mqtt = %shared.config.listeners.mqtt,
             http = %shared.config.listeners.http,
+            mqtts = ?shared.config.listeners.mqtts.0,
+            https = ?shared.config.listeners.https.0,
             shards = shard_count,
             placement = ?shared.config.listeners.placement,
             "ringmq is ready"
@@ -250,6 +270,11 @@ impl Broker {
         Arc::clone(&self.shutdown)
     }
 
+    /// The reloadable TLS configuration, when a TLS listener is on.
+    pub fn tls(&self) -> Option<Arc<ReloadableTls>> {
+        self.tls.clone()
+    }
+
     /// Waits for every shard to finish.
     pub fn join(self) {
         for handle in self.handles {
@@ -258,25 +283,46 @@ impl Broker {
     }
 }
 
-/// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
+/// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
+/// TLS certificates.
 pub fn run(config: Config) -> Result<(), BrokerError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Signals)?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(BrokerError::Signals)?;
     let broker = Broker::start(config)?;
     let shutdown = broker.shutdown_handle();
+    let tls = broker.tls();
     std::thread::Builder::new()
         .name("ringmq-signals".to_owned())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tls(tls.as_deref());
+                    continue;
+                }
                 tracing::info!(signal, "shutting down");
                 shutdown.shutdown();
+                break;
             }
         })
         .map_err(BrokerError::Signals)?;
     broker.join();
     tracing::info!("ringmq stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the certificate, key and client CA; on error the old ones stay.
+fn reload_tls(tls: Option<&ReloadableTls>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!(version = tls.version(), "SIGHUP: TLS certificates reloaded"),
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: TLS reload failed; the previous certificates stay")
+        }
+    }
 }
 
 fn spawn_acceptor(shared: Arc<Shared>) -> Result<(), BrokerError> {
@@ -354,7 +400,34 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             }
         };
 
+    let mut tls_listeners = Vec::new();
+    if let Some(tls) = &shared.tls {
+        let cache = Rc::new(TlsCache::new(Arc::clone(tls)));
+        for (addr, kind) in [
+            (config.listeners.mqtts.0, TlsKind::Mqtt),
+            (config.listeners.https.0, TlsKind::Http),
+        ] {
+            let Some(addr) = addr else { continue };
+            match ringmq_io::bind_tcp(addr, true, config.listeners.backlog) {
+                Ok(listener) => tls_listeners.push((listener, kind, Rc::clone(&cache))),
+                Err(error) => {
+                    report(Err(bind_error(addr, error)));
+                    return;
+                }
+            }
+        }
+    }
+
     let stop = Rc::new(local_notify::LocalStop::default());
+    for (listener, kind, cache) in tls_listeners {
+        monoio::spawn(accept_tls(
+            Rc::clone(&shard),
+            Arc::clone(&shared),
+            listener,
+            (kind, cache),
+            Rc::clone(&stop),
+        ));
+    }
     if let Some(listener) = mqtt_listener {
         monoio::spawn(accept_mqtt(
             Rc::clone(&shard),
@@ -417,7 +490,7 @@ async fn accept_mqtt(
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = ringmq_io::tune_accepted(&stream);
-                start_connection(&shard, &shared, stream);
+                start_connection(&shard, &shared, ConnStream::Tcp(stream));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -427,16 +500,13 @@ async fn accept_mqtt(
     }
 }
 
-fn start_connection(
-    shard: &Rc<RefCell<Shard>>,
-    shared: &Arc<Shared>,
-    stream: monoio::net::TcpStream,
-) {
-    let full = {
-        let s = shard.borrow();
-        s.live_connections >= s.settings.connections_max
-    };
-    if full {
+fn shard_full(shard: &Rc<RefCell<Shard>>) -> bool {
+    let s = shard.borrow();
+    s.live_connections >= s.settings.connections_max
+}
+
+fn start_connection(shard: &Rc<RefCell<Shard>>, shared: &Arc<Shared>, stream: ConnStream) {
+    if shard_full(shard) {
         tracing::warn!("connections_max reached; connection refused");
         return;
     }
@@ -454,7 +524,7 @@ async fn receive_handoff(
     loop {
         while let Some(stream) = handoff.queue.pop() {
             match ringmq_io::adopt_stream(stream) {
-                Ok(stream) => start_connection(&shard, &shared, stream),
+                Ok(stream) => start_connection(&shard, &shared, ConnStream::Tcp(stream)),
                 Err(error) => tracing::warn!(%error, "cannot adopt connection"),
             }
         }
@@ -478,7 +548,7 @@ async fn accept_http(
         match accepted {
             Some(Ok((stream, _))) => {
                 let _ = ringmq_io::tune_accepted(&stream);
-                monoio::spawn(http::serve(stream, Rc::clone(&context)));
+                monoio::spawn(http::serve(ConnStream::Tcp(stream), Rc::clone(&context)));
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "HTTP accept failed");
@@ -486,6 +556,104 @@ async fn accept_http(
             }
             None => break,
         }
+    }
+}
+
+/// What a TLS listener serves.
+#[derive(Clone, Copy, Debug)]
+enum TlsKind {
+    Mqtt,
+    Http,
+}
+
+/// A shard's copy of the shared TLS configuration, refreshed when a reload bumps the version
+/// (handshakes take no lock unless the certificates changed).
+struct TlsCache {
+    shared: Arc<ReloadableTls>,
+    version: std::cell::Cell<u64>,
+    config: RefCell<Arc<ringmq_io::rustls::ServerConfig>>,
+}
+
+impl TlsCache {
+    fn new(shared: Arc<ReloadableTls>) -> Self {
+        TlsCache {
+            version: std::cell::Cell::new(shared.version()),
+            config: RefCell::new(shared.current()),
+            shared,
+        }
+    }
+
+    /// The configuration for the next handshake.
+    fn current(&self) -> Arc<ringmq_io::rustls::ServerConfig> {
+        let version = self.shared.version();
+        if version != self.version.get() {
+            *self.config.borrow_mut() = self.shared.current();
+            self.version.set(version);
+        }
+        Arc::clone(&self.config.borrow())
+    }
+}
+
+/// Accepts TLS connections: each handshake runs in its own task under the handshake timeout,
+/// then the connection is served exactly as a plain one.
+async fn accept_tls(
+    shard: Rc<RefCell<Shard>>,
+    shared: Arc<Shared>,
+    listener: monoio::net::TcpListener,
+    (kind, cache): (TlsKind, Rc<TlsCache>),
+    stop: Rc<local_notify::LocalStop>,
+) {
+    let timeout = Duration::from_millis(shared.config.tls.handshake_timeout_ms);
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => Some(accepted),
+            _ = stop.wait() => None,
+        };
+        let Some(accepted) = accepted else { break };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "TLS accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if matches!(kind, TlsKind::Mqtt) && shard_full(&shard) {
+            tracing::warn!("connections_max reached; connection refused");
+            continue;
+        }
+        let _ = ringmq_io::tune_accepted(&stream);
+        let config = cache.current();
+        let shard = Rc::clone(&shard);
+        let shared = Arc::clone(&shared);
+        monoio::spawn(async move {
+            let stream = match monoio::time::timeout(
+                timeout,
+                ringmq_io::tls::accept(stream, config),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => ConnStream::Tls(Box::new(stream)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            match kind {
+                TlsKind::Mqtt => start_connection(&shard, &shared, stream),
+                TlsKind::Http => {
+                    let context = Rc::new(http::HttpContext {
+                        shard: Rc::clone(&shard),
+                        shared: Arc::clone(&shared),
+                    });
+                    http::serve(stream, context).await
+                }
+            }
+        });
     }
 }
 

@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 use ringmq_http::ws::{self, FrameDecoder, MessageAssembler, WsLimits};
 use ringmq_http::{sse, RequestHead, Response};
-use ringmq_io::monoio;
+use ringmq_io::{monoio, ConnReader, ConnWriter};
 
 use super::http::HttpContext;
 use super::shard::{StreamFilter, StreamItem, StreamState};
@@ -230,7 +228,8 @@ fn frame_json(item: &StreamItem, org_id: &str) -> String {
 
 /// Takes over an HTTP connection for a stream; returns when the stream ends.
 pub async fn serve(
-    mut stream: TcpStream,
+    reader: ConnReader,
+    mut stream: ConnWriter,
     head: RequestHead,
     rest: BytesMut,
     context: Rc<HttpContext>,
@@ -289,7 +288,7 @@ X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n
             r#"{"detail":"some messages since Last-Event-ID are no longer available"}"#,
         );
     }
-    let (reader, writer) = stream.into_split();
+    let writer = stream;
     let closed = Rc::new(Cell::new(false));
     let control_out = Rc::new(RefCell::new(BytesMut::new()));
     monoio::spawn(read_client(
@@ -342,7 +341,7 @@ fn resume_or_open(
 
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: ConnWriter,
     mut out: BytesMut,
     context: &HttpContext,
     state: &Rc<StreamState>,
@@ -418,7 +417,7 @@ fn keepalive_every(kind: Kind) -> Duration {
 /// Reads what the client sends: WebSocket control frames (ping → pong, close → close), or for
 /// SSE only the end of the connection.
 async fn read_client(
-    mut reader: monoio::io::OwnedReadHalf<TcpStream>,
+    mut reader: ConnReader,
     mut buf: BytesMut,
     kind: Kind,
     state: Rc<StreamState>,
@@ -475,7 +474,7 @@ async fn read_client(
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(1024);
         }
-        let (result, back) = ringmq_io::read_append(&mut reader, buf).await;
+        let (result, back) = reader.read_append(buf).await;
         buf = back;
         match result {
             Ok(0) | Err(_) => {

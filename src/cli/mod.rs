@@ -87,6 +87,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
 
+    /// Address for MQTT over TLS, IP[:PORT] with port 8883 when omitted, e.g. 0.0.0.0 (needs
+    /// tls.cert_path and tls.key_path in the configuration) [default from profile: off].
+    #[arg(long, value_name = "ADDR", value_parser = parse_mqtts_addr)]
+    pub mqtts_listen: Option<SocketAddr>,
+
+    /// Address for HTTPS and WSS, IP[:PORT] with port 8443 when omitted (needs tls.cert_path
+    /// and tls.key_path) [default from profile: off].
+    #[arg(long, value_name = "ADDR", value_parser = parse_https_addr)]
+    pub https_listen: Option<SocketAddr>,
+
     /// Number of shard threads, `auto` for one per core, or 1 to 64 [default from profile: auto].
     #[arg(long, value_name = "N|auto")]
     pub shards: Option<ShardCount>,
@@ -111,12 +121,39 @@ pub struct ServeArgs {
     pub placement: Option<Placement>,
 }
 
+/// IANA's port for MQTT over TLS.
+const MQTTS_PORT: u16 = 8883;
+
+/// The usual alternative HTTPS port (443 needs privileges).
+const HTTPS_PORT: u16 = 8443;
+
+/// `IP:PORT`, or a bare IP that gets `default_port`.
+fn parse_addr_with_default(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| format!("expected IP or IP:PORT, got {text:?}"))
+}
+
+fn parse_mqtts_addr(text: &str) -> Result<SocketAddr, String> {
+    parse_addr_with_default(text, MQTTS_PORT)
+}
+
+fn parse_https_addr(text: &str) -> Result<SocketAddr, String> {
+    parse_addr_with_default(text, HTTPS_PORT)
+}
+
 impl ServeArgs {
     /// The flags as configuration overrides for `crate::config::Config::load`.
     pub fn overrides(&self) -> ServeOverrides {
         ServeOverrides {
             mqtt_listen: self.mqtt_listen,
             http_listen: self.http_listen,
+            mqtts_listen: self.mqtts_listen,
+            https_listen: self.https_listen,
             shards: self.shards,
             data_dir: self.data_dir.clone(),
             placement: self.placement,
@@ -145,6 +182,10 @@ mod tests {
             "0.0.0.0:1884",
             "--http-listen",
             "127.0.0.1:9090",
+            "--mqtts-listen",
+            "0.0.0.0:8884",
+            "--https-listen",
+            "0.0.0.0:8444",
             "--shards",
             "2",
             "--data-dir",
@@ -170,6 +211,14 @@ mod tests {
         assert_eq!(
             overrides.http_listen,
             Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(
+            overrides.mqtts_listen,
+            Some("0.0.0.0:8884".parse().unwrap())
+        );
+        assert_eq!(
+            overrides.https_listen,
+            Some("0.0.0.0:8444".parse().unwrap())
         );
         assert_eq!(overrides.shards, Some(ShardCount::Fixed(2)));
         assert_eq!(overrides.data_dir, Some(PathBuf::from("/var/lib/ringmq")));
@@ -201,6 +250,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_listen_ports_default() {
+        let cli = Cli::try_parse_from([
+            "ringmq",
+            "serve",
+            "--mqtts-listen",
+            "0.0.0.0",
+            "--https-listen",
+            "127.0.0.1:9443",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.mqtts_listen, Some("0.0.0.0:8883".parse().unwrap()));
+        assert_eq!(args.https_listen, Some("127.0.0.1:9443".parse().unwrap()));
+        let cli = Cli::try_parse_from(["ringmq", "serve", "--https-listen", "::1"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.https_listen, Some("[::1]:8443".parse().unwrap()));
+        assert!(Cli::try_parse_from(["ringmq", "serve", "--mqtts-listen", "localhost"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for args in [
             &["ringmq", "serve", "--shards", "0"][..],
@@ -226,6 +299,8 @@ mod tests {
         for flag in [
             "--mqtt-listen",
             "--http-listen",
+            "--mqtts-listen",
+            "--https-listen",
             "--shards",
             "--data-dir",
             "--profile",

@@ -47,7 +47,8 @@ MOSQUITTO_EQUIV = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ringmq_only: behaviour mosquitto does not have; skipped with BROKER=mosquitto")
-    config.addinivalue_line("markers", "broker_config(limits=..., mqtt=..., profile=...): broker settings for the test")
+    config.addinivalue_line("markers", "broker_config(limits=..., mqtt=..., auth=..., listeners=..., tls=..., "
+                                       "profile=..., extra_args=...): broker settings for the test")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -218,8 +219,8 @@ class Broker:
 def broker(request, tmp_path):
     marker = request.node.get_closest_marker("broker_config")
     kw = dict(marker.kwargs) if marker else {}
-    config = {"limits": dict(kw.pop("limits", {}) or {}), "mqtt": dict(kw.pop("mqtt", {}) or {}),
-              "auth": dict(kw.pop("auth", {}) or {})}
+    config = {section: dict(kw.pop(section, {}) or {})
+              for section in ("limits", "mqtt", "auth", "listeners", "tls")}
     b = Broker(BROKER_KIND, tmp_path, config=config, **kw)
     b.start()
     yield b

@@ -104,13 +104,19 @@ pub struct Admitted {
 
 /// Authenticates a CONNECT: anonymous (when allowed) or `username[@org]` + password against
 /// the snapshot, with the argon2 check on a verifier thread and failed logins throttled per
-/// source address.
+/// source address. `identity` is the CN of a verified TLS client certificate: a CONNECT without
+/// a username logs in as the user it names, if that user exists and is enabled (the
+/// certificate is the credential).
 pub async fn authenticate(
     shard: &Rc<RefCell<Shard>>,
     connect: &Connect,
     peer: Option<IpAddr>,
+    identity: Option<&str>,
 ) -> Result<Admitted, Refusal> {
     let Some(login) = connect.username.as_ref() else {
+        if let Some(admitted) = identity.and_then(|cn| certificate_login(shard, cn)) {
+            return Ok(admitted);
+        }
         if shard.borrow().rules.allow_anonymous {
             return Ok(Admitted {
                 access: Access::default(),
@@ -198,6 +204,28 @@ pub async fn authenticate(
     access.namespace = user.namespace.as_deref().map(Str::from);
     Ok(Admitted {
         access,
+        principal: Some(Rc::new(Principal { user })),
+    })
+}
+
+/// The login of a verified client certificate whose CN (`name` or `name@org_id`) names an
+/// enabled, unexpired user; `None` sends the client to the anonymous rules.
+fn certificate_login(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Admitted> {
+    let (username, org_id) = cn.rsplit_once('@').unwrap_or((cn, "default"));
+    let user = {
+        let s = shard.borrow();
+        let org = s.snapshot.org_num(org_id)?;
+        s.snapshot.user(org, username).cloned()?
+    };
+    if !user.enabled || user.expires_at.is_some_and(|at| at <= now_unix()) {
+        tracing::info!(cn, "certificate names a disabled or expired user");
+        return None;
+    }
+    let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
+        user: Arc::clone(&user),
+    });
+    Some(Admitted {
+        access: Access::org(user.org, Some(authorizer)),
         principal: Some(Rc::new(Principal { user })),
     })
 }
