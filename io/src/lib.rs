@@ -34,7 +34,9 @@ pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tun
 pub use mesh::{Mesh, MeshEndpoint};
 pub use notify::{CrossNotify, Notified};
 pub use runtime::{spawn_shards, DriverKind, ShardConfig, ShardContext};
-pub use tls::{ConnReader, ConnStream, ConnWriter};
+pub use tls::{
+    ConnReader, ConnStream, ConnWriter, FramedRead, FramedWrite, Layered, LocalIoFuture,
+};
 
 /// Re-exported so the broker builds TLS configurations with the same rustls.
 pub use rustls;

@@ -505,13 +505,43 @@ impl TlsWriteHalf {
     }
 }
 
+/// A future returned by a framed transport's read or write.
+pub type LocalIoFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (io::Result<usize>, BytesMut)> + 'a>>;
+
+/// The reading half of a transport layered on a connection (MQTT over WebSocket): it yields
+/// the inner byte stream, frames removed.
+pub trait FramedRead {
+    /// Appends the next bytes of the inner stream to `buf`; `Ok(0)` at its end.
+    fn read_append(&mut self, buf: BytesMut) -> LocalIoFuture<'_>;
+}
+
+/// The writing half of a layered transport: every write is framed.
+pub trait FramedWrite {
+    /// Writes all of `buf` as the transport's frames.
+    fn write_all(&mut self, buf: BytesMut) -> LocalIoFuture<'_>;
+    /// Ends the transport cleanly (e.g. a WebSocket close frame) before the FIN.
+    fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+}
+
 /// The reading half of a plain or TLS connection.
-#[derive(Debug)]
 pub enum ConnReader {
     /// Plain TCP.
     Tcp(OwnedReadHalf<TcpStream>),
     /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
     Tls(Box<TlsReadHalf>),
+    /// A transport layered on one of the others (MQTT over WebSocket).
+    Framed(Box<dyn FramedRead>),
+}
+
+impl std::fmt::Debug for ConnReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnReader::Tcp(_) => "ConnReader::Tcp",
+            ConnReader::Tls(_) => "ConnReader::Tls",
+            ConnReader::Framed(_) => "ConnReader::Framed",
+        })
+    }
 }
 
 impl ConnReader {
@@ -520,17 +550,29 @@ impl ConnReader {
         match self {
             ConnReader::Tcp(half) => read_append(half, buf).await,
             ConnReader::Tls(half) => half.read_append(buf).await,
+            ConnReader::Framed(half) => half.read_append(buf).await,
         }
     }
 }
 
 /// The writing half of a plain or TLS connection.
-#[derive(Debug)]
 pub enum ConnWriter {
     /// Plain TCP.
     Tcp(OwnedWriteHalf<TcpStream>),
     /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
     Tls(Box<TlsWriteHalf>),
+    /// A transport layered on one of the others (MQTT over WebSocket).
+    Framed(Box<dyn FramedWrite>),
+}
+
+impl std::fmt::Debug for ConnWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnWriter::Tcp(_) => "ConnWriter::Tcp",
+            ConnWriter::Tls(_) => "ConnWriter::Tls",
+            ConnWriter::Framed(_) => "ConnWriter::Framed",
+        })
+    }
 }
 
 impl ConnWriter {
@@ -539,14 +581,19 @@ impl ConnWriter {
         match self {
             ConnWriter::Tcp(half) => half.write_all(buf).await,
             ConnWriter::Tls(half) => half.write_all(buf).await,
+            ConnWriter::Framed(half) => half.write_all(buf).await,
         }
     }
 
     /// Ends the stream cleanly at the TLS level (close_notify); nothing for plain TCP, whose
     /// FIN the caller sends.
     pub async fn close_notify(&mut self) {
-        if let ConnWriter::Tls(half) = self {
-            let _ = half.close_notify().await;
+        match self {
+            ConnWriter::Tcp(_) => {}
+            ConnWriter::Tls(half) => {
+                let _ = half.close_notify().await;
+            }
+            ConnWriter::Framed(half) => half.close().await,
         }
     }
 }
@@ -558,6 +605,24 @@ pub enum ConnStream {
     Tcp(TcpStream),
     /// TLS over TCP (boxed: the session is large, a plain stream should not pay for it).
     Tls(Box<TlsStream>),
+    /// Halves of a layered transport (MQTT over WebSocket), with what the socket says about
+    /// the peer.
+    Layered(Box<Layered>),
+}
+
+/// A layered transport's halves and the underlying socket's facts.
+#[derive(Debug)]
+pub struct Layered {
+    /// Reading half.
+    pub reader: ConnReader,
+    /// Writing half.
+    pub writer: ConnWriter,
+    /// The underlying socket.
+    pub fd: RawFd,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// The verified client certificate's CN, when the layer runs over mTLS.
+    pub identity: Option<String>,
 }
 
 impl ConnStream {
@@ -566,6 +631,7 @@ impl ConnStream {
         match self {
             ConnStream::Tcp(stream) => stream.as_raw_fd(),
             ConnStream::Tls(stream) => stream.fd(),
+            ConnStream::Layered(layered) => layered.fd,
         }
     }
 
@@ -574,6 +640,7 @@ impl ConnStream {
         match self {
             ConnStream::Tcp(stream) => stream.peer_addr().ok(),
             ConnStream::Tls(stream) => stream.peer_addr(),
+            ConnStream::Layered(layered) => layered.peer,
         }
     }
 
@@ -582,6 +649,7 @@ impl ConnStream {
         match self {
             ConnStream::Tcp(_) => None,
             ConnStream::Tls(stream) => stream.peer_common_name(),
+            ConnStream::Layered(layered) => layered.identity.clone(),
         }
     }
 
@@ -599,6 +667,7 @@ impl ConnStream {
                     ConnWriter::Tls(Box::new(write)),
                 )
             }
+            ConnStream::Layered(layered) => (layered.reader, layered.writer),
         }
     }
 }

@@ -429,6 +429,8 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
         admitted,
     }) = handshake.await
     else {
+        // A layered transport says why it ends (a WebSocket close frame; TLS close_notify).
+        writer.close_notify().await;
         return;
     };
     let version = negotiated.link.version;

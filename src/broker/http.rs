@@ -37,6 +37,8 @@ pub struct HttpContext {
 
 /// Serves one HTTP/1.1 connection (keep-alive and pipelining), plain or TLS, until it closes.
 pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
+    // Kept for an upgrade to MQTT over WebSocket, whose connection needs the socket's facts.
+    let socket = (stream.fd(), stream.peer_addr(), stream.peer_common_name());
     let (mut reader, mut stream) = stream.into_split();
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
@@ -81,6 +83,10 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
                 Ok((Ok(_), back)) => buf = back,
             }
         };
+        if head.method == Method::Get && head.path == "/mqtt" {
+            mqtt_over_websocket(reader, stream, &head, buf, &context, socket).await;
+            return;
+        }
         if head.method == Method::Get {
             if let Some(kind) = super::stream::kind_of(&head.path) {
                 // The stream owns the connection from here on.
@@ -225,6 +231,63 @@ async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle
             "the control plane did not answer in time",
         )),
     }
+}
+
+/// Upgrades to MQTT over WebSocket and serves the MQTT connection on this shard, exactly as
+/// over TCP.
+async fn mqtt_over_websocket(
+    reader: ringmq_io::ConnReader,
+    mut writer: ringmq_io::ConnWriter,
+    head: &RequestHead,
+    rest: BytesMut,
+    context: &HttpContext,
+    (fd, peer, identity): (
+        std::os::fd::RawFd,
+        Option<std::net::SocketAddr>,
+        Option<String>,
+    ),
+) {
+    let mut out = BytesMut::new();
+    let upgrade = match ringmq_http::ws::check_upgrade(head) {
+        Ok(upgrade) => upgrade,
+        Err(problem) => {
+            problem.response().encode(false, &mut out);
+            let _ = writer.write_all(out).await;
+            return;
+        }
+    };
+    // MQTT 5.0 section 6: the subprotocol is "mqtt" ("mqttv3.1" for old 3.1 clients).
+    let protocol = ["mqtt", "mqttv3.1"].into_iter().find(|p| upgrade.offers(p));
+    let full = {
+        let shard = context.shard.borrow();
+        shard.live_connections >= shard.settings.connections_max || shard.shutting_down
+    };
+    if full {
+        Response::text(503, "connection limit reached\n").encode(false, &mut out);
+        let _ = writer.write_all(out).await;
+        return;
+    }
+    upgrade.encode_response(protocol, &mut out);
+    let (result, _) = writer.write_all(out).await;
+    if result.is_err() {
+        return;
+    }
+    let packet_size_max = context.shard.borrow().settings.packet_size_max as usize;
+    // One WebSocket message carries at most a packet plus slack for framing by the client.
+    let (ws_reader, ws_writer) =
+        super::ws_transport::wrap(reader, writer, rest, packet_size_max + 1024);
+    let stream = ringmq_io::ConnStream::Layered(Box::new(ringmq_io::Layered {
+        reader: ringmq_io::ConnReader::Framed(Box::new(ws_reader)),
+        writer: ringmq_io::ConnWriter::Framed(Box::new(ws_writer)),
+        fd,
+        peer,
+        identity,
+    }));
+    let conn_id = context
+        .shared
+        .conn_ids
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    super::conn::serve(Rc::clone(&context.shard), stream, conn_id).await;
 }
 
 /// Lets browser apps on any origin call the API and read its rate-limit headers (the

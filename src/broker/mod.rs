@@ -18,6 +18,7 @@ pub mod shard;
 pub mod stats;
 pub mod stream;
 pub mod sys;
+pub mod ws_transport;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
