@@ -204,6 +204,9 @@ pub struct ControlHandle {
     usage: Vec<Mutex<ahash::AHashMap<OrgNum, OrgCounters>>>,
     /// The part of those counters already added to the store's monthly usage.
     persisted: Mutex<ahash::AHashMap<OrgNum, OrgCounters>>,
+    /// Connected clients per org (orgs other than `default`, whose bound is the broker-wide
+    /// `limits.connections_max`), for the org's `connections_max` setting.
+    org_connections: RwLock<ahash::AHashMap<OrgNum, Arc<std::sync::atomic::AtomicI64>>>,
     /// REST publish state shared by the shards: rate limits, quotas, idempotency keys.
     pub front: super::rest::FrontDoor,
     /// Failed MQTT logins per source address, over all shards (a guesser spreads over them).
@@ -273,6 +276,22 @@ const FAILURE_SOURCES_MAX: usize = 16_384;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 impl ControlHandle {
+    /// The connected-clients counter of `org`.
+    pub fn org_connections(&self, org: OrgNum) -> Arc<std::sync::atomic::AtomicI64> {
+        if let Some(counter) = self
+            .org_connections
+            .read()
+            .ok()
+            .and_then(|map| map.get(&org).cloned())
+        {
+            return counter;
+        }
+        match self.org_connections.write() {
+            Ok(mut map) => Arc::clone(map.entry(org).or_default()),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// True when `peer` failed `max` logins or more within the last minute.
     pub fn login_blocked(&self, peer: std::net::IpAddr, max: u32) -> bool {
         let Ok(mut failures) = self.login_failures.lock() else {
@@ -412,6 +431,7 @@ pub fn start(
         persisted: Mutex::default(),
         login_failures: Mutex::default(),
         front: super::rest::FrontDoor::default(),
+        org_connections: RwLock::default(),
     });
     let for_thread = Arc::clone(&handle);
     std::thread::Builder::new()

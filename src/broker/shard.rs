@@ -492,6 +492,7 @@ impl Shard {
             self.add_subscription(slot, &filter, subscription);
         }
         self.stats.add_connection(1);
+        self.count_org_connection(org, 1);
         (slot, present)
     }
 
@@ -689,7 +690,9 @@ impl Shard {
         };
         let expiry = entry.session.state.expiry_interval_secs;
         let generation = entry.generation;
+        let org = entry.org;
         self.stats.add_connection(-1);
+        self.count_org_connection(org, -1);
         if let Some(will) = will.filter(|_| publish_will) {
             let delay = will.delay_interval.unwrap_or(0).min(expiry);
             if delay == 0 {
@@ -733,6 +736,7 @@ impl Shard {
             conn.finish(BytesMut::new());
             self.live_conns.remove(&conn.id);
             self.stats.add_connection(-1);
+            self.count_org_connection(entry.org, -1);
         }
         if let Some((will, _)) = entry.pending_will {
             self.publish_will(will, now);

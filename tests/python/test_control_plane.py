@@ -458,3 +458,18 @@ def test_will_topic_is_checked_at_connect_and_scoped_to_the_org(broker, admin):
     m = watcher.get()
     assert (m.topic, m.payload) == ("status/willy", b"offline")
     watcher.close()
+
+
+def test_org_connection_limit(broker, admin):
+    org_d, key_d = new_org(admin, "small-tenant")
+    with api(broker, key_d) as d:
+        assert d.patch("/v1/org", json={"settings": {"connections_max": 2}}).status_code == 200
+        create_user(d, "dora")
+    first = mqtt(broker, f"dora@{org_d}")
+    second = mqtt(broker, f"dora@{org_d}")
+    third = mqtt(broker, f"dora@{org_d}", expect_rc=None)
+    assert third.connack_rc == 0x97, "the org's connections_max is reached"
+    third.close()
+    first.disconnect()
+    wait_until(lambda: mqtt(broker, f"dora@{org_d}", expect_rc=None).connack_rc == 0, what="a slot freed")
+    second.close()

@@ -114,8 +114,8 @@ pub async fn authenticate(
     identity: Option<&str>,
 ) -> Result<Admitted, Refusal> {
     let Some(login) = connect.username.as_ref() else {
-        if let Some(admitted) = identity.and_then(|cn| certificate_login(shard, cn)) {
-            return Ok(admitted);
+        if let Some(user) = identity.and_then(|cn| certificate_user(shard, cn)) {
+            return admit_user(shard, user);
         }
         if shard.borrow().rules.allow_anonymous {
             return Ok(Admitted {
@@ -197,20 +197,13 @@ pub async fn authenticate(
             None => return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again")),
         }
     }
-    let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
-        user: Arc::clone(&user),
-    });
-    let mut access = Access::org(user.org, Some(authorizer));
-    access.namespace = user.namespace.as_deref().map(Str::from);
-    Ok(Admitted {
-        access,
-        principal: Some(Rc::new(Principal { user })),
-    })
+    admit_user(shard, user)
 }
 
 /// The login of a verified client certificate whose CN (`name` or `name@org_id`) names an
 /// enabled, unexpired user; `None` sends the client to the anonymous rules.
-fn certificate_login(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Admitted> {
+/// The enabled, unexpired user a verified client certificate's CN names, if any.
+fn certificate_user(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Arc<UserAuth>> {
     let (username, org_id) = cn.rsplit_once('@').unwrap_or((cn, "default"));
     let user = {
         let s = shard.borrow();
@@ -221,11 +214,36 @@ fn certificate_login(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Admitted> {
         tracing::info!(cn, "certificate names a disabled or expired user");
         return None;
     }
+    Some(user)
+}
+
+/// Admits an authenticated user: the org's connection limit, then its scope, ACL and namespace.
+fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitted, Refusal> {
+    if user.org != 0 {
+        let s = shard.borrow();
+        let limit = s
+            .snapshot
+            .org(user.org)
+            .map_or(u64::MAX, |org| org.settings.connections_max);
+        let connected = s.control.as_ref().map_or(0, |control| {
+            control
+                .org_connections(user.org)
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        if u64::try_from(connected).unwrap_or(0) >= limit {
+            return Err(refused(
+                ReasonCode::QUOTA_EXCEEDED,
+                "the org's connection limit is reached",
+            ));
+        }
+    }
     let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
         user: Arc::clone(&user),
     });
-    Some(Admitted {
-        access: Access::org(user.org, Some(authorizer)),
+    let mut access = Access::org(user.org, Some(authorizer));
+    access.namespace = user.namespace.as_deref().map(Str::from);
+    Ok(Admitted {
+        access,
         principal: Some(Rc::new(Principal { user })),
     })
 }
@@ -448,6 +466,18 @@ impl Shard {
     /// Counts one message a client of `org` published.
     pub fn count_in(&mut self, org: OrgNum) {
         self.auth.counters(org).messages_in += 1;
+    }
+
+    /// Adjusts the org's connected-clients count (not kept for the default org).
+    pub fn count_org_connection(&mut self, org: OrgNum, delta: i64) {
+        if org == 0 {
+            return;
+        }
+        if let Some(control) = &self.control {
+            control
+                .org_connections(org)
+                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts one message of `org` published over REST.
