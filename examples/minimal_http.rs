@@ -22,6 +22,10 @@ use ringmq_io::monoio;
 /// What `POST /v1/publish` answers at QoS 0, so both servers write the same amount.
 const ACCEPTED: &[u8] = br#"{"status":"accepted","topic":"bench/rest","qos":0}"#;
 
+// The broker binary's allocator, so allocation costs compare like for like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let listen = parse_args()?;
     // One pinned shard, as `ringmq serve --shards 1`: under `taskset -c N` the shard pins

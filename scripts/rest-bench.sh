@@ -126,6 +126,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 run_wrk ringmq "$port_http" 2 > /dev/null
 run_wrk minimal "$port_minimal" 2 > /dev/null
 
+# The VM is shared: the load average before and after says how quiet the runs were.
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A rps p50 p99
 for round in $(seq 1 "$rounds"); do
     for name in ringmq minimal; do
@@ -137,6 +139,8 @@ for round in $(seq 1 "$rounds"); do
         p99[$name]+="$(field p99_us "$line") "
     done
 done
+
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # With a subscriber on bench/#: every publish is routed and written to an MQTT connection.
 taskset -c 1 timeout $((duration + 40)) "$loadgen_bin" sub -p "$port_mqtt" -t 'bench/#' \
@@ -177,6 +181,8 @@ cat <<EOF
 | ringmq with a \`bench/#\` subscriber (1 run) | $(field rps "$sub_line") | $(field p50_us "$sub_line") µs | $(field p99_us "$sub_line") µs | |
 
 Ratio ringmq ÷ minimal_http (requests/s, no subscriber): **$ratio**
+
+Load average before / after the measured rounds: $load_before / $load_after
 
 Subscriber (ringmq-loadgen sub, last lines):
 \`\`\`
