@@ -530,8 +530,9 @@ pub enum ConnReader {
     Tcp(OwnedReadHalf<TcpStream>),
     /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
     Tls(Box<TlsReadHalf>),
-    /// A transport layered on one of the others (MQTT over WebSocket).
-    Framed(Box<dyn FramedRead>),
+    /// A transport layered on one of the others (MQTT over WebSocket); boxed twice so the
+    /// variant is one thin pointer and plain halves stay small.
+    Framed(Box<Box<dyn FramedRead>>),
 }
 
 impl std::fmt::Debug for ConnReader {
@@ -561,8 +562,9 @@ pub enum ConnWriter {
     Tcp(OwnedWriteHalf<TcpStream>),
     /// TLS over TCP (boxed, so a plain connection's half stays pointer-sized).
     Tls(Box<TlsWriteHalf>),
-    /// A transport layered on one of the others (MQTT over WebSocket).
-    Framed(Box<dyn FramedWrite>),
+    /// A transport layered on one of the others (MQTT over WebSocket); boxed twice so the
+    /// variant is one thin pointer and plain halves stay small.
+    Framed(Box<Box<dyn FramedWrite>>),
 }
 
 impl std::fmt::Debug for ConnWriter {

@@ -277,8 +277,8 @@ async fn mqtt_over_websocket(
     let (ws_reader, ws_writer) =
         super::ws_transport::wrap(reader, writer, rest, packet_size_max + 1024);
     let stream = ringmq_io::ConnStream::Layered(Box::new(ringmq_io::Layered {
-        reader: ringmq_io::ConnReader::Framed(Box::new(ws_reader)),
-        writer: ringmq_io::ConnWriter::Framed(Box::new(ws_writer)),
+        reader: ringmq_io::ConnReader::Framed(Box::new(Box::new(ws_reader))),
+        writer: ringmq_io::ConnWriter::Framed(Box::new(Box::new(ws_writer))),
         fd,
         peer,
         identity,
