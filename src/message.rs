@@ -32,6 +32,9 @@ pub struct Message {
     pub origin: (u16, u64),
     /// The publishing user's namespace label, if it has one (the streams' `?ns=` filter).
     pub namespace: Option<Str>,
+    /// The publisher's device identity (TLS client certificate CN), if it has one; streams'
+    /// `?device=` matches it, or else the client id.
+    pub device: Option<Str>,
 }
 
 /// The shared handle every queue and shard holds.

@@ -503,6 +503,7 @@ async fn publish_one(
             publisher: Str::from_static(""),
             origin: (shard.id, 0),
             namespace: None,
+            device: None,
         });
         shard.count_rest(key.org);
         if qos == QoS::AtMostOnce {

@@ -788,6 +788,7 @@ impl Shard {
             publisher: Str::from_static(""),
             origin: (self.id, 0),
             namespace: None,
+            device: None,
         };
         self.publish(Arc::new(message), now);
     }
@@ -1521,6 +1522,7 @@ mod tests {
             publisher: Str::from("p"),
             origin: (0, 0),
             namespace: None,
+            device: None,
         });
         shards[0].publish(message, now);
         shards[0].flush(now);

@@ -56,6 +56,7 @@ pub fn publish(shard: &mut Shard, totals: &Totals, started: Instant, now: Instan
             publisher: Str::from_static("$SYS"),
             origin: (0, 0),
             namespace: None,
+            device: None,
         };
         shard.publish(Arc::new(message), now);
     }

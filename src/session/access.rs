@@ -29,6 +29,9 @@ pub struct Access {
     pub authorizer: Option<Rc<dyn Authorizer>>,
     /// The user's namespace label, stamped on the messages it publishes.
     pub namespace: Option<Str>,
+    /// The device identity from a verified TLS client certificate (its CN), stamped on the
+    /// messages it publishes.
+    pub device: Option<Str>,
 }
 
 impl Access {
@@ -39,6 +42,7 @@ impl Access {
             scope: Str::from(ringmq_router::org_scope(org)),
             authorizer,
             namespace: None,
+            device: None,
         }
     }
 

@@ -412,6 +412,7 @@ impl Session {
             publisher: self.client_id.clone(),
             origin: self.origin,
             namespace: link.access.namespace.clone(),
+            device: link.access.device.clone(),
         };
         match publish.qos {
             QoS::AtMostOnce => actions.push(Action::Publish(SharedMessage::new(message))),

@@ -56,6 +56,7 @@ fn message(topic: &str, qos: QoS, expiry: Option<Instant>) -> SharedMessage {
         publisher: Str::from("publisher"),
         origin: (0, 0),
         namespace: None,
+        device: None,
     })
 }
 

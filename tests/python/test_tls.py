@@ -9,6 +9,7 @@ with `cryptography`, writes them as PEM files in the test's directory and starts
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import signal
 import socket
@@ -332,3 +333,20 @@ def test_start_fails_for_bad_certificate_files(tmp_path, pki):
         out = result.stdout + result.stderr
         assert result.returncode != 0, f"started with {tls}:\n{out}"
         assert expected in out, f"want {expected!r} for {tls}:\n{out}"
+
+
+@pytest.mark.broker_config(client_auth="optional")
+def test_certificate_cn_is_the_device_of_the_stream_filter(tls_broker, pki):
+    from websockets.sync.client import connect as ws_connect
+    key = root_key(tls_broker)
+    url = f"ws://127.0.0.1:{tls_broker.http_port}/v1/mqtt/stream?token={key}&device=cam-7"
+    with ws_connect(url) as ws:
+        time.sleep(0.2)
+        other = tls_client(tls_broker, pki, pki.client_cert("cam-8"), version=5).connect()
+        other.publish("video/status", b"not me", qos=1)
+        cam = tls_client(tls_broker, pki, pki.client_cert("cam-7"), version=5).connect()
+        cam.publish("video/status", b"cam-7 online", qos=1)
+        frame = json.loads(ws.recv(timeout=5))
+        assert frame["payload"] == "cam-7 online"
+        other.close()
+        cam.close()

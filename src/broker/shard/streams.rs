@@ -59,7 +59,11 @@ pub struct StreamState {
 impl StreamState {
     fn push(&self, message: &SharedMessage, retained: bool) -> bool {
         if let Some(device) = &self.device {
-            if ringmq_router::strip_scope(&message.publisher).1 != device.as_str() {
+            let publisher = match &message.device {
+                Some(certified) => &**certified,
+                None => ringmq_router::strip_scope(&message.publisher).1,
+            };
+            if publisher != device.as_str() {
                 return false;
             }
         }
