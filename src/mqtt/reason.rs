@@ -110,10 +110,12 @@ impl ReasonCode {
             ReasonCode::SUCCESS => connack_v3::ACCEPTED,
             ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => connack_v3::IDENTIFIER_REJECTED,
-            ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::BAD_AUTHENTICATION_METHOD => {
-                connack_v3::BAD_USERNAME_OR_PASSWORD
-            }
-            ReasonCode::NOT_AUTHORIZED | ReasonCode::BANNED => connack_v3::NOT_AUTHORIZED,
+            // 3.1.1 code 4 says the credentials are *malformed*; wrong ones are "not authorized"
+            // (5), which is also what mosquitto answers.
+            ReasonCode::BAD_AUTHENTICATION_METHOD => connack_v3::BAD_USERNAME_OR_PASSWORD,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            | ReasonCode::NOT_AUTHORIZED
+            | ReasonCode::BANNED => connack_v3::NOT_AUTHORIZED,
             // Busy, shutting down, moved, rate limits, quotas and anything unspecified all mean
             // "try later" to a v3 client, which is what Server Unavailable says.
             _ => connack_v3::SERVER_UNAVAILABLE,

@@ -1599,7 +1599,7 @@ fn reason_codes() {
     );
     assert_eq!(
         ReasonCode::BAD_USER_NAME_OR_PASSWORD.to_connack_v3(),
-        connack_v3::BAD_USERNAME_OR_PASSWORD
+        connack_v3::NOT_AUTHORIZED
     );
     assert_eq!(
         ReasonCode::NOT_AUTHORIZED.to_connack_v3(),
