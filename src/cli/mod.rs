@@ -22,8 +22,9 @@ pub use self::client::ClientCommand;
     version,
     about = "Thread-per-core io_uring MQTT broker (MQTT 3.1.1 and 5.0) with an HTTP front door",
     long_about = "ringmq is a self-hosted MQTT broker for bare-metal Linux. It runs one shard per \
-core, each with its own io_uring executor, and serves MQTT 3.1.1 and 5.0 plus HTTP (health and, \
-later, REST publish and streams) from the same shards.\n\n\
+core, each with its own io_uring executor, and serves MQTT 3.1.1 and 5.0 (over TCP, TLS and \
+WebSocket) plus HTTP (the management API, REST publish, WebSocket and SSE streams, health and \
+metrics) from the same shards.\n\n\
 Configuration is layered: the embedded default tuning profile sets every knob, then \
 --profile (an embedded profile or a file), then --config FILE, then the flags of `serve`. \
 Run `ringmq profiles` to list the profiles and `ringmq config [FLAGS]` to print the effective \
@@ -82,8 +83,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub mqtt_listen: Option<SocketAddr>,
 
-    /// Address for HTTP (GET /healthz and, later, REST and streams) [default from profile:
-    /// 127.0.0.1:8080].
+    /// Address for HTTP: management API, REST publish, streams, MQTT over WebSocket (/mqtt),
+    /// /healthz, /readyz, /metrics [default from profile: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
 
