@@ -195,19 +195,28 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
     }
 }
 
+/// The key of `Authorization: Bearer KEY`, if the request has one.
+pub(super) fn bearer(head: &RequestHead) -> Option<String> {
+    let value = head.header("authorization")?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// An error response in the API's shape: `{"error": CODE, "detail": "…"}`.
+pub(super) fn json_error(status: u16, code: &str, detail: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "detail": detail });
+    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// Hands a `/v1/*` request to the control thread and waits for its answer.
 async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle>) -> Response {
-    let bearer = head.header("authorization").and_then(|value| {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
-    });
     let request = ApiRequest {
         method: head.method.as_str().to_owned(),
         path: head.path.clone(),
         query: head.query.clone().unwrap_or_default(),
-        bearer,
+        bearer: bearer(head),
         body,
     };
     let reply = Reply::new();

@@ -23,7 +23,7 @@ use ringmq_http::publish::{parse_batch, parse_publish, PublishLimits, PublishReq
 use ringmq_http::{RequestHead, Response};
 use sha2::{Digest, Sha256};
 
-use super::http::HttpContext;
+use super::http::{bearer, json_error as error, HttpContext};
 use super::shard::wait_counts;
 use crate::control::snapshot::{KeyKind, OrgNum};
 use crate::message::Message;
@@ -165,11 +165,6 @@ impl FrontDoor {
 fn month_now() -> u64 {
     let month = crate::control::store::month_of(crate::control::store::now_unix());
     month.replace('-', "").parse().unwrap_or(0)
-}
-
-fn error(status: u16, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "detail": detail });
-    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 fn with_rate_headers(response: Response, decision: &Decision, limit: u32) -> Response {
@@ -324,14 +319,6 @@ async fn publish_inner(
         }
     }
     with_rate_headers(Response::json(status, body), &decision, burst)
-}
-
-fn bearer(head: &RequestHead) -> Option<String> {
-    let value = head.header("authorization")?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
 }
 
 /// Parses, checks the ACL and quota, publishes; returns the status and JSON body.

@@ -19,7 +19,7 @@ use ringmq_http::ws::{self, FrameDecoder, MessageAssembler, WsLimits};
 use ringmq_http::{sse, RequestHead, Response};
 use ringmq_io::{monoio, ConnReader, ConnWriter};
 
-use super::http::HttpContext;
+use super::http::{bearer, json_error as error, HttpContext};
 use super::shard::{StreamFilter, StreamItem, StreamState};
 use crate::control::snapshot::KeyKind;
 use crate::ratelimit::monotonic_nanos;
@@ -120,11 +120,6 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-fn error(status: u16, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "detail": detail });
-    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 /// Everything checked before the stream starts: who, which org, which filter.
 struct Admission {
     filter: StreamFilter,
@@ -133,13 +128,7 @@ struct Admission {
 
 fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, Response> {
     let query = parse_query(head.query.as_deref()).map_err(|e| error(400, "bad_request", &e))?;
-    let header_key = head.header("authorization").and_then(|value| {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
-    });
-    let Some(secret) = header_key.or(query.token) else {
+    let Some(secret) = bearer(head).or(query.token) else {
         return Err(error(
             401,
             "unauthorized",
