@@ -35,11 +35,40 @@ pub struct HttpContext {
     pub(super) shared: Arc<super::Shared>,
 }
 
+/// Open HTTP connections per shard at most; more are answered 503 and closed. Idle keep-alive
+/// connections are closed after `IDLE_TIMEOUT`, so the bound frees itself.
+const HTTP_CONNECTIONS_MAX: usize = 16_384;
+
+/// Counts an open HTTP connection on its shard until dropped.
+struct HttpGuard(Rc<RefCell<Shard>>);
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        if let Ok(mut shard) = self.0.try_borrow_mut() {
+            shard.http_connections = shard.http_connections.saturating_sub(1);
+        }
+    }
+}
+
 /// Serves one HTTP/1.1 connection (keep-alive and pipelining), plain or TLS, until it closes.
 pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
     // Kept for an upgrade to MQTT over WebSocket, whose connection needs the socket's facts.
     let socket = (stream.fd(), stream.peer_addr(), stream.peer_common_name());
     let (mut reader, mut stream) = stream.into_split();
+    let full = {
+        let mut shard = context.shard.borrow_mut();
+        shard.http_connections += 1;
+        shard.http_connections > HTTP_CONNECTIONS_MAX
+    };
+    let _guard = HttpGuard(Rc::clone(&context.shard));
+    if full {
+        let mut out = BytesMut::new();
+        json_error(503, "unavailable", "too many HTTP connections; try again")
+            .with_header("Retry-After", "1")
+            .encode(false, &mut out);
+        let _ = stream.write_all(out).await;
+        return;
+    }
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);

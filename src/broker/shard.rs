@@ -191,6 +191,8 @@ pub struct Shard {
     pub shutting_down: bool,
     /// Live connection tasks (for the shutdown drain).
     pub live_connections: usize,
+    /// Open HTTP connections (streams and MQTT over WebSocket included).
+    pub http_connections: usize,
     /// Woken when the mesh backlog drains, to resume reading publishers.
     pub backlog_notify: Rc<super::local_notify::LocalNotify>,
     /// Live connections by id, so a pause or resume from any shard finds its publisher.
@@ -257,6 +259,7 @@ impl Shard {
             actions: Vec::new(),
             shutting_down: false,
             live_connections: 0,
+            http_connections: 0,
             backlog_notify: Rc::new(Default::default()),
             live_conns: AHashMap::new(),
             mesh_scratch: Vec::new(),

@@ -20,6 +20,10 @@ use crate::mqtt::Str;
 /// sends `Last-Event-ID`.
 pub const DETACHED_KEEP: Duration = Duration::from_secs(60);
 
+/// Closed SSE streams kept per shard at most; beyond it a closing stream is dropped at once
+/// (clients that reconnect in a loop must not pile up rings).
+pub const DETACHED_MAX: usize = 1024;
+
 /// One entry of a stream's ring.
 #[derive(Debug, Clone)]
 pub struct StreamItem {
@@ -198,7 +202,7 @@ impl Shard {
     /// The client of a stream went away: drop it now, or (`keep`) after [`DETACHED_KEEP`].
     pub fn close_stream(&mut self, id: u32, keep: bool) {
         self.stats.stream_subscribers.add(-1);
-        if keep {
+        if keep && self.streams.len() - self.attached_streams() < DETACHED_MAX {
             if let Some(entry) = self.streams.get(&id) {
                 entry.state.set_detached(Some(Instant::now()));
                 return;
