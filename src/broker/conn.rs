@@ -15,7 +15,7 @@ use super::local_notify::LocalNotify;
 use super::shard::{Shard, Slot};
 use crate::mqtt::{
     decode_packet, encode_packet, ConnAck, ConnAckProperties, DecodeError, Packet, ProtocolVersion,
-    ReasonCode,
+    ReasonCode, Str,
 };
 use crate::session::connect::{connack_accepted, connack_refused, negotiate};
 use crate::session::{CloseReason, Flow};
@@ -36,6 +36,9 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// A read that waited this long for data means the connection is quiet: its read room shrinks.
 const QUIET_AFTER: Duration = Duration::from_millis(500);
+
+/// An empty outbox smaller than this is freed when the writer goes idle (see `write_loop`).
+const IDLE_OUT_KEEP_BYTES: usize = 1024;
 
 /// Reads smaller than this much spare room make us reserve a fresh chunk first.
 const READ_SPARE_MIN: usize = 4096;
@@ -331,6 +334,9 @@ async fn handshake(
         }
         will.topic = access.scope_topic(will.topic.clone());
     }
+    // The CONNECT's strings are slices of the read buffer: a client id kept for the session's
+    // life (session, registry, owners) would pin that whole buffer. Own copies are a few bytes.
+    negotiated.client_id = Str::from(&*negotiated.client_id);
     let scoped_id = access.scope_topic(negotiated.client_id.clone());
     let org = access.org;
     negotiated.link.access = access;
@@ -410,7 +416,6 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     let identity = stream.peer_common_name();
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
-    let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
 
     let handshake = Box::pin(handshake(
         &shard,
@@ -466,8 +471,41 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     *conn.half.borrow_mut() = Some(writer);
     *conn.owner.borrow_mut() = Some((Rc::downgrade(&shard), slot));
     conn.wake_writer();
+    let link = Connected {
+        slot,
+        version,
+        packet_size_max: settings.packet_size_max,
+        room: ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes),
+    };
+    // Everything the handshake needed (settings, rules, the negotiation) is dropped here: the
+    // read loop below is what an idle connection's task holds for its whole life.
+    drop((settings, rules, negotiated.client_id));
+    read_loop(&shard, &conn, reader, buf, link).await;
+}
 
-    // 5. Read packets until the connection ends.
+/// What the read loop needs of a connected session.
+struct Connected {
+    slot: Slot,
+    version: ProtocolVersion,
+    packet_size_max: u32,
+    room: ReadRoom,
+}
+
+/// 5. Reads packets until the connection ends. A separate future so an idle connection's task
+/// keeps only this loop's small state, not the handshake's.
+async fn read_loop(
+    shard: &Rc<RefCell<Shard>>,
+    conn: &Rc<ConnShared>,
+    mut reader: ConnReader,
+    mut buf: BytesMut,
+    link: Connected,
+) {
+    let Connected {
+        slot,
+        version,
+        packet_size_max,
+        mut room,
+    } = link;
     let mut peer_closed = false;
     loop {
         let mut budget_spent = false;
@@ -485,7 +523,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
                     break;
                 }
                 handled += 1;
-                match decode_packet(&mut buf, version, settings.packet_size_max) {
+                match decode_packet(&mut buf, version, packet_size_max) {
                     Ok(Some(packet)) => match s.handle_packet(slot, packet, now) {
                         Flow::Continue => {
                             if conn.is_paused() {
@@ -542,7 +580,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
             })
             .await;
             // Packets may already be buffered: decode them before reading more.
-            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, &conn) {
+            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, conn) {
                 if let Some(link) = entry.session.link.as_mut() {
                     link.last_rx = Instant::now();
                 }
@@ -585,7 +623,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
                 peer_closed = true;
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
-                if s.entry_for_conn(slot, &conn).is_some() {
+                if s.entry_for_conn(slot, conn).is_some() {
                     tracing::debug!(slot, "connection lost");
                     s.end_connection(slot, None, true, now);
                 }
@@ -647,6 +685,12 @@ async fn write_loop(
             } else if conn.is_closing() {
                 Next::Close
             } else {
+                // Going idle: an outbox that never grew past a few packets (an idle device's
+                // CONNACK) is given back instead of being held, with its shared header, for the
+                // connection's life; a busy subscriber's larger outbox is kept for reuse.
+                if let Some(out) = out.filter(|o| o.capacity() < IDLE_OUT_KEEP_BYTES) {
+                    *out = BytesMut::new();
+                }
                 Next::Idle
             }
         };
