@@ -404,28 +404,47 @@ struct Handshake {
 
 /// Serves one accepted MQTT connection (plain or TLS) until it closes.
 pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) {
-    let (settings, rules) = {
+    {
         let mut s = shard.borrow_mut();
         s.live_connections += 1;
         s.stats.sockets_open.add(1);
+    }
+    let _guard = LiveGuard(Rc::clone(&shard));
+    // Boxed, and only the read loop's state stays in this task: the handshake's locals would
+    // otherwise keep their room in every idle connection's future (a generator keeps storage
+    // for locals live across any of its awaits, even after they are moved out).
+    let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
+        return;
+    };
+    read_loop(&shard, &conn, reader, buf, link).await;
+}
+
+/// Handshake, session install and CONNACK: the connection's setup, up to the read loop.
+async fn connect(
+    shard: &Rc<RefCell<Shard>>,
+    stream: ConnStream,
+    conn_id: u64,
+) -> Option<(Rc<ConnShared>, ConnReader, BytesMut, Connected)> {
+    let (settings, rules) = {
+        let s = shard.borrow();
         (s.settings.clone(), Rc::clone(&s.rules))
     };
-    let _guard = LiveGuard(Rc::clone(&shard));
     let fd = stream.fd();
     let peer = stream.peer_addr().map(|addr| addr.ip());
     let identity = stream.peer_common_name();
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
 
-    let handshake = Box::pin(handshake(
-        &shard,
+    // Not boxed on its own: `connect` is boxed as a whole and freed once the connection is up.
+    let handshake = handshake(
+        shard,
         &settings,
         &rules,
         &mut reader,
         &mut writer,
         &mut buf,
         (conn_id, peer, identity.as_deref()),
-    ));
+    );
     let Some(Handshake {
         negotiated,
         scoped_id,
@@ -436,7 +455,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     else {
         // A layered transport says why it ends (a WebSocket close frame; TLS close_notify).
         writer.close_notify().await;
-        return;
+        return None;
     };
     let version = negotiated.link.version;
 
@@ -459,7 +478,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
         });
         let ack = connack_accepted(&negotiated, present, &rules);
         let Some(entry) = s.entry_mut(slot) else {
-            return;
+            return None;
         };
         entry.session.write_packet(&Packet::ConnAck(ack), version);
         entry.session.attach(negotiated.link, present, now, &rules);
@@ -469,7 +488,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     };
     tracing::debug!(client_id = %negotiated.client_id, slot, "connected");
     *conn.half.borrow_mut() = Some(writer);
-    *conn.owner.borrow_mut() = Some((Rc::downgrade(&shard), slot));
+    *conn.owner.borrow_mut() = Some((Rc::downgrade(shard), slot));
     conn.wake_writer();
     let link = Connected {
         slot,
@@ -477,10 +496,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
         packet_size_max: settings.packet_size_max,
         room: ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes),
     };
-    // Everything the handshake needed (settings, rules, the negotiation) is dropped here: the
-    // read loop below is what an idle connection's task holds for its whole life.
-    drop((settings, rules, negotiated.client_id));
-    read_loop(&shard, &conn, reader, buf, link).await;
+    Some((conn, reader, buf, link))
 }
 
 /// What the read loop needs of a connected session.
