@@ -477,9 +477,7 @@ async fn connect(
             principal: admitted.1,
         });
         let ack = connack_accepted(&negotiated, present, &rules);
-        let Some(entry) = s.entry_mut(slot) else {
-            return None;
-        };
+        let entry = s.entry_mut(slot)?;
         entry.session.write_packet(&Packet::ConnAck(ack), version);
         entry.session.attach(negotiated.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);
@@ -507,8 +505,8 @@ struct Connected {
     room: ReadRoom,
 }
 
-/// 5. Reads packets until the connection ends. A separate future so an idle connection's task
-/// keeps only this loop's small state, not the handshake's.
+/// Step 5: reads packets until the connection ends. A separate future so an idle connection's
+/// task keeps only this loop's small state, not the handshake's.
 async fn read_loop(
     shard: &Rc<RefCell<Shard>>,
     conn: &Rc<ConnShared>,
