@@ -37,9 +37,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// A read that waited this long for data means the connection is quiet: its read room shrinks.
 const QUIET_AFTER: Duration = Duration::from_millis(500);
 
-/// An empty outbox smaller than this is freed when the writer goes idle (see `write_loop`).
-const IDLE_OUT_KEEP_BYTES: usize = 1024;
-
 /// Reads smaller than this much spare room make us reserve a fresh chunk first.
 const READ_SPARE_MIN: usize = 4096;
 
@@ -699,12 +696,6 @@ async fn write_loop(
             } else if conn.is_closing() {
                 Next::Close
             } else {
-                // Going idle: an outbox that never grew past a few packets (an idle device's
-                // CONNACK) is given back instead of being held, with its shared header, for the
-                // connection's life; a busy subscriber's larger outbox is kept for reuse.
-                if let Some(out) = out.filter(|o| o.capacity() < IDLE_OUT_KEEP_BYTES) {
-                    *out = BytesMut::new();
-                }
                 Next::Idle
             }
         };

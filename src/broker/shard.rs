@@ -165,10 +165,7 @@ pub struct Shard {
     /// Loop settings.
     pub settings: ShardSettings,
     mesh: Rc<MeshEndpoint<MeshMsg>>,
-    /// Boxed: a slot table of inline entries (over 600 bytes each) grows by doubling, so up to
-    /// half of it is spare and each growth leaves the old table behind in the allocator; boxed
-    /// entries cost their own size and the table 8 bytes a slot.
-    entries: Vec<Option<Box<Entry>>>,
+    entries: Vec<Option<Entry>>,
     free: Vec<Slot>,
     generation_counter: u32,
     by_client_id: AHashMap<Str, Slot>,
@@ -302,9 +299,7 @@ impl Shard {
 
     /// The entry in `slot`, if it exists.
     pub fn entry_mut(&mut self, slot: Slot) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(slot as usize)
-            .and_then(Option::as_deref_mut)
+        self.entries.get_mut(slot as usize).and_then(Option::as_mut)
     }
 
     /// The entry in `slot` if `conn` is still the connection attached to it.
@@ -483,11 +478,11 @@ impl Shard {
         };
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.entries[slot as usize] = Some(Box::new(entry));
+                self.entries[slot as usize] = Some(entry);
                 slot
             }
             None => {
-                self.entries.push(Some(Box::new(entry)));
+                self.entries.push(Some(entry));
                 (self.entries.len() - 1) as Slot
             }
         };
