@@ -550,7 +550,10 @@ impl ConnReader {
     pub async fn read_append(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         match self {
             ConnReader::Tcp(half) => read_append(half, buf).await,
-            ConnReader::Tls(half) => half.read_append(buf).await,
+            // Boxed: this future is part of every connection's task while it waits for data,
+            // and the TLS read is several times larger than the plain one (an allocation per
+            // read is small next to the decryption).
+            ConnReader::Tls(half) => Box::pin(half.read_append(buf)).await,
             ConnReader::Framed(half) => half.read_append(buf).await,
         }
     }

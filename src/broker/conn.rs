@@ -15,7 +15,7 @@ use super::local_notify::LocalNotify;
 use super::shard::{Shard, Slot};
 use crate::mqtt::{
     decode_packet, encode_packet, ConnAck, ConnAckProperties, DecodeError, Packet, ProtocolVersion,
-    ReasonCode,
+    ReasonCode, Str,
 };
 use crate::session::connect::{connack_accepted, connack_refused, negotiate};
 use crate::session::{CloseReason, Flow};
@@ -333,6 +333,9 @@ async fn handshake(
         }
         will.topic = access.scope_topic(will.topic.clone());
     }
+    // The CONNECT's strings are slices of the read buffer: a client id kept for the session's
+    // life (session, registry, owners) would pin that whole buffer. Own copies are a few bytes.
+    negotiated.client_id = Str::from(&*negotiated.client_id);
     let scoped_id = access.scope_topic(negotiated.client_id.clone());
     let org = access.org;
     negotiated.link.access = access;
@@ -400,29 +403,47 @@ struct Handshake {
 
 /// Serves one accepted MQTT connection (plain or TLS) until it closes.
 pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) {
-    let (settings, rules) = {
+    {
         let mut s = shard.borrow_mut();
         s.live_connections += 1;
         s.stats.sockets_open.add(1);
+    }
+    let _guard = LiveGuard(Rc::clone(&shard));
+    // Boxed, and only the read loop's state stays in this task: the handshake's locals would
+    // otherwise keep their room in every idle connection's future (a generator keeps storage
+    // for locals live across any of its awaits, even after they are moved out).
+    let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
+        return;
+    };
+    read_loop(&shard, &conn, reader, buf, link).await;
+}
+
+/// Handshake, session install and CONNACK: the connection's setup, up to the read loop.
+async fn connect(
+    shard: &Rc<RefCell<Shard>>,
+    stream: ConnStream,
+    conn_id: u64,
+) -> Option<(Rc<ConnShared>, ConnReader, BytesMut, Connected)> {
+    let (settings, rules) = {
+        let s = shard.borrow();
         (s.settings.clone(), Rc::clone(&s.rules))
     };
-    let _guard = LiveGuard(Rc::clone(&shard));
     let fd = stream.fd();
     let peer = stream.peer_addr().map(|addr| addr.ip());
     let identity = stream.peer_common_name();
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(settings.read_buffer_bytes);
-    let mut room = ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes);
 
-    let handshake = Box::pin(handshake(
-        &shard,
+    // Not boxed on its own: `connect` is boxed as a whole and freed once the connection is up.
+    let handshake = handshake(
+        shard,
         &settings,
         &rules,
         &mut reader,
         &mut writer,
         &mut buf,
         (conn_id, peer, identity.as_deref()),
-    ));
+    );
     let Some(Handshake {
         negotiated,
         scoped_id,
@@ -433,7 +454,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     else {
         // A layered transport says why it ends (a WebSocket close frame; TLS close_notify).
         writer.close_notify().await;
-        return;
+        return None;
     };
     let version = negotiated.link.version;
 
@@ -455,9 +476,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
             principal: admitted.1,
         });
         let ack = connack_accepted(&negotiated, present, &rules);
-        let Some(entry) = s.entry_mut(slot) else {
-            return;
-        };
+        let entry = s.entry_mut(slot)?;
         entry.session.write_packet(&Packet::ConnAck(ack), version);
         entry.session.attach(negotiated.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);
@@ -466,10 +485,40 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     };
     tracing::debug!(client_id = %negotiated.client_id, slot, "connected");
     *conn.half.borrow_mut() = Some(writer);
-    *conn.owner.borrow_mut() = Some((Rc::downgrade(&shard), slot));
+    *conn.owner.borrow_mut() = Some((Rc::downgrade(shard), slot));
     conn.wake_writer();
+    let link = Connected {
+        slot,
+        version,
+        packet_size_max: settings.packet_size_max,
+        room: ReadRoom::new(settings.read_buffer_bytes, settings.read_budget_bytes),
+    };
+    Some((conn, reader, buf, link))
+}
 
-    // 5. Read packets until the connection ends.
+/// What the read loop needs of a connected session.
+struct Connected {
+    slot: Slot,
+    version: ProtocolVersion,
+    packet_size_max: u32,
+    room: ReadRoom,
+}
+
+/// Step 5: reads packets until the connection ends. A separate future so an idle connection's
+/// task keeps only this loop's small state, not the handshake's.
+async fn read_loop(
+    shard: &Rc<RefCell<Shard>>,
+    conn: &Rc<ConnShared>,
+    mut reader: ConnReader,
+    mut buf: BytesMut,
+    link: Connected,
+) {
+    let Connected {
+        slot,
+        version,
+        packet_size_max,
+        mut room,
+    } = link;
     let mut peer_closed = false;
     loop {
         let mut budget_spent = false;
@@ -487,7 +536,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
                     break;
                 }
                 handled += 1;
-                match decode_packet(&mut buf, version, settings.packet_size_max) {
+                match decode_packet(&mut buf, version, packet_size_max) {
                     Ok(Some(packet)) => match s.handle_packet(slot, packet, now) {
                         Flow::Continue => {
                             if conn.is_paused() {
@@ -544,7 +593,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
             })
             .await;
             // Packets may already be buffered: decode them before reading more.
-            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, &conn) {
+            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, conn) {
                 if let Some(link) = entry.session.link.as_mut() {
                     link.last_rx = Instant::now();
                 }
@@ -587,7 +636,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
                 peer_closed = true;
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
-                if s.entry_for_conn(slot, &conn).is_some() {
+                if s.entry_for_conn(slot, conn).is_some() {
                     tracing::debug!(slot, "connection lost");
                     s.end_connection(slot, None, true, now);
                 }
