@@ -48,6 +48,8 @@ pub struct StreamState {
     next_seq: Cell<u64>,
     /// Entries dropped because the client fell behind.
     pub dropped: Cell<u64>,
+    /// Highest sequence number handed to the connection task.
+    sent_through: Cell<u64>,
     /// Wakes the connection task when an entry arrives.
     pub notify: LocalNotify,
     /// Publisher client id the stream wants (`?device=`), unscoped.
@@ -80,9 +82,14 @@ impl StreamState {
         self.next_seq.set(seq + 1);
         let mut ring = self.ring.borrow_mut();
         if ring.len() >= self.capacity {
-            ring.pop_front();
-            self.dropped.set(self.dropped.get() + 1);
-            self.stats.stream_frames_dropped.inc();
+            // Sent entries stay as history for an SSE `Last-Event-ID` replay; evicting one is
+            // not a loss. Evicting one the client never got is.
+            if let Some(evicted) = ring.pop_front() {
+                if evicted.seq > self.sent_through.get() {
+                    self.dropped.set(self.dropped.get() + 1);
+                    self.stats.stream_frames_dropped.inc();
+                }
+            }
         }
         ring.push_back(StreamItem {
             seq,
@@ -95,13 +102,19 @@ impl StreamState {
         true
     }
 
-    /// Takes everything waiting, oldest first.
+    /// Copies everything not yet sent, oldest first, and marks it sent. The entries stay in the
+    /// ring (bounded) so a reconnecting SSE client can have them again.
     pub fn drain(&self, out: &mut Vec<StreamItem>) {
-        out.extend(self.ring.borrow_mut().drain(..));
+        let after = self.sent_through.get();
+        let ring = self.ring.borrow();
+        out.extend(ring.iter().filter(|item| item.seq > after).cloned());
+        if let Some(last) = ring.back() {
+            self.sent_through.set(last.seq.max(after));
+        }
     }
 
-    /// Entries still in the ring with a sequence number above `after`, and whether some were
-    /// already gone (a gap), for an SSE reconnect.
+    /// Whether some entries after `after` are no longer in the ring (a gap), for an SSE
+    /// reconnect, and how many after it are.
     pub fn since(&self, after: u64) -> (bool, usize) {
         let ring = self.ring.borrow();
         let oldest = ring.front().map_or(self.next_seq.get(), |item| item.seq);
@@ -110,9 +123,10 @@ impl StreamState {
         (gap, keep)
     }
 
-    /// Drops entries up to and including `seq` (already seen by a reconnecting client).
+    /// A reconnecting client saw everything up to and including `seq`: what follows is sent
+    /// again, whether or not the old connection wrote it before it died.
     pub fn forget_through(&self, seq: u64) {
-        self.ring.borrow_mut().retain(|item| item.seq > seq);
+        self.sent_through.set(seq);
     }
 
     /// Marks the client gone (`Some`) or back (`None`).
@@ -155,13 +169,16 @@ impl Shard {
         let scope = ringmq_router::org_scope(filter.org);
         let scoped = Str::from(ringmq_router::scoped(&scope, &filter.topic));
         self.stream_counter = self.stream_counter.wrapping_add(1);
-        let id = self.stream_counter;
+        // The shard's id in the top byte: an SSE reconnect that lands on another shard must
+        // not reattach to that shard's stream with the same counter.
+        let id = (u32::from(self.id) << 24) | (self.stream_counter & 0x00FF_FFFF);
         let state = Rc::new(StreamState {
             id,
             ring: RefCell::new(VecDeque::with_capacity(capacity.min(64))),
             capacity: capacity.max(1),
             next_seq: Cell::new(1),
             dropped: Cell::new(0),
+            sent_through: Cell::new(0),
             notify: LocalNotify::default(),
             device: filter.device.clone(),
             namespace: filter.namespace.clone(),
