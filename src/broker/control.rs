@@ -258,6 +258,13 @@ impl ControlHandle {
 
     fn publish_snapshot(&self, snapshot: Arc<Snapshot>) {
         let version = snapshot.version;
+        // Org settings reach the rate-limit buckets here, once per change, rather than with
+        // a store per request on a bucket every shard shares.
+        for org in snapshot.orgs() {
+            let rate = u32::try_from(org.settings.rate_limit_per_sec).unwrap_or(u32::MAX);
+            let burst = u32::try_from(org.settings.rate_burst).unwrap_or(u32::MAX);
+            self.front.rate_limits.update(org.num, rate, burst);
+        }
         match self.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,

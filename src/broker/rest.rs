@@ -225,7 +225,6 @@ async fn publish_inner(
             )
         }
     };
-    bucket.set_limits(rate, burst);
     let decision = bucket.try_take(1, monotonic_nanos());
     if !decision.allowed {
         context.shared.stats[usize::from(context.shard.borrow().id)]
@@ -321,6 +320,32 @@ async fn publish_inner(
     with_rate_headers(Response::json(status, body), &decision, burst)
 }
 
+/// A status and JSON body (what the idempotency cache stores).
+fn answer(status: u16, value: serde_json::Value) -> (u16, Bytes) {
+    (
+        status,
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+    )
+}
+
+/// An `{"error", "detail"}` answer.
+fn problem(status: u16, code: &str, detail: String) -> (u16, Bytes) {
+    answer(
+        status,
+        serde_json::json!({ "error": code, "detail": detail }),
+    )
+}
+
+/// The answer for a publish body that did not parse: 413 for a payload over the cap, else 400.
+fn parse_problem(error: &ringmq_http::publish::PublishError) -> (u16, Bytes) {
+    let code = if error.status() == 413 {
+        "payload_too_large"
+    } else {
+        "bad_request"
+    };
+    problem(error.status(), code, error.detail())
+}
+
 /// Parses, checks the ACL and quota, publishes; returns the status and JSON body.
 async fn execute(
     body: &Bytes,
@@ -336,47 +361,15 @@ async fn execute(
         topic_levels_max: rules.topic_levels_max,
         batch_max: context.shared.config.limits.rest_batch_max,
     };
-    let json = |status: u16, value: serde_json::Value| -> (u16, Bytes) {
-        (
-            status,
-            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
-        )
-    };
-    let problem = |status: u16, code: &str, detail: String| -> (u16, Bytes) {
-        json(
-            status,
-            serde_json::json!({ "error": code, "detail": detail }),
-        )
-    };
     let requests = if batch {
         match parse_batch(body, &limits) {
             Ok(requests) => requests,
-            Err(e) => {
-                return problem(
-                    e.status(),
-                    if e.status() == 413 {
-                        "payload_too_large"
-                    } else {
-                        "bad_request"
-                    },
-                    e.detail(),
-                )
-            }
+            Err(e) => return parse_problem(&e),
         }
     } else {
         match parse_publish(body, &limits) {
             Ok(request) => vec![Ok(request)],
-            Err(e) => {
-                return problem(
-                    e.status(),
-                    if e.status() == 413 {
-                        "payload_too_large"
-                    } else {
-                        "bad_request"
-                    },
-                    e.detail(),
-                )
-            }
+            Err(e) => return parse_problem(&e),
         }
     };
 
@@ -400,15 +393,7 @@ async fn execute(
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
         let outcome = match request {
-            Err(e) => problem(
-                e.status(),
-                if e.status() == 413 {
-                    "payload_too_large"
-                } else {
-                    "bad_request"
-                },
-                e.detail(),
-            ),
+            Err(e) => parse_problem(&e),
             Ok(request) => publish_one(request, context, key).await,
         };
         results.push(outcome);
@@ -428,7 +413,7 @@ async fn execute(
             value
         })
         .collect();
-    json(200, serde_json::json!({ "results": items }))
+    answer(200, serde_json::json!({ "results": items }))
 }
 
 /// Publishes one validated request; 202/200 with what happened, or 403 when the key's ACL
@@ -438,19 +423,11 @@ async fn publish_one(
     context: &HttpContext,
     key: &crate::control::snapshot::KeyAuth,
 ) -> (u16, Bytes) {
-    let json = |status: u16, value: serde_json::Value| -> (u16, Bytes) {
-        (
-            status,
-            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
-        )
-    };
     if !key.acl.may_publish(&request.topic, "", "") {
-        return json(
+        return problem(
             403,
-            serde_json::json!({
-                "error": "forbidden",
-                "detail": format!("this key may not publish to {}", request.topic),
-            }),
+            "forbidden",
+            format!("this key may not publish to {}", request.topic),
         );
     }
     let now = Instant::now();
@@ -502,12 +479,12 @@ async fn publish_one(
         }
     };
     match token {
-        None => json(
+        None => answer(
             202,
             serde_json::json!({ "status": "accepted", "topic": request.topic, "qos": 0 }),
         ),
         Some(token) => match wait_counts(&context.shard, token, QUEUED_TIMEOUT).await {
-            Some(matched) => json(
+            Some(matched) => answer(
                 200,
                 serde_json::json!({
                     "status": "queued",
@@ -516,12 +493,11 @@ async fn publish_one(
                     "matched": matched,
                 }),
             ),
-            None => json(
+            None => problem(
                 503,
-                serde_json::json!({
-                    "error": "unavailable",
-                    "detail": "a shard did not confirm queueing in time; the message may have been delivered",
-                }),
+                "unavailable",
+                "a shard did not confirm queueing in time; the message may have been delivered"
+                    .into(),
             ),
         },
     }
