@@ -192,6 +192,9 @@ pub struct Shards {
     pub mesh_queue_capacity: usize,
     /// Most messages handed to another shard before it is woken.
     pub mesh_batch_max: usize,
+    /// Let the kernel back the heap with transparent huge pages (faster fan-out, about 2 KB
+    /// more memory per idle connection).
+    pub huge_pages: bool,
 }
 
 /// The number of shard threads: one per available core, or a fixed number.

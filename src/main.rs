@@ -5,6 +5,9 @@ use clap::Parser;
 use ringmq::cli::{Cli, Command};
 use ringmq::config::{embedded_profiles, Config};
 
+// `--features system-alloc` builds with the C library's malloc instead, for heap profilers
+// (heaptrack, valgrind) that see only malloc.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

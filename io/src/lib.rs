@@ -33,7 +33,10 @@ pub use error::IoError;
 pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tune_accepted};
 pub use mesh::{Mesh, MeshEndpoint};
 pub use notify::{CrossNotify, Notified};
-pub use runtime::{spawn_shards, DriverKind, ShardConfig, ShardContext};
+pub use runtime::{
+    disable_transparent_huge_pages, spawn_shards, transparent_huge_pages_disabled, DriverKind,
+    ShardConfig, ShardContext,
+};
 pub use tls::{
     ConnReader, ConnStream, ConnWriter, FramedRead, FramedWrite, Layered, LocalIoFuture,
 };

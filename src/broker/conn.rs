@@ -180,6 +180,10 @@ struct ReadRoom {
     room: usize,
     min: usize,
     max: usize,
+    /// The connection is quiet: wait for data without a buffer (and without a reading task)
+    /// once what was read is handled. Set after a long wait for data, cleared by a read that
+    /// fills its room or a wake-up soon after parking.
+    quiet: bool,
 }
 
 impl ReadRoom {
@@ -189,6 +193,9 @@ impl ReadRoom {
             room: min,
             min,
             max: max.max(min),
+            // A new connection parks until its client sends more than its CONNECT: most idle
+            // fleet connections never do.
+            quiet: true,
         }
     }
 
@@ -212,8 +219,19 @@ impl ReadRoom {
             // Data is waiting: go straight to the full budget (doubling step by step left
             // fan-out rounds small for too long).
             self.room = self.max;
+            self.quiet = false;
         } else if waited >= QUIET_AFTER {
             self.room = self.min;
+            self.quiet = true;
+        }
+    }
+
+    /// Adapts to a wake-up after `parked`: data that came soon after parking means the
+    /// connection is active again, and parking before every read would cost it a task and a
+    /// poll per packet.
+    fn after_park(&mut self, parked: Duration) {
+        if parked < QUIET_AFTER {
+            self.quiet = false;
         }
     }
 }
@@ -408,14 +426,40 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
         s.live_connections += 1;
         s.stats.sockets_open.add(1);
     }
-    let _guard = LiveGuard(Rc::clone(&shard));
-    // Boxed, and only the read loop's state stays in this task: the handshake's locals would
-    // otherwise keep their room in every idle connection's future (a generator keeps storage
-    // for locals live across any of its awaits, even after they are moved out).
+    let guard = LiveGuard(Rc::clone(&shard));
+    // Boxed: the handshake's locals would otherwise keep their room in this task's future (a
+    // generator keeps storage for locals live across any of its awaits, even after they are
+    // moved out). This task ends at the first park; a quiet connection then holds only a small
+    // `watch` task and its `Parked` state.
     let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
         return;
     };
-    read_loop(&shard, &conn, reader, buf, link).await;
+    let parked = Box::new(Parked {
+        reader,
+        link,
+        since: None,
+        _guard: guard,
+    });
+    read_loop(shard, conn, parked, buf).await;
+}
+
+/// A connection's reading side while no task reads it: what the next read loop needs.
+struct Parked {
+    reader: ConnReader,
+    link: Connected,
+    /// When reading stopped (`None`: not yet started).
+    since: Option<Instant>,
+    /// Counts the connection as live while it is parked, too.
+    _guard: LiveGuard,
+}
+
+/// Waits, without a buffer, until a quiet connection has data (or its peer closed), then
+/// starts a read loop for it. Kept to a few words of state: this future is what an idle
+/// connection costs.
+async fn watch(shard: Rc<RefCell<Shard>>, conn: Rc<ConnShared>, parked: Box<Parked>) {
+    // An error shows again on the read, which ends the connection properly.
+    let _ = parked.reader.readable().await;
+    monoio::spawn(read_loop(shard, conn, parked, BytesMut::new()));
 }
 
 /// Handshake, session install and CONNACK: the connection's setup, up to the read loop.
@@ -504,21 +548,24 @@ struct Connected {
     room: ReadRoom,
 }
 
-/// Step 5: reads packets until the connection ends. A separate future so an idle connection's
-/// task keeps only this loop's small state, not the handshake's.
+/// Step 5: reads packets until the connection ends or goes quiet (then it parks: a [`watch`]
+/// task waits for data without a buffer and starts a new read loop).
 async fn read_loop(
-    shard: &Rc<RefCell<Shard>>,
-    conn: &Rc<ConnShared>,
-    mut reader: ConnReader,
+    shard: Rc<RefCell<Shard>>,
+    conn: Rc<ConnShared>,
+    mut parked: Box<Parked>,
     mut buf: BytesMut,
-    link: Connected,
 ) {
+    if let Some(since) = parked.since.take() {
+        parked.link.room.after_park(since.elapsed());
+    }
+    let (shard, conn) = (&shard, &conn);
     let Connected {
         slot,
         version,
         packet_size_max,
-        mut room,
-    } = link;
+        ..
+    } = parked.link;
     let mut peer_closed = false;
     loop {
         let mut budget_spent = false;
@@ -623,13 +670,23 @@ async fn read_loop(
             })
             .await;
         }
+        if parked.link.room.quiet
+            && buf.is_empty()
+            && parked.reader.can_wait_readable()
+            && !conn.is_closing()
+        {
+            parked.since = Some(Instant::now());
+            monoio::spawn(watch(Rc::clone(shard), Rc::clone(conn), parked));
+            return;
+        }
+        let room = &mut parked.link.room;
         room.prepare(&mut buf);
         let spare = buf.capacity() - buf.len();
         let started = Instant::now();
-        let (result, back) = reader.read_append(buf).await;
+        let (result, back) = parked.reader.read_append(buf).await;
         buf = back;
         if let Ok(n) = result {
-            room.after_read(n == spare, started.elapsed());
+            parked.link.room.after_read(n == spare, started.elapsed());
         }
         match result {
             Ok(0) | Err(_) => {
@@ -653,7 +710,7 @@ async fn read_loop(
         loop {
             buf.clear();
             ensure_spare(&mut buf, READ_SPARE_MIN);
-            let (result, back) = reader.read_append(buf).await;
+            let (result, back) = parked.reader.read_append(buf).await;
             buf = back;
             if !matches!(result, Ok(n) if n > 0) {
                 break;

@@ -221,6 +221,12 @@ impl Broker {
             tls: tls.clone(),
             config,
         });
+        if !shared.config.shards.huge_pages {
+            // Before the shards allocate: memory per idle connection is the fleet figure.
+            if let Err(error) = ringmq_io::disable_transparent_huge_pages() {
+                tracing::warn!(%error, "could not disable transparent huge pages");
+            }
+        }
         let shard_config = ShardConfig {
             shard_count,
             pin_cores: shared.config.shards.pin_cores,

@@ -19,6 +19,7 @@ use ringmq_router::{
 };
 
 mod counted;
+mod slots;
 mod streams;
 mod tenancy;
 
@@ -165,8 +166,7 @@ pub struct Shard {
     /// Loop settings.
     pub settings: ShardSettings,
     mesh: Rc<MeshEndpoint<MeshMsg>>,
-    entries: Vec<Option<Entry>>,
-    free: Vec<Slot>,
+    entries: slots::Slots<Entry>,
     generation_counter: u32,
     by_client_id: AHashMap<Str, Slot>,
     subscriptions: SubscriptionTrie<Slot, Subscription>,
@@ -237,8 +237,7 @@ impl Shard {
             rules: Rc::new(rules),
             settings,
             mesh: Rc::new(mesh),
-            entries: Vec::new(),
-            free: Vec::new(),
+            entries: slots::Slots::default(),
             generation_counter: 0,
             by_client_id: AHashMap::new(),
             subscriptions: SubscriptionTrie::new(),
@@ -302,7 +301,7 @@ impl Shard {
 
     /// The entry in `slot`, if it exists.
     pub fn entry_mut(&mut self, slot: Slot) -> Option<&mut Entry> {
-        self.entries.get_mut(slot as usize).and_then(Option::as_mut)
+        self.entries.get_mut(slot)
     }
 
     /// The entry in `slot` if `conn` is still the connection attached to it.
@@ -479,16 +478,7 @@ impl Shard {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = Some(entry);
-                slot
-            }
-            None => {
-                self.entries.push(Some(entry));
-                (self.entries.len() - 1) as Slot
-            }
-        };
+        let slot = self.entries.insert(entry);
         self.by_client_id.insert(client_id, slot);
         for (filter, subscription) in restored {
             // A resumed session's CONNACK is not fenced: its subscriptions were live before.
@@ -730,10 +720,9 @@ impl Shard {
 
     /// Removes a session: publishes a pending will, drops subscriptions, releases the client id.
     fn end_session(&mut self, slot: Slot, now: Instant) {
-        let Some(mut entry) = self.entries.get_mut(slot as usize).and_then(Option::take) else {
+        let Some(mut entry) = self.entries.take(slot) else {
             return;
         };
-        self.free.push(slot);
         self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = &entry.conn {
             conn.finish(BytesMut::new());
@@ -762,8 +751,7 @@ impl Shard {
 
     /// Takes a session off this shard for a takeover: subscriptions leave the index here.
     fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
-        let mut entry = self.entries.get_mut(slot as usize).and_then(Option::take)?;
-        self.free.push(slot);
+        let mut entry = self.entries.take(slot)?;
         self.release(std::mem::take(&mut entry.blocked));
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
@@ -867,7 +855,7 @@ impl Shard {
     /// Closes every connection for shutdown (v5 clients get DISCONNECT 0x8B).
     pub fn shutdown_connections(&mut self, now: Instant) {
         self.shutting_down = true;
-        for slot in 0..self.entries.len() as Slot {
+        for slot in 0..self.entries.bound() {
             let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
             if connected {
                 // A shutdown is not the client's fault: wills of persistent sessions stay pending.
@@ -1029,12 +1017,7 @@ impl Shard {
 
     fn deliver_shared(&mut self, message: &SharedMessage, group: &str, filter: &str, now: Instant) {
         let entries = &self.entries;
-        let connected = |slot: Slot| {
-            entries
-                .get(slot as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|e| e.conn.is_some())
-        };
+        let connected = |slot: Slot| entries.get(slot).is_some_and(|e| e.conn.is_some());
         let pick = self
             .groups
             .pick_where(group, filter, connected)
@@ -1133,7 +1116,7 @@ impl Shard {
         let mut congested = std::mem::take(&mut self.congested);
         let mut stalled = Vec::new();
         congested.retain(|&(slot, generation)| {
-            let Some(entry) = self.entries.get_mut(slot as usize).and_then(Option::as_mut) else {
+            let Some(entry) = self.entries.get_mut(slot) else {
                 return false;
             };
             if entry.generation != generation || entry.blocked.is_empty() {

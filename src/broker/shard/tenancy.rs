@@ -279,8 +279,8 @@ impl Shard {
         self.auth.password_cache.clear();
         let now_secs = now_unix();
         let mut closing = Vec::new();
-        for slot in 0..self.entries.len() as Slot {
-            let Some(entry) = self.entries[slot as usize].as_mut() else {
+        for slot in 0..self.entries.bound() {
+            let Some(entry) = self.entries.get_mut(slot) else {
                 continue;
             };
             let Some(principal) = entry.principal.clone() else {
@@ -329,8 +329,7 @@ impl Shard {
     pub fn expire_credentials(&mut self, now: Instant) {
         let now_secs = now_unix();
         let mut expired = Vec::new();
-        for (slot, entry) in self.entries.iter().enumerate() {
-            let Some(entry) = entry else { continue };
+        for (slot, entry) in self.entries.iter() {
             if entry.conn.is_some()
                 && entry
                     .principal
@@ -371,8 +370,8 @@ impl Shard {
         let mut answer = ShardAnswer::default();
         match op {
             SessionsOp::List { state, .. } => {
-                for slot in 0..self.entries.len() as Slot {
-                    let Some(entry) = self.entries[slot as usize].as_ref() else {
+                for slot in 0..self.entries.bound() {
+                    let Some(entry) = self.entries.get(slot) else {
                         continue;
                     };
                     if entry.org != org {
@@ -422,7 +421,7 @@ impl Shard {
     }
 
     fn session_info(&self, slot: Slot) -> SessionInfo {
-        let Some(entry) = self.entries.get(slot as usize).and_then(Option::as_ref) else {
+        let Some(entry) = self.entries.get(slot) else {
             return SessionInfo {
                 client_id: String::new(),
                 username: None,
@@ -498,7 +497,7 @@ impl Shard {
             return;
         };
         let mut connections: AHashMap<OrgNum, u64> = AHashMap::new();
-        for entry in self.entries.iter().flatten() {
+        for (_, entry) in self.entries.iter() {
             if entry.conn.is_some() {
                 *connections.entry(entry.org).or_default() += 1;
             }
