@@ -338,7 +338,7 @@ async fn handshake(
     let mut negotiated = negotiated;
     let mut access = admitted.access;
     // A verified client certificate names the device: streams filter on it (`?device=`).
-    access.device = identity.map(crate::mqtt::Str::from);
+    access.set_device(identity.map(crate::mqtt::Str::from));
     if let Some(will) = negotiated.link.will.as_mut() {
         let client = &*negotiated.client_id;
         if !access.may_publish(&will.topic, client) {

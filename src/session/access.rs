@@ -27,10 +27,17 @@ pub struct Access {
     pub scope: Str,
     /// `None`: everything in the org is allowed (anonymous clients on a loopback-only broker).
     pub authorizer: Option<Rc<dyn Authorizer>>,
-    /// The user's namespace label, stamped on the messages it publishes.
+    /// Labels stamped on the messages it publishes; boxed, since most connections have none
+    /// and every connected session carries this field.
+    pub labels: Option<Box<Labels>>,
+}
+
+/// Labels a connection stamps on the messages it publishes (streams filter on them).
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// The user's namespace label.
     pub namespace: Option<Str>,
-    /// The device identity from a verified TLS client certificate (its CN), stamped on the
-    /// messages it publishes.
+    /// The device identity from a verified TLS client certificate (its CN).
     pub device: Option<Str>,
 }
 
@@ -41,8 +48,31 @@ impl Access {
             org,
             scope: Str::from(ringmq_router::org_scope(org)),
             authorizer,
-            namespace: None,
-            device: None,
+            labels: None,
+        }
+    }
+
+    /// The namespace label, if the user has one.
+    pub fn namespace(&self) -> Option<&Str> {
+        self.labels.as_ref()?.namespace.as_ref()
+    }
+
+    /// The device identity, if the connection has one.
+    pub fn device(&self) -> Option<&Str> {
+        self.labels.as_ref()?.device.as_ref()
+    }
+
+    /// Sets the namespace label.
+    pub fn set_namespace(&mut self, namespace: Option<Str>) {
+        if namespace.is_some() || self.labels.is_some() {
+            self.labels.get_or_insert_with(Box::default).namespace = namespace;
+        }
+    }
+
+    /// Sets the device identity.
+    pub fn set_device(&mut self, device: Option<Str>) {
+        if device.is_some() || self.labels.is_some() {
+            self.labels.get_or_insert_with(Box::default).device = device;
         }
     }
 

@@ -125,8 +125,7 @@ pub fn negotiate(
         } else {
             0
         },
-        inbound_aliases: Vec::new(),
-        outbound_aliases: ahash::AHashMap::new(),
+        aliases: None,
         will: connect.will.clone().map(Box::new),
         problem_information: props.request_problem_information.unwrap_or(1) == 1,
         access: super::Access::default(),

@@ -28,7 +28,7 @@ use crate::mqtt::{
     QoS, ReasonCode, Str, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 
-pub use access::{Access, Authorizer};
+pub use access::{Access, Authorizer, Labels};
 pub use rules::{Qos0Overflow, Rules};
 pub use state::{InFlight, Queued, SessionState, Stage, Subscription};
 
@@ -47,10 +47,9 @@ pub struct Link {
     pub packet_size_max: u32,
     /// Topic aliases the client accepts from us.
     pub topic_alias_max: u16,
-    /// Inbound alias table, index = alias - 1.
-    pub inbound_aliases: Vec<Option<Str>>,
-    /// Outbound aliases we assigned on this connection.
-    pub outbound_aliases: AHashMap<Str, u16>,
+    /// Topic alias tables, made on first use (most connections use none, and every connected
+    /// session carries this field: memory per idle connection).
+    pub aliases: Option<Box<Aliases>>,
     /// Will message, cleared on a normal DISCONNECT (boxed: most connections have none, and
     /// every connection carries this field).
     pub will: Option<Box<Will>>,
@@ -58,6 +57,15 @@ pub struct Link {
     pub problem_information: bool,
     /// The org this connection's topics live in and what it may publish and subscribe to.
     pub access: Access,
+}
+
+/// A connection's topic alias tables (v5).
+#[derive(Debug, Default)]
+pub struct Aliases {
+    /// Inbound alias table, index = alias - 1.
+    pub inbound: Vec<Option<Str>>,
+    /// Outbound aliases we assigned on this connection.
+    pub outbound: AHashMap<Str, u16>,
 }
 
 /// What the shard must do after a packet was handled.
@@ -363,10 +371,11 @@ impl Session {
                 let slot = usize::from(alias) - 1;
                 // The table grows to the highest alias the client uses (most use none), so an
                 // idle v5 connection does not carry a table of `topic_alias_max` entries.
-                if link.inbound_aliases.len() <= slot {
-                    link.inbound_aliases.resize(slot + 1, None);
+                let inbound = &mut link.aliases.get_or_insert_with(Box::default).inbound;
+                if inbound.len() <= slot {
+                    inbound.resize(slot + 1, None);
                 }
-                let entry = &mut link.inbound_aliases[slot];
+                let entry = &mut inbound[slot];
                 if publish.topic.is_empty() {
                     match entry {
                         Some(topic) => topic.clone(),
@@ -411,8 +420,8 @@ impl Session {
             expires_at,
             publisher: self.client_id.clone(),
             origin: self.origin,
-            namespace: link.access.namespace.clone(),
-            device: link.access.device.clone(),
+            namespace: link.access.namespace().cloned(),
+            device: link.access.device().cloned(),
         };
         match publish.qos {
             QoS::AtMostOnce => actions.push(Action::Publish(SharedMessage::new(message))),
@@ -789,12 +798,13 @@ impl Session {
         let mut topic: &str = ringmq_router::strip_scope(&message.topic).1;
         let mut topic_alias = None;
         if link.topic_alias_max > 0 {
-            if let Some(alias) = link.outbound_aliases.get(&message.topic) {
+            let outbound = &mut link.aliases.get_or_insert_with(Box::default).outbound;
+            if let Some(alias) = outbound.get(&message.topic) {
                 topic_alias = Some(*alias);
                 topic = "";
-            } else if link.outbound_aliases.len() < usize::from(link.topic_alias_max) {
-                let alias = link.outbound_aliases.len() as u16 + 1;
-                link.outbound_aliases.insert(message.topic.clone(), alias);
+            } else if outbound.len() < usize::from(link.topic_alias_max) {
+                let alias = outbound.len() as u16 + 1;
+                outbound.insert(message.topic.clone(), alias);
                 topic_alias = Some(alias);
             }
         }

@@ -5,8 +5,6 @@
 
 use std::collections::VecDeque;
 
-use ahash::AHashMap;
-
 use crate::message::SharedMessage;
 use crate::mqtt::{QoS, Str, SubscriptionOptions};
 
@@ -54,11 +52,17 @@ pub struct InFlight {
     pub stage: Stage,
 }
 
+/// A session's subscriptions by filter. The hasher has fixed keys, so the map holds no 32-byte
+/// random state (every session carries one: memory per idle connection); its size is bounded
+/// by the per-session subscription limit, so colliding filters cost only their own session.
+pub type SubscriptionMap =
+    std::collections::HashMap<Str, Subscription, std::hash::BuildHasherDefault<ahash::AHasher>>;
+
 /// Persistent session state: subscriptions, queued and in-flight messages, QoS 2 receipts.
 #[derive(Debug, Clone, Default)]
 pub struct SessionState {
     /// Subscriptions by their full filter text (including any `$share/group/` prefix).
-    pub subscriptions: AHashMap<Str, Subscription>,
+    pub subscriptions: SubscriptionMap,
     /// QoS 1/2 messages not yet sent, oldest first (bounded by `Rules::queue_messages_max`).
     pub queue: VecDeque<Queued>,
     /// QoS 0 messages waiting for outbox room under the drop-oldest policy (bounded like `queue`).

@@ -241,7 +241,7 @@ fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitte
         user: Arc::clone(&user),
     });
     let mut access = Access::org(user.org, Some(authorizer));
-    access.namespace = user.namespace.as_deref().map(Str::from);
+    access.set_namespace(user.namespace.as_deref().map(Str::from));
     Ok(Admitted {
         access,
         principal: Some(Rc::new(Principal { user })),
