@@ -228,7 +228,9 @@ pub fn level_count(s: &str) -> usize {
 
 /// Splits off the first level: `("a", Some("b/c"))` for `a/b/c`, `("c", None)` for `c`.
 pub(crate) fn split_level(s: &str) -> (&str, Option<&str>) {
-    match s.find('/') {
+    // A byte scan: levels are short, and `str::find(char)` cost a tenth of a QoS 0 fan-in
+    // profile in its searcher set-up. `/` is ASCII, so the index is a char boundary.
+    match s.bytes().position(|b| b == b'/') {
         Some(slash) => (&s[..slash], Some(&s[slash + 1..])),
         None => (s, None),
     }

@@ -899,7 +899,13 @@ impl Shard {
                 },
             );
         }
-        let shards = self.index.matching_shards(&message.topic);
+        // One shard has no other shard to ask: skip the index walk (its trie match was a fifth
+        // of the routing work per publish in a QoS 0 fan-in profile).
+        let shards = if self.count == 1 {
+            1 << self.id
+        } else {
+            self.index.matching_shards(&message.topic)
+        };
         let mut mask = shards;
         let mut local = 0;
         let mut asked = 0;
