@@ -1000,6 +1000,15 @@ mod tests {
             SlowConsumerPolicy::DropNew
         );
         assert!(config.mqtt.refused_topics.is_empty());
+        // Memory per idle connection is the fleet figure: no huge pages unless asked for.
+        assert!(!config.shards.huge_pages);
+        assert!(load_profile("throughput").expect("loads").shards.huge_pages);
+        assert!(
+            !load_profile("small-device-fleet")
+                .expect("loads")
+                .shards
+                .huge_pages
+        );
         assert_eq!(config.data_dir, PathBuf::from("./ringmq-data"));
         assert!(config.shard_count() >= 1 && config.shard_count() <= SHARD_COUNT_MAX);
     }

@@ -839,3 +839,68 @@ fn assign_client_id(conn_id: u64) -> String {
         conn_id as u32
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_connection_parks_until_it_is_busy() {
+        let room = ReadRoom::new(256, 65536);
+        assert!(
+            room.quiet,
+            "a fresh connection waits for data without a buffer"
+        );
+        assert_eq!(room.room, 256);
+    }
+
+    #[test]
+    fn data_soon_after_parking_ends_quiet_mode() {
+        let mut room = ReadRoom::new(256, 65536);
+        room.after_park(Duration::from_millis(2));
+        assert!(
+            !room.quiet,
+            "an active client must not pay a park per packet"
+        );
+        let mut idle = ReadRoom::new(256, 65536);
+        idle.after_park(QUIET_AFTER);
+        assert!(
+            idle.quiet,
+            "a device that speaks once a minute stays parked"
+        );
+    }
+
+    #[test]
+    fn a_long_wait_makes_a_connection_quiet_and_a_full_read_makes_it_busy() {
+        let mut room = ReadRoom::new(256, 65536);
+        room.after_park(Duration::ZERO);
+        room.after_read(true, Duration::ZERO);
+        assert!(!room.quiet);
+        assert_eq!(room.room, 65536, "a full read gets the whole budget");
+        room.after_read(false, Duration::from_millis(10));
+        assert!(
+            !room.quiet,
+            "a short read of a busy connection keeps its room"
+        );
+        assert_eq!(room.room, 65536);
+        room.after_read(false, QUIET_AFTER);
+        assert!(room.quiet);
+        assert_eq!(room.room, 256, "a quiet connection shrinks back");
+        room.after_read(true, QUIET_AFTER);
+        assert!(!room.quiet);
+    }
+
+    #[test]
+    fn quiet_buffers_are_given_back() {
+        let room = ReadRoom::new(256, 65536);
+        let mut buf = BytesMut::with_capacity(65536);
+        room.prepare(&mut buf);
+        assert!(
+            buf.capacity() < 4096,
+            "an empty big buffer shrinks to the room"
+        );
+        let mut empty = BytesMut::new();
+        room.prepare(&mut empty);
+        assert!(empty.capacity() >= 256);
+    }
+}
