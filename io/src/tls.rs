@@ -558,28 +558,11 @@ impl ConnReader {
         }
     }
 
-    /// True when [`ConnReader::readable`] can wait for data without a buffer: plain TCP only,
-    /// since a TLS or layered transport may hold decoded bytes the socket no longer shows.
+    /// True when the socket's readiness says whether data is waiting: plain TCP only, since a
+    /// TLS or layered transport may hold decoded bytes the socket no longer shows (so only
+    /// plain connections park while quiet).
     pub fn can_wait_readable(&self) -> bool {
         matches!(self, ConnReader::Tcp(_))
-    }
-
-    /// Waits until the socket has data (or the peer closed it) without lending a buffer to the
-    /// kernel: an idle connection then holds no read buffer. Returns at once for transports
-    /// where [`ConnReader::can_wait_readable`] is false.
-    pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            ConnReader::Tcp(half) => {
-                // SAFETY: the two halves share one `TcpStream` by monoio's design (each half
-                // dereferences the cell for its operations). `readable` only clones the shared
-                // fd into a poll operation; it reads no field the write half mutates, and the
-                // stream lives until both halves are dropped, which outlives this borrow of the
-                // read half.
-                let stream: &TcpStream = unsafe { &*half.0.get() };
-                stream.readable(false).await
-            }
-            ConnReader::Tls(_) | ConnReader::Framed(_) => Ok(()),
-        }
     }
 }
 
@@ -769,40 +752,6 @@ pub fn subject_common_name(cert: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn readable_waits_for_data_then_a_read_gets_it() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let client = monoio::spawn(async move {
-                let mut stream = TcpStream::connect(addr).await.expect("connect");
-                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let (result, _) = stream.write_all(b"ping".to_vec()).await;
-                result.expect("write");
-                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
-            });
-            let (stream, _) = listener.accept().await.expect("accept");
-            let (mut reader, writer) = ConnStream::Tcp(stream).into_split();
-            assert!(reader.can_wait_readable());
-            let started = std::time::Instant::now();
-            reader.readable().await.expect("readable");
-            assert!(started.elapsed() >= std::time::Duration::from_millis(30));
-            let (result, buf) = reader.read_append(BytesMut::with_capacity(16)).await;
-            assert_eq!(result.expect("read"), 4);
-            assert_eq!(&buf[..], b"ping");
-            // The peer's close makes the socket readable too (a read then returns 0).
-            reader.readable().await.expect("readable at close");
-            let (result, _) = reader.read_append(BytesMut::with_capacity(16)).await;
-            assert_eq!(result.expect("read"), 0);
-            drop(writer);
-            client.await;
-        });
-    }
 
     #[test]
     fn plain_halves_stay_small() {

@@ -155,15 +155,36 @@ impl ConnShared {
     }
 }
 
-/// Decrements the shard's live connection count when a connection task ends.
-struct LiveGuard(Rc<RefCell<Shard>>);
+/// Decrements the shard's live connection count when the connection's reading ends.
+struct LiveGuard(Option<Rc<RefCell<Shard>>>);
+
+impl LiveGuard {
+    /// Counts a new connection.
+    fn count(shard: &Rc<RefCell<Shard>>) -> Self {
+        let mut s = shard.borrow_mut();
+        s.live_connections += 1;
+        s.stats.sockets_open.add(1);
+        LiveGuard(Some(Rc::clone(shard)))
+    }
+
+    /// The guard of a connection coming back from the park set (still counted).
+    fn resume(shard: &Rc<RefCell<Shard>>) -> Self {
+        LiveGuard(Some(Rc::clone(shard)))
+    }
+
+    /// The connection parks: it stays counted while no task reads it.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        if let Ok(mut shard) = self.0.try_borrow_mut() {
-            shard.live_connections = shard.live_connections.saturating_sub(1);
-            shard.stats.sockets_open.add(-1);
-        }
+        let Some(shard) = self.0.take() else { return };
+        if let Ok(mut s) = shard.try_borrow_mut() {
+            s.live_connections = s.live_connections.saturating_sub(1);
+            s.stats.sockets_open.add(-1);
+        };
     }
 }
 
@@ -177,9 +198,10 @@ fn ensure_spare(buf: &mut BytesMut, chunk: usize) {
 /// connection is what a fleet broker is judged by); a connection whose reads fill the room gets
 /// twice as much next time, up to the read budget.
 struct ReadRoom {
-    room: usize,
-    min: usize,
-    max: usize,
+    // u32: every connection's parked state carries these (the budget is far below 4 GiB).
+    room: u32,
+    min: u32,
+    max: u32,
     /// The connection is quiet: wait for data without a buffer (and without a reading task)
     /// once what was read is handled. Set after a long wait for data, cleared by a read that
     /// fills its room or a wake-up soon after parking.
@@ -188,7 +210,10 @@ struct ReadRoom {
 
 impl ReadRoom {
     fn new(min: usize, max: usize) -> Self {
-        let min = min.clamp(64, max.max(64));
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let min = u32::try_from(min)
+            .unwrap_or(u32::MAX)
+            .clamp(64, max.max(64));
         ReadRoom {
             room: min,
             min,
@@ -201,11 +226,12 @@ impl ReadRoom {
 
     /// Prepares `buf` for the next read.
     fn prepare(&self, buf: &mut BytesMut) {
-        if buf.is_empty() && buf.capacity() > self.room * 4 {
+        let room = self.room as usize;
+        if buf.is_empty() && buf.capacity() > room * 4 {
             // Quiet again after a burst or a large packet: give the memory back.
-            *buf = BytesMut::with_capacity(self.room);
-        } else if buf.capacity() - buf.len() < self.room.min(READ_SPARE_MIN) {
-            buf.reserve(self.room);
+            *buf = BytesMut::with_capacity(room);
+        } else if buf.capacity() - buf.len() < room.min(READ_SPARE_MIN) {
+            buf.reserve(room);
         }
     }
 
@@ -421,45 +447,67 @@ struct Handshake {
 
 /// Serves one accepted MQTT connection (plain or TLS) until it closes.
 pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) {
-    {
-        let mut s = shard.borrow_mut();
-        s.live_connections += 1;
-        s.stats.sockets_open.add(1);
-    }
-    let guard = LiveGuard(Rc::clone(&shard));
+    let guard = LiveGuard::count(&shard);
     // Boxed: the handshake's locals would otherwise keep their room in this task's future (a
     // generator keeps storage for locals live across any of its awaits, even after they are
-    // moved out). This task ends at the first park; a quiet connection then holds only a small
-    // `watch` task and its `Parked` state.
+    // moved out). This task ends at the first park; a quiet connection then has no task at
+    // all, only its `Parked` state in the shard's park set.
     let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
         return;
     };
-    let parked = Box::new(Parked {
+    let parked = Parked {
+        conn,
         reader,
         link,
         since: None,
-        _guard: guard,
-    });
-    read_loop(shard, conn, parked, buf).await;
+    };
+    read_loop(shard, parked, buf, guard).await;
 }
 
-/// A connection's reading side while no task reads it: what the next read loop needs.
-struct Parked {
+/// A connection's reading side while no task reads it: what the next read loop needs. This is
+/// what an idle connection keeps besides its session and socket, so it stays a few words.
+pub struct Parked {
+    conn: Rc<ConnShared>,
     reader: ConnReader,
     link: Connected,
     /// When reading stopped (`None`: not yet started).
     since: Option<Instant>,
-    /// Counts the connection as live while it is parked, too.
-    _guard: LiveGuard,
 }
 
-/// Waits, without a buffer, until a quiet connection has data (or its peer closed), then
-/// starts a read loop for it. Kept to a few words of state: this future is what an idle
-/// connection costs.
-async fn watch(shard: Rc<RefCell<Shard>>, conn: Rc<ConnShared>, parked: Box<Parked>) {
-    // An error shows again on the read, which ends the connection properly.
-    let _ = parked.reader.readable().await;
-    monoio::spawn(read_loop(shard, conn, parked, BytesMut::new()));
+/// Starts the read loops of parked connections whose sockets became ready (data, a hang-up or
+/// an error), until `stop`. One per shard; without it (no epoll instance) connections never park.
+pub async fn unpark_loop(shard: Rc<RefCell<Shard>>, stop: Rc<super::local_notify::LocalStop>) {
+    let waiter = match shard.borrow().parks.as_ref().map(|parks| parks.waiter()) {
+        Some(Ok(waiter)) => waiter,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "cannot wait on the park set; quiet connections keep reading");
+            shard.borrow_mut().parks = None;
+            return;
+        }
+        None => return,
+    };
+    let mut ready = Vec::new();
+    loop {
+        let readable = monoio::select! {
+            readable = waiter.readable(false) => readable,
+            _ = stop.wait() => break,
+        };
+        if let Err(error) = readable {
+            tracing::warn!(%error, "waiting on the park set failed");
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let taken = match shard.borrow_mut().parks.as_mut() {
+            Some(parks) => parks.take_ready(&mut ready),
+            None => return,
+        };
+        if let Err(error) = taken {
+            tracing::warn!(%error, "taking ready connections from the park set failed");
+        }
+        for parked in ready.drain(..) {
+            let guard = LiveGuard::resume(&shard);
+            monoio::spawn(read_loop(Rc::clone(&shard), parked, BytesMut::new(), guard));
+        }
+    }
 }
 
 /// Handshake, session install and CONNACK: the connection's setup, up to the read loop.
@@ -548,17 +596,18 @@ struct Connected {
     room: ReadRoom,
 }
 
-/// Step 5: reads packets until the connection ends or goes quiet (then it parks: a [`watch`]
-/// task waits for data without a buffer and starts a new read loop).
+/// Step 5: reads packets until the connection ends or goes quiet (then it parks in the shard's
+/// park set, without a buffer or a task, until [`unpark_loop`] sees its socket ready).
 async fn read_loop(
     shard: Rc<RefCell<Shard>>,
-    conn: Rc<ConnShared>,
-    mut parked: Box<Parked>,
+    mut parked: Parked,
     mut buf: BytesMut,
+    guard: LiveGuard,
 ) {
     if let Some(since) = parked.since.take() {
         parked.link.room.after_park(since.elapsed());
     }
+    let conn = Rc::clone(&parked.conn);
     let (shard, conn) = (&shard, &conn);
     let Connected {
         slot,
@@ -675,9 +724,24 @@ async fn read_loop(
             && parked.reader.can_wait_readable()
             && !conn.is_closing()
         {
-            parked.since = Some(Instant::now());
-            monoio::spawn(watch(Rc::clone(shard), Rc::clone(conn), parked));
-            return;
+            let mut s = shard.borrow_mut();
+            match s.parks.as_mut() {
+                Some(parks) => {
+                    parked.since = Some(Instant::now());
+                    match parks.park(conn.fd(), parked) {
+                        Ok(()) => {
+                            guard.keep();
+                            return;
+                        }
+                        Err((error, back)) => {
+                            tracing::debug!(%error, "cannot park; reading the normal way");
+                            parked = back;
+                            parked.link.room.quiet = false;
+                        }
+                    }
+                }
+                None => parked.link.room.quiet = false,
+            }
         }
         let room = &mut parked.link.room;
         room.prepare(&mut buf);

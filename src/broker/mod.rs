@@ -13,8 +13,10 @@ pub mod http;
 pub mod local_notify;
 pub mod mesh_msg;
 pub mod ops;
+pub mod park;
 pub mod rest;
 pub mod shard;
+pub mod slots;
 pub mod stats;
 pub mod stream;
 pub mod sys;
@@ -456,6 +458,8 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     });
     monoio::spawn(accept_http(http_listener, Rc::clone(&stop), http_context));
     monoio::spawn(mesh_loop(Rc::clone(&shard)));
+    let parks_stop = Rc::new(local_notify::LocalStop::default());
+    let unpark = monoio::spawn(conn::unpark_loop(Rc::clone(&shard), Rc::clone(&parks_stop)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
     report(Ok(()));
 
@@ -473,6 +477,11 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     while busy(&shard.borrow()) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Parked connections needed the unpark loop through the drain. Its poll on the epoll
+    // instance must be cancelled before the runtime ends: a poll still in flight when the
+    // process exits kept the HTTP port bound for a moment, and a quick restart failed.
+    parks_stop.stop();
+    unpark.await;
 }
 
 fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {

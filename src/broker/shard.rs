@@ -19,7 +19,7 @@ use ringmq_router::{
 };
 
 mod counted;
-mod slots;
+
 mod streams;
 mod tenancy;
 
@@ -166,7 +166,7 @@ pub struct Shard {
     /// Loop settings.
     pub settings: ShardSettings,
     mesh: Rc<MeshEndpoint<MeshMsg>>,
-    entries: slots::Slots<Entry>,
+    entries: crate::broker::slots::Slots<Entry>,
     generation_counter: u32,
     by_client_id: AHashMap<Str, Slot>,
     subscriptions: SubscriptionTrie<Slot, Subscription>,
@@ -215,6 +215,8 @@ pub struct Shard {
     stream_trie: SubscriptionTrie<u32, ()>,
     /// Last stream id handed out.
     stream_counter: u32,
+    /// Quiet connections waiting for data (`None`: no epoll instance, so none park).
+    pub parks: Option<crate::broker::park::ParkSet<super::conn::Parked>>,
 }
 
 impl Shard {
@@ -237,7 +239,7 @@ impl Shard {
             rules: Rc::new(rules),
             settings,
             mesh: Rc::new(mesh),
-            entries: slots::Slots::default(),
+            entries: crate::broker::slots::Slots::default(),
             generation_counter: 0,
             by_client_id: AHashMap::new(),
             subscriptions: SubscriptionTrie::new(),
@@ -270,6 +272,13 @@ impl Shard {
             streams: AHashMap::new(),
             stream_trie: SubscriptionTrie::new(),
             stream_counter: 0,
+            parks: match crate::broker::park::ParkSet::new() {
+                Ok(parks) => Some(parks),
+                Err(error) => {
+                    tracing::warn!(%error, "no epoll instance; quiet connections keep reading");
+                    None
+                }
+            },
         }
     }
 

@@ -459,6 +459,26 @@ impl Client {
         }
     }
 
+    /// The next application message within `wait`, if one comes.
+    pub async fn next_message(&mut self, wait: Duration) -> Option<Msg> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.next_event(left).await {
+                Some(Ev::Publish(m)) => return Some(m),
+                Some(Ev::Closed(why)) => panic!("connection closed while waiting: {why}"),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    }
+
     /// The next application message (panics after `WAIT`).
     pub async fn recv(&mut self) -> Msg {
         if let Some(m) = self.pending.pop_front() {
