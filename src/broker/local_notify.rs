@@ -3,6 +3,8 @@
 use std::cell::{Cell, RefCell};
 use std::task::Waker;
 
+use super::slots::Slots;
+
 /// Wakes one waiting task on the same shard; repeated notifications before it runs coalesce.
 #[derive(Debug, Default)]
 pub struct LocalNotify {
@@ -37,18 +39,28 @@ impl LocalNotify {
 }
 
 /// A one-shot stop signal for any number of tasks on one shard.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LocalStop {
     stopped: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    /// One waker per live [`LocalStop::wait`] future, removed when it is dropped: accept loops
+    /// wait on the signal once per accepted connection, so the set must not grow with them.
+    wakers: RefCell<Slots<Waker>>,
+}
+
+impl std::fmt::Debug for LocalStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStop")
+            .field("stopped", &self.stopped.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalStop {
     /// Fires the signal and wakes every waiting task.
     pub fn stop(&self) {
         self.stopped.set(true);
-        for waker in self.wakers.borrow_mut().drain(..) {
-            waker.wake();
+        for (_, waker) in self.wakers.borrow().iter() {
+            waker.wake_by_ref();
         }
     }
 
@@ -58,18 +70,55 @@ impl LocalStop {
     }
 
     /// Resolves once the signal fires.
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.stopped.get() {
-                return std::task::Poll::Ready(());
+    pub fn wait(&self) -> StopWait<'_> {
+        StopWait {
+            stop: self,
+            slot: None,
+        }
+    }
+
+    /// How many wait futures are registered (for tests of the bound).
+    #[cfg(test)]
+    fn registered(&self) -> usize {
+        self.wakers.borrow().iter().count()
+    }
+}
+
+/// The future of [`LocalStop::wait`].
+pub struct StopWait<'a> {
+    stop: &'a LocalStop,
+    slot: Option<u32>,
+}
+
+impl std::future::Future for StopWait<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.stop.stopped.get() {
+            return std::task::Poll::Ready(());
+        }
+        let slot = self.slot;
+        let mut wakers = self.stop.wakers.borrow_mut();
+        match slot.and_then(|slot| wakers.get_mut(slot)) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => {
+                let slot = wakers.insert(cx.waker().clone());
+                drop(wakers);
+                self.slot = Some(slot);
             }
-            let mut wakers = self.wakers.borrow_mut();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-            std::task::Poll::Pending
-        })
-        .await
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for StopWait<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.stop.wakers.borrow_mut().take(slot);
+        }
     }
 }
 
@@ -86,4 +135,37 @@ pub async fn yield_now() {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+
+    #[test]
+    fn stop_waiters_are_forgotten_when_dropped() {
+        // Regression: every wait registered a waker that stayed until the stop, so an accept
+        // loop grew the list by one per accepted connection (26 B each, forever).
+        let stop = LocalStop::default();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..1000 {
+            let mut wait = pin!(stop.wait());
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Pending);
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Pending);
+        }
+        assert_eq!(stop.registered(), 0);
+        let mut first = pin!(stop.wait());
+        let mut second = pin!(stop.wait());
+        assert_eq!(first.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(stop.registered(), 2);
+        stop.stop();
+        assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(pin!(stop.wait()).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(stop.registered(), 2, "still-live waiters keep their slot until dropped");
+    }
 }
