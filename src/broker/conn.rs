@@ -725,6 +725,14 @@ async fn read_loop(
             && !conn.is_closing()
         {
             let mut s = shard.borrow_mut();
+            if let Some(entry) = s.entry_for_conn(slot, conn) {
+                // Quiet now: give back what an idle session need not hold (empty queues, an
+                // empty outbox's buffer). Once per park, so a busy subscriber keeps its buffers.
+                entry.session.state.release_empty();
+                if entry.session.out.is_empty() && entry.session.out.capacity() > 0 {
+                    entry.session.out = BytesMut::new();
+                }
+            }
             match s.parks.as_mut() {
                 Some(parks) => {
                     parked.since = Some(Instant::now());

@@ -166,6 +166,10 @@ mod tests {
         assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(()));
         assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(()));
         assert_eq!(pin!(stop.wait()).poll(&mut cx), Poll::Ready(()));
-        assert_eq!(stop.registered(), 2, "still-live waiters keep their slot until dropped");
+        assert_eq!(
+            stop.registered(),
+            2,
+            "still-live waiters keep their slot until dropped"
+        );
     }
 }

@@ -64,13 +64,13 @@ pub struct SessionState {
     /// Subscriptions by their full filter text (including any `$share/group/` prefix).
     pub subscriptions: SubscriptionMap,
     /// QoS 1/2 messages not yet sent, oldest first (bounded by `Rules::queue_messages_max`).
-    pub queue: VecDeque<Queued>,
+    pub queue: Lazy<VecDeque<Queued>>,
     /// QoS 0 messages waiting for outbox room under the drop-oldest policy (bounded like `queue`).
-    pub qos0_queue: VecDeque<Queued>,
+    pub qos0_queue: Lazy<VecDeque<Queued>>,
     /// Messages holding a packet id, in send order (bounded by the inflight window).
-    pub inflight: VecDeque<InFlight>,
+    pub inflight: Lazy<VecDeque<InFlight>>,
     /// Inbound QoS 2 packet ids received and not yet released (bounded by our Receive Maximum).
-    pub incoming_qos2: Vec<u16>,
+    pub incoming_qos2: Lazy<Vec<u16>>,
     /// Next packet id to try.
     pub next_packet_id: u16,
     /// Session Expiry Interval in seconds after the connection closes (0: ends with it).
@@ -80,6 +80,15 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Frees the queues that are empty (a quiet connection's session then holds a pointer
+    /// each instead of a collection header each).
+    pub fn release_empty(&mut self) {
+        self.queue.release_if_empty();
+        self.qos0_queue.release_if_empty();
+        self.inflight.release_if_empty();
+        self.incoming_qos2.release_if_empty();
+    }
+
     /// Allocates a packet id not in use by an in-flight message.
     pub fn allocate_packet_id(&mut self) -> u16 {
         // The window is far below 65535, so a free id exists within a few steps.
@@ -98,5 +107,100 @@ impl SessionState {
     /// Index of the in-flight entry with this packet id.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
+    }
+}
+
+/// A collection allocated on first mutable use: idle sessions have empty queues, and a boxed
+/// one costs a pointer instead of a 24–32 byte header in every session (memory per idle
+/// connection). Reads of an unallocated one see a shared empty collection.
+#[derive(Debug, Clone, Default)]
+pub struct Lazy<T>(Option<Box<T>>);
+
+/// Collections [`Lazy`] can hold: they have a shared empty value and know when they are empty.
+pub trait LazyCollection: Default + 'static {
+    /// The shared empty value.
+    fn empty() -> &'static Self;
+    /// True when nothing is in it.
+    fn is_empty_collection(&self) -> bool;
+}
+
+impl LazyCollection for VecDeque<Queued> {
+    fn empty() -> &'static Self {
+        static EMPTY: VecDeque<Queued> = VecDeque::new();
+        &EMPTY
+    }
+    fn is_empty_collection(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl LazyCollection for VecDeque<InFlight> {
+    fn empty() -> &'static Self {
+        static EMPTY: VecDeque<InFlight> = VecDeque::new();
+        &EMPTY
+    }
+    fn is_empty_collection(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl LazyCollection for Vec<u16> {
+    fn empty() -> &'static Self {
+        static EMPTY: Vec<u16> = Vec::new();
+        &EMPTY
+    }
+    fn is_empty_collection(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T: LazyCollection> Lazy<T> {
+    /// Frees the collection if it holds nothing.
+    pub fn release_if_empty(&mut self) {
+        if self.0.as_deref().is_some_and(T::is_empty_collection) {
+            self.0 = None;
+        }
+    }
+
+    /// True while no collection is allocated.
+    pub fn is_released(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<T: LazyCollection> std::ops::Deref for Lazy<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self.0.as_deref() {
+            Some(collection) => collection,
+            None => T::empty(),
+        }
+    }
+}
+
+impl<T: LazyCollection> std::ops::DerefMut for Lazy<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    #[test]
+    fn lazy_queues_allocate_on_write_and_release_when_empty() {
+        let mut state = SessionState::default();
+        assert!(state.inflight.is_empty() && state.inflight.is_released());
+        assert!(state.queue.iter().next().is_none());
+        state.incoming_qos2.push(7);
+        assert!(!state.incoming_qos2.is_released());
+        state.release_empty();
+        assert_eq!(&state.incoming_qos2[..], [7], "a non-empty queue is kept");
+        state.incoming_qos2.clear();
+        state.release_empty();
+        assert!(state.incoming_qos2.is_released());
+        assert!(state.incoming_qos2.is_empty());
     }
 }
