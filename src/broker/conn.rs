@@ -50,7 +50,9 @@ pub struct ConnShared {
     half: RefCell<Option<ConnWriter>>,
     /// The shard and slot a writer task works for, set once the session is installed.
     owner: RefCell<Option<(Weak<RefCell<Shard>>, Slot)>>,
-    final_out: RefCell<BytesMut>,
+    /// Bytes to write before closing (boxed: only closing connections have any, and every
+    /// connection carries this field).
+    final_out: RefCell<Option<Box<BytesMut>>>,
     closing: Cell<bool>,
     pauses: Cell<u32>,
     resumed: LocalNotify,
@@ -68,7 +70,7 @@ impl ConnShared {
             id,
             half: RefCell::new(None),
             owner: RefCell::new(None),
-            final_out: RefCell::new(BytesMut::new()),
+            final_out: RefCell::new(None),
             closing: Cell::new(false),
             pauses: Cell::new(0),
             resumed: LocalNotify::default(),
@@ -137,7 +139,10 @@ impl ConnShared {
     /// Ends the connection: the writer flushes `rest`, then shuts the socket down.
     pub fn finish(self: &Rc<Self>, rest: BytesMut) {
         if !rest.is_empty() {
-            self.final_out.borrow_mut().unsplit(rest);
+            self.final_out
+                .borrow_mut()
+                .get_or_insert_with(Box::default)
+                .unsplit(rest);
         }
         self.closing.set(true);
         self.wake_writer();
@@ -820,8 +825,14 @@ async fn write_loop(
             } else if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
                 let len = out.len().min(batch);
                 Next::Chunk(out.split_to(len))
-            } else if !conn.final_out.borrow().is_empty() {
+            } else if conn
+                .final_out
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+            {
                 let mut rest = conn.final_out.borrow_mut();
+                let rest = rest.get_or_insert_with(Box::default);
                 let len = rest.len().min(batch);
                 Next::Chunk(rest.split_to(len))
             } else if conn.is_closing() {

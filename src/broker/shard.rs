@@ -50,7 +50,7 @@ pub struct Entry {
     /// Registry token of the connection that owns the client id.
     pub token: u64,
     /// A will waiting for its delay (or for the session to end).
-    pub pending_will: Option<(Box<Will>, Instant)>,
+    pub pending_will: Option<Box<(Will, Instant)>>,
     /// Publishers (shard, connection id) paused until this session catches up.
     pub blocked: Vec<(u16, u64)>,
     /// When the writer last completed a write (a subscriber that makes no progress for
@@ -702,7 +702,7 @@ impl Shard {
             } else {
                 let at = now + Duration::from_secs(u64::from(delay));
                 if let Some(entry) = self.entry_mut(slot) {
-                    entry.pending_will = Some((will, at));
+                    entry.pending_will = Some(Box::new((*will, at)));
                 }
                 self.timers.push(Reverse(Timer {
                     at,
@@ -739,8 +739,9 @@ impl Shard {
             self.stats.add_connection(-1);
             self.count_org_connection(entry.org, -1);
         }
-        if let Some((will, _)) = entry.pending_will {
-            self.publish_will(will, now);
+        if let Some(pending) = entry.pending_will {
+            let (will, _) = *pending;
+            self.publish_will(Box::new(will), now);
         }
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
@@ -833,10 +834,11 @@ impl Shard {
                     }
                 }
                 TimerKind::WillDelay => {
-                    if let Some((_, at)) = &entry.pending_will {
-                        if *at <= now {
-                            if let Some((will, _)) = entry.pending_will.take() {
-                                self.publish_will(will, now);
+                    if let Some(pending) = &entry.pending_will {
+                        if pending.1 <= now {
+                            if let Some(pending) = entry.pending_will.take() {
+                                let (will, _) = *pending;
+                                self.publish_will(Box::new(will), now);
                             }
                         }
                     }
