@@ -205,7 +205,7 @@ run_memory() {
     local file="$work/raw/$broker-idle_$count-1.json"
     echo "== memory: $broker $count idle connections" >&2
     set +e
-    taskset -c 1 timeout 600 "$loadgen_bin" conn -c "$count" --connect-rate 10000 --hold 2 \
+    taskset -c 1 timeout 600 "$loadgen_bin" conn -c "$count" --connect-rate 10000 --hold 5 \
         --ifaddr 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4 -p "$(port_of "$broker")" \
         --broker-pid "$broker_pid" --json --quiet > "$file" 2> "$work/raw/$broker-idle_$count.err"
     local code=$?

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod buf;
+pub mod dormant;
 pub mod error;
 pub mod listener;
 pub mod mesh;
@@ -29,6 +30,7 @@ pub mod runtime;
 pub mod tls;
 
 pub use buf::read_append;
+pub use dormant::{DormantTcp, SleepError};
 pub use error::IoError;
 pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tune_accepted};
 pub use mesh::{Mesh, MeshEndpoint};

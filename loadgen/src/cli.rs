@@ -184,7 +184,8 @@ pub struct ConnArgs {
     /// Seconds to hold the connections open once all are up.
     #[arg(long, default_value_t = 2.0)]
     pub hold: f64,
-    /// Broker process id: its RSS is sampled before and after to report memory per connection.
+    /// Broker process id: its RSS is sampled before connecting and at the end of the hold to
+    /// report memory per idle connection.
     #[arg(long)]
     pub broker_pid: Option<u32>,
 }

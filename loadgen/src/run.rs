@@ -308,6 +308,16 @@ pub fn run(
                 total,
             );
             window.1 = Snapshot::take(&global);
+            // Idle memory is what the broker keeps once the connections have been idle for the
+            // hold, not what the storm's set-up left behind a second after the last CONNACK
+            // (a broker may give back per-connection state of quiet connections).
+            if let (Some(memory), Some(pid)) = (broker_memory.as_mut(), broker_pid) {
+                if let Some(after) = process_rss(pid) {
+                    memory.rss_after_bytes = after;
+                    memory.bytes_per_connection =
+                        (after as f64 - memory.rss_before_bytes as f64) / connected.max(1) as f64;
+                }
+            }
         }
         Ending::Publish(timing) => {
             let warm_end = publishing_at + Duration::from_secs_f64(timing.warmup);

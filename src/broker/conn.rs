@@ -1,7 +1,7 @@
 //! One MQTT connection on a shard: a reader task (CONNECT, then packets into the session) and a
 //! writer task (coalesced writes of the session's outbox).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::poll_fn;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ringmq_io::{monoio, ConnReader, ConnStream, ConnWriter};
+use ringmq_io::{monoio, ConnReader, ConnStream, ConnWriter, DormantTcp, SleepError};
 
 use super::local_notify::LocalNotify;
 use super::shard::{Shard, Slot};
@@ -37,22 +37,45 @@ const LINGER: Duration = Duration::from_secs(2);
 /// A read that waited this long for data means the connection is quiet: its read room shrinks.
 const QUIET_AFTER: Duration = Duration::from_millis(500);
 
+/// How long a connection stays parked before its socket is put to sleep (if its writer is idle
+/// then too): long enough that a client in a request/response exchange never pays for it.
+const DOZE_AFTER: Duration = Duration::from_secs(1);
+
+/// Parked connections looked at per [`doze_parked`] call (one per housekeeping tick): bounds
+/// the time one call takes while every parked connection is still reached within seconds.
+const DOZE_SLOTS_PER_CALL: u32 = 4096;
+
 /// Reads smaller than this much spare room make us reserve a fresh chunk first.
 const READ_SPARE_MIN: usize = 4096;
 
+/// Where a connection's write half is.
+#[derive(Debug, Default)]
+enum Half {
+    /// A writer task has it (or the connection lost its socket).
+    #[default]
+    Busy,
+    /// No writer task runs: an idle connection has none at all (memory per idle connection);
+    /// [`ConnShared::wake_writer`] starts one when there is data.
+    Idle(ConnWriter),
+    /// Parked and idle for a while: both halves are put to sleep as the bare socket (see
+    /// [`Shard::doze_parked`](super::shard::Shard::doze_parked)).
+    Dormant(DormantTcp),
+}
+
 /// What the shard and the connection's two tasks share.
-#[derive(Debug)]
 pub struct ConnShared {
     /// Shard-unique connection id.
     pub id: u64,
-    /// The write half while no writer task runs: an idle connection has no writer task at all
-    /// (memory per idle connection); [`ConnShared::wake_writer`] starts one when there is data.
-    half: RefCell<Option<ConnWriter>>,
+    /// The write half, or the sleeping socket.
+    half: Cell<Half>,
+    /// The read half while the read loop is parked and a writer woke the sleeping socket; the
+    /// next read loop takes it.
+    spare_reader: Cell<Option<ConnReader>>,
     /// The shard and slot a writer task works for, set once the session is installed.
-    owner: RefCell<Option<(Weak<RefCell<Shard>>, Slot)>>,
+    owner: OnceCell<(Weak<RefCell<Shard>>, Slot)>,
     /// Bytes to write before closing (boxed: only closing connections have any, and every
     /// connection carries this field).
-    final_out: RefCell<Option<Box<BytesMut>>>,
+    final_out: Cell<Option<Box<BytesMut>>>,
     closing: Cell<bool>,
     pauses: Cell<u32>,
     resumed: LocalNotify,
@@ -60,17 +83,31 @@ pub struct ConnShared {
     reader_exited: LocalNotify,
     fences: Cell<u32>,
     fd: RawFd,
-    /// The verified TLS client certificate's CN (the device identity), when there is one.
-    identity: Option<Box<str>>,
+    /// The verified TLS client certificate's CN (the device identity), when there is one
+    /// (boxed twice: one thin pointer, since most connections have none).
+    identity: Option<Box<Box<str>>>,
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnShared")
+            .field("id", &self.id)
+            .field("fd", &self.fd)
+            .field("closing", &self.closing.get())
+            .field("pauses", &self.pauses.get())
+            .field("fences", &self.fences.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnShared {
     pub(crate) fn new(id: u64, fd: RawFd) -> Self {
         ConnShared {
             id,
-            half: RefCell::new(None),
-            owner: RefCell::new(None),
-            final_out: RefCell::new(None),
+            half: Cell::new(Half::Busy),
+            spare_reader: Cell::new(None),
+            owner: OnceCell::new(),
+            final_out: Cell::new(None),
             closing: Cell::new(false),
             pauses: Cell::new(0),
             resumed: LocalNotify::default(),
@@ -84,7 +121,7 @@ impl ConnShared {
 
     /// The verified TLS client certificate's CN, for features that filter by device.
     pub fn identity(&self) -> Option<&str> {
-        self.identity.as_deref()
+        self.identity.as_deref().map(|cn| &**cn)
     }
 
     /// Stops reading this connection until a matching [`ConnShared::resume`] (pauses nest: one
@@ -119,15 +156,79 @@ impl ConnShared {
     /// There is something to write: start a writer task unless one runs (a running one sees
     /// the new data when its current write completes).
     pub fn wake_writer(self: &Rc<Self>) {
-        let Some(half) = self.half.borrow_mut().take() else {
+        let owner = self.owner.get().cloned();
+        let Some((shard, slot)) = owner.and_then(|(shard, slot)| Some((shard.upgrade()?, slot)))
+        else {
             return;
         };
-        let owner = self.owner.borrow().clone();
-        match owner.and_then(|(shard, slot)| Some((shard.upgrade()?, slot))) {
-            Some((shard, slot)) => {
-                monoio::spawn(write_loop(shard, slot, Rc::clone(self), half));
+        let writer = match self.half.take() {
+            Half::Busy => return,
+            Half::Idle(writer) => writer,
+            Half::Dormant(socket) => match socket.wake() {
+                Ok((reader, writer)) => {
+                    self.spare_reader.set(Some(reader));
+                    writer
+                }
+                Err(error) => {
+                    // The socket is closed (so the parked read loop never wakes; the shard's
+                    // doze sweep drops it): the session sees the connection end.
+                    tracing::warn!(%error, "cannot wake a sleeping connection");
+                    self.closing.set(true);
+                    return;
+                }
+            },
+        };
+        monoio::spawn(write_loop(shard, slot, Rc::clone(self), writer));
+    }
+
+    /// The read half for a read loop that starts without one: the spare one a writer left, or
+    /// the sleeping socket woken. `None` when the socket is lost.
+    fn take_reader(&self) -> Option<ConnReader> {
+        if let Some(reader) = self.spare_reader.take() {
+            return Some(reader);
+        }
+        match self.half.take() {
+            Half::Dormant(socket) => match socket.wake() {
+                Ok((reader, writer)) => {
+                    self.half.set(Half::Idle(writer));
+                    Some(reader)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot wake a sleeping connection");
+                    None
+                }
+            },
+            other => {
+                self.half.set(other);
+                None
             }
-            None => *self.half.borrow_mut() = Some(half),
+        }
+    }
+
+    /// Puts a parked connection's socket to sleep if neither half is in use. Gives the reader
+    /// back when it stays awake; `Err` when the socket was lost.
+    pub(crate) fn doze(&self, reader: ConnReader) -> Result<Option<ConnReader>, ()> {
+        let writer = match self.half.take() {
+            Half::Idle(writer) if !self.is_closing() => writer,
+            other => {
+                self.half.set(other);
+                return Ok(Some(reader));
+            }
+        };
+        match DormantTcp::sleep(reader, writer) {
+            Ok(socket) => {
+                self.half.set(Half::Dormant(socket));
+                Ok(None)
+            }
+            Err(SleepError::Unsupported(reader, writer)) => {
+                self.half.set(Half::Idle(writer));
+                Ok(Some(reader))
+            }
+            Err(SleepError::Lost) => {
+                tracing::warn!(conn = self.id, "socket still in use while idle; dropped");
+                self.closing.set(true);
+                Err(())
+            }
         }
     }
 
@@ -139,10 +240,9 @@ impl ConnShared {
     /// Ends the connection: the writer flushes `rest`, then shuts the socket down.
     pub fn finish(self: &Rc<Self>, rest: BytesMut) {
         if !rest.is_empty() {
-            self.final_out
-                .borrow_mut()
-                .get_or_insert_with(Box::default)
-                .unsplit(rest);
+            let mut out = self.final_out.take();
+            out.get_or_insert_with(Box::default).unsplit(rest);
+            self.final_out.set(out);
         }
         self.closing.set(true);
         self.wake_writer();
@@ -462,7 +562,7 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     };
     let parked = Parked {
         conn,
-        reader,
+        reader: Some(reader),
         link,
         since: None,
     };
@@ -473,10 +573,64 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
 /// what an idle connection keeps besides its session and socket, so it stays a few words.
 pub struct Parked {
     conn: Rc<ConnShared>,
-    reader: ConnReader,
+    /// `None` once the socket sleeps ([`ConnShared::doze`]): the next read loop wakes it.
+    reader: Option<ConnReader>,
     link: Connected,
     /// When reading stopped (`None`: not yet started).
     since: Option<Instant>,
+}
+
+impl Parked {
+    /// Puts the socket to sleep if it has been parked a while and its writer is idle. `false`
+    /// when the socket turned out to be lost: the value must leave the park set.
+    fn doze(&mut self, now: Instant) -> bool {
+        let parked_long = self
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) >= DOZE_AFTER);
+        if !parked_long {
+            return true;
+        }
+        let Some(reader) = self.reader.take() else {
+            return true;
+        };
+        match self.conn.doze(reader) {
+            Ok(awake) => {
+                self.reader = awake;
+                true
+            }
+            Err(()) => {
+                self.reader = None;
+                false
+            }
+        }
+    }
+}
+
+/// Walks on through the shard's parked connections and puts the sockets of those that have
+/// been quiet a while to sleep ([`DormantTcp`]): an idle connection then holds its descriptor
+/// instead of monoio's stream. `cursor` keeps the place between calls.
+pub fn doze_parked(s: &mut Shard, cursor: &mut u32, now: Instant) {
+    let Some(parks) = s.parks.as_mut() else {
+        return;
+    };
+    let mut lost = Vec::new();
+    parks.sweep(
+        cursor,
+        DOZE_SLOTS_PER_CALL,
+        |parked| parked.doze(now),
+        &mut lost,
+    );
+    for parked in lost {
+        // It was counted while parked (as its guard would have been dropped when reading).
+        s.live_connections = s.live_connections.saturating_sub(1);
+        s.stats.sockets_open.add(-1);
+        let slot = parked.link.slot;
+        if s.entry_for_conn(slot, &parked.conn).is_some() {
+            s.end_connection(slot, None, true, now);
+        }
+        parked.conn.reader_done.set(true);
+        parked.conn.reader_exited.notify();
+    }
 }
 
 /// Starts the read loops of parked connections whose sockets became ready (data, a hang-up or
@@ -557,7 +711,7 @@ async fn connect(
 
     // 4. Install the session, answer CONNACK, resume.
     let mut conn = ConnShared::new(conn_id, fd);
-    conn.identity = identity.map(String::into_boxed_str);
+    conn.identity = identity.map(|cn| Box::new(cn.into_boxed_str()));
     let conn = Rc::new(conn);
     let slot = {
         let mut s = shard.borrow_mut();
@@ -581,8 +735,8 @@ async fn connect(
         slot
     };
     tracing::debug!(client_id = %negotiated.client_id, slot, "connected");
-    *conn.half.borrow_mut() = Some(writer);
-    *conn.owner.borrow_mut() = Some((Rc::downgrade(shard), slot));
+    conn.half.set(Half::Idle(writer));
+    let _ = conn.owner.set((Rc::downgrade(shard), slot));
     conn.wake_writer();
     let link = Connected {
         slot,
@@ -609,11 +763,29 @@ async fn read_loop(
     mut buf: BytesMut,
     guard: LiveGuard,
 ) {
+    // Woken from the park set: the socket is ready, so read before parking again (parking
+    // first would only be woken at once, and that second, instant wake-up read as activity
+    // kept every woken connection out of the park set until its next packet).
+    let mut readable = false;
     if let Some(since) = parked.since.take() {
         parked.link.room.after_park(since.elapsed());
+        readable = true;
     }
     let conn = Rc::clone(&parked.conn);
     let (shard, conn) = (&shard, &conn);
+    let Some(mut reader) = parked.reader.take().or_else(|| conn.take_reader()) else {
+        // The sleeping socket could not be woken: the connection is lost.
+        let mut s = shard.borrow_mut();
+        let now = Instant::now();
+        if s.entry_for_conn(parked.link.slot, conn).is_some() {
+            s.end_connection(parked.link.slot, None, true, now);
+        }
+        s.flush(now);
+        drop(s);
+        conn.reader_done.set(true);
+        conn.reader_exited.notify();
+        return;
+    };
     let Connected {
         slot,
         version,
@@ -724,9 +896,11 @@ async fn read_loop(
             })
             .await;
         }
+        let woken_ready = std::mem::take(&mut readable);
         if parked.link.room.quiet
+            && !woken_ready
             && buf.is_empty()
-            && parked.reader.can_wait_readable()
+            && reader.can_wait_readable()
             && !conn.is_closing()
         {
             let mut s = shard.borrow_mut();
@@ -741,13 +915,18 @@ async fn read_loop(
             match s.parks.as_mut() {
                 Some(parks) => {
                     parked.since = Some(Instant::now());
+                    parked.reader = Some(reader);
                     match parks.park(conn.fd(), parked) {
                         Ok(()) => {
                             guard.keep();
                             return;
                         }
-                        Err((error, back)) => {
+                        Err((error, mut back)) => {
                             tracing::debug!(%error, "cannot park; reading the normal way");
+                            match back.reader.take() {
+                                Some(back_reader) => reader = back_reader,
+                                None => unreachable!("the reader was put in just above"),
+                            }
                             parked = back;
                             parked.link.room.quiet = false;
                         }
@@ -760,7 +939,7 @@ async fn read_loop(
         room.prepare(&mut buf);
         let spare = buf.capacity() - buf.len();
         let started = Instant::now();
-        let (result, back) = parked.reader.read_append(buf).await;
+        let (result, back) = reader.read_append(buf).await;
         buf = back;
         if let Ok(n) = result {
             parked.link.room.after_read(n == spare, started.elapsed());
@@ -787,7 +966,7 @@ async fn read_loop(
         loop {
             buf.clear();
             ensure_spare(&mut buf, READ_SPARE_MIN);
-            let (result, back) = parked.reader.read_append(buf).await;
+            let (result, back) = reader.read_append(buf).await;
             buf = back;
             if !matches!(result, Ok(n) if n > 0) {
                 break;
@@ -825,16 +1004,11 @@ async fn write_loop(
             } else if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
                 let len = out.len().min(batch);
                 Next::Chunk(out.split_to(len))
-            } else if conn
-                .final_out
-                .borrow()
-                .as_ref()
-                .is_some_and(|r| !r.is_empty())
-            {
-                let mut rest = conn.final_out.borrow_mut();
-                let rest = rest.get_or_insert_with(Box::default);
+            } else if let Some(mut rest) = conn.final_out.take().filter(|r| !r.is_empty()) {
                 let len = rest.len().min(batch);
-                Next::Chunk(rest.split_to(len))
+                let chunk = rest.split_to(len);
+                conn.final_out.set(Some(rest));
+                Next::Chunk(chunk)
             } else if conn.is_closing() {
                 Next::Close
             } else {
@@ -846,7 +1020,7 @@ async fn write_loop(
             Next::Close => break,
             Next::Idle => {
                 // Nothing to write: park the half and end this task.
-                *conn.half.borrow_mut() = Some(writer);
+                conn.half.set(Half::Idle(writer));
                 return;
             }
         };
@@ -985,5 +1159,27 @@ mod tests {
         let mut empty = BytesMut::new();
         room.prepare(&mut empty);
         assert!(empty.capacity() >= 256);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use std::mem::size_of;
+
+    #[test]
+    fn idle_connection_parts_stay_small() {
+        // An idle connection holds one of each (memory per idle connection): a field added
+        // here costs every connection of a fleet. 136 + the Rc's 16 fits the 160-byte class.
+        assert!(
+            size_of::<super::ConnShared>() <= 136,
+            "{}",
+            size_of::<super::ConnShared>()
+        );
+        assert!(
+            size_of::<super::Parked>() <= 72,
+            "{}",
+            size_of::<super::Parked>()
+        );
+        assert!(size_of::<super::super::shard::Entry>() <= 384);
     }
 }

@@ -6,10 +6,20 @@ use std::task::Waker;
 use super::slots::Slots;
 
 /// Wakes one waiting task on the same shard; repeated notifications before it runs coalesce.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LocalNotify {
-    waker: RefCell<Option<Waker>>,
+    // A `Cell`, not a `RefCell`: every connection carries two of these (memory per idle
+    // connection), and the waker is only ever moved in and out whole.
+    waker: Cell<Option<Waker>>,
     pending: Cell<bool>,
+}
+
+impl std::fmt::Debug for LocalNotify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNotify")
+            .field("pending", &self.pending.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalNotify {
@@ -18,7 +28,7 @@ impl LocalNotify {
         if self.pending.replace(true) {
             return;
         }
-        if let Some(waker) = self.waker.borrow_mut().take() {
+        if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
@@ -30,11 +40,11 @@ impl LocalNotify {
 
     /// Registers the task to wake on the next notification.
     pub fn register(&self, waker: &Waker) {
-        let mut slot = self.waker.borrow_mut();
-        match slot.as_ref() {
-            Some(existing) if existing.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
+        let registered = match self.waker.take() {
+            Some(existing) if existing.will_wake(waker) => existing,
+            _ => waker.clone(),
+        };
+        self.waker.set(Some(registered));
     }
 }
 

@@ -703,11 +703,13 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
     let sys_every = Duration::from_secs(u64::from(shared.config.mqtt.sys_interval_secs.max(1)));
     let mut next_sys = Instant::now() + Duration::from_millis(500);
     let mut next_second = Instant::now() + Duration::from_secs(1);
+    let mut doze_cursor = 0;
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
         let mut s = shard.borrow_mut();
         s.run_timers(now);
+        conn::doze_parked(&mut s, &mut doze_cursor, now);
         s.check_stalls(now);
         s.refresh_gauges();
         // An idle shard's mesh loop is the only other place that looks for a new snapshot.

@@ -97,6 +97,12 @@ pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(s));
         }
     }
+    let name = "ringmq_sockets_asleep";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Idle MQTT sockets kept as a bare descriptor until they are used.\n# TYPE {name} gauge\n{name} {}",
+        ringmq_io::dormant::asleep_count()
+    );
     let name = "ringmq_rest_publishes_total";
     let _ = writeln!(
         out,

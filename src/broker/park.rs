@@ -102,6 +102,33 @@ impl<T> ParkSet<T> {
         }
     }
 
+    /// Visits up to `count` slots from `*cursor` on (wrapping at the end) with `visit`; a value
+    /// it answers `false` for leaves the set and goes to `removed`. Bounded, so a walk over
+    /// many parked connections is spread over several calls.
+    pub fn sweep(
+        &mut self,
+        cursor: &mut u32,
+        count: u32,
+        mut visit: impl FnMut(&mut T) -> bool,
+        removed: &mut Vec<T>,
+    ) {
+        let bound = self.waiting.bound();
+        if bound == 0 {
+            return;
+        }
+        for _ in 0..count.min(bound) {
+            let slot = *cursor % bound;
+            *cursor = (slot + 1) % bound;
+            let keep = match self.waiting.get_mut(slot) {
+                Some(value) => visit(value),
+                None => true,
+            };
+            if !keep {
+                removed.extend(self.waiting.take(slot));
+            }
+        }
+    }
+
     /// A runtime handle on the epoll descriptor, to await its readiness (readable = some parked
     /// socket is ready).
     pub fn waiter(&self) -> io::Result<monoio::net::UnixStream> {
@@ -202,6 +229,46 @@ mod tests {
         set.take_ready(&mut ready).expect("wait");
         ready.sort_unstable();
         assert_eq!(ready, (0..EVENTS_PER_WAIT + 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_sweep_visits_a_bounded_run_and_wraps() {
+        let mut set = ParkSet::new().expect("epoll");
+        let mut sockets = Vec::new();
+        for i in 0..10u32 {
+            let (peer, sock) = UnixStream::pair().expect("pair");
+            set.park(sock.as_raw_fd(), i).expect("park");
+            sockets.push((peer, sock));
+        }
+        let mut cursor = 0;
+        let mut seen = Vec::new();
+        let mut removed = Vec::new();
+        set.sweep(
+            &mut cursor,
+            4,
+            |v| {
+                seen.push(*v);
+                true
+            },
+            &mut removed,
+        );
+        assert_eq!(seen, [0, 1, 2, 3]);
+        // Odd values leave; the walk goes on where it stopped and wraps past the last page.
+        seen.clear();
+        set.sweep(
+            &mut cursor,
+            70,
+            |v| {
+                seen.push(*v);
+                *v % 2 == 0
+            },
+            &mut removed,
+        );
+        assert_eq!(seen, [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]);
+        assert_eq!(removed, [5, 7, 9, 1, 3]);
+        assert_eq!(set.len(), 5);
+        let mut empty: ParkSet<u32> = ParkSet::new().expect("epoll");
+        empty.sweep(&mut cursor, 10, |_| false, &mut removed);
     }
 
     /// The waiter wakes the runtime when a parked socket gets data, on either driver.

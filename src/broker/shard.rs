@@ -18,6 +18,7 @@ use ringmq_router::{
     SubscriptionTrie,
 };
 
+mod client_ids;
 mod counted;
 
 mod streams;
@@ -89,13 +90,18 @@ enum TimerKind {
     SessionExpiry,
 }
 
+/// A timer as the heap keeps it: 24 bytes, since every connected session has one (memory per
+/// idle connection; with an `Instant` and a whole connection id it was 40).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
-    at: Instant,
+    /// When it is due, in milliseconds after the shard's epoch, rounded up (never early).
+    at_ms: u64,
     kind: TimerKind,
     slot: Slot,
     generation: u32,
-    conn_id: u64,
+    /// The connection id's low half: slot and generation pin the session; this tells apart
+    /// its connections (ids 2^32 apart on one session entry do not occur).
+    conn: u32,
 }
 
 /// A connection waiting for the client id's home shard to grant it the session.
@@ -168,7 +174,7 @@ pub struct Shard {
     mesh: Rc<MeshEndpoint<MeshMsg>>,
     entries: crate::broker::slots::Slots<Entry>,
     generation_counter: u32,
-    by_client_id: AHashMap<Str, Slot>,
+    by_client_id: client_ids::ClientIds,
     subscriptions: SubscriptionTrie<Slot, Subscription>,
     filter_counts: LocalFilterCounts,
     index: ShardIndex,
@@ -182,6 +188,9 @@ pub struct Shard {
     local_inbox: VecDeque<MeshMsg>,
     wake_mask: u64,
     timers: BinaryHeap<Reverse<Timer>>,
+    /// What timer times count from (a day before the shard started, so an instant taken just
+    /// before it still maps forward).
+    epoch: Instant,
     next_token: u64,
     /// Counters read by `$SYS` and metrics.
     pub stats: Arc<ShardStats>,
@@ -241,7 +250,7 @@ impl Shard {
             mesh: Rc::new(mesh),
             entries: crate::broker::slots::Slots::default(),
             generation_counter: 0,
-            by_client_id: AHashMap::new(),
+            by_client_id: client_ids::ClientIds::default(),
             subscriptions: SubscriptionTrie::new(),
             filter_counts: LocalFilterCounts::new(),
             index: ShardIndex::new(),
@@ -254,6 +263,10 @@ impl Shard {
             local_inbox: VecDeque::new(),
             wake_mask: 0,
             timers: BinaryHeap::new(),
+            epoch: {
+                let now = Instant::now();
+                now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+            },
             next_token: 0,
             stats,
             matches: Vec::new(),
@@ -488,7 +501,7 @@ impl Shard {
                 .map_or(0, |d| d.as_secs()),
         };
         let slot = self.entries.insert(entry);
-        self.by_client_id.insert(client_id, slot);
+        self.by_client_id.insert(&self.entries, slot);
         for (filter, subscription) in restored {
             // A resumed session's CONNACK is not fenced: its subscriptions were live before.
             self.add_subscription(slot, &filter, subscription);
@@ -505,13 +518,7 @@ impl Shard {
         };
         if let Some(at) = entry.session.keep_alive_deadline() {
             let generation = entry.generation;
-            self.timers.push(Reverse(Timer {
-                at,
-                kind: TimerKind::KeepAlive,
-                slot,
-                generation,
-                conn_id,
-            }));
+            self.push_timer(at, TimerKind::KeepAlive, slot, generation, conn_id);
         }
     }
 
@@ -704,26 +711,14 @@ impl Shard {
                 if let Some(entry) = self.entry_mut(slot) {
                     entry.pending_will = Some(Box::new((*will, at)));
                 }
-                self.timers.push(Reverse(Timer {
-                    at,
-                    kind: TimerKind::WillDelay,
-                    slot,
-                    generation,
-                    conn_id: 0,
-                }));
+                self.push_timer(at, TimerKind::WillDelay, slot, generation, 0);
             }
         }
         if expiry == 0 {
             self.end_session(slot, now);
         } else {
             let at = now + Duration::from_secs(u64::from(expiry));
-            self.timers.push(Reverse(Timer {
-                at,
-                kind: TimerKind::SessionExpiry,
-                slot,
-                generation,
-                conn_id: 0,
-            }));
+            self.push_timer(at, TimerKind::SessionExpiry, slot, generation, 0);
         }
     }
 
@@ -746,9 +741,8 @@ impl Shard {
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
         }
-        if self.by_client_id.get(&entry.session.client_id) == Some(&slot) {
-            self.by_client_id.remove(&entry.session.client_id);
-        }
+        self.by_client_id
+            .remove(entry.session.client_id.as_bytes(), slot);
         let home = self.home_of(&entry.session.client_id);
         self.send(
             home,
@@ -766,9 +760,8 @@ impl Shard {
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
         }
-        if self.by_client_id.get(&entry.session.client_id) == Some(&slot) {
-            self.by_client_id.remove(&entry.session.client_id);
-        }
+        self.by_client_id
+            .remove(entry.session.client_id.as_bytes(), slot);
         let _ = now;
         Some(Box::new(entry.session.state))
     }
@@ -794,10 +787,35 @@ impl Shard {
         self.publish(Arc::new(message), now);
     }
 
+    fn timer_ms(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        let ms = since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0);
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    fn push_timer(&mut self, at: Instant, kind: TimerKind, slot: Slot, generation: u32, conn: u64) {
+        let at_ms = self.timer_ms(at);
+        self.timers.push(Reverse(Timer {
+            at_ms,
+            kind,
+            slot,
+            generation,
+            conn: conn as u32,
+        }));
+    }
+
+    /// Puts `timer` back in the heap, due at `at`.
+    fn rearm(&mut self, timer: Timer, at: Instant) {
+        let at_ms = self.timer_ms(at);
+        self.timers.push(Reverse(Timer { at_ms, ..timer }));
+    }
+
     /// Runs due timers: keep-alive, will delay, session expiry.
     pub fn run_timers(&mut self, now: Instant) {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis();
+        let now_ms = u64::try_from(now_ms).unwrap_or(u64::MAX);
         while let Some(Reverse(timer)) = self.timers.peek().copied() {
-            if timer.at > now {
+            if timer.at_ms > now_ms {
                 break;
             }
             self.timers.pop();
@@ -810,13 +828,12 @@ impl Shard {
             match timer.kind {
                 TimerKind::KeepAlive => {
                     let current = entry.conn.as_ref().map(|c| c.id);
-                    if current != Some(timer.conn_id) {
+                    if current.map(|id| id as u32) != Some(timer.conn) {
                         continue;
                     }
                     if entry.conn.as_ref().is_some_and(|c| c.is_paused()) {
                         // We stopped reading this client, so its silence is ours: look again later.
-                        let at = now + Duration::from_secs(1);
-                        self.timers.push(Reverse(Timer { at, ..timer }));
+                        self.rearm(timer, now + Duration::from_secs(1));
                         continue;
                     }
                     match entry.session.keep_alive_deadline() {
@@ -829,7 +846,7 @@ impl Shard {
                                 now,
                             );
                         }
-                        Some(at) => self.timers.push(Reverse(Timer { at, ..timer })),
+                        Some(at) => self.rearm(timer, at),
                         None => {}
                     }
                 }
@@ -849,7 +866,7 @@ impl Shard {
                             if at <= now {
                                 self.end_session(timer.slot, now);
                             } else {
-                                self.timers.push(Reverse(Timer { at, ..timer }));
+                                self.rearm(timer, at);
                             }
                         }
                     }
@@ -860,7 +877,8 @@ impl Shard {
 
     /// The earliest timer, to bound the housekeeping sleep.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|t| t.0.at)
+        let Reverse(timer) = self.timers.peek()?;
+        Some(self.epoch + Duration::from_millis(timer.at_ms))
     }
 
     /// Closes every connection for shutdown (v5 clients get DISCONNECT 0x8B).
@@ -1369,7 +1387,7 @@ impl Shard {
         clean_start: bool,
         now: Instant,
     ) {
-        if let Some(&slot) = self.by_client_id.get(&client_id) {
+        if let Some(slot) = self.by_client_id.get(&self.entries, client_id.as_bytes()) {
             let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
             if connected {
                 self.end_connection(
@@ -1451,6 +1469,12 @@ fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timer_is_24_bytes() {
+        // One per connected session (memory per idle connection).
+        assert_eq!(std::mem::size_of::<Timer>(), 24);
+    }
     use crate::broker::local_notify::LocalNotify;
 
     fn shard(count: usize) -> Vec<Shard> {

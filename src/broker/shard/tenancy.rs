@@ -390,14 +390,14 @@ impl Shard {
             }
             SessionsOp::Get { client_id } => {
                 let key = Str::from(ringmq_router::scoped(&scope, client_id));
-                if let Some(&slot) = self.by_client_id.get(&key) {
+                if let Some(slot) = self.by_client_id.get(&self.entries, key.as_bytes()) {
                     answer.found = true;
                     answer.sessions.push(self.session_info(slot));
                 }
             }
             SessionsOp::Disconnect { client_id } | SessionsOp::Delete { client_id } => {
                 let key = Str::from(ringmq_router::scoped(&scope, client_id));
-                if let Some(&slot) = self.by_client_id.get(&key) {
+                if let Some(slot) = self.by_client_id.get(&self.entries, key.as_bytes()) {
                     answer.found = true;
                     if self.entry_mut(slot).is_some_and(|e| e.conn.is_some()) {
                         self.end_connection(
