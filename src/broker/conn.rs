@@ -68,8 +68,8 @@ pub struct ConnShared {
     pub id: u64,
     /// The write half, or the sleeping socket.
     half: Cell<Half>,
-    /// The read half while the read loop is parked and a writer woke the sleeping socket; the
-    /// next read loop takes it.
+    /// The read half while no read loop runs (the connection is parked) and the socket is
+    /// awake; the next read loop takes it.
     spare_reader: Cell<Option<ConnReader>>,
     /// The shard and slot a writer task works for, set once the session is installed.
     owner: OnceCell<(Weak<RefCell<Shard>>, Slot)>,
@@ -205,24 +205,29 @@ impl ConnShared {
         }
     }
 
-    /// Puts a parked connection's socket to sleep if neither half is in use. Gives the reader
-    /// back when it stays awake; `Err` when the socket was lost.
-    pub(crate) fn doze(&self, reader: ConnReader) -> Result<Option<ConnReader>, ()> {
+    /// Puts a parked connection's socket to sleep if neither half is in use. `Err` when the
+    /// socket turned out to be lost.
+    fn doze(&self) -> Result<(), ()> {
+        let Some(reader) = self.spare_reader.take() else {
+            return Ok(());
+        };
         let writer = match self.half.take() {
             Half::Idle(writer) if !self.is_closing() => writer,
             other => {
                 self.half.set(other);
-                return Ok(Some(reader));
+                self.spare_reader.set(Some(reader));
+                return Ok(());
             }
         };
         match DormantTcp::sleep(reader, writer) {
             Ok(socket) => {
                 self.half.set(Half::Dormant(socket));
-                Ok(None)
+                Ok(())
             }
             Err(SleepError::Unsupported(reader, writer)) => {
                 self.half.set(Half::Idle(writer));
-                Ok(Some(reader))
+                self.spare_reader.set(Some(reader));
+                Ok(())
             }
             Err(SleepError::Lost) => {
                 tracing::warn!(conn = self.id, "socket still in use while idle; dropped");
@@ -309,9 +314,18 @@ struct ReadRoom {
     max: u32,
     /// The connection is quiet: wait for data without a buffer (and without a reading task)
     /// once what was read is handled. Set after a long wait for data, cleared by a read that
-    /// fills its room or a wake-up soon after parking.
+    /// fills its room or by [`QUICK_WAKES_ACTIVE`] wake-ups in a row soon after parking.
     quiet: bool,
+    /// Wake-ups in a row that came soon after parking.
+    quick_wakes: u8,
 }
+
+/// Wake-ups in a row soon after parking that make a connection active (it then reads the
+/// normal way instead of parking after each packet). More than one: a device that sends
+/// SUBSCRIBE right after its CONNACK, and maybe a PUBLISH, and then nothing for minutes must
+/// stay in the park set, or it keeps a pending read (a task, a buffer, an awake socket) until
+/// its next packet.
+const QUICK_WAKES_ACTIVE: u8 = 3;
 
 impl ReadRoom {
     fn new(min: usize, max: usize) -> Self {
@@ -326,6 +340,7 @@ impl ReadRoom {
             // A new connection parks until its client sends more than its CONNECT: most idle
             // fleet connections never do.
             quiet: true,
+            quick_wakes: 0,
         }
     }
 
@@ -354,6 +369,7 @@ impl ReadRoom {
         } else if waited >= QUIET_AFTER {
             self.room = self.min;
             self.quiet = true;
+            self.quick_wakes = 0;
         }
     }
 
@@ -361,8 +377,14 @@ impl ReadRoom {
     /// connection is active again, and parking before every read would cost it a task and a
     /// poll per packet.
     fn after_park(&mut self, parked: Duration) {
-        if parked < QUIET_AFTER {
+        if parked >= QUIET_AFTER {
+            self.quick_wakes = 0;
+            return;
+        }
+        self.quick_wakes = self.quick_wakes.saturating_add(1);
+        if self.quick_wakes >= QUICK_WAKES_ACTIVE {
             self.quiet = false;
+            self.quick_wakes = 0;
         }
     }
 }
@@ -560,9 +582,9 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
     let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
         return;
     };
+    conn.spare_reader.set(Some(reader));
     let parked = Parked {
         conn,
-        reader: Some(reader),
         link,
         since: None,
     };
@@ -571,10 +593,9 @@ pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) 
 
 /// A connection's reading side while no task reads it: what the next read loop needs. This is
 /// what an idle connection keeps besides its session and socket, so it stays a few words.
+/// (Its read half waits in [`ConnShared`], or sleeps with the socket.)
 pub struct Parked {
     conn: Rc<ConnShared>,
-    /// `None` once the socket sleeps ([`ConnShared::doze`]): the next read loop wakes it.
-    reader: Option<ConnReader>,
     link: Connected,
     /// When reading stopped (`None`: not yet started).
     since: Option<Instant>,
@@ -587,22 +608,7 @@ impl Parked {
         let parked_long = self
             .since
             .is_some_and(|since| now.saturating_duration_since(since) >= DOZE_AFTER);
-        if !parked_long {
-            return true;
-        }
-        let Some(reader) = self.reader.take() else {
-            return true;
-        };
-        match self.conn.doze(reader) {
-            Ok(awake) => {
-                self.reader = awake;
-                true
-            }
-            Err(()) => {
-                self.reader = None;
-                false
-            }
-        }
+        !parked_long || self.conn.doze().is_ok()
     }
 }
 
@@ -773,7 +779,7 @@ async fn read_loop(
     }
     let conn = Rc::clone(&parked.conn);
     let (shard, conn) = (&shard, &conn);
-    let Some(mut reader) = parked.reader.take().or_else(|| conn.take_reader()) else {
+    let Some(mut reader) = conn.take_reader() else {
         // The sleeping socket could not be woken: the connection is lost.
         let mut s = shard.borrow_mut();
         let now = Instant::now();
@@ -915,15 +921,15 @@ async fn read_loop(
             match s.parks.as_mut() {
                 Some(parks) => {
                     parked.since = Some(Instant::now());
-                    parked.reader = Some(reader);
+                    conn.spare_reader.set(Some(reader));
                     match parks.park(conn.fd(), parked) {
                         Ok(()) => {
                             guard.keep();
                             return;
                         }
-                        Err((error, mut back)) => {
+                        Err((error, back)) => {
                             tracing::debug!(%error, "cannot park; reading the normal way");
-                            match back.reader.take() {
+                            match conn.spare_reader.take() {
                                 Some(back_reader) => reader = back_reader,
                                 None => unreachable!("the reader was put in just above"),
                             }
@@ -1114,11 +1120,25 @@ mod tests {
     #[test]
     fn data_soon_after_parking_ends_quiet_mode() {
         let mut room = ReadRoom::new(256, 65536);
+        for _ in 1..QUICK_WAKES_ACTIVE {
+            room.after_park(Duration::from_millis(2));
+        }
+        assert!(
+            room.quiet,
+            "a device that subscribes right after connecting, then idles, stays parked"
+        );
         room.after_park(Duration::from_millis(2));
         assert!(
             !room.quiet,
             "an active client must not pay a park per packet"
         );
+        let mut slow = ReadRoom::new(256, 65536);
+        for _ in 0..10 {
+            slow.after_park(Duration::from_millis(2));
+            slow.after_park(QUIET_AFTER);
+        }
+        slow.after_park(Duration::from_millis(2));
+        assert!(slow.quiet, "only wake-ups in a row count");
         let mut idle = ReadRoom::new(256, 65536);
         idle.after_park(QUIET_AFTER);
         assert!(
@@ -1176,10 +1196,10 @@ mod size_tests {
             size_of::<super::ConnShared>()
         );
         assert!(
-            size_of::<super::Parked>() <= 72,
+            size_of::<super::Parked>() <= 56,
             "{}",
             size_of::<super::Parked>()
         );
-        assert!(size_of::<super::super::shard::Entry>() <= 384);
+        assert!(size_of::<super::super::shard::Entry>() <= 352);
     }
 }

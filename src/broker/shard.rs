@@ -181,7 +181,8 @@ pub struct Shard {
     shared_index: SharedIndex,
     groups: LocalGroups<Slot>,
     retained: RetainedStore<SharedMessage>,
-    owners: AHashMap<Str, (u16, u64)>,
+    /// Claim tokens of the client ids homed here, by id (the claiming shard is in the token).
+    owners: AHashMap<Str, u64>,
     /// Connections waiting for a grant, by token.
     pub pending: AHashMap<u64, PendingConnect>,
     outgoing: Vec<VecDeque<MeshMsg>>,
@@ -319,6 +320,11 @@ impl Shard {
     pub fn next_token(&mut self) -> u64 {
         self.next_token += 1;
         (u64::from(self.id) << 48) | self.next_token
+    }
+
+    /// The shard that made `token` (so the client-id registry need not store it beside).
+    fn token_shard(token: u64) -> u16 {
+        (token >> 48) as u16
     }
 
     /// The entry in `slot`, if it exists.
@@ -1294,10 +1300,15 @@ impl Shard {
                 clean_start,
             } => {
                 tracing::debug!(%client_id, shard, token, "claim");
-                match self.owners.insert(client_id.clone(), (shard, token)) {
+                debug_assert_eq!(
+                    Self::token_shard(token),
+                    shard,
+                    "a claim's token names its shard"
+                );
+                match self.owners.insert(client_id.clone(), token) {
                     None => self.send(shard, MeshMsg::Grant { token, state: None }),
-                    Some((holder, _)) => self.send(
-                        holder,
+                    Some(held) => self.send(
+                        Self::token_shard(held),
                         MeshMsg::Takeover {
                             client_id,
                             to_shard: shard,
@@ -1356,7 +1367,7 @@ impl Shard {
                 if self
                     .owners
                     .get(&client_id)
-                    .is_some_and(|(_, t)| *t == token)
+                    .is_some_and(|held| *held == token)
                 {
                     self.owners.remove(&client_id);
                 }

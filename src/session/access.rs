@@ -23,8 +23,6 @@ pub trait Authorizer: Debug {
 pub struct Access {
     /// Org number (0: the default org).
     pub org: u32,
-    /// Prefix from `ringmq_router::org_scope` (empty for the default org).
-    pub scope: Str,
     /// `None`: everything in the org is allowed (anonymous clients on a loopback-only broker).
     pub authorizer: Option<Rc<dyn Authorizer>>,
     /// Labels stamped on the messages it publishes; boxed, since most connections have none
@@ -46,7 +44,6 @@ impl Access {
     pub fn org(org: u32, authorizer: Option<Rc<dyn Authorizer>>) -> Access {
         Access {
             org,
-            scope: Str::from(ringmq_router::org_scope(org)),
             authorizer,
             labels: None,
         }
@@ -95,10 +92,14 @@ impl Access {
 
     /// The topic as routed: in the org's scope. The default org's topics are not copied.
     pub fn scope_topic(&self, topic: Str) -> Str {
-        if self.scope.is_empty() {
+        // The prefix is made from the org number here rather than kept: every connected
+        // session carries an `Access` (memory per idle connection), and only the topics of
+        // orgs other than the default one pay for the copy.
+        if self.org == 0 {
             topic
         } else {
-            Str::from(ringmq_router::scoped(&self.scope, &topic))
+            let scope = ringmq_router::org_scope(self.org);
+            Str::from(ringmq_router::scoped(&scope, &topic))
         }
     }
 

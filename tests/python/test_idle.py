@@ -164,3 +164,23 @@ def test_shutdown_reaches_sleeping_connections(broker, raw):
     for c in clients:
         got = c.expect_closed(timeout=5)
         assert got and got[-1].reason_code == 0x8B, got  # Server shutting down
+
+
+def test_a_device_that_subscribes_and_goes_quiet_sleeps(broker, raw, version):
+    # CONNECT, SUBSCRIBE and a PUBLISH in quick succession, then nothing: the pattern of a
+    # fleet device. It must not keep a pending read (and an awake socket) until its next ping.
+    devices = [raw(version) for _ in range(4)]
+    for i, d in enumerate(devices):
+        d.connect(unique(f"device-{i}"))
+        d.subscribe(f"idle/device/{i}", qos=1)
+        d.publish(f"idle/device/{i}/hello", b"up", qos=1)
+    time.sleep(ASLEEP)
+    wait_asleep(broker, len(devices))
+    sender = raw(version)
+    sender.connect(unique("device-sender"))
+    for i in range(len(devices)):
+        sender.publish(f"idle/device/{i}", b"cmd", qos=1)
+    for d in devices:
+        m = d.expect(mr.PUBLISH, timeout=3)
+        assert m.payload == b"cmd"
+        d.ack(m)
