@@ -66,9 +66,9 @@ listener $port_mosquitto 127.0.0.1
 allow_anonymous true
 persistence false
 log_dest none
-# Like ringmq: Nagle off (ringmq coalesces its own writes), 64 in flight per client.
+# Like ringmq's defaults: Nagle off (ringmq coalesces its own writes), 1024 in flight per client.
 set_tcp_nodelay true
-max_inflight_messages 64
+max_inflight_messages 1024
 max_queued_messages 1000
 max_connections -1
 EOF
@@ -90,7 +90,7 @@ next_connection_delay_ms = 0
     [v4.1.connections]
     connection_timeout_ms = 60000
     max_payload_size = 20480
-    max_inflight_count = 100
+    max_inflight_count = 1024
     dynamic_filters = true
 EOF
 

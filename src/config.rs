@@ -1031,7 +1031,7 @@ mod tests {
         assert_eq!(config.mqtt.refused_topics, ["test/nosubscribe"]);
         assert_eq!(config.limits.keep_alive_max_secs, 60);
         // Knobs the profile does not name keep the default.
-        assert_eq!(config.limits.inflight_max, 64);
+        assert_eq!(config.limits.inflight_max, 1024);
     }
 
     #[test]

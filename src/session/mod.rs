@@ -15,6 +15,7 @@ pub mod rules;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod window;
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use crate::mqtt::{
 pub use access::{Access, Authorizer, Labels};
 pub use rules::{Qos0Overflow, Rules};
 pub use state::{InFlight, Queued, SessionState, Stage, Subscription};
+pub use window::InFlightWindow;
 
 /// Connection parameters negotiated at CONNECT; replaced on every reconnect.
 #[derive(Debug)]

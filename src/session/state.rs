@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use super::window::InFlightWindow;
 use crate::message::SharedMessage;
 use crate::mqtt::{QoS, Str, SubscriptionOptions};
 
@@ -68,7 +69,7 @@ pub struct SessionState {
     /// QoS 0 messages waiting for outbox room under the drop-oldest policy (bounded like `queue`).
     pub qos0_queue: Lazy<VecDeque<Queued>>,
     /// Messages holding a packet id, in send order (bounded by the inflight window).
-    pub inflight: Lazy<VecDeque<InFlight>>,
+    pub inflight: Lazy<InFlightWindow>,
     /// Inbound QoS 2 packet ids received and not yet released (bounded by our Receive Maximum).
     pub incoming_qos2: Lazy<Vec<u16>>,
     /// Next packet id to try.
@@ -98,7 +99,7 @@ impl SessionState {
                 self.next_packet_id = 1;
             }
             let id = self.next_packet_id;
-            if !self.inflight.iter().any(|f| f.packet_id == id) {
+            if !self.inflight.contains(id) {
                 return id;
             }
         }
@@ -106,7 +107,7 @@ impl SessionState {
 
     /// Index of the in-flight entry with this packet id.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
-        self.inflight.iter().position(|f| f.packet_id == packet_id)
+        self.inflight.position(packet_id)
     }
 }
 
@@ -134,9 +135,9 @@ impl LazyCollection for VecDeque<Queued> {
     }
 }
 
-impl LazyCollection for VecDeque<InFlight> {
+impl LazyCollection for InFlightWindow {
     fn empty() -> &'static Self {
-        static EMPTY: VecDeque<InFlight> = VecDeque::new();
+        static EMPTY: InFlightWindow = InFlightWindow::new();
         &EMPTY
     }
     fn is_empty_collection(&self) -> bool {
