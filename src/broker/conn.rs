@@ -51,15 +51,18 @@ const READ_SPARE_MIN: usize = 4096;
 /// Where a connection's write half is.
 #[derive(Debug, Default)]
 enum Half {
-    /// A writer task has it (or the connection lost its socket).
+    /// A writer task has it.
     #[default]
     Busy,
     /// No writer task runs: an idle connection has none at all (memory per idle connection);
     /// [`ConnShared::wake_writer`] starts one when there is data.
     Idle(ConnWriter),
     /// Parked and idle for a while: both halves are put to sleep as the bare socket (see
-    /// [`Shard::doze_parked`](super::shard::Shard::doze_parked)).
+    /// [`doze_parked`]).
     Dormant(DormantTcp),
+    /// The sleeping socket could not be woken (it is closed): the doze sweep or the next read
+    /// loop ends the connection.
+    Lost,
 }
 
 /// What the shard and the connection's two tasks share.
@@ -170,13 +173,18 @@ impl ConnShared {
                     writer
                 }
                 Err(error) => {
-                    // The socket is closed (so the parked read loop never wakes; the shard's
-                    // doze sweep drops it): the session sees the connection end.
+                    // The socket is closed, so the parked read loop is never woken: the doze
+                    // sweep takes it out and ends the connection.
                     tracing::warn!(%error, "cannot wake a sleeping connection");
+                    self.half.set(Half::Lost);
                     self.closing.set(true);
                     return;
                 }
             },
+            Half::Lost => {
+                self.half.set(Half::Lost);
+                return;
+            }
         };
         monoio::spawn(write_loop(shard, slot, Rc::clone(self), writer));
     }
@@ -195,6 +203,7 @@ impl ConnShared {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot wake a sleeping connection");
+                    self.half.set(Half::Lost);
                     None
                 }
             },
@@ -208,10 +217,16 @@ impl ConnShared {
     /// Puts a parked connection's socket to sleep if neither half is in use. `Err` when the
     /// socket turned out to be lost.
     fn doze(&self) -> Result<(), ()> {
+        let half = self.half.take();
+        if matches!(half, Half::Lost) {
+            self.half.set(half);
+            return Err(());
+        }
         let Some(reader) = self.spare_reader.take() else {
+            self.half.set(half);
             return Ok(());
         };
-        let writer = match self.half.take() {
+        let writer = match half {
             Half::Idle(writer) if !self.is_closing() => writer,
             other => {
                 self.half.set(other);
@@ -231,6 +246,7 @@ impl ConnShared {
             }
             Err(SleepError::Lost) => {
                 tracing::warn!(conn = self.id, "socket still in use while idle; dropped");
+                self.half.set(Half::Lost);
                 self.closing.set(true);
                 Err(())
             }
