@@ -181,6 +181,10 @@ class Client:
                 kw["properties"] = make_props(PacketTypes.CONNECT, **self._connect_props)
         self.c.connect(self.host, self.port, self.keepalive, **kw)
         self._thread = threading.Thread(target=self._run, name=f"paho-{self.client_id}", daemon=True)
+        # paho writes from the calling thread unless it knows a loop thread owns the socket; then
+        # it queues the packet and wakes the loop. Over TLS a read and a write on one SSL object
+        # from two threads at once can abort the interpreter (OpenSSL), so it must know ours.
+        self.c._thread = self._thread
         self._thread.start()
         assert self.connack.wait(timeout), f"{self.client_id}: no CONNACK within {timeout}s"
         if expect_rc is not None:
