@@ -253,6 +253,12 @@ impl ConnShared {
         }
     }
 
+    /// The read side is done: a closing writer waiting for it goes on.
+    fn reader_finished(&self) {
+        self.reader_done.set(true);
+        self.reader_exited.notify();
+    }
+
     /// True while reading is paused for a slow subscriber.
     pub fn is_paused(&self) -> bool {
         self.pauses.get() > 0 && !self.closing.get()
@@ -646,12 +652,16 @@ pub fn doze_parked(s: &mut Shard, cursor: &mut u32, now: Instant) {
         // It was counted while parked (as its guard would have been dropped when reading).
         s.live_connections = s.live_connections.saturating_sub(1);
         s.stats.sockets_open.add(-1);
-        let slot = parked.link.slot;
-        if s.entry_for_conn(slot, &parked.conn).is_some() {
-            s.end_connection(slot, None, true, now);
-        }
-        parked.conn.reader_done.set(true);
-        parked.conn.reader_exited.notify();
+        end_lost(s, parked.link.slot, &parked.conn, now);
+        parked.conn.reader_finished();
+    }
+}
+
+/// Ends the session's connection if `conn` is still the one attached (the socket is gone).
+fn end_lost(s: &mut Shard, slot: Slot, conn: &Rc<ConnShared>, now: Instant) {
+    if s.entry_for_conn(slot, conn).is_some() {
+        tracing::debug!(slot, "connection lost");
+        s.end_connection(slot, None, true, now);
     }
 }
 
@@ -799,13 +809,10 @@ async fn read_loop(
         // The sleeping socket could not be woken: the connection is lost.
         let mut s = shard.borrow_mut();
         let now = Instant::now();
-        if s.entry_for_conn(parked.link.slot, conn).is_some() {
-            s.end_connection(parked.link.slot, None, true, now);
-        }
+        end_lost(&mut s, parked.link.slot, conn, now);
         s.flush(now);
         drop(s);
-        conn.reader_done.set(true);
-        conn.reader_exited.notify();
+        conn.reader_finished();
         return;
     };
     let Connected {
@@ -971,10 +978,7 @@ async fn read_loop(
                 peer_closed = true;
                 let mut s = shard.borrow_mut();
                 let now = Instant::now();
-                if s.entry_for_conn(slot, conn).is_some() {
-                    tracing::debug!(slot, "connection lost");
-                    s.end_connection(slot, None, true, now);
-                }
+                end_lost(&mut s, slot, conn, now);
                 s.flush(now);
                 break;
             }
@@ -995,8 +999,7 @@ async fn read_loop(
             }
         }
     }
-    conn.reader_done.set(true);
-    conn.reader_exited.notify();
+    conn.reader_finished();
 }
 
 /// What the writer does next.
