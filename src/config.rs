@@ -64,6 +64,43 @@ pub struct Config {
     pub auth: Auth,
     /// TLS certificates for the `mqtts` and `https` listeners, and client certificates.
     pub tls: Tls,
+    /// Caps every org lives under, so one tenant cannot spend what another needs.
+    pub org_limits: OrgLimits,
+    /// The HTTP front door: browser origins, request deadlines.
+    pub http: HttpOptions,
+}
+
+/// Per-org caps (each org, the default one included). Going over one is a clear refusal
+/// (v5 reason code, HTTP 403/429 with a JSON body), never a silent drop or another org's loss.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgLimits {
+    /// Most payload and topic bytes of retained messages one org keeps (over all shards).
+    pub retained_bytes_max: u64,
+    /// Most bytes of QoS 1/2 messages queued for one org's disconnected sessions (per shard).
+    pub offline_queue_bytes_max: u64,
+    /// Most MQTT users in one org.
+    pub users_max: u64,
+    /// Most ACL rules in one org (over all its rule sets).
+    pub acl_rules_max: u64,
+    /// Most API keys (not revoked) in one org.
+    pub keys_max: u64,
+    /// Most open WebSocket and SSE streams of one org (per shard).
+    pub streams_max: u64,
+    /// Most token exchanges one org may make per minute.
+    pub token_exchanges_per_minute_max: u32,
+}
+
+/// The HTTP front door's policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// Origins (`scheme://host[:port]`) whose browser pages may open a WebSocket (`/mqtt`,
+    /// `/v1/mqtt/stream`); the broker's own HTTP(S) addresses are always allowed. A request
+    /// without an `Origin` header (devices, servers) is not a browser and is unaffected.
+    pub allowed_origins: Vec<String>,
+    /// Longest time a request body may take to arrive in full, in milliseconds (slowloris).
+    pub body_timeout_ms: u64,
 }
 
 /// TLS certificate, key and client-certificate settings.
@@ -665,6 +702,40 @@ impl Config {
             23,
             65535,
         )?;
+
+        let org = &self.org_limits;
+        check_range(
+            "org_limits.retained_bytes_max",
+            org.retained_bytes_max,
+            1,
+            1 << 40,
+        )?;
+        check_range(
+            "org_limits.offline_queue_bytes_max",
+            org.offline_queue_bytes_max,
+            1,
+            1 << 40,
+        )?;
+        check_range("org_limits.users_max", org.users_max, 1, 100_000_000)?;
+        check_range("org_limits.acl_rules_max", org.acl_rules_max, 1, 10_000_000)?;
+        check_range("org_limits.keys_max", org.keys_max, 1, 10_000_000)?;
+        check_range("org_limits.streams_max", org.streams_max, 1, 10_000_000)?;
+        check_range(
+            "org_limits.token_exchanges_per_minute_max",
+            org.token_exchanges_per_minute_max,
+            1,
+            1_000_000,
+        )?;
+        for origin in &self.http.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.trim_end_matches('/').matches('/').count() != 2
+            {
+                return invalid(format!(
+                    "http.allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
+        check_range("http.body_timeout_ms", self.http.body_timeout_ms, 100, 600_000)?;
 
         let delivery = &self.delivery;
         check_range(

@@ -47,7 +47,7 @@ MOSQUITTO_EQUIV = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ringmq_only: behaviour mosquitto does not have; skipped with BROKER=mosquitto")
-    config.addinivalue_line("markers", "broker_config(limits=..., mqtt=..., auth=..., listeners=..., tls=..., "
+    config.addinivalue_line("markers", "broker_config(limits=..., mqtt=..., auth=..., listeners=..., tls=..., org_limits=..., http=..., "
                                        "profile=..., extra_args=...): broker settings for the test")
 
 
@@ -220,7 +220,7 @@ def broker(request, tmp_path):
     marker = request.node.get_closest_marker("broker_config")
     kw = dict(marker.kwargs) if marker else {}
     config = {section: dict(kw.pop(section, {}) or {})
-              for section in ("limits", "mqtt", "auth", "listeners", "tls")}
+              for section in ("limits", "mqtt", "auth", "listeners", "tls", "org_limits", "http")}
     b = Broker(BROKER_KIND, tmp_path, config=config, **kw)
     b.start()
     yield b
