@@ -537,9 +537,14 @@ async fn handshake(
     let notify = Rc::new(LocalNotify::default());
     let token = {
         let mut s = shard.borrow_mut();
+        let owner = admitted
+            .principal
+            .as_ref()
+            .map_or(0, |principal| principal.owner());
         let token = s.begin_connect(
             scoped_id.clone(),
             negotiated.clean_start,
+            owner,
             Rc::clone(&notify),
         );
         s.flush(now);
@@ -550,10 +555,14 @@ async fn handshake(
         let mut s = shard.borrow_mut();
         match s.pending.get_mut(&token) {
             None => Poll::Ready(None),
+            Some(pending) if pending.refused => {
+                s.pending.remove(&token);
+                Poll::Ready(Some(Err(())))
+            }
             Some(pending) => match pending.grant.take() {
                 Some(grant) => {
                     s.pending.remove(&token);
-                    Poll::Ready(Some(grant))
+                    Poll::Ready(Some(Ok(grant)))
                 }
                 None => {
                     notify.register(cx.waker());
@@ -563,7 +572,15 @@ async fn handshake(
         }
     });
     let state = match monoio::time::timeout(GRANT_TIMEOUT, wait).await {
-        Ok(Some(state)) => state,
+        Ok(Some(Ok(state))) => state,
+        Ok(Some(Err(()))) => {
+            let refusal = crate::session::connect::Refusal {
+                reason: ReasonCode::NOT_AUTHORIZED,
+                text: "client id in use by another user's session",
+            };
+            let _ = writer.write_all(refuse(refusal)).await;
+            return None;
+        }
         Ok(None) => {
             tracing::debug!(client_id = %negotiated.client_id, "connection superseded before CONNACK");
             return None;

@@ -63,6 +63,14 @@ pub enum MeshMsg {
         token: u64,
         /// The new connection's clean start flag.
         clean_start: bool,
+        /// Who the new connection logged in as ([`crate::broker::shard::owner_tag`]).
+        owner: u64,
+    },
+    /// The answer to a claim of a client id whose session belongs to another principal: the
+    /// claiming connection is refused, the session and its connection are left alone.
+    Refused {
+        /// Token of the connection attempt.
+        token: u64,
     },
     /// To the shard holding the client id's session: hand it over (or end it) for `to_shard`.
     Takeover {

@@ -369,6 +369,8 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         read_budget_bytes: config.delivery.read_budget_bytes,
         write_batch_bytes: config.delivery.write_batch_bytes,
         retained_messages_max: config.limits.retained_messages_max,
+        org_retained_bytes_max: config.org_limits.retained_bytes_max,
+        org_offline_bytes_max: config.org_limits.offline_queue_bytes_max,
         connections_max: config.limits.connections_max.div_ceil(ctx.shard_count),
         connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
         packet_size_max: config.limits.packet_size_max,

@@ -26,7 +26,7 @@ mod tenancy;
 
 pub use counted::{wait_counts, CountWait};
 pub use streams::{StreamEntry, StreamFilter, StreamItem, StreamState};
-pub use tenancy::{authenticate, Admitted, AuthState, Principal};
+pub use tenancy::{authenticate, owner_tag, Admitted, AuthState, Principal};
 
 use super::conn::ConnShared;
 use super::control::ControlHandle;
@@ -62,6 +62,9 @@ pub struct Entry {
     pub lossy: bool,
     /// The org the session belongs to (0: default).
     pub org: u32,
+    /// Bytes queued for this session while it was disconnected, counted against its org's
+    /// `offline_queue_bytes_max` on this shard until the session leaves or ends.
+    pub offline_bytes: u32,
     /// Who logged in (kept for revocation); `None` for anonymous clients.
     pub principal: Option<Rc<Principal>>,
     /// When the current connection was made (unix seconds; 0 while none is attached).
@@ -114,6 +117,8 @@ pub struct PendingConnect {
     pub notify: Rc<super::local_notify::LocalNotify>,
     /// A later connection took the id before our grant arrived: forward to it.
     pub superseded: Option<(u16, u64, bool)>,
+    /// The id's session belongs to another principal: the connection is refused.
+    pub refused: bool,
 }
 
 /// A connection whose CONNECT was accepted and whose client id was granted.
@@ -149,6 +154,11 @@ pub struct ShardSettings {
     pub write_batch_bytes: usize,
     /// Retained messages kept at most.
     pub retained_messages_max: usize,
+    /// Retained topic + payload bytes one org keeps at most (`org_limits.retained_bytes_max`).
+    pub org_retained_bytes_max: u64,
+    /// Bytes one org's disconnected sessions may have queued on one shard
+    /// (`org_limits.offline_queue_bytes_max`).
+    pub org_offline_bytes_max: u64,
     /// Connections accepted at most (this shard's share).
     pub connections_max: usize,
     /// How long a socket may take to send CONNECT.
@@ -181,8 +191,13 @@ pub struct Shard {
     shared_index: SharedIndex,
     groups: LocalGroups<Slot>,
     retained: RetainedStore<SharedMessage>,
-    /// Claim tokens of the client ids homed here, by id (the claiming shard is in the token).
-    owners: AHashMap<Str, u64>,
+    /// Topic + payload bytes of this replica's retained messages, per org.
+    retained_bytes: AHashMap<u32, u64>,
+    /// Bytes queued for disconnected sessions while they were away, per org (this shard's).
+    offline_bytes: AHashMap<u32, u64>,
+    /// Claim tokens of the client ids homed here, by id (the claiming shard is in the token),
+    /// with the owner tag of the principal whose session holds the id.
+    owners: AHashMap<Str, (u64, u64)>,
     /// Connections waiting for a grant, by token.
     pub pending: AHashMap<u64, PendingConnect>,
     outgoing: Vec<VecDeque<MeshMsg>>,
@@ -259,6 +274,8 @@ impl Shard {
             groups: LocalGroups::new(),
             retained: RetainedStore::new(),
             owners: AHashMap::new(),
+            retained_bytes: AHashMap::new(),
+            offline_bytes: AHashMap::new(),
             pending: AHashMap::new(),
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
             local_inbox: VecDeque::new(),
@@ -435,11 +452,13 @@ impl Shard {
 
     // ----- connections and sessions ---------------------------------------------------------
 
-    /// Registers a pending CONNECT and claims the client id at its home shard.
+    /// Registers a pending CONNECT and claims the client id at its home shard for the principal
+    /// `owner` ([`owner_tag`]).
     pub fn begin_connect(
         &mut self,
         client_id: Str,
         clean_start: bool,
+        owner: u64,
         notify: Rc<super::local_notify::LocalNotify>,
     ) -> u64 {
         let token = self.next_token();
@@ -450,6 +469,7 @@ impl Shard {
                 grant: None,
                 notify,
                 superseded: None,
+                refused: false,
             },
         );
         let home = self.home_of(&client_id);
@@ -460,6 +480,7 @@ impl Shard {
                 shard: self.id,
                 token,
                 clean_start,
+                owner,
             },
         );
         token
@@ -482,12 +503,6 @@ impl Shard {
             _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
         };
         session.state.expiry_interval_secs = expiry_interval_secs;
-        let restored: Vec<(Str, Subscription)> = session
-            .state
-            .subscriptions
-            .iter()
-            .map(|(f, s)| (f.clone(), *s))
-            .collect();
         self.generation_counter = self.generation_counter.wrapping_add(1);
         session.origin = (self.id, conn.id);
         self.live_conns.insert(conn.id, Rc::clone(&conn));
@@ -501,6 +516,7 @@ impl Shard {
             last_progress: Instant::now(),
             lossy: false,
             org,
+            offline_bytes: 0,
             principal,
             connected_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -508,6 +524,24 @@ impl Shard {
         };
         let slot = self.entries.insert(entry);
         self.by_client_id.insert(&self.entries, slot);
+        if present {
+            // The rules may have changed while the session was away: it resumes only what its
+            // user may still subscribe to and read.
+            self.refilter_session(slot);
+        }
+        let restored: Vec<(Str, Subscription)> = self
+            .entries
+            .get(slot)
+            .map(|entry| {
+                entry
+                    .session
+                    .state
+                    .subscriptions
+                    .iter()
+                    .map(|(f, s)| (f.clone(), *s))
+                    .collect()
+            })
+            .unwrap_or_default();
         for (filter, subscription) in restored {
             // A resumed session's CONNACK is not fenced: its subscriptions were live before.
             self.add_subscription(slot, &filter, subscription);
@@ -537,8 +571,14 @@ impl Shard {
     ) -> crate::session::Flow {
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
-        let flow = match self.entry_mut(slot) {
-            Some(entry) => entry.session.handle(packet, now, &rules, &mut actions),
+        let (retained, bytes, settings) = (&self.retained, &self.retained_bytes, &self.settings);
+        let room = |topic: &str, payload: usize| {
+            retained_room_in(retained, bytes, settings, topic, payload)
+        };
+        let flow = match self.entries.get_mut(slot) {
+            Some(entry) => entry
+                .session
+                .handle_with(packet, now, &rules, &mut actions, &room),
             None => crate::session::Flow::Close(crate::session::CloseReason::Violation {
                 reason: ReasonCode::UNSPECIFIED_ERROR,
                 text: "session gone",
@@ -733,6 +773,7 @@ impl Shard {
         let Some(mut entry) = self.entries.take(slot) else {
             return;
         };
+        self.uncount_offline(&entry);
         self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = &entry.conn {
             conn.finish(BytesMut::new());
@@ -759,9 +800,23 @@ impl Shard {
         );
     }
 
+    /// Gives back what a leaving session counted against its org's offline-queue quota.
+    fn uncount_offline(&mut self, entry: &Entry) {
+        if entry.offline_bytes == 0 {
+            return;
+        }
+        if let Some(held) = self.offline_bytes.get_mut(&entry.org) {
+            *held = held.saturating_sub(u64::from(entry.offline_bytes));
+            if *held == 0 {
+                self.offline_bytes.remove(&entry.org);
+            }
+        }
+    }
+
     /// Takes a session off this shard for a takeover: subscriptions leave the index here.
     fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
         let mut entry = self.entries.take(slot)?;
+        self.uncount_offline(&entry);
         self.release(std::mem::take(&mut entry.blocked));
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
@@ -987,17 +1042,55 @@ impl Shard {
     }
 
     fn retain_locally(&mut self, message: &SharedMessage) {
-        match stored_retained(message) {
-            None => {
-                self.retained.remove(&message.topic);
-            }
+        self.store_retained(&message.topic, stored_retained(message));
+    }
+
+    /// Whether the org of `topic` (scoped) may keep a retained message of `payload` bytes
+    /// there: the broker's count bound for a new topic, and the org's byte quota, counted on
+    /// this replica. A publish past either is refused to its publisher (0x97), so one org
+    /// filling the store never silently costs another org its retained messages.
+    pub fn retained_room(&self, topic: &str, payload: usize) -> bool {
+        retained_room_in(
+            &self.retained,
+            &self.retained_bytes,
+            &self.settings,
+            topic,
+            payload,
+        )
+    }
+
+    /// Sets (`Some`) or clears a retained message in this replica, keeping the per-org tally.
+    /// Past the broker's count bound a new topic is not kept (only a publish that raced the
+    /// check on its own shard gets here; it was told 0x97 or got through first elsewhere).
+    fn store_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
+        let org = ringmq_router::strip_scope(topic).0;
+        let added = match message {
+            None => None,
             Some(stored) => {
                 if self.retained.len() < self.settings.retained_messages_max
-                    || self.retained.get(&message.topic).is_some()
+                    || self.retained.get(topic).is_some()
                 {
-                    self.retained.insert(&message.topic, stored);
+                    let size = retained_size(topic, stored.payload.len());
+                    Some((stored, size))
                 } else {
-                    tracing::warn!(topic = %message.topic, "retained store full; message not retained");
+                    tracing::warn!(%topic, "retained store full; message not retained");
+                    return;
+                }
+            }
+        };
+        let old = match added {
+            None => self.retained.remove(topic),
+            Some((stored, size)) => {
+                *self.retained_bytes.entry(org).or_insert(0) += size;
+                self.retained.insert(topic, stored)
+            }
+        };
+        if let Some(old) = old {
+            let size = retained_size(topic, old.payload.len());
+            if let Some(held) = self.retained_bytes.get_mut(&org) {
+                *held = held.saturating_sub(size);
+                if *held == 0 {
+                    self.retained_bytes.remove(&org);
                 }
             }
         }
@@ -1086,11 +1179,35 @@ impl Shard {
     fn deliver_to(&mut self, slot: Slot, item: Queued, now: Instant) {
         let rules = Rc::clone(&self.rules);
         let stats = Arc::clone(&self.stats);
-        let Some(entry) = self.entry_mut(slot) else {
+        let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
         let origin = item.message.origin;
+        // A disconnected session's QoS 1/2 queue is bounded per session by count, and per org
+        // by bytes, so one tenant's offline devices cannot spend the memory another's need.
+        let offline = if entry.conn.is_none() && item.qos != QoS::AtMostOnce {
+            let size = item.message.topic.len() + item.message.payload.len();
+            let held = self.offline_bytes.get(&entry.org).copied().unwrap_or(0);
+            if held + size as u64 > self.settings.org_offline_bytes_max
+                || u32::try_from(entry.offline_bytes as usize + size).is_err()
+            {
+                stats.messages_dropped.inc();
+                tracing::warn!(client_id = %entry.session.client_id, org = entry.org,
+                    "the org's offline queue quota is used up; message not queued for this session");
+                return;
+            }
+            Some(size)
+        } else {
+            None
+        };
         let outcome = entry.session.deliver(item, now, &rules);
+        if let (Some(size), Delivered::Queued) = (offline, &outcome) {
+            entry.offline_bytes += size as u32;
+            *self.offline_bytes.entry(entry.org).or_insert(0) += size as u64;
+        }
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
         match outcome {
             Delivered::Sent => {
                 stats.messages_sent.inc();
@@ -1298,6 +1415,7 @@ impl Shard {
                 shard,
                 token,
                 clean_start,
+                owner,
             } => {
                 tracing::debug!(%client_id, shard, token, "claim");
                 debug_assert_eq!(
@@ -1305,7 +1423,22 @@ impl Shard {
                     shard,
                     "a claim's token names its shard"
                 );
-                match self.owners.insert(client_id.clone(), token) {
+                // A session belongs to the principal that created it: another login with the
+                // same client id is refused, and the session (queued messages, subscriptions)
+                // and its connection are not touched. Deleting the session (the sessions API)
+                // or its expiry frees the id.
+                if let Some(&(_, held_owner)) = self.owners.get(&client_id) {
+                    if held_owner != owner {
+                        tracing::info!(%client_id, "client id held by another principal's session; refused");
+                        self.send(shard, MeshMsg::Refused { token });
+                        return;
+                    }
+                }
+                match self
+                    .owners
+                    .insert(client_id.clone(), (token, owner))
+                    .map(|(held, _)| held)
+                {
                     None => self.send(shard, MeshMsg::Grant { token, state: None }),
                     Some(held) => self.send(
                         Self::token_shard(held),
@@ -1363,11 +1496,17 @@ impl Shard {
                     }
                 }
             }
+            MeshMsg::Refused { token } => {
+                if let Some(pending) = self.pending.get_mut(&token) {
+                    pending.refused = true;
+                    pending.notify.notify();
+                }
+            }
             MeshMsg::Release { client_id, token } => {
                 if self
                     .owners
                     .get(&client_id)
-                    .is_some_and(|held| *held == token)
+                    .is_some_and(|(held, _)| *held == token)
                 {
                     self.owners.remove(&client_id);
                 }
@@ -1376,18 +1515,7 @@ impl Shard {
     }
 
     fn apply_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
-        match message {
-            None => {
-                self.retained.remove(topic);
-            }
-            Some(message) => {
-                if self.retained.len() < self.settings.retained_messages_max
-                    || self.retained.get(topic).is_some()
-                {
-                    self.retained.insert(topic, message);
-                }
-            }
-        }
+        self.store_retained(topic, message);
     }
 
     fn takeover(
@@ -1467,6 +1595,29 @@ const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// The retained copy of a message: `None` clears (empty payload); else a copy whose payload no
 /// longer pins the publisher's whole read buffer.
+/// [`Shard::retained_room`] over the fields it reads (so it can run while a session is lent).
+fn retained_room_in(
+    retained: &RetainedStore<SharedMessage>,
+    bytes: &AHashMap<u32, u64>,
+    settings: &ShardSettings,
+    topic: &str,
+    payload: usize,
+) -> bool {
+    let existing = retained.get(topic);
+    if existing.is_none() && retained.len() >= settings.retained_messages_max {
+        return false;
+    }
+    let org = ringmq_router::strip_scope(topic).0;
+    let held = bytes.get(&org).copied().unwrap_or(0);
+    let freed = existing.map_or(0, |old| retained_size(topic, old.payload.len()));
+    held.saturating_sub(freed) + retained_size(topic, payload) <= settings.org_retained_bytes_max
+}
+
+/// What a retained message counts against its org's quota: its topic and payload bytes.
+fn retained_size(topic: &str, payload: usize) -> u64 {
+    (topic.len() + payload) as u64
+}
+
 fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
     if message.payload.is_empty() {
         return None;
@@ -1496,6 +1647,8 @@ mod tests {
             read_budget_bytes: 4096,
             write_batch_bytes: 4096,
             retained_messages_max: 100,
+            org_retained_bytes_max: 1 << 20,
+            org_offline_bytes_max: 1 << 20,
             connections_max: 100,
             connect_timeout: Duration::from_secs(1),
             packet_size_max: 1024,
@@ -1531,11 +1684,12 @@ mod tests {
                 shard: 0,
                 token: 999,
                 clean_start: true,
+                owner: 0,
             },
             now,
         );
         s.flush(now);
-        let token = s.begin_connect(client_id, true, Rc::new(LocalNotify::default()));
+        let token = s.begin_connect(client_id, true, 0, Rc::new(LocalNotify::default()));
         s.flush(now);
         let pending = s
             .pending
@@ -1543,6 +1697,133 @@ mod tests {
             .expect("still pending until the task takes it");
         assert!(pending.grant.is_some(), "the claim was never granted");
         assert!(pending.superseded.is_none());
+    }
+
+    /// A client id's session belongs to the principal that claimed it: another principal's
+    /// claim is refused at the home shard and the holder is not touched; the same principal
+    /// takes it over.
+    #[test]
+    fn a_claim_by_another_principal_is_refused() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        let id = Str::from("device-1");
+        let alice = s.begin_connect(id.clone(), false, 7, Rc::new(LocalNotify::default()));
+        s.flush(now);
+        s.poll_mesh(now);
+        assert!(s.pending.get(&alice).is_some_and(|p| p.grant.is_some()));
+        let mallory = s.begin_connect(id.clone(), false, 8, Rc::new(LocalNotify::default()));
+        s.flush(now);
+        s.poll_mesh(now);
+        let refused = s.pending.get(&mallory).expect("pending");
+        assert!(refused.refused && refused.grant.is_none());
+        let anonymous = s.begin_connect(id.clone(), false, 0, Rc::new(LocalNotify::default()));
+        s.flush(now);
+        s.poll_mesh(now);
+        assert!(s.pending.get(&anonymous).is_some_and(|p| p.refused));
+        // The registry still names alice's claim: her own reconnect is a takeover.
+        assert_eq!(s.owners.get(&id).map(|(token, _)| *token), Some(alice));
+        let again = s.begin_connect(id.clone(), false, 7, Rc::new(LocalNotify::default()));
+        s.flush(now);
+        s.poll_mesh(now);
+        assert!(s.pending.get(&again).is_some_and(|p| !p.refused));
+        assert_eq!(s.owners.get(&id).map(|(token, _)| *token), Some(again));
+    }
+
+    fn retained_message(topic: &str, payload: &'static [u8]) -> SharedMessage {
+        Arc::new(Message {
+            topic: Str::from(topic),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: Str::from("p"),
+            origin: (0, 0),
+            namespace: None,
+            device: None,
+        })
+    }
+
+    /// Retained bytes are counted per org on every replica: a replacement frees the old
+    /// payload, a clear frees it all, and one org's use leaves another org's room alone.
+    #[test]
+    fn retained_room_is_counted_per_org() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        s.settings.org_retained_bytes_max = 20;
+        let b = |topic: &str| ringmq_router::scoped(&ringmq_router::org_scope(2), topic);
+        let (t1, t2) = (b("t/1"), b("t/2"));
+        assert!(s.retained_room(&t1, 10));
+        s.store_retained(&t1, Some(retained_message(&t1, b"0123456789")));
+        let used = retained_size(&t1, 10);
+        assert_eq!(s.retained_bytes.get(&2).copied(), Some(used));
+        assert!(
+            !s.retained_room(&t2, 20 - used as usize),
+            "over the org's quota"
+        );
+        assert!(
+            s.retained_room(&t1, 10),
+            "a replacement frees the old payload first"
+        );
+        assert!(
+            s.retained_room("t/1", 15),
+            "the default org has its own room"
+        );
+        s.store_retained(&t1, Some(retained_message(&t1, b"01234")));
+        assert_eq!(
+            s.retained_bytes.get(&2).copied(),
+            Some(retained_size(&t1, 5))
+        );
+        s.store_retained(&t1, None);
+        assert_eq!(s.retained_bytes.get(&2), None);
+        assert!(s.retained_room(&t2, 10));
+        // The broker-wide count bound refuses a new topic up front instead of dropping it later.
+        s.settings.retained_messages_max = 1;
+        s.store_retained("a", Some(retained_message("a", b"x")));
+        assert!(!s.retained_room("b", 1));
+        assert!(s.retained_room("a", 1));
+    }
+
+    /// What an org's disconnected sessions queue is bounded by its bytes quota on the shard;
+    /// the bytes come back when the session ends.
+    #[test]
+    fn offline_queue_bytes_are_bounded_per_org() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        s.settings.org_offline_bytes_max = 30;
+        let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
+        subscribe(s, slot, "q/#", now);
+        s.end_connection(slot, None, true, now);
+        let msg = |payload: &'static [u8]| {
+            Arc::new(Message {
+                topic: Str::from("q/1"),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: Str::from("p"),
+                origin: (0, 0),
+                namespace: None,
+                device: None,
+            })
+        };
+        for _ in 0..5 {
+            s.publish(msg(b"0123456789"), now);
+        }
+        let queued = s
+            .entry_mut(slot)
+            .expect("session")
+            .session
+            .state
+            .queue
+            .len();
+        assert_eq!(queued, 2, "two messages of 13 bytes fit in 30");
+        assert_eq!(s.offline_bytes.get(&0).copied(), Some(26));
+        s.end_session(slot, now);
+        assert_eq!(s.offline_bytes.get(&0), None);
     }
 
     /// A retained set on one shard reaches the other through the topic's home, in one order.

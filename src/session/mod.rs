@@ -274,12 +274,28 @@ impl Session {
         rules: &Rules,
         actions: &mut Vec<Action>,
     ) -> Flow {
+        self.handle_with(packet, now, rules, actions, &|_, _| true)
+    }
+
+    /// Handles one packet from the client; `retain_room(scoped topic, payload bytes)` says
+    /// whether the org may keep one more retained message of that size (its quota), else the
+    /// PUBLISH is refused with 0x97 Quota exceeded.
+    pub fn handle_with(
+        &mut self,
+        packet: Packet,
+        now: Instant,
+        rules: &Rules,
+        actions: &mut Vec<Action>,
+        retain_room: &dyn Fn(&str, usize) -> bool,
+    ) -> Flow {
         let Some(link) = self.link.as_mut() else {
             return violation(ReasonCode::PROTOCOL_ERROR, "no connection");
         };
         link.last_rx = now;
         match packet {
-            Packet::Publish(publish) => self.handle_publish(publish, now, rules, actions),
+            Packet::Publish(publish) => {
+                self.handle_publish(publish, now, rules, actions, retain_room)
+            }
             Packet::PubAck(ack) => {
                 if let Some(pos) = self.state.inflight_position(ack.packet_id) {
                     if self.state.inflight[pos].stage == Stage::AwaitPubAck {
@@ -349,6 +365,7 @@ impl Session {
         now: Instant,
         rules: &Rules,
         actions: &mut Vec<Action>,
+        retain_room: &dyn Fn(&str, usize) -> bool,
     ) -> Flow {
         let Some(link) = self.link.as_mut() else {
             return Flow::Continue;
@@ -398,9 +415,28 @@ impl Session {
             .access
             .may_publish(&topic, ringmq_router::strip_scope(&self.client_id).1)
         {
-            return self.refuse_publish(publish.qos, publish.packet_id, &topic, rules);
+            return self.refuse_publish(
+                publish.qos,
+                publish.packet_id,
+                &topic,
+                rules,
+                ReasonCode::NOT_AUTHORIZED,
+            );
         }
         let topic = link.access.scope_topic(topic);
+        if publish.retain
+            && !publish.payload.is_empty()
+            && !retain_room(&topic, publish.payload.len())
+        {
+            let plain = ringmq_router::strip_scope(&topic).1.to_owned();
+            return self.refuse_publish(
+                publish.qos,
+                publish.packet_id,
+                &plain,
+                rules,
+                ReasonCode::QUOTA_EXCEEDED,
+            );
+        }
         if properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -462,14 +498,21 @@ impl Session {
         Flow::Continue
     }
 
-    /// A PUBLISH the ACL does not allow: v5 learns it from the PUBACK / PUBREC reason (0x87);
-    /// v3 has no negative acknowledgement, so the message is acknowledged and dropped (as
-    /// mosquitto does) and the refusal is logged.
-    fn refuse_publish(&mut self, qos: QoS, packet_id: u16, topic: &str, rules: &Rules) -> Flow {
+    /// A PUBLISH the ACL does not allow (0x87) or the org's quota cannot take (0x97): v5 learns
+    /// it from the PUBACK / PUBREC reason; v3 has no negative acknowledgement, so the message
+    /// is acknowledged and dropped (as mosquitto does) and the refusal is logged.
+    fn refuse_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        topic: &str,
+        rules: &Rules,
+        refusal: ReasonCode,
+    ) -> Flow {
         let version = self.version();
-        tracing::info!(client_id = %self.client_id, topic, "publish not authorized");
+        tracing::info!(client_id = %self.client_id, topic, reason = refusal.0, "publish refused");
         let reason = if version == ProtocolVersion::V5 {
-            ReasonCode::NOT_AUTHORIZED
+            refusal
         } else {
             ReasonCode::SUCCESS
         };

@@ -704,3 +704,48 @@ fn org_scope_is_added_for_routing_and_removed_on_delivery() {
         other => panic!("expected one PUBLISH, got {other:?}"),
     }
 }
+
+/// A retained PUBLISH the org's quota cannot take is refused with 0x97 (v5) and never routed;
+/// v3 has no negative PUBACK (acknowledged and dropped, logged). A non-retained PUBLISH and a
+/// retained clear (empty payload, which frees room) are not asked about.
+#[test]
+fn retained_publish_over_the_org_quota_is_refused_with_0x97() {
+    let rules = Rules::default();
+    let now = Instant::now();
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let connect = connect_packet(version, "dev1", true);
+        let mut session = attached(&connect, &rules, now);
+        let asked = std::cell::Cell::new(0);
+        let full = |_: &str, _: usize| {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let mut actions = Vec::new();
+        let mut retained = publish_packet("r/1", QoS::AtLeastOnce, 9);
+        if let Packet::Publish(p) = &mut retained {
+            p.retain = true;
+        }
+        let flow = session.handle_with(retained, now, &rules, &mut actions, &full);
+        assert_eq!(flow, Flow::Continue);
+        assert!(actions.is_empty(), "a refused publish is never routed");
+        let expected = if version == ProtocolVersion::V5 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match drain(&mut session, version).as_slice() {
+            [Packet::PubAck(ack)] => assert_eq!((ack.packet_id, ack.reason), (9, expected)),
+            other => panic!("expected one PUBACK, got {other:?}"),
+        }
+        let plain = publish_packet("r/1", QoS::AtLeastOnce, 10);
+        session.handle_with(plain, now, &rules, &mut actions, &full);
+        let mut clear = publish_packet("r/1", QoS::AtLeastOnce, 11);
+        if let Packet::Publish(p) = &mut clear {
+            p.retain = true;
+            p.payload = Bytes::new();
+        }
+        session.handle_with(clear, now, &rules, &mut actions, &full);
+        assert_eq!(actions.len(), 2, "plain and clearing publishes are routed");
+        assert_eq!(asked.get(), 1, "only the retained set asked for room");
+    }
+}

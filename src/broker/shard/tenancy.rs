@@ -34,6 +34,27 @@ pub struct Principal {
     pub user: Arc<UserAuth>,
 }
 
+impl Principal {
+    /// The owner tag of this user's sessions ([`owner_tag`]).
+    pub fn owner(&self) -> u64 {
+        owner_tag(self.user.org, &self.user.username)
+    }
+}
+
+/// The tag of the principal a session belongs to: 0 for anonymous clients, otherwise 64 bits
+/// of SHA-256 over the org and username. Stable across restarts (a stored session keeps its
+/// owner) and, being a cryptographic digest of admin-chosen names, never the same for two
+/// users of one org in practice; 8 bytes per session instead of a copy of the name.
+pub fn owner_tag(org: OrgNum, username: &str) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update(org.to_be_bytes());
+    hasher.update(username.as_bytes());
+    let digest = hasher.finalize();
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(tag).max(1)
+}
+
 /// ACL checks of one MQTT user, from the snapshot it logged in with (or a newer one).
 #[derive(Debug)]
 pub struct UserAuthorizer {
@@ -268,8 +289,9 @@ impl Shard {
     }
 
     /// Swaps in a newer control-plane snapshot if there is one: connections whose user was
-    /// deleted, disabled, expired or given a new password are closed (0x87 in v5); the others
-    /// get the user's new ACL at once.
+    /// deleted, disabled, expired or given a new password are closed (0x87 in v5), and the
+    /// sessions of a deleted user (or org) are discarded; the others get the user's new ACL at
+    /// once, and lose the subscriptions and queued messages it no longer allows.
     pub fn refresh_snapshot(&mut self, now: Instant) {
         let Some(control) = &self.control else { return };
         if control.version() == self.snapshot.version {
@@ -279,6 +301,7 @@ impl Shard {
         self.auth.password_cache.clear();
         let now_secs = now_unix();
         let mut closing = Vec::new();
+        let mut refilter = Vec::new();
         for slot in 0..self.entries.bound() {
             let Some(entry) = self.entries.get_mut(slot) else {
                 continue;
@@ -303,12 +326,17 @@ impl Shard {
                         if let Some(link) = entry.session.link.as_mut() {
                             link.access.authorizer = Some(authorizer);
                         }
+                        refilter.push(slot);
                     }
                 }
-                _ => closing.push(slot),
+                Some(_) => closing.push((slot, false)),
+                None => closing.push((slot, true)),
             }
         }
-        for slot in closing {
+        for slot in refilter {
+            self.refilter_session(slot);
+        }
+        for (slot, gone) in closing {
             let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
             if connected {
                 tracing::info!(slot, "credentials revoked; closing the connection");
@@ -319,9 +347,63 @@ impl Shard {
                     now,
                 );
             }
-            if let Some(entry) = self.entry_mut(slot) {
-                entry.principal = None;
+            if gone {
+                // The user (or its org) no longer exists: nobody may resume its session, and
+                // what it queued must not wait for a namesake created later.
+                if self.entries.get(slot).is_some() {
+                    tracing::info!(slot, "user deleted; discarding its session");
+                    self.end_session(slot, now);
+                }
             }
+            // Disabled, expired or a new password: the session waits for its own user, and its
+            // subscriptions are checked again against the rules of the day when it resumes.
+        }
+        self.flush(now);
+    }
+
+    /// Drops the subscriptions of `slot` its principal may no longer make, and the queued
+    /// messages whose topics it may no longer read (an ACL change reaches live sessions).
+    pub(super) fn refilter_session(&mut self, slot: Slot) {
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        let Some(principal) = entry.principal.clone() else {
+            return;
+        };
+        let user = &principal.user;
+        let client_id = ringmq_router::strip_scope(&entry.session.client_id)
+            .1
+            .to_owned();
+        let allowed = |scoped: &str| {
+            let plain = ringmq_router::unscoped(scoped).1;
+            let filter =
+                ringmq_router::split_shared(&plain).map_or(&*plain, |shared| shared.filter);
+            user.acl.may_subscribe(filter, &user.username, &client_id)
+        };
+        let state = &mut entry.session.state;
+        let refused: Vec<Str> = state
+            .subscriptions
+            .keys()
+            .filter(|filter| !allowed(filter))
+            .cloned()
+            .collect();
+        for filter in &refused {
+            state.subscriptions.remove(filter);
+        }
+        let before = state.queue.len() + state.qos0_queue.len();
+        if before > 0 {
+            state.queue.retain(|queued| allowed(&queued.message.topic));
+            state
+                .qos0_queue
+                .retain(|queued| allowed(&queued.message.topic));
+            let dropped = before - state.queue.len() - state.qos0_queue.len();
+            if dropped > 0 {
+                tracing::info!(slot, dropped, "queued messages no longer allowed; dropped");
+            }
+        }
+        for filter in refused {
+            tracing::info!(slot, %filter, "subscription no longer allowed; removed");
+            self.remove_subscription(slot, &filter);
         }
     }
 
