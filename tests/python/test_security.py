@@ -280,3 +280,38 @@ def test_one_org_fills_the_retained_store_fails(broker, admin):
     hog.close()
     for c in (sub, anon, check):
         c.close()
+
+
+@pytest.mark.broker_config(org_limits={"offline_queue_bytes_max": 2000})
+def test_one_org_fills_the_offline_queues_fails(broker, admin):
+    """Finding 7: bytes queued for an org's disconnected sessions are capped per org (per shard);
+    the excess is refused (counted as dropped), and another org's offline sessions still queue."""
+    org_b, key_b = new_org(admin)
+    with api(broker, key_b) as b:
+        assert b.post("/v1/acl/rules", json={"topic": "#", "action": "all", "permission": "allow"}).status_code == 201
+        assert b.post("/v1/users", json={"username": "dev", "password": PASSWORD}).status_code == 201
+    cid = unique("b-sleeper")
+    sleeper = mqtt(broker, f"dev@{org_b}", client_id=cid, clean=False, session_expiry=600)
+    sleeper.subscribe("q/#", qos=1)
+    sleeper.disconnect()
+    a_cid = unique("a-sleeper")
+    a_sleeper = Client(broker.host, broker.port, a_cid, clean=False, session_expiry=600)
+    a_sleeper.connect()
+    a_sleeper.subscribe("q/#", qos=1)
+    a_sleeper.disconnect()
+    pub_b = mqtt(broker, f"dev@{org_b}")
+    for i in range(10):
+        pub_b.publish(f"q/{i}", b"b" * 500, qos=1)
+    pub_a = Client(broker.host, broker.port)
+    pub_a.connect()
+    for i in range(3):
+        pub_a.publish(f"q/{i}", b"a" * 500, qos=1)
+    back = mqtt(broker, f"dev@{org_b}", client_id=cid, clean=False, session_expiry=600)
+    got = back.drain(1.0)
+    assert 1 <= len(got) <= 4, len(got)  # 2000 bytes hold three messages of 503 bytes
+    assert [m.topic for m in got] == [f"q/{i}" for i in range(len(got))], "the oldest are kept, in order"
+    a_back = Client(broker.host, broker.port, a_cid, clean=False, session_expiry=600)
+    a_back.connect()
+    assert len(a_back.drain(1.0)) == 3, "the default org's offline sessions were not charged for org B"
+    for c in (pub_b, pub_a, back, a_back):
+        c.close()
