@@ -315,3 +315,19 @@ def test_one_org_fills_the_offline_queues_fails(broker, admin):
     assert len(a_back.drain(1.0)) == 3, "the default org's offline sessions were not charged for org B"
     for c in (pub_b, pub_a, back, a_back):
         c.close()
+
+
+def test_a_client_id_carrying_another_orgs_scope_bytes_fails(broker, admin):
+    """Findings 2/3, MQTT side: a client id holding the router's org-scope bytes (`$` NUL N `/`)
+    is refused (U+0000 is not allowed in MQTT strings), so a default-org client cannot name
+    another org's session."""
+    from mqttraw import CONNACK, RawClient, connect_packet
+    new_org(admin)
+    for version in (4, 5):
+        r = RawClient(broker.host, broker.port, version)
+        try:
+            r.send(connect_packet(b"$\x001/victim", version))
+            closed = r.expect_closed(3.0)
+            assert not any(p.type == CONNACK and not p.reason_code for p in closed), closed
+        finally:
+            r.close()
