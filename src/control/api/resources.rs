@@ -209,9 +209,24 @@ impl Api {
         let verified = self
             .providers
             .verify(&req.token, req.provider.as_deref(), org, now)
-            .map_err(|e| match e {
-                jwt::JwtError::WrongOrg { .. } => {
-                    Api::error(403, "forbidden", &format!("token rejected: {e}"))
+            .map_err(|e| match &e {
+                jwt::JwtError::WrongOrg { provider } => {
+                    // Another org's id is not the caller's business; a missing one is the
+                    // operator's mistake and worth saying.
+                    let orphan = self
+                        .providers
+                        .orgs()
+                        .find(|(name, _)| name == provider)
+                        .is_some_and(|(_, org)| self.snapshot.org_num(org).is_none());
+                    let detail = if orphan {
+                        format!(
+                            "token rejected: auth provider {provider:?} serves an org that does \
+                             not exist (check its org_id)"
+                        )
+                    } else {
+                        format!("token rejected: {e}")
+                    };
+                    Api::error(403, "forbidden", &detail)
                 }
                 _ => Api::error(401, "unauthorized", &format!("token rejected: {e}")),
             })?;
