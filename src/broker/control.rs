@@ -209,8 +209,57 @@ pub struct ControlHandle {
     org_connections: RwLock<ahash::AHashMap<OrgNum, Arc<std::sync::atomic::AtomicI64>>>,
     /// REST publish state shared by the shards: rate limits, quotas, idempotency keys.
     pub front: super::rest::FrontDoor,
-    /// Failed MQTT logins per source address, over all shards (a guesser spreads over them).
-    login_failures: Mutex<ahash::AHashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    /// MQTT login attempts per source address, over all shards (a guesser spreads over them).
+    login_attempts: LoginThrottle,
+}
+
+/// Login attempts per source address in the current minute: failures, and checks still running.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    attempts: Mutex<ahash::AHashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl LoginThrottle {
+    /// Counts a login attempt from `peer` as it starts, before any password check; false (refuse
+    /// it unchecked) when `peer` already has `max` attempts counted in the current minute. A
+    /// login whose credentials pass gives its count back ([`LoginThrottle::give_back`]), so what
+    /// stays counted is failures and checks still running: a burst of parallel CONNECTs gets at
+    /// most `max` password checks, where counting failures only once argon2 had finished let
+    /// every attempt of the burst through.
+    pub fn begin(&self, peer: std::net::IpAddr, max: u32, now: std::time::Instant) -> bool {
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return true;
+        };
+        if attempts.len() >= FAILURE_SOURCES_MAX && !attempts.contains_key(&peer) {
+            attempts.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if attempts.len() >= FAILURE_SOURCES_MAX {
+                // Under a spread-out attack, forgetting is better than unbounded memory.
+                attempts.clear();
+            }
+        }
+        let entry = attempts.entry(peer).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        if entry.0 >= max {
+            return false;
+        }
+        entry.0 += 1;
+        true
+    }
+
+    /// Gives back one attempt of `peer`: its credentials passed, or were never checked.
+    pub fn give_back(&self, peer: std::net::IpAddr) {
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return;
+        };
+        if let Some(entry) = attempts.get_mut(&peer) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                attempts.remove(&peer);
+            }
+        }
+    }
 }
 
 impl ControlHandle {
@@ -299,39 +348,16 @@ impl ControlHandle {
         }
     }
 
-    /// True when `peer` failed `max` logins or more within the last minute.
-    pub fn login_blocked(&self, peer: std::net::IpAddr, max: u32) -> bool {
-        let Ok(mut failures) = self.login_failures.lock() else {
-            return false;
-        };
-        match failures.get(&peer) {
-            Some((count, since)) if since.elapsed() < FAILURE_WINDOW => *count >= max,
-            Some(_) => {
-                failures.remove(&peer);
-                false
-            }
-            None => false,
-        }
+    /// Counts a login attempt from `peer` as it starts; see [`LoginThrottle::begin`].
+    pub fn login_begin(&self, peer: std::net::IpAddr, max: u32) -> bool {
+        self.login_attempts
+            .begin(peer, max, std::time::Instant::now())
     }
 
-    /// Counts a failed login from `peer`.
-    pub fn login_failed(&self, peer: std::net::IpAddr) {
-        let Ok(mut failures) = self.login_failures.lock() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        if failures.len() >= FAILURE_SOURCES_MAX {
-            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-            if failures.len() >= FAILURE_SOURCES_MAX {
-                // Under a spread-out attack, forgetting is better than unbounded memory.
-                failures.clear();
-            }
-        }
-        let entry = failures.entry(peer).or_insert((0, now));
-        if now.duration_since(entry.1) >= FAILURE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
+    /// Gives back the count of a login from `peer` whose credentials passed (or that was never
+    /// checked because the verifiers were busy).
+    pub fn login_give_back(&self, peer: std::net::IpAddr) {
+        self.login_attempts.give_back(peer);
     }
 
     /// Every org's counters summed over the shards (since start).
@@ -398,11 +424,12 @@ fn persist_usage(api: &mut Api, handle: &ControlHandle, now: u64) {
 /// Opens the store in `data_dir`, bootstraps it on first start, and starts the control and
 /// verifier threads.
 pub fn start(
-    data_dir: &Path,
-    providers: &[crate::control::jwt::ProviderConfig],
+    config: &crate::config::Config,
     mesh: Arc<Mesh<MeshMsg>>,
     shard_count: usize,
 ) -> Result<Arc<ControlHandle>, ControlError> {
+    let data_dir = config.data_dir.as_path();
+    make_dir_private(data_dir);
     let path = data_dir.join("ringmq.db");
     let store_error = |source| ControlError::Store {
         path: path.display().to_string(),
@@ -420,8 +447,19 @@ pub fn start(
         // The log names the file, never the key.
         tracing::info!(path = %key_path.display(), "first start: the root API key was written to this file (mode 0600)");
     }
-    let providers = Providers::new(providers)?;
-    let api = Api::new(store, providers).map_err(store_error)?;
+    let providers = Providers::new(&config.auth.providers)?;
+    // Orgs come and go at run time, so a provider of an org that does not exist (yet) is no
+    // reason to refuse to start: its exchanges are refused (no key of that org can ask).
+    for (name, org_id) in providers.orgs() {
+        if store.org_num(org_id).is_err() {
+            tracing::warn!(
+                provider = name,
+                org_id,
+                "auth provider serves an org that does not exist: its tokens cannot be exchanged"
+            );
+        }
+    }
+    let api = Api::new(store, providers, config.org_limits.clone()).map_err(store_error)?;
     let snapshot = api.snapshot();
     let (jobs_tx, jobs_rx) = mpsc::sync_channel(CONTROL_QUEUE_MAX);
     let (verify_tx, verify_rx) = mpsc::sync_channel(VERIFY_QUEUE_MAX);
@@ -436,7 +474,7 @@ pub fn start(
         mesh,
         usage: (0..shard_count).map(|_| Mutex::default()).collect(),
         persisted: Mutex::default(),
-        login_failures: Mutex::default(),
+        login_attempts: LoginThrottle::default(),
         front: super::rest::FrontDoor::default(),
         org_connections: RwLock::default(),
     });
@@ -454,6 +492,37 @@ pub fn start(
             .map_err(ControlError::Thread)?;
     }
     Ok(handle)
+}
+
+/// Narrows the data dir to mode 0700: it holds the control database (argon2 hashes, key
+/// digests), the bootstrap key and the shards' stored messages. A dir the operator made wider is
+/// narrowed with a warning; one we may not change (another owner) is left with a warning, since
+/// the files in it are 0600 anyway.
+fn make_dir_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(dir) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot read the data dir's mode");
+            return;
+        }
+    };
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)) {
+        Ok(()) => tracing::warn!(
+            dir = %dir.display(),
+            old_mode = format!("{mode:o}"),
+            "the data dir was readable by other users; narrowed it to 0700"
+        ),
+        Err(error) => tracing::warn!(
+            dir = %dir.display(),
+            old_mode = format!("{mode:o}"),
+            %error,
+            "the data dir is readable by other users and could not be narrowed to 0700"
+        ),
+    }
 }
 
 fn verify_loop(jobs: &Mutex<Receiver<VerifyJob>>) {
@@ -600,5 +669,28 @@ fn json_response(status: u16, value: &serde_json::Value) -> ApiResponse {
         status,
         headers: Vec::new(),
         body: serde_json::to_vec(value).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn login_attempts_are_counted_when_they_start() {
+        let throttle = LoginThrottle::default();
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let t0 = std::time::Instant::now();
+        // A burst: ten begin before any finishes, the eleventh is refused unchecked.
+        assert!((0..10).all(|_| throttle.begin(peer, 10, t0)));
+        assert!(!throttle.begin(peer, 10, t0));
+        assert!(throttle.begin(other, 10, t0));
+        // A success gives its place back; failures keep theirs for the minute.
+        throttle.give_back(peer);
+        assert!(throttle.begin(peer, 10, t0));
+        assert!(!throttle.begin(peer, 10, t0 + Duration::from_secs(59)));
+        assert!(throttle.begin(peer, 10, t0 + FAILURE_WINDOW));
     }
 }

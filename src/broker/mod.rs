@@ -198,12 +198,7 @@ impl Broker {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let control = control::start(
-            &config.data_dir,
-            &config.auth.providers,
-            Arc::clone(&mesh),
-            shard_count,
-        )?;
+        let control = control::start(&config, Arc::clone(&mesh), shard_count)?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             control,

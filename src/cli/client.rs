@@ -626,7 +626,7 @@ pub struct OrgCmd {
 pub enum OrgAction {
     /// Show the org, its settings and this month's usage.
     Show,
-    /// Change the org's name or settings (only the given ones change).
+    /// Change the org's name, or (root key only) its settings; only the given ones change.
     Update {
         /// New display name.
         #[arg(long, value_name = "NAME")]
@@ -672,6 +672,26 @@ pub enum OrgsAction {
     Get {
         /// Org id (default or org_…).
         id: String,
+    },
+    /// Change an org's name or settings (root key; only the given ones change).
+    Update {
+        /// Org id (default or org_…).
+        id: String,
+        /// New display name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Messages per second the org may publish.
+        #[arg(long, value_name = "N")]
+        rate_limit: Option<u64>,
+        /// Burst above the rate limit.
+        #[arg(long, value_name = "N")]
+        rate_burst: Option<u64>,
+        /// Messages per calendar month.
+        #[arg(long, value_name = "N")]
+        monthly_quota: Option<u64>,
+        /// Concurrent MQTT connections.
+        #[arg(long, value_name = "N")]
+        connections_max: Option<u64>,
     },
     /// Delete an org and close its connections (not `default`).
     Delete {

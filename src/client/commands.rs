@@ -695,6 +695,23 @@ fn orgs(ctx: &mut Ctx<'_>, action: &OrgsAction) -> Result<(), ClientError> {
             Ok(())
         }
         OrgsAction::Get { id } => ctx.show(ApiRequest::get(&["v1", "orgs", id]), ORG_FIELDS),
+        OrgsAction::Update {
+            id,
+            name,
+            rate_limit,
+            rate_burst,
+            monthly_quota,
+            connections_max,
+        } => {
+            let body = org_update_body(
+                name.as_deref(),
+                *rate_limit,
+                *rate_burst,
+                *monthly_quota,
+                *connections_max,
+            )?;
+            ctx.show(ApiRequest::patch(&["v1", "orgs", id], body), ORG_FIELDS)
+        }
         OrgsAction::Delete { id } => ctx.done(
             ApiRequest::delete(&["v1", "orgs", id]),
             &format!("deleted org {id}"),

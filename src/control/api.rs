@@ -18,7 +18,10 @@ use super::model::{
 };
 use super::secrets;
 use super::snapshot::{KeyAuth, KeyKind, OrgNum, Snapshot};
-use super::store::{self, NewUser, Store, StoreError, UsageCounters, UserChange, DEFAULT_SET};
+use super::store::{
+    self, Counted, NewUser, Store, StoreError, UsageCounters, UserChange, DEFAULT_SET,
+};
+use crate::config::OrgLimits;
 use util::*;
 
 pub use util::ROUTES;
@@ -28,6 +31,9 @@ pub const OPENAPI_JSON: &str = include_str!("api/openapi.json");
 
 /// Token-exchange credentials live at most this long.
 const EXCHANGE_TTL_MAX: u64 = 24 * 3600;
+/// Unexpired exchanged tokens remembered per provider at most: past it exchanges wait (503)
+/// for old tokens to expire rather than forgetting one that could then be replayed.
+const EXCHANGED_PER_PROVIDER_MAX: u64 = 1_000_000;
 /// `last_used_at` is written at most this often per key.
 const TOUCH_INTERVAL: u64 = 60;
 
@@ -138,6 +144,12 @@ pub struct Api {
     snapshot: Arc<Snapshot>,
     changed: bool,
     touched: HashMap<String, u64>,
+    /// Per-org caps (`[org_limits]`).
+    limits: OrgLimits,
+    /// Token exchanges per org in the current minute: (window start, count).
+    exchange_windows: HashMap<String, (u64, u32)>,
+    /// Unexpired exchanged tokens per provider, as counted since the last sweep.
+    exchanged: HashMap<String, u64>,
 }
 
 /// The authenticated caller.
@@ -231,7 +243,11 @@ fn check_settings(s: &OrgSettings) -> Result<(), ApiResponse> {
 
 impl Api {
     /// Takes over the store (bootstrapped or not) and builds the first snapshot.
-    pub fn new(store: Store, providers: jwt::Providers) -> Result<Api, StoreError> {
+    pub fn new(
+        store: Store,
+        providers: jwt::Providers,
+        limits: OrgLimits,
+    ) -> Result<Api, StoreError> {
         let snapshot = Arc::new(store.snapshot(1)?);
         Ok(Api {
             store,
@@ -239,7 +255,31 @@ impl Api {
             snapshot,
             changed: false,
             touched: HashMap::new(),
+            limits,
+            exchange_windows: HashMap::new(),
+            exchanged: HashMap::new(),
         })
+    }
+
+    /// Refuses (403 `limit_exceeded`) one more row of `what` when `org` holds its cap already.
+    fn check_cap(&self, org: &str, what: Counted) -> Result<(), ApiResponse> {
+        let (max, knob, noun) = match what {
+            Counted::Users => (self.limits.users_max, "users_max", "users"),
+            Counted::Rules => (self.limits.acl_rules_max, "acl_rules_max", "ACL rules"),
+            Counted::ActiveKeys => (self.limits.keys_max, "keys_max", "API keys not revoked"),
+        };
+        let held = self.store.count_in_org(org, what).map_err(store_error)?;
+        if held >= max {
+            return Err(Api::error(
+                403,
+                "limit_exceeded",
+                &format!(
+                    "the org holds {held} {noun}, its cap ([org_limits] {knob} = {max}); \
+                     delete some first"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The current snapshot.
@@ -276,6 +316,10 @@ impl Api {
 
     /// Deletes expired token-exchange users; returns how many.
     pub fn sweep(&mut self, now_unix: u64) -> Result<usize, StoreError> {
+        self.store.sweep_exchanged(now_unix)?;
+        self.exchanged.clear();
+        self.exchange_windows
+            .retain(|_, (start, _)| now_unix.saturating_sub(*start) < 60);
         let n = self.store.sweep_expired(now_unix)?;
         if n > 0 {
             self.rebuild()?;
@@ -338,6 +382,7 @@ impl Api {
             resp.headers.push(("Allow".into(), methods.join(", ")));
             return Err(resp);
         }
+        check_path_params(template, &params).map_err(bad)?;
         if req.body.len() > BODY_MAX {
             return Err(Api::error(
                 413,
@@ -429,6 +474,7 @@ impl Api {
             ("/v1/acl/rules", "GET") => {
                 let set = query_param(&req.query, "set").map_err(bad)?;
                 if let Some(set) = &set {
+                    check_name("set", set).map_err(bad)?;
                     self.store.get_set(org, set, false).map_err(store_error)?;
                 }
                 self.list(&req.query, |s, l, c| {
@@ -490,7 +536,8 @@ impl Api {
             }
             ("/v1/org", "GET") => self.org_view(org, live, now),
             ("/v1/org", "PATCH") => {
-                let r = self.patch_org(org, body, live, now);
+                // An org's limits are the operator's to set: its own keys may rename it only.
+                let r = self.patch_org(org, body, caller.key.root, live, now);
                 self.changed(r)
             }
             ("/v1/orgs", "GET") => self.list(&req.query, |s, l, c| s.list_orgs(l, c)),
@@ -499,6 +546,10 @@ impl Api {
                 self.changed(r)
             }
             ("/v1/orgs/{id}", "GET") => self.org_view(p0, live, now),
+            ("/v1/orgs/{id}", "PATCH") => {
+                let r = self.patch_org(p0, body, true, live, now);
+                self.changed(r)
+            }
             ("/v1/orgs/{id}", "DELETE") => {
                 let r = self
                     .store
@@ -556,10 +607,8 @@ impl Api {
         params: &[String],
         query: &str,
     ) -> Result<Outcome, ApiResponse> {
+        // The route already refused client ids with control bytes or over 64 KiB.
         let client_id = params.first().cloned().unwrap_or_default();
-        if template != "/v1/sessions" && client_id.len() > 65_535 {
-            return Err(bad("client id is too long"));
-        }
         let op = match (template, method) {
             ("/v1/sessions", _) => {
                 let (limit, cursor) = paging(query).map_err(bad)?;

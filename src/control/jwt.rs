@@ -28,6 +28,13 @@ const TOKEN_BYTES_MAX: usize = 16 * 1024;
 /// RSA modulus sizes `ring` verifies with (`RSA_PKCS1_2048_8192_SHA256`); a key outside this
 /// range would parse but refuse every token, so it is refused at start-up instead.
 const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+/// Longest `jti` claim accepted; it is kept until the token expires.
+const JTI_BYTES_MAX: usize = 256;
+/// Longest a token may still be valid when exchanged: exchanged token ids are remembered until
+/// the token expires, so this bounds how long (and, with the per-org exchange rate, how many).
+pub const TOKEN_LIFETIME_MAX: u64 = 24 * 3600;
+/// Most patterns in a provider's `topics`.
+const PROVIDER_TOPICS_MAX: usize = 64;
 /// DER encoding of the OID of P-256 (prime256v1), the only curve ES256 allows.
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
@@ -37,6 +44,17 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 pub struct ProviderConfig {
     /// Name used to pick the provider in a token-exchange request.
     pub name: String,
+    /// The org this provider's tokens buy credentials in (`"default"` for the default org): a
+    /// token is exchanged only with a key of this org.
+    pub org_id: String,
+    /// Refuse tokens without a `jti` claim (the default). With `false`, such a token is
+    /// remembered by a digest of its signed part instead, so it is still exchanged only once.
+    #[serde(default = "default_true")]
+    pub require_jti: bool,
+    /// Topic filters the token's `mqtt_publish` / `mqtt_subscribe` patterns must fall within
+    /// (empty: no bound beyond the claims).
+    #[serde(default)]
+    pub topics: Vec<String>,
     /// Required `iss` claim.
     pub issuer: String,
     /// Required `aud` claim, if set.
@@ -52,9 +70,19 @@ pub struct ProviderConfig {
     pub public_key_pem: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// Name of the provider that verified the token.
+    pub provider: String,
+    /// What the token is remembered by once exchanged: `jti:` and its `jti` claim, or (for a
+    /// provider with `require_jti = false` and a token without one) `sha256:` and the digest of
+    /// the token's signed part (not of the signature, which ES256 lets anyone re-randomize).
+    pub token_id: String,
     /// The `sub` claim.
     pub subject: String,
     /// The `exp` claim, unix seconds.
@@ -73,7 +101,15 @@ pub enum JwtError {
     NotConfigured,
 
     // Configuration errors, from `Providers::new`.
-    /// A provider has an empty `name` or `issuer`.
+    /// A provider's `topics` entry is not a valid topic filter, or there are too many.
+    #[error("auth provider {provider:?}: invalid topics: {reason}")]
+    InvalidTopics {
+        /// The provider's name.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A provider has an empty `name`, `issuer` or `org_id`.
     #[error("auth provider {provider:?}: {field} must not be empty")]
     EmptyField {
         /// The provider's name.
@@ -140,6 +176,29 @@ pub enum JwtError {
     /// The request names a provider that is not configured.
     #[error("unknown auth provider")]
     UnknownProvider,
+    /// The provider (named, or every one of the token's issuer) serves another org than the
+    /// key's.
+    #[error("auth provider {provider:?} does not serve this org")]
+    WrongOrg {
+        /// The provider named or found by issuer.
+        provider: String,
+    },
+    /// The token is valid for longer than token exchange takes.
+    #[error("token expires more than {max} seconds from now; exchange short-lived tokens")]
+    LifetimeTooLong {
+        /// Longest lifetime left, in seconds.
+        max: u64,
+    },
+    /// A topic claim reaches outside the provider's `topics`.
+    #[error("{claim}[{index}] is outside the topics auth provider {provider:?} may grant")]
+    TopicNotAllowed {
+        /// The topic claim.
+        claim: &'static str,
+        /// Position of the pattern in the claim.
+        index: usize,
+        /// The provider's name.
+        provider: String,
+    },
     /// No provider is configured for the token's `iss` claim.
     #[error("no auth provider for the token's issuer")]
     UnknownIssuer,
@@ -225,6 +284,9 @@ pub enum JwtError {
 /// One provider with its key parsed.
 struct Provider {
     name: String,
+    org_id: String,
+    require_jti: bool,
+    topics: Vec<String>,
     issuer: String,
     audience: Option<String>,
     algorithm: Algorithm,
@@ -236,6 +298,7 @@ impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider")
             .field("name", &self.name)
+            .field("org_id", &self.org_id)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("algorithm", &self.algorithm)
@@ -264,11 +327,20 @@ impl Providers {
         Ok(Providers { providers })
     }
 
-    /// Verifies `token` (against `provider` by name, or the one whose issuer matches).
+    /// The configured providers' names and the org each serves.
+    pub fn orgs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.providers
+            .iter()
+            .map(|p| (p.name.as_str(), p.org_id.as_str()))
+    }
+
+    /// Verifies `token` for a key of org `org_id` (against `provider` by name, or those whose
+    /// issuer matches): only a provider serving `org_id` may vouch for it.
     pub fn verify(
         &self,
         token: &str,
         provider: Option<&str>,
+        org_id: &str,
         now_unix: u64,
     ) -> Result<Verified, JwtError> {
         if self.providers.is_empty() {
@@ -323,6 +395,18 @@ impl Providers {
                 found
             }
         };
+        // Checked before any signature work: a provider vouches for its own org's keys only, so
+        // a token of one tenant's identity provider never buys credentials in another org.
+        let first = candidates[0];
+        let candidates: Vec<&Provider> = candidates
+            .into_iter()
+            .filter(|p| p.org_id == org_id)
+            .collect();
+        if candidates.is_empty() {
+            return Err(JwtError::WrongOrg {
+                provider: first.name.clone(),
+            });
+        }
 
         // Several providers may share an issuer (key rotation, or HS and RS side by side): only
         // those of the token's algorithm can verify it, and the first that does wins.
@@ -361,6 +445,25 @@ impl Provider {
                 provider: provider(),
                 field: "issuer",
             });
+        }
+        if config.org_id.is_empty() {
+            return Err(JwtError::EmptyField {
+                provider: provider(),
+                field: "org_id",
+            });
+        }
+        let topics_error = |reason: String| JwtError::InvalidTopics {
+            provider: provider(),
+            reason,
+        };
+        if config.topics.len() > PROVIDER_TOPICS_MAX {
+            return Err(topics_error(format!(
+                "at most {PROVIDER_TOPICS_MAX} filters"
+            )));
+        }
+        for topic in &config.topics {
+            validate_filter(topic, PATTERN_LEVELS_MAX)
+                .map_err(|error| topics_error(format!("{topic:?}: {error}")))?;
         }
         let algorithm = match config.algorithm.as_str() {
             "HS256" => Algorithm::HS256,
@@ -416,6 +519,9 @@ impl Provider {
         };
         Ok(Provider {
             name: config.name.clone(),
+            org_id: config.org_id.clone(),
+            require_jti: config.require_jti,
+            topics: config.topics.clone(),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             algorithm,
@@ -442,6 +548,11 @@ impl Provider {
         };
         if expires_at <= now_unix {
             return Err(JwtError::Expired);
+        }
+        if expires_at - now_unix > TOKEN_LIFETIME_MAX {
+            return Err(JwtError::LifetimeTooLong {
+                max: TOKEN_LIFETIME_MAX,
+            });
         }
         if let Some(nbf) = claims.get("nbf") {
             if numeric_date(nbf, "nbf", Rounding::Up)? > now_unix {
@@ -484,14 +595,62 @@ impl Provider {
             }
             None => return Err(JwtError::MissingClaim("sub")),
         };
+        let token_id = match claims.get("jti") {
+            Some(Value::String(jti)) if !jti.is_empty() && jti.len() <= JTI_BYTES_MAX => {
+                format!("jti:{jti}")
+            }
+            Some(Value::String(_)) => {
+                return Err(JwtError::InvalidClaim {
+                    claim: "jti",
+                    reason: "must be 1 to 256 bytes",
+                })
+            }
+            Some(_) => {
+                return Err(JwtError::InvalidClaim {
+                    claim: "jti",
+                    reason: "must be a string",
+                })
+            }
+            None if self.require_jti => return Err(JwtError::MissingClaim("jti")),
+            None => signed_part_digest(token)?,
+        };
         let publish = topic_patterns(&claims, "mqtt_publish", &subject)?;
         let subscribe = topic_patterns(&claims, "mqtt_subscribe", &subject)?;
+        self.check_within_topics("mqtt_publish", &publish)?;
+        self.check_within_topics("mqtt_subscribe", &subscribe)?;
         Ok(Verified {
+            provider: self.name.clone(),
+            token_id,
             subject,
             expires_at,
             publish,
             subscribe,
         })
+    }
+
+    /// Refuses a pattern that reaches outside the provider's `topics` (when it has any).
+    fn check_within_topics(
+        &self,
+        claim: &'static str,
+        patterns: &[String],
+    ) -> Result<(), JwtError> {
+        if self.topics.is_empty() {
+            return Ok(());
+        }
+        for (index, pattern) in patterns.iter().enumerate() {
+            if !self
+                .topics
+                .iter()
+                .any(|outer| filter_within(pattern, outer))
+            {
+                return Err(JwtError::TopicNotAllowed {
+                    claim,
+                    index,
+                    provider: self.name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Maps a failure of `jsonwebtoken::decode` (which only checked the signature) to our error.
@@ -523,6 +682,52 @@ fn alg_name(algorithm: Algorithm) -> &'static str {
         Algorithm::ES256 => "ES256",
         // `Provider::new` only builds the three above.
         _ => "unsupported",
+    }
+}
+
+/// `sha256:` and the hex digest of a token's signed part (`header.payload`).
+fn signed_part_digest(token: &str) -> Result<String, JwtError> {
+    use sha2::{Digest, Sha256};
+    let end = token
+        .rfind('.')
+        .ok_or(JwtError::Malformed("not three dot-separated parts"))?;
+    let digest = Sha256::digest(&token.as_bytes()[..end]);
+    let mut id = String::with_capacity(7 + 64);
+    id.push_str("sha256:");
+    for byte in digest {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    Ok(id)
+}
+
+/// True when every topic `inner` matches is matched by `outer` too (both valid filters), so a
+/// token's pattern granted within a provider's `topics` cannot reach beyond them.
+pub fn filter_within(inner: &str, outer: &str) -> bool {
+    let mut inner_levels = inner.split('/');
+    let mut outer_levels = outer.split('/');
+    let mut first = true;
+    loop {
+        match (inner_levels.next(), outer_levels.next()) {
+            (_, Some("#")) => {
+                // A wildcard first level never matches `$` topics (MQTT 4.7.2), and `#` also
+                // matches the parent level, which `inner` may end on.
+                return !(first && inner.starts_with('$'));
+            }
+            (None, None) => return true,
+            (Some(_), None) | (None, Some(_)) => return false,
+            (Some("#"), Some(_)) => return false,
+            (Some(level), Some("+")) => {
+                if first && level.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(level), Some(other)) => {
+                if level != other {
+                    return false;
+                }
+            }
+        }
+        first = false;
     }
 }
 
@@ -802,6 +1007,9 @@ mod tests {
     fn hs_config(name: &str) -> ProviderConfig {
         ProviderConfig {
             name: name.into(),
+            org_id: "default".into(),
+            require_jti: true,
+            topics: Vec::new(),
             issuer: ISSUER.into(),
             audience: Some("ringmq".into()),
             algorithm: "HS256".into(),
@@ -813,6 +1021,9 @@ mod tests {
     fn pem_config(name: &str, algorithm: &str, pem: &str, issuer: &str) -> ProviderConfig {
         ProviderConfig {
             name: name.into(),
+            org_id: "default".into(),
+            require_jti: true,
+            topics: Vec::new(),
             issuer: issuer.into(),
             audience: None,
             algorithm: algorithm.into(),
@@ -826,6 +1037,7 @@ mod tests {
             "iss": ISSUER,
             "aud": "ringmq",
             "sub": "device-7",
+            "jti": "t-1",
             "exp": NOW + 600,
             "nbf": NOW - 10,
         })
@@ -849,7 +1061,7 @@ mod tests {
     }
 
     fn verify_claims(claims: Value) -> Result<Verified, JwtError> {
-        hs_providers().verify(&hs_token(&claims, SECRET), None, NOW)
+        hs_providers().verify(&hs_token(&claims, SECRET), None, "default", NOW)
     }
 
     fn with(mut claims: Value, key: &str, value: Value) -> Value {
@@ -868,6 +1080,8 @@ mod tests {
         assert_eq!(
             verified,
             Verified {
+                provider: "idp".into(),
+                token_id: "jti:t-1".into(),
                 subject: "device-7".into(),
                 expires_at: NOW + 600,
                 publish: vec!["device-7/#".into()],
@@ -876,7 +1090,9 @@ mod tests {
         );
         // Picked by name as well as by issuer.
         let token = hs_token(&claims(), SECRET);
-        assert!(hs_providers().verify(&token, Some("idp"), NOW).is_ok());
+        assert!(hs_providers()
+            .verify(&token, Some("idp"), "default", NOW)
+            .is_ok());
     }
 
     #[test]
@@ -914,7 +1130,7 @@ mod tests {
     fn hs256_wrong_secret() {
         let token = hs_token(&claims(), "another-hs256-secret-of-32-bytes!!");
         assert_eq!(
-            hs_providers().verify(&token, None, NOW),
+            hs_providers().verify(&token, None, "default", NOW),
             Err(JwtError::BadSignature)
         );
     }
@@ -927,16 +1143,16 @@ mod tests {
         );
         // By issuer no provider is found; by name the issuer does not match.
         assert_eq!(
-            hs_providers().verify(&token, None, NOW),
+            hs_providers().verify(&token, None, "default", NOW),
             Err(JwtError::UnknownIssuer)
         );
         assert_eq!(
-            hs_providers().verify(&token, Some("idp"), NOW),
+            hs_providers().verify(&token, Some("idp"), "default", NOW),
             Err(JwtError::WrongIssuer)
         );
         let token = hs_token(&without(claims(), "iss"), SECRET);
         assert_eq!(
-            hs_providers().verify(&token, Some("idp"), NOW),
+            hs_providers().verify(&token, Some("idp"), "default", NOW),
             Err(JwtError::MissingClaim("iss"))
         );
     }
@@ -961,7 +1177,7 @@ mod tests {
         config.audience = None;
         let providers = Providers::new(&[config]).unwrap();
         let token = hs_token(&with(claims(), "aud", json!("someone-else")), SECRET);
-        assert!(providers.verify(&token, None, NOW).is_ok());
+        assert!(providers.verify(&token, None, "default", NOW).is_ok());
     }
 
     #[test]
@@ -990,13 +1206,13 @@ mod tests {
         let header = b64(&json!({"alg": "none", "typ": "JWT"}));
         let token = format!("{header}.{}.", b64(&claims()));
         assert_eq!(
-            hs_providers().verify(&token, None, NOW),
+            hs_providers().verify(&token, None, "default", NOW),
             Err(JwtError::Unsigned)
         );
         let header = b64(&json!({"alg": "None"}));
         let token = format!("{header}.{}.", b64(&claims()));
         assert_eq!(
-            hs_providers().verify(&token, Some("idp"), NOW),
+            hs_providers().verify(&token, Some("idp"), "default", NOW),
             Err(JwtError::Unsigned)
         );
     }
@@ -1008,7 +1224,7 @@ mod tests {
         let forged = b64(&with(claims(), "sub", json!("admin")));
         let token = format!("{}.{forged}.{}", parts[0], parts[2]);
         assert_eq!(
-            hs_providers().verify(&token, None, NOW),
+            hs_providers().verify(&token, None, "default", NOW),
             Err(JwtError::BadSignature)
         );
     }
@@ -1019,7 +1235,7 @@ mod tests {
         for token in ["", "abc", "a.b", "a.b.c.d", "!!!.e30.sig"] {
             assert!(
                 matches!(
-                    providers.verify(token, None, NOW),
+                    providers.verify(token, None, "default", NOW),
                     Err(JwtError::Malformed(_))
                 ),
                 "{token:?}"
@@ -1027,19 +1243,19 @@ mod tests {
         }
         let token = "x".repeat(TOKEN_BYTES_MAX + 1);
         assert_eq!(
-            providers.verify(&token, None, NOW),
+            providers.verify(&token, None, "default", NOW),
             Err(JwtError::Malformed("token is too long"))
         );
         // A `crit` header we cannot honour.
         let header = b64(&json!({"alg": "HS256", "crit": ["exp"]}));
         let token = format!("{header}.{}.c2ln", b64(&claims()));
         assert!(matches!(
-            providers.verify(&token, None, NOW),
+            providers.verify(&token, None, "default", NOW),
             Err(JwtError::Malformed(_))
         ));
         // Errors never echo the token.
         let token = hs_token(&with(claims(), "sub", json!("secret-subject")), "wrong");
-        let error = providers.verify(&token, None, NOW).unwrap_err();
+        let error = providers.verify(&token, None, "default", NOW).unwrap_err();
         assert!(!error.to_string().contains("secret-subject"));
     }
 
@@ -1047,11 +1263,13 @@ mod tests {
     fn provider_selection() {
         let token = hs_token(&claims(), SECRET);
         assert_eq!(
-            hs_providers().verify(&token, Some("nope"), NOW),
+            hs_providers().verify(&token, Some("nope"), "default", NOW),
             Err(JwtError::UnknownProvider)
         );
         assert_eq!(
-            Providers::new(&[]).unwrap().verify(&token, None, NOW),
+            Providers::new(&[])
+                .unwrap()
+                .verify(&token, None, "default", NOW),
             Err(JwtError::NotConfigured)
         );
         // Two providers for one issuer: the one of the token's algorithm verifies it.
@@ -1060,7 +1278,7 @@ mod tests {
             hs_config("hs"),
         ])
         .unwrap();
-        assert!(providers.verify(&token, None, NOW).is_ok());
+        assert!(providers.verify(&token, None, "default", NOW).is_ok());
     }
 
     #[test]
@@ -1162,13 +1380,16 @@ mod tests {
         let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
         let token = encode(&Header::new(Algorithm::RS256), &claims(), &key).unwrap();
         let providers = Providers::new(&[pem_config("rsa", "RS256", RSA_PUBLIC, ISSUER)]).unwrap();
-        let verified = providers.verify(&token, None, NOW).unwrap();
+        let verified = providers.verify(&token, None, "default", NOW).unwrap();
         assert_eq!(verified.subject, "device-7");
         assert_eq!(verified.expires_at, NOW + 600);
 
         let other =
             Providers::new(&[pem_config("rsa", "RS256", RSA_OTHER_PUBLIC, ISSUER)]).unwrap();
-        assert_eq!(other.verify(&token, None, NOW), Err(JwtError::BadSignature));
+        assert_eq!(
+            other.verify(&token, None, "default", NOW),
+            Err(JwtError::BadSignature)
+        );
     }
 
     #[test]
@@ -1176,11 +1397,16 @@ mod tests {
         let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
         let token = encode(&Header::new(Algorithm::ES256), &claims(), &key).unwrap();
         let providers = Providers::new(&[pem_config("ec", "ES256", EC_PUBLIC, ISSUER)]).unwrap();
-        let verified = providers.verify(&token, Some("ec"), NOW).unwrap();
+        let verified = providers
+            .verify(&token, Some("ec"), "default", NOW)
+            .unwrap();
         assert_eq!(verified.publish, ["device-7/#"]);
 
         let other = Providers::new(&[pem_config("ec", "ES256", EC_OTHER_PUBLIC, ISSUER)]).unwrap();
-        assert_eq!(other.verify(&token, None, NOW), Err(JwtError::BadSignature));
+        assert_eq!(
+            other.verify(&token, None, "default", NOW),
+            Err(JwtError::BadSignature)
+        );
     }
 
     #[test]
@@ -1189,21 +1415,21 @@ mod tests {
         let token = hs_token(&claims(), RSA_PUBLIC);
         let providers = Providers::new(&[pem_config("rsa", "RS256", RSA_PUBLIC, ISSUER)]).unwrap();
         assert_eq!(
-            providers.verify(&token, Some("rsa"), NOW),
+            providers.verify(&token, Some("rsa"), "default", NOW),
             Err(JwtError::AlgorithmMismatch {
                 provider: "rsa".into(),
                 expected: "RS256"
             })
         );
         assert!(matches!(
-            providers.verify(&token, None, NOW),
+            providers.verify(&token, None, "default", NOW),
             Err(JwtError::AlgorithmMismatch { .. })
         ));
         // An ES256 token against an RS256 provider.
         let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
         let token = encode(&Header::new(Algorithm::ES256), &claims(), &key).unwrap();
         assert!(matches!(
-            providers.verify(&token, None, NOW),
+            providers.verify(&token, None, "default", NOW),
             Err(JwtError::AlgorithmMismatch { .. })
         ));
     }
@@ -1338,6 +1564,170 @@ mod tests {
         let token = encode(&Header::new(Algorithm::RS256), &claims(), &key).unwrap();
         let providers =
             Providers::new(&[pem_config("rsa", "RS256", RSA_PUBLIC_PKCS1, ISSUER)]).unwrap();
-        assert!(providers.verify(&token, None, NOW).is_ok());
+        assert!(providers.verify(&token, None, "default", NOW).is_ok());
+    }
+
+    #[test]
+    fn a_provider_vouches_for_its_own_org_only() {
+        let token = hs_token(&claims(), SECRET);
+        let wrong = Err(JwtError::WrongOrg {
+            provider: "idp".into(),
+        });
+        assert_eq!(hs_providers().verify(&token, None, "org_b", NOW), wrong);
+        assert_eq!(
+            hs_providers().verify(&token, Some("idp"), "org_b", NOW),
+            wrong
+        );
+        // Two providers of one issuer, each for its own org: each org gets only its own.
+        let mut b = hs_config("idp-b");
+        b.org_id = "org_b".into();
+        let providers = Providers::new(&[hs_config("idp"), b]).unwrap();
+        assert_eq!(
+            providers
+                .verify(&token, None, "org_b", NOW)
+                .unwrap()
+                .provider,
+            "idp-b"
+        );
+        assert_eq!(
+            providers
+                .verify(&token, None, "default", NOW)
+                .unwrap()
+                .provider,
+            "idp"
+        );
+        assert_eq!(
+            providers.verify(&token, Some("idp"), "org_b", NOW),
+            Err(JwtError::WrongOrg {
+                provider: "idp".into()
+            })
+        );
+        let mut empty = hs_config("x");
+        empty.org_id = String::new();
+        assert!(matches!(
+            Providers::new(&[empty]),
+            Err(JwtError::EmptyField {
+                field: "org_id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn jti_is_required_unless_the_provider_says_otherwise() {
+        assert_eq!(
+            verify_claims(without(claims(), "jti")),
+            Err(JwtError::MissingClaim("jti"))
+        );
+        assert!(matches!(
+            verify_claims(with(claims(), "jti", json!(7))),
+            Err(JwtError::InvalidClaim { claim: "jti", .. })
+        ));
+        assert!(matches!(
+            verify_claims(with(claims(), "jti", json!(""))),
+            Err(JwtError::InvalidClaim { claim: "jti", .. })
+        ));
+        let mut lax = hs_config("idp");
+        lax.require_jti = false;
+        let providers = Providers::new(&[lax]).unwrap();
+        let token = hs_token(&without(claims(), "jti"), SECRET);
+        let id = providers
+            .verify(&token, None, "default", NOW)
+            .unwrap()
+            .token_id;
+        assert!(id.starts_with("sha256:") && id.len() == 7 + 64, "{id}");
+        // The id covers the signed part only: the same claims give the same id, other claims
+        // another one.
+        let again = providers
+            .verify(&token, None, "default", NOW)
+            .unwrap()
+            .token_id;
+        assert_eq!(id, again);
+        let other = hs_token(&with(without(claims(), "jti"), "sub", json!("x")), SECRET);
+        assert_ne!(
+            providers
+                .verify(&other, None, "default", NOW)
+                .unwrap()
+                .token_id,
+            id
+        );
+    }
+
+    #[test]
+    fn long_lived_tokens_are_refused() {
+        assert!(verify_claims(with(claims(), "exp", json!(NOW + TOKEN_LIFETIME_MAX))).is_ok());
+        assert_eq!(
+            verify_claims(with(claims(), "exp", json!(NOW + TOKEN_LIFETIME_MAX + 1))),
+            Err(JwtError::LifetimeTooLong {
+                max: TOKEN_LIFETIME_MAX
+            })
+        );
+    }
+
+    #[test]
+    fn claims_must_fall_within_the_provider_topics() {
+        let mut bounded = hs_config("idp");
+        bounded.topics = vec!["devices/+/#".into()];
+        let providers = Providers::new(&[bounded]).unwrap();
+        let verify =
+            |claims: Value| providers.verify(&hs_token(&claims, SECRET), None, "default", NOW);
+        let inside = claims()
+            .with_topics("mqtt_publish", json!(["devices/d1/up"]))
+            .with_topics("mqtt_subscribe", json!(["devices/d1/#", "devices/+/cmd"]));
+        assert!(verify(inside).is_ok());
+        let outside = claims()
+            .with_topics("mqtt_publish", json!(["devices/d1/up"]))
+            .with_topics("mqtt_subscribe", json!(["#"]));
+        assert_eq!(
+            verify(outside),
+            Err(JwtError::TopicNotAllowed {
+                claim: "mqtt_subscribe",
+                index: 0,
+                provider: "idp".into()
+            })
+        );
+        // Without claims the subject's own tree is granted, and it is outside too.
+        assert!(matches!(
+            verify(claims()),
+            Err(JwtError::TopicNotAllowed { .. })
+        ));
+        let mut bad = hs_config("idp");
+        bad.topics = vec!["a/#/b".into()];
+        assert!(matches!(
+            Providers::new(&[bad]),
+            Err(JwtError::InvalidTopics { .. })
+        ));
+    }
+
+    #[test]
+    fn filter_within_is_topic_set_inclusion() {
+        for (inner, outer) in [
+            ("a", "a"),
+            ("a", "a/#"),
+            ("a/b/c", "a/#"),
+            ("a/+", "a/#"),
+            ("a/+/c", "a/+/c"),
+            ("a/b/c", "a/+/c"),
+            ("a/#", "a/#"),
+            ("a/#", "#"),
+            ("+/x", "+/+"),
+            ("$SYS/x", "$SYS/#"),
+        ] {
+            assert!(filter_within(inner, outer), "{inner} within {outer}");
+        }
+        for (inner, outer) in [
+            ("a", "b"),
+            ("a/b", "a"),
+            ("a", "a/+"),
+            ("a/#", "a/+"),
+            ("a/+", "a/b"),
+            ("+", "a"),
+            ("#", "a/#"),
+            ("$SYS/x", "#"),
+            ("$SYS/x", "+/x"),
+            ("a/b", "a/b/c"),
+        ] {
+            assert!(!filter_within(inner, outer), "{inner} not within {outer}");
+        }
     }
 }

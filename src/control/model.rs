@@ -97,6 +97,11 @@ pub struct OrgSettingsPatch {
 }
 
 impl OrgSettingsPatch {
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == OrgSettingsPatch::default()
+    }
+
     /// Applies the present fields to `s`.
     pub fn apply(&self, s: &mut OrgSettings) {
         if let Some(v) = self.rate_limit_per_sec {

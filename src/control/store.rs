@@ -35,6 +35,9 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// The database file could not be created or made private.
+    #[error("database file: {0}")]
+    File(#[from] std::io::Error),
 }
 
 /// Id of the org created on first start.
@@ -58,6 +61,17 @@ pub const RULES_PER_SET_MAX: i64 = 1000;
 pub const SETS_PER_ORG_MAX: i64 = 1000;
 /// Most API keys (including revoked ones) in one org.
 pub const KEYS_PER_ORG_MAX: i64 = 1000;
+
+/// A kind of row an org holds under a per-org cap (`[org_limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// MQTT users, token-exchange users included.
+    Users,
+    /// ACL rules over all the org's sets.
+    Rules,
+    /// API keys not revoked.
+    ActiveKeys,
+}
 
 /// A user row to insert.
 #[derive(Debug, Clone)]
@@ -250,6 +264,8 @@ fn org_from_row(row: &Row<'_>) -> rusqlite::Result<(Org, OrgNum)> {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        make_private(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -458,6 +474,19 @@ impl Store {
         Ok(())
     }
 
+    /// How many rows of a capped kind `org` holds now.
+    pub fn count_in_org(&self, org: &str, what: Counted) -> Result<u64, StoreError> {
+        let sql = match what {
+            Counted::Users => "SELECT COUNT(*) FROM users WHERE org = ?1",
+            Counted::Rules => "SELECT COUNT(*) FROM acl_rules WHERE org = ?1",
+            Counted::ActiveKeys => {
+                "SELECT COUNT(*) FROM api_keys WHERE org = ?1 AND revoked_at IS NULL"
+            }
+        };
+        let n: i64 = self.conn.query_row(sql, [org], |r| r.get(0))?;
+        Ok(to_u64(n))
+    }
+
     // ---- usage ----
 
     /// Adds to an org's counters of `month` (`YYYY-MM`).
@@ -611,6 +640,36 @@ fn insert_key(
         revoked_at: None,
         key: Some(secret),
     })
+}
+
+/// Creates the database file with mode 0600 (or narrows an existing one), and its `-wal` and
+/// `-shm` journals if they exist: they hold argon2 hashes and key digests. SQLite would create
+/// the database 0644 (less the umask); the journals it creates later copy the database's mode.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the root key once to `path` with mode 0600; fails if the file exists.

@@ -399,14 +399,16 @@ RSA_PRIVATE, RSA_PUBLIC = rsa_pair()
 
 
 @pytest.mark.broker_config(auth={"providers": [
-    {"name": "hs", "issuer": "https://hs.test/", "algorithm": "HS256", "secret": HS_SECRET},
-    {"name": "rs", "issuer": "https://rs.test/", "audience": "ringmq", "algorithm": "RS256",
-     "public_key_pem": RSA_PUBLIC},
+    {"name": "hs", "org_id": "default", "issuer": "https://hs.test/", "algorithm": "HS256",
+     "secret": HS_SECRET},
+    {"name": "rs", "org_id": "default", "issuer": "https://rs.test/", "audience": "ringmq",
+     "algorithm": "RS256", "public_key_pem": RSA_PUBLIC},
 ]})
 def test_token_exchange_hs256_and_rs256_and_expired(broker, admin):
     import jwt
     now = int(time.time())
-    hs = jwt.encode({"iss": "https://hs.test/", "sub": "agent-7", "exp": now + 60}, HS_SECRET, algorithm="HS256")
+    hs = jwt.encode({"iss": "https://hs.test/", "sub": "agent-7", "jti": "hs-1", "exp": now + 60}, HS_SECRET,
+                    algorithm="HS256")
     r = admin.post("/v1/token-exchange", json={"token": hs})
     assert r.status_code == 201, r.text
     creds = r.json()
@@ -416,7 +418,7 @@ def test_token_exchange_hs256_and_rs256_and_expired(broker, admin):
     assert c.subscribe("other/#", qos=1) == [0x87]
     c.close()
 
-    rs = jwt.encode({"iss": "https://rs.test/", "aud": "ringmq", "sub": "svc", "exp": now + 3,
+    rs = jwt.encode({"iss": "https://rs.test/", "aud": "ringmq", "sub": "svc", "jti": "rs-1", "exp": now + 3,
                      "mqtt_publish": ["svc/out/#"], "mqtt_subscribe": ["svc/in/#"]},
                     RSA_PRIVATE, algorithm="RS256")
     r = admin.post("/v1/token-exchange", json={"token": rs, "provider": "rs"})
@@ -432,11 +434,13 @@ def test_token_exchange_hs256_and_rs256_and_expired(broker, admin):
     late.close()
     c.close()
 
-    expired = jwt.encode({"iss": "https://hs.test/", "sub": "old", "exp": now - 10}, HS_SECRET, algorithm="HS256")
+    expired = jwt.encode({"iss": "https://hs.test/", "sub": "old", "jti": "hs-2", "exp": now - 10}, HS_SECRET,
+                         algorithm="HS256")
     r = admin.post("/v1/token-exchange", json={"token": expired})
     assert r.status_code in (400, 401)
     assert "expired" in r.json()["detail"]
-    forged = jwt.encode({"iss": "https://hs.test/", "sub": "x", "exp": now + 60}, "another-secret-another-secret!!",
+    forged = jwt.encode({"iss": "https://hs.test/", "sub": "x", "jti": "hs-3", "exp": now + 60},
+                        "another-secret-another-secret!!",
                         algorithm="HS256")
     assert admin.post("/v1/token-exchange", json={"token": forged}).status_code in (400, 401)
 
@@ -464,7 +468,9 @@ def test_will_topic_is_checked_at_connect_and_scoped_to_the_org(broker, admin):
 def test_org_connection_limit(broker, admin):
     org_d, key_d = new_org(admin, "small-tenant")
     with api(broker, key_d) as d:
-        assert d.patch("/v1/org", json={"settings": {"connections_max": 2}}).status_code == 200
+        # Org limits are the operator's: the root key sets them (issue 11, finding 7).
+        assert d.patch("/v1/org", json={"settings": {"connections_max": 2}}).status_code == 403
+        assert admin.patch(f"/v1/orgs/{org_d}", json={"settings": {"connections_max": 2}}).status_code == 200
         create_user(d, "dora")
     first = mqtt(broker, f"dora@{org_d}")
     second = mqtt(broker, f"dora@{org_d}")

@@ -65,6 +65,287 @@ def mqtt(broker, username: str | None, password: str | None = PASSWORD, version:
 
 # == 2. sessions API and control plane: org checks, token exchange, org limits (findings 2, 5, 7, 8) =
 
+TX_SECRET = "issue-11-token-exchange-secret-0123456789"
+
+
+def tx_provider(name: str, org_id: str, **extra) -> dict:
+    """An HS256 `[[auth.providers]]` table serving `org_id`."""
+    return {"name": name, "org_id": org_id, "issuer": f"https://{name}.test/", "algorithm": "HS256",
+            "secret": TX_SECRET, **extra}
+
+
+def tx_token(provider: str, jti: str | None = None, ttl: int = 60, **claims) -> str:
+    import jwt
+    body = {"iss": f"https://{provider}.test/", "sub": "agent", "exp": int(time.time()) + ttl, **claims}
+    if jti is not None:
+        body["jti"] = jti
+    return jwt.encode(body, TX_SECRET, algorithm="HS256")
+
+
+def assert_error(r: httpx.Response, status, code: str | None = None) -> dict:
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert r.status_code in statuses, f"{r.status_code} {r.text}"
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert set(body) == {"error", "detail"}, body
+    if code:
+        assert body["error"] == code, body
+    return body
+
+
+def test_sessions_api_reaching_another_orgs_session_fails(broker, admin):
+    """Finding 2: a default-org key cannot read, disconnect or delete org B's session."""
+    b_id, b_key = new_org(admin)
+    with api(broker, b_key) as b:
+        assert b.post("/v1/acl/rules", json={"topic": "#", "permission": "allow",
+                                             "action": "all"}).status_code == 201
+        assert b.post("/v1/users", json={"username": "dev", "password": PASSWORD}).status_code == 201
+        cid = unique("b-dev")
+        victim = mqtt(broker, f"dev@{b_id}", client_id=cid, clean=False, session_expiry=600)
+        assert victim.subscribe("b/secret", qos=1) == [1]
+        # The router's org scope of org N is `$\0{N}/`; org B is one of the first few.
+        ids = [f"%24%00{n}%2F{cid}" for n in range(0, 6)] + [cid, f"%24%00{b_id}%2F{cid}"]
+        for enc in ids:
+            r = admin.get(f"/v1/sessions/{enc}")
+            assert r.status_code in (400, 404), (enc, r.status_code, r.text)
+            assert_error(r, (400, 404))
+            r = admin.post(f"/v1/sessions/{enc}/disconnect")
+            assert_error(r, (400, 404))
+            r = admin.delete(f"/v1/sessions/{enc}")
+            assert_error(r, (400, 404))
+        listed = [s["client_id"] for s in admin.get("/v1/sessions").json()["items"]]
+        assert cid not in listed and not any(cid in c for c in listed)
+        # B's session is still there, connected, with its subscription.
+        victim.expect_none(0.3)
+        assert victim.is_connected()
+        r = b.get(f"/v1/sessions/{cid}")
+        assert r.status_code == 200, r.text
+        assert r.json()["connected"] is True
+        assert r.json()["subscriptions"] == [{"filter": "b/secret", "qos": 1}]
+        victim.close()
+
+
+def test_ids_with_control_bytes_in_routes_fail(broker, admin):
+    """Finding 2: NUL, LF and other control bytes in path ids are refused with 400."""
+    for path in ["/v1/users/al%00ice", "/v1/users/al%0aice", "/v1/users/%24%001%2Falice",
+                 "/v1/keys/key_%00x", "/v1/keys/key_%0ax", "/v1/acl/sets/default%00",
+                 "/v1/acl/rules/rule_%0d", "/v1/orgs/org_%00x", "/v1/sessions/a%0ab",
+                 "/v1/sessions/a%00b", "/v1/sessions/a%7fb", "/v1/acl/rules?set=a%00b"]:
+        assert_error(admin.get(path), 400, "bad_request")
+    assert_error(admin.delete("/v1/users/al%00ice"), 400, "bad_request")
+    assert_error(admin.patch("/v1/keys/key_%00x", json={"name": "x"}), 400, "bad_request")
+
+
+@pytest.mark.broker_config(auth={"providers": [tx_provider("idp-default", "default"),
+                                               tx_provider("idp-ghost", "org_doesnotexist")]})
+def test_token_exchange_across_orgs_fails(broker, admin):
+    """Finding 5: a provider's token buys credentials only in the org the provider serves."""
+    b_id, b_key = new_org(admin)
+    with api(broker, b_key) as b:
+        # B's key presents the default org's provider's token, by issuer and by name.
+        body = assert_error(b.post("/v1/token-exchange", json={"token": tx_token("idp-default", unique("j"))}),
+                            403, "forbidden")
+        assert "does not serve this org" in body["detail"]
+        assert_error(b.post("/v1/token-exchange", json={"token": tx_token("idp-default", unique("j")),
+                                                        "provider": "idp-default"}), 403, "forbidden")
+    # A provider whose org does not exist: the broker started, its tokens buy nothing.
+    body = assert_error(admin.post("/v1/token-exchange", json={"token": tx_token("idp-ghost", unique("j"))}),
+                        403, "forbidden")
+    assert "idp-ghost" in body["detail"] and "does not exist" in body["detail"]
+    assert "does not exist" in broker.log_path.read_text(errors="replace")
+    r = admin.post("/v1/token-exchange", json={"token": tx_token("idp-default", unique("j"))})
+    assert r.status_code == 201, r.text
+    assert r.json()["username"].endswith("@default")
+
+    # Bound to B after a restart: now B's key is served and the default org's key is not.
+    broker.config["auth"]["providers"] = [tx_provider("idp-b", b_id)]
+    broker.restart()
+    with api(broker, b_key) as b:
+        r = b.post("/v1/token-exchange", json={"token": tx_token("idp-b", unique("j"))})
+        assert r.status_code == 201, r.text
+        creds = r.json()
+        assert creds["username"].endswith(f"@{b_id}")
+    with api(broker, root_key(broker)) as root:
+        assert_error(root.post("/v1/token-exchange", json={"token": tx_token("idp-b", unique("j"))}),
+                     403, "forbidden")
+    c = mqtt(broker, creds["username"], creds["password"])
+    c.close()
+
+
+@pytest.mark.broker_config(auth={"providers": [tx_provider("idp", "default"),
+                                               tx_provider("lax", "default", require_jti=False),
+                                               tx_provider("fenced", "default", topics=["devices/#"])]})
+def test_token_exchange_replay_and_unbounded_tokens_fail(broker, admin):
+    """Finding 5: a token is exchanged once; no jti, long-lived or out-of-bounds tokens are refused."""
+    token = tx_token("idp", unique("jti"))
+    assert admin.post("/v1/token-exchange", json={"token": token}).status_code == 201
+    body = assert_error(admin.post("/v1/token-exchange", json={"token": token}), 409, "token_replayed")
+    assert "once" in body["detail"]
+    # Also after a restart: exchanged ids are kept in the store until the token expires.
+    broker.restart()
+    with api(broker, root_key(broker)) as root:
+        assert_error(root.post("/v1/token-exchange", json={"token": token}), 409, "token_replayed")
+        # No jti: refused, unless the provider says require_jti = false; then the token itself
+        # is remembered and still exchanged once.
+        body = assert_error(root.post("/v1/token-exchange", json={"token": tx_token("idp")}), 401)
+        assert "jti" in body["detail"]
+        lax = tx_token("lax")
+        assert root.post("/v1/token-exchange", json={"token": lax}).status_code == 201
+        assert_error(root.post("/v1/token-exchange", json={"token": lax}), 409, "token_replayed")
+        # A token valid for more than 24 h would have to be remembered as long: refused.
+        body = assert_error(root.post("/v1/token-exchange",
+                                      json={"token": tx_token("idp", unique("j"), ttl=2 * 86400)}), 401)
+        assert "expires more than" in body["detail"]
+        # A provider's topics bound what its tokens may claim.
+        r = root.post("/v1/token-exchange", json={"token": tx_token(
+            "fenced", unique("j"), mqtt_publish=["devices/d1/up"], mqtt_subscribe=["devices/d1/#"])})
+        assert r.status_code == 201, r.text
+        body = assert_error(root.post("/v1/token-exchange", json={"token": tx_token(
+            "fenced", unique("j"), mqtt_publish=["devices/d1/up"], mqtt_subscribe=["#"])}), 401)
+        assert "outside the topics" in body["detail"]
+
+
+@pytest.mark.broker_config(auth={"providers": [tx_provider("idp", "default")]},
+                           org_limits={"token_exchanges_per_minute_max": 3})
+def test_token_exchange_flood_fails(broker, admin):
+    """Finding 5: token exchanges are rate-limited per org (429, Retry-After, JSON)."""
+    for _ in range(3):
+        assert admin.post("/v1/token-exchange", json={"token": tx_token("idp", unique("j"))}).status_code == 201
+    r = admin.post("/v1/token-exchange", json={"token": tx_token("idp", unique("j"))})
+    body = assert_error(r, 429, "rate_limited")
+    assert "token_exchanges_per_minute_max" in body["detail"]
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+def test_org_key_raising_its_own_limits_fails(broker, admin):
+    """Finding 7: only the root key sets an org's rate, burst, quota and connection limit."""
+    b_id, b_key = new_org(admin)
+    with api(broker, b_key) as b:
+        before = b.get("/v1/org").json()["settings"]
+        for field in ("rate_limit_per_sec", "rate_burst", "monthly_quota", "connections_max"):
+            body = assert_error(b.patch("/v1/org", json={"settings": {field: 10**12}}), 403, "forbidden")
+            assert "root key" in body["detail"]
+        assert_error(b.patch("/v1/org", json={"name": "B2", "settings": {"rate_burst": 1}}), 403)
+        assert b.get("/v1/org").json()["settings"] == before
+        # The org key may still read its settings and rename its org.
+        r = b.patch("/v1/org", json={"name": "B2"})
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == "B2" and r.json()["settings"] == before
+        # The root key sets them, for B and for the default org.
+        r = admin.patch(f"/v1/orgs/{b_id}", json={"settings": {"rate_burst": 5, "connections_max": 3}})
+        assert r.status_code == 200, r.text
+        assert b.get("/v1/org").json()["settings"]["connections_max"] == 3
+        assert_error(b.patch(f"/v1/orgs/{b_id}", json={"settings": {"rate_burst": 500}}), 403, "forbidden")
+    r = admin.patch("/v1/org", json={"settings": {"rate_burst": 300}})
+    assert r.status_code == 200 and r.json()["settings"]["rate_burst"] == 300
+
+    # The CLI: `orgs update` with the root key; `org update` of settings with B's key is refused.
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+    binary = os.environ.get("RINGMQ_BIN") or "target/debug/ringmq"
+    if not os.path.isabs(binary):
+        binary = str(Path(__file__).resolve().parents[2] / binary)
+
+    def cli(key: str, *args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, RINGMQ_URL=f"http://{broker.host}:{broker.http_port}", RINGMQ_KEY=key,
+                   RINGMQ_CONFIG_DIR=str(broker.workdir / "cli-config"))
+        return subprocess.run([binary, *args, "--json"], env=env, capture_output=True, text=True, timeout=30)
+
+    p = cli(root_key(broker), "orgs", "update", b_id, "--rate-limit", "7")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["settings"]["rate_limit_per_sec"] == 7
+    p = cli(b_key, "org", "update", "--connections-max", "100000000")
+    assert p.returncode == 1 and "root key" in p.stdout + p.stderr, (p.stdout, p.stderr)
+
+
+@pytest.mark.broker_config(org_limits={"users_max": 2, "acl_rules_max": 2, "keys_max": 2})
+def test_org_past_its_caps_fails(broker, admin):
+    """Finding 7: users, ACL rules and keys per org are capped (403 limit_exceeded), per org."""
+    b_id, b_key = new_org(admin)
+    with api(broker, b_key) as b:
+        for client in (admin, b):
+            for n in range(2):
+                assert client.post("/v1/users", json={"username": f"u{n}", "password": PASSWORD}).status_code == 201
+                assert client.post("/v1/acl/rules", json={"topic": f"t{n}/#", "permission": "allow",
+                                                          "action": "all"}).status_code == 201
+            # Each org starts with one key (the root key, B's first key).
+            assert client.post("/v1/keys", json={"name": "k", "kind": "public"}).status_code == 201
+        # The default org at its caps...
+        body = assert_error(admin.post("/v1/users", json={"username": "u9", "password": PASSWORD}),
+                            403, "limit_exceeded")
+        assert "users_max" in body["detail"]
+        body = assert_error(admin.post("/v1/acl/rules", json={"topic": "x/#", "permission": "allow",
+                                                              "action": "all"}), 403, "limit_exceeded")
+        assert "acl_rules_max" in body["detail"]
+        body = assert_error(admin.post("/v1/keys", json={"name": "k", "kind": "secret"}), 403, "limit_exceeded")
+        assert "keys_max" in body["detail"]
+        # ... does not stop B's own changes, and B at its cap is refused the same way.
+        assert b.delete("/v1/users/u0").status_code == 204
+        assert b.post("/v1/users", json={"username": "u8", "password": PASSWORD}).status_code == 201
+        assert_error(b.post("/v1/users", json={"username": "u9", "password": PASSWORD}), 403, "limit_exceeded")
+        # A revoked key no longer counts.
+        keys = b.get("/v1/keys").json()["items"]
+        public = next(k for k in keys if k["kind"] == "public")
+        assert b.delete(f"/v1/keys/{public['id']}").status_code == 204
+        assert b.post("/v1/keys", json={"name": "k2", "kind": "public"}).status_code == 201
+
+
+def test_data_files_readable_by_others_fails(broker, admin):
+    """Finding 8: the data dir is 0700 and ringmq.db and its journals 0600."""
+    import os
+    import stat
+    # The harness made the dir with the default umask (0755): the broker narrowed it.
+    assert admin.post("/v1/users", json={"username": "modes", "password": PASSWORD}).status_code == 201
+    assert stat.S_IMODE(os.stat(broker.data_dir).st_mode) == 0o700
+    files = [broker.data_dir / name for name in ("ringmq.db", "ringmq.db-wal", "ringmq.db-shm",
+                                                  "bootstrap-key")]
+    assert files[0].exists()
+    for path in files:
+        if path.exists():
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    assert "narrowed it to 0700" in broker.log_path.read_text(errors="replace")
+
+
+def test_parallel_login_burst_outrunning_the_throttle_fails(broker, admin):
+    """Finding 8: a burst of parallel wrong-password CONNECTs gets at most 10 password checks."""
+    import threading
+
+    from mqttraw import CONNACK, RawClient, connect_packet
+    assert admin.post("/v1/users", json={"username": "victim", "password": PASSWORD}).status_code == 201
+    socks = [RawClient(broker.host, broker.port, 5, timeout=30) for _ in range(40)]
+    packets = [connect_packet(unique("g"), 5, username="victim", password=b"wrong-password-%d" % i)
+               for i in range(40)]
+    go = threading.Event()
+    acks: list = [None] * 40
+
+    def attempt(i: int) -> None:
+        go.wait()
+        socks[i].send(packets[i])
+        acks[i] = socks[i].expect(CONNACK)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(60)
+    for s in socks:
+        s.close()
+    assert all(a is not None for a in acks), acks
+    assert all(a.reason_code == 0x86 for a in acks), acks
+    reasons = [a.props.get("reason_string", "") for a in acks]
+    checked = sum("bad username or password" in r for r in reasons)
+    throttled = sum("too many failed logins" in r for r in reasons)
+    assert checked <= 10 and throttled >= 30, reasons
+    # The right password is refused, unchecked, for the rest of the minute.
+    r = RawClient(broker.host, broker.port, 5)
+    ack = r.connect(unique("g"), username="victim", password=PASSWORD.encode(), expect_ok=False)
+    assert ack.reason_code == 0x86 and "too many" in ack.props.get("reason_string", ""), ack
+    r.close()
+
+
 
 # == 3. sessions belong to their principal; ACL changes reach live subscriptions (finding 3) ========
 

@@ -149,8 +149,10 @@ pub async fn authenticate(
             "a username is required (anonymous clients are not allowed)",
         ));
     };
+    // Counted before any check, so parallel CONNECTs cannot outrun the limit; given back below
+    // once the credentials pass.
     if let Some(peer) = peer {
-        if shard.borrow_mut().too_many_failures(peer) {
+        if !shard.borrow_mut().login_begin(peer) {
             return Err(refused(
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 "too many failed logins from this address; try again later",
@@ -201,6 +203,7 @@ pub async fn authenticate(
             reply: Arc::clone(&reply),
         };
         if control.verify(job).is_err() {
+            shard.borrow().login_give_back(peer);
             return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again"));
         }
         match reply.recv(VERIFY_TIMEOUT).await {
@@ -215,9 +218,13 @@ pub async fn authenticate(
                 );
             }
             Some(false) => return Err(shard.borrow_mut().login_failed(peer, bad())),
-            None => return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again")),
+            None => {
+                shard.borrow().login_give_back(peer);
+                return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again"));
+            }
         }
     }
+    shard.borrow().login_give_back(peer);
     admit_user(shard, user)
 }
 
@@ -270,20 +277,27 @@ fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitte
 }
 
 impl Shard {
-    /// True when `peer` failed too many logins in the current window (counted over all shards).
-    fn too_many_failures(&mut self, peer: IpAddr) -> bool {
+    /// Counts a login attempt of `peer` as it starts (over all shards); false when `peer` has
+    /// used up the current window's attempts.
+    fn login_begin(&mut self, peer: IpAddr) -> bool {
         let max = self.settings.login_failures_per_minute_max;
         self.control
             .as_ref()
-            .is_some_and(|control| control.login_blocked(peer, max))
+            .map_or(true, |control| control.login_begin(peer, max))
     }
 
-    /// Counts a failed login for `peer` and passes the refusal through.
+    /// Gives back the attempt [`Shard::login_begin`] counted: the credentials passed, or were
+    /// never checked.
+    fn login_give_back(&self, peer: Option<IpAddr>) {
+        if let (Some(peer), Some(control)) = (peer, &self.control) {
+            control.login_give_back(peer);
+        }
+    }
+
+    /// Logs a failed login of `peer` (counted already when it began) and passes the refusal
+    /// through.
     fn login_failed(&mut self, peer: Option<IpAddr>, refusal: Refusal) -> Refusal {
         let Some(peer) = peer else { return refusal };
-        if let Some(control) = &self.control {
-            control.login_failed(peer);
-        }
         tracing::info!(%peer, reason = refusal.text, "MQTT login refused");
         refusal
     }
@@ -471,15 +485,13 @@ impl Shard {
                 }
             }
             SessionsOp::Get { client_id } => {
-                let key = Str::from(ringmq_router::scoped(&scope, client_id));
-                if let Some(slot) = self.by_client_id.get(&self.entries, key.as_bytes()) {
+                if let Some(slot) = self.org_session(org, &scope, client_id) {
                     answer.found = true;
                     answer.sessions.push(self.session_info(slot));
                 }
             }
             SessionsOp::Disconnect { client_id } | SessionsOp::Delete { client_id } => {
-                let key = Str::from(ringmq_router::scoped(&scope, client_id));
-                if let Some(slot) = self.by_client_id.get(&self.entries, key.as_bytes()) {
+                if let Some(slot) = self.org_session(org, &scope, client_id) {
                     answer.found = true;
                     if self.entry_mut(slot).is_some_and(|e| e.conn.is_some()) {
                         self.end_connection(
@@ -500,6 +512,18 @@ impl Shard {
             }
         }
         answer
+    }
+
+    /// The slot of `org`'s session `client_id`. The org of the entry found is checked too: a
+    /// client id that spells another org's scope (`$\0{N}/…`) must never reach its session,
+    /// whatever the API let through.
+    fn org_session(&self, org: OrgNum, scope: &str, client_id: &str) -> Option<Slot> {
+        let key = Str::from(ringmq_router::scoped(scope, client_id));
+        let slot = self.by_client_id.get(&self.entries, key.as_bytes())?;
+        self.entries
+            .get(slot)
+            .is_some_and(|entry| entry.org == org)
+            .then_some(slot)
     }
 
     fn session_info(&self, slot: Slot) -> SessionInfo {

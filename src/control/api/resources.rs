@@ -12,6 +12,7 @@ impl Api {
             check_namespace(ns).map_err(bad)?;
         }
         check_sets(&req.acl_sets)?;
+        self.check_cap(org, Counted::Users)?;
         let password_hash = secrets::hash_password(&req.password)
             .map_err(|e| store_error(StoreError::Secret(e)))?;
         let user = NewUser {
@@ -73,6 +74,7 @@ impl Api {
         check_pattern(&req.topic).map_err(bad)?;
         let set = req.set.as_deref().unwrap_or(DEFAULT_SET);
         check_name("acl set name", set).map_err(bad)?;
+        self.check_cap(org, Counted::Rules)?;
         self.store
             .create_rule(org, set, req.permission, req.action, &req.topic, now)
             .map(|r| json_response(201, &r))
@@ -106,6 +108,7 @@ impl Api {
             };
         }
         check_patterns(permissions.iter().map(|p| &p.topic))?;
+        self.check_cap(org, Counted::ActiveKeys)?;
         self.store
             .create_key(org, &req.name, req.kind, &permissions, &sets, now)
             .map(|k| json_response(201, &k))
@@ -156,10 +159,17 @@ impl Api {
         &mut self,
         org: &str,
         body: &[u8],
+        may_set_limits: bool,
         live: &dyn LiveView,
         now: u64,
     ) -> Reply {
         let req: PatchOrg = parse_body(body)?;
+        if !may_set_limits && req.settings.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(forbidden(
+                "only the root key may change an org's settings (rate, burst, quota, connections); \
+                 this key may read them and change the org's name",
+            ));
+        }
         if let Some(name) = &req.name {
             check_label("org name", name).map_err(bad)?;
         }
@@ -190,15 +200,99 @@ impl Api {
     }
 
     pub(super) fn token_exchange(&mut self, org: &str, body: &[u8], now: u64) -> Reply {
+        // Counted before the body is parsed: each attempt may cost a signature check.
+        self.exchange_rate(org, now)?;
         let req: TokenExchange = parse_body(body)?;
-        if req.provider.as_ref().is_some_and(|p| p.len() > 128) {
-            return Err(bad("provider name is too long"));
+        if let Some(p) = &req.provider {
+            check_label("provider name", p).map_err(bad)?;
         }
         let verified = self
             .providers
-            .verify(&req.token, req.provider.as_deref(), now)
-            .map_err(|e| Api::error(401, "unauthorized", &format!("token rejected: {e}")))?;
+            .verify(&req.token, req.provider.as_deref(), org, now)
+            .map_err(|e| match &e {
+                jwt::JwtError::WrongOrg { provider } => {
+                    // Another org's id is not the caller's business; a missing one is the
+                    // operator's mistake and worth saying.
+                    let orphan = self
+                        .providers
+                        .orgs()
+                        .find(|(name, _)| name == provider)
+                        .is_some_and(|(_, org)| self.snapshot.org_num(org).is_none());
+                    let detail = if orphan {
+                        format!(
+                            "token rejected: auth provider {provider:?} serves an org that does \
+                             not exist (check its org_id)"
+                        )
+                    } else {
+                        format!("token rejected: {e}")
+                    };
+                    Api::error(403, "forbidden", &detail)
+                }
+                _ => Api::error(401, "unauthorized", &format!("token rejected: {e}")),
+            })?;
+        self.check_cap(org, Counted::Users)?;
+        self.spend_token(&verified)?;
         self.issue_credentials(org, verified, now)
+    }
+
+    /// Counts one exchange of `org` in the current minute; 429 with `Retry-After` past
+    /// `[org_limits] token_exchanges_per_minute_max`.
+    fn exchange_rate(&mut self, org: &str, now: u64) -> Result<(), ApiResponse> {
+        let max = self.limits.token_exchanges_per_minute_max;
+        let window = self
+            .exchange_windows
+            .entry(org.to_string())
+            .or_insert((now, 0));
+        if now.saturating_sub(window.0) >= 60 {
+            *window = (now, 0);
+        }
+        if window.1 >= max {
+            let retry = (window.0 + 60).saturating_sub(now).max(1);
+            let mut resp = Api::error(
+                429,
+                "rate_limited",
+                &format!(
+                    "at most {max} token exchanges per minute per org \
+                     ([org_limits] token_exchanges_per_minute_max); retry in {retry} s"
+                ),
+            );
+            resp.headers.push(("Retry-After".into(), retry.to_string()));
+            return Err(resp);
+        }
+        window.1 += 1;
+        Ok(())
+    }
+
+    /// Records a verified token as exchanged; 409 `token_replayed` if it was already, 503 when
+    /// the provider has [`EXCHANGED_PER_PROVIDER_MAX`] unexpired tokens recorded.
+    fn spend_token(&mut self, verified: &jwt::Verified) -> Result<(), ApiResponse> {
+        let held = match self.exchanged.get(&verified.provider) {
+            Some(&n) => n,
+            None => self
+                .store
+                .exchanged_count(&verified.provider)
+                .map_err(store_error)?,
+        };
+        if held >= EXCHANGED_PER_PROVIDER_MAX {
+            return Err(Api::error(
+                503,
+                "unavailable",
+                "too many unexpired tokens of this auth provider were exchanged; try later",
+            ));
+        }
+        let fresh = self
+            .store
+            .record_exchange(&verified.provider, &verified.token_id, verified.expires_at)
+            .map_err(store_error)?;
+        if !fresh {
+            return Err(Api::error(
+                409,
+                "token_replayed",
+                "this token was exchanged already; a token is exchanged once",
+            ));
+        }
+        self.exchanged.insert(verified.provider.clone(), held + 1);
+        Ok(())
     }
 
     /// Creates the temporary user a verified token buys.
@@ -217,6 +311,7 @@ impl Api {
         if expires_at <= now {
             return Err(Api::error(401, "unauthorized", "token rejected: expired"));
         }
+        self.check_cap(org, Counted::Users)?;
         let username = secrets::random_id("tx_", 16).map_err(|e| store_error(e.into()))?;
         let password = secrets::random_password(32).map_err(|e| store_error(e.into()))?;
         let password_hash = secrets::hash_password(&password).map_err(|e| store_error(e.into()))?;

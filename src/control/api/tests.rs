@@ -18,10 +18,30 @@ struct Harness {
     root: String,
 }
 
+fn limits() -> OrgLimits {
+    OrgLimits {
+        retained_bytes_max: 1 << 28,
+        offline_queue_bytes_max: 1 << 28,
+        users_max: 100_000,
+        acl_rules_max: 10_000,
+        keys_max: 1000,
+        streams_max: 10_000,
+        token_exchanges_per_minute_max: 600,
+    }
+}
+
 fn harness() -> Harness {
+    harness_with(limits())
+}
+
+fn harness_with(limits: OrgLimits) -> Harness {
+    harness_full(limits, &[])
+}
+
+fn harness_full(limits: OrgLimits, providers: &[jwt::ProviderConfig]) -> Harness {
     let mut store = Store::open_in_memory().unwrap();
     let root = store.bootstrap().unwrap().unwrap();
-    let api = Api::new(store, jwt::Providers::new(&[]).unwrap()).unwrap();
+    let api = Api::new(store, jwt::Providers::new(providers).unwrap(), limits).unwrap();
     Harness { api, root }
 }
 
@@ -551,13 +571,27 @@ fn orgs_are_root_only_and_isolated() {
         .0,
         201
     );
-    let (_, org) = h.call(
+    // An org's own key may rename it but not set its own limits (finding 7 of issue 11).
+    let (st, v) = h.call(
         &a_key,
         "PATCH",
         "/v1/org",
         json!({"name": "A", "settings": {"rate_burst": 7}}),
     );
+    assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, org) = h.call(&a_key, "PATCH", "/v1/org", json!({"name": "A"}));
+    assert_eq!((st, org["name"].as_str()), (200, Some("A")));
+    assert_eq!(org["settings"]["rate_burst"], 200);
+    let (st, org) = h.call(
+        &root,
+        "PATCH",
+        &format!("/v1/orgs/{a_id}"),
+        json!({"settings": {"rate_burst": 7}}),
+    );
+    assert_eq!(st, 200, "{org}");
+    let org = h.call(&a_key, "GET", "/v1/org", Value::Null).1;
     assert_eq!(org["settings"]["rate_burst"], 7);
+    assert_eq!(org["name"], "A");
     assert_eq!(org["settings"]["rate_limit_per_sec"], 100);
     assert_eq!(org["usage"]["connections"], 3);
     assert_eq!(org["usage"]["month"], "2023-11");
@@ -652,6 +686,8 @@ fn sessions_are_parsed_and_handed_to_the_broker() {
 fn token_exchange_credentials() {
     let mut h = harness();
     let verified = jwt::Verified {
+        provider: "idp".into(),
+        token_id: "jti:1".into(),
         subject: "dev1".into(),
         expires_at: NOW + 100_000,
         publish: vec!["devices/dev1/#".into()],
@@ -713,4 +749,225 @@ fn last_used_is_written_at_most_once_a_minute() {
     assert_eq!(get(&mut h, NOW), NOW);
     assert_eq!(get(&mut h, NOW + 30), NOW);
     assert_eq!(get(&mut h, NOW + 61), NOW + 61);
+}
+
+#[test]
+fn per_org_caps_refuse_with_403_and_spare_other_orgs() {
+    let mut h = harness_with(OrgLimits {
+        users_max: 2,
+        acl_rules_max: 1,
+        keys_max: 2,
+        ..limits()
+    });
+    let root = h.root.clone();
+    let (_, b_key) = h.new_org();
+    for key in [&root, &b_key] {
+        for name in ["u1", "u2"] {
+            let body = json!({"username": name, "password": "password1"});
+            assert_eq!(h.call(key, "POST", "/v1/users", body).0, 201);
+        }
+        let body = json!({"topic": "a/#", "permission": "allow", "action": "all"});
+        assert_eq!(h.call(key, "POST", "/v1/acl/rules", body).0, 201);
+    }
+    let (st, v) = h.call(
+        &root,
+        "POST",
+        "/v1/users",
+        json!({"username": "u3", "password": "password1"}),
+    );
+    assert_eq!((st, v["error"].as_str()), (403, Some("limit_exceeded")));
+    assert!(v["detail"].as_str().unwrap().contains("users_max"), "{v}");
+    let body = json!({"topic": "b/#", "permission": "allow", "action": "all"});
+    let (st, v) = h.call(&b_key, "POST", "/v1/acl/rules", body);
+    assert_eq!(st, 403);
+    assert!(
+        v["detail"].as_str().unwrap().contains("acl_rules_max"),
+        "{v}"
+    );
+    // Keys: root + one more in default; B's first key + one more.
+    for key in [&root, &b_key] {
+        let body = json!({"name": "k", "kind": "public"});
+        assert_eq!(h.call(key, "POST", "/v1/keys", body.clone()).0, 201);
+        let (st, v) = h.call(key, "POST", "/v1/keys", body);
+        assert_eq!(st, 403);
+        assert!(v["detail"].as_str().unwrap().contains("keys_max"), "{v}");
+    }
+    // A revoked key frees its place; a deleted user frees its place.
+    let (_, keys) = h.call(&b_key, "GET", "/v1/keys", Value::Null);
+    let public = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "public")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoke = format!("/v1/keys/{public}");
+    assert_eq!(h.call(&b_key, "DELETE", &revoke, Value::Null).0, 204);
+    let body = json!({"name": "k2", "kind": "public"});
+    assert_eq!(h.call(&b_key, "POST", "/v1/keys", body).0, 201);
+    assert_eq!(h.call(&root, "DELETE", "/v1/users/u1", Value::Null).0, 204);
+    let body = json!({"username": "u3", "password": "password1"});
+    assert_eq!(h.call(&root, "POST", "/v1/users", body).0, 201);
+}
+
+#[test]
+fn ids_with_control_bytes_are_refused_before_any_lookup() {
+    let mut h = harness();
+    let root = h.root.clone();
+    for path in [
+        "/v1/users/a%00b",
+        "/v1/users/a%0ab",
+        "/v1/keys/key_%00",
+        "/v1/acl/sets/a%7f",
+        "/v1/acl/rules/r%0d",
+        "/v1/orgs/org_%00x",
+        "/v1/acl/rules?set=a%00",
+    ] {
+        let (st, v) = h.call(&root, "GET", path, Value::Null);
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("bad_request")),
+            "{path}"
+        );
+    }
+    for (method, path) in [
+        ("GET", "/v1/sessions/%24%001%2Fc"),
+        ("DELETE", "/v1/sessions/%24%001%2Fc"),
+        ("POST", "/v1/sessions/%24%001%2Fc/disconnect"),
+    ] {
+        let req = ApiRequest {
+            method: method.into(),
+            path: path.into(),
+            bearer: Some(root.clone()),
+            ..ApiRequest::default()
+        };
+        match h.api.handle(&req, &NoLive, NOW) {
+            Outcome::Done(r) => assert_eq!(r.status, 400, "{method} {path}"),
+            Outcome::Sessions { .. } => panic!("{method} {path} reached the shards"),
+        }
+    }
+}
+
+const TX_SECRET: &str = "an-hs256-test-secret-of-32-bytes!";
+
+fn tx_provider(name: &str, org_id: &str) -> jwt::ProviderConfig {
+    jwt::ProviderConfig {
+        name: name.into(),
+        org_id: org_id.into(),
+        require_jti: true,
+        topics: Vec::new(),
+        issuer: format!("https://{name}.test/"),
+        audience: None,
+        algorithm: "HS256".into(),
+        secret: Some(TX_SECRET.into()),
+        public_key_pem: None,
+    }
+}
+
+fn tx_token(provider: &str, jti: &str) -> String {
+    let claims = json!({
+        "iss": format!("https://{provider}.test/"),
+        "sub": "dev1",
+        "jti": jti,
+        "exp": NOW + 600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TX_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn token_exchange_is_bound_to_the_org_once_per_token_and_rate_limited() {
+    let mut h = harness_full(
+        OrgLimits {
+            token_exchanges_per_minute_max: 4,
+            ..limits()
+        },
+        &[tx_provider("a", "default")],
+    );
+    let root = h.root.clone();
+    let (_, b_key) = h.new_org();
+    // B's key presents a token of the default org's provider.
+    let (st, v) = h.call(
+        &b_key,
+        "POST",
+        "/v1/token-exchange",
+        json!({"token": tx_token("a", "1")}),
+    );
+    assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, v) = h.call(
+        &root,
+        "POST",
+        "/v1/token-exchange",
+        json!({"token": tx_token("a", "1")}),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = h.call(
+        &root,
+        "POST",
+        "/v1/token-exchange",
+        json!({"token": tx_token("a", "1")}),
+    );
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("token_replayed")),
+        "{v}"
+    );
+    assert_eq!(
+        h.call(
+            &root,
+            "POST",
+            "/v1/token-exchange",
+            json!({"token": tx_token("a", "2")})
+        )
+        .0,
+        201
+    );
+    // The refused replay counted too: this is the default org's fourth this minute, B's
+    // refused one counted for B.
+    assert_eq!(
+        h.call(
+            &root,
+            "POST",
+            "/v1/token-exchange",
+            json!({"token": tx_token("a", "3")})
+        )
+        .0,
+        201
+    );
+    let req = ApiRequest {
+        method: "POST".into(),
+        path: "/v1/token-exchange".into(),
+        bearer: Some(root.clone()),
+        body: bytes::Bytes::from(
+            serde_json::to_vec(&json!({"token": tx_token("a", "4")})).unwrap(),
+        ),
+        ..ApiRequest::default()
+    };
+    let Outcome::Done(r) = h.api.handle(&req, &NoLive, NOW + 1) else {
+        panic!("sessions")
+    };
+    assert_eq!(r.status, 429);
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "Retry-After" && v == "59"));
+    let Outcome::Done(r) = h.api.handle(&req, &NoLive, NOW + 60) else {
+        panic!("sessions")
+    };
+    assert_eq!(r.status, 201);
+    // The replay set forgets a token only once it expired.
+    h.api.sweep(NOW + 100).unwrap();
+    let (st, _) = h.call(
+        &root,
+        "POST",
+        "/v1/token-exchange",
+        json!({"token": tx_token("a", "1")}),
+    );
+    assert_eq!(st, 409);
 }

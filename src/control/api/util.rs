@@ -31,7 +31,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/sessions/{client_id}/disconnect", &["POST"]),
     ("/v1/org", &["GET", "PATCH"]),
     ("/v1/orgs", &["GET", "POST"]),
-    ("/v1/orgs/{id}", &["GET", "DELETE"]),
+    ("/v1/orgs/{id}", &["GET", "PATCH", "DELETE"]),
     ("/v1/token-exchange", &["POST"]),
 ];
 
@@ -62,6 +62,37 @@ pub fn match_route(path: &str) -> Result<Option<(&'static str, Vec<String>)>, ()
         }
     }
     Ok(None)
+}
+
+/// Longest client id the sessions API takes (an MQTT string).
+pub const CLIENT_ID_BYTES_MAX: usize = 65_535;
+
+/// True when `s` holds a control character (C0, DEL or C1), NUL included.
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Checks the ids a path carries, by the name of their template segment: a client id is any
+/// MQTT string without control characters; every other id (username, set name, key, rule and
+/// org id) is a name as [`check_name`] allows. Control bytes never reach a lookup, so an id can
+/// not spell the broker's internal org scope (`$\0{N}/`).
+pub fn check_path_params(template: &str, params: &[String]) -> Result<(), String> {
+    let names = template
+        .split('/')
+        .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')));
+    for (name, value) in names.zip(params) {
+        if has_control(value) {
+            return Err(format!("{name} must not contain control characters"));
+        }
+        if name == "client_id" {
+            if value.len() > CLIENT_ID_BYTES_MAX {
+                return Err("client id is too long".into());
+            }
+        } else {
+            check_name(name, value)?;
+        }
+    }
+    Ok(())
 }
 
 /// Methods of a route template.
@@ -117,6 +148,9 @@ pub fn paging(query: &str) -> Result<(usize, Option<String>), String> {
     let cursor = query_param(query, "cursor")?;
     if cursor.as_ref().is_some_and(|c| c.len() > 256) {
         return Err("cursor is too long".into());
+    }
+    if cursor.as_deref().is_some_and(has_control) {
+        return Err("cursor must not contain control characters".into());
     }
     Ok((limit, cursor.filter(|c| !c.is_empty())))
 }
@@ -260,6 +294,34 @@ mod tests {
         assert!(paging("limit=0").is_err());
         assert!(paging("limit=1001").is_err());
         assert_eq!(normalize_key_topic("alerts/*"), "alerts/#");
+    }
+
+    #[test]
+    fn path_ids_with_control_bytes_are_refused() {
+        let check = |path: &str| {
+            let (t, p) = match_route(path).unwrap().unwrap();
+            check_path_params(t, &p)
+        };
+        assert!(check("/v1/sessions/dev-1").is_ok());
+        assert!(check("/v1/sessions/a%2Fb%20c/disconnect").is_ok());
+        // The router's org scope of org 1 in front of a client id.
+        assert!(check("/v1/sessions/%24%001%2Fdev-1").is_err());
+        assert!(check("/v1/sessions/%24%001%2Fdev-1/disconnect").is_err());
+        assert!(check("/v1/sessions/a%0ab").is_err());
+        assert!(check("/v1/sessions/a%7fb").is_err());
+        assert!(check("/v1/sessions/a%c2%85b").is_err());
+        assert!(check("/v1/users/alice").is_ok());
+        assert!(check("/v1/users/al%00ice").is_err());
+        assert!(check("/v1/users/al%0aice").is_err());
+        assert!(check("/v1/users/al%2Fice").is_err());
+        assert!(check("/v1/keys/key_abc%00").is_err());
+        assert!(check("/v1/acl/rules/rule_1%0d").is_err());
+        assert!(check("/v1/acl/sets/s%09").is_err());
+        assert!(check("/v1/orgs/org_x%00").is_err());
+        assert!(check("/v1/orgs/default").is_ok());
+        let long = format!("/v1/sessions/{}", "a".repeat(CLIENT_ID_BYTES_MAX + 1));
+        assert!(check(&long).is_err());
+        assert!(paging("cursor=a%00").is_err());
     }
 
     #[test]

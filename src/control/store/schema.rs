@@ -1,7 +1,8 @@
 //! The schema as an ordered list of migrations.
 
 // Applied in order; `PRAGMA user_version` is the number applied so far. Never edit an entry.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters (name, value) VALUES ('org_num', 0);
 CREATE TABLE orgs (
@@ -82,4 +83,15 @@ CREATE TABLE usage (
     rest_publishes INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (org, month)
 );
-"#];
+"#,
+    // Token ids already exchanged, kept until the token expires (each is exchanged once).
+    r#"
+CREATE TABLE exchanged_tokens (
+    provider TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, token_id)
+);
+CREATE INDEX exchanged_tokens_expiry ON exchanged_tokens (expires_at);
+"#,
+];

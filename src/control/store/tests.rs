@@ -207,3 +207,42 @@ fn month_strings() {
     assert_eq!(month_of(1_709_251_200), "2024-03");
     assert_eq!(month_of(1_709_251_199), "2024-02");
 }
+
+#[test]
+fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "ringmq-store-mode-{}-{}",
+        std::process::id(),
+        secrets::random_id("", 8).unwrap()
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let path = dir.join("ringmq.db");
+    let mut s = Store::open(&path).unwrap();
+    s.bootstrap().unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.join("ringmq.db-wal");
+    assert!(wal.exists());
+    assert_eq!(mode(&wal), 0o600);
+    drop(s);
+    // A database an older version left world-readable is narrowed on open.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(Store::open(&path).unwrap());
+    assert_eq!(mode(&path), 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exchanged_tokens_are_kept_until_they_expire() {
+    let mut s = Store::open_in_memory().unwrap();
+    assert!(s.record_exchange("idp", "jti:1", 100).unwrap());
+    assert!(!s.record_exchange("idp", "jti:1", 100).unwrap());
+    // Ids are per provider.
+    assert!(s.record_exchange("other", "jti:1", 100).unwrap());
+    assert_eq!(s.exchanged_count("idp").unwrap(), 1);
+    assert_eq!(s.sweep_exchanged(100).unwrap(), 0);
+    assert!(!s.record_exchange("idp", "jti:1", 100).unwrap());
+    assert_eq!(s.sweep_exchanged(101).unwrap(), 2);
+    assert_eq!(s.exchanged_count("idp").unwrap(), 0);
+}

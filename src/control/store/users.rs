@@ -198,6 +198,40 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `provider`'s token `token_id` (valid until `expires_at`) was exchanged;
+    /// false if it was already.
+    pub fn record_exchange(
+        &mut self,
+        provider: &str,
+        token_id: &str,
+        expires_at: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO exchanged_tokens (provider, token_id, expires_at)
+             VALUES (?1, ?2, ?3)",
+            params![provider, token_id, to_i64(expires_at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Unexpired exchanged tokens of `provider` (as of the last sweep).
+    pub fn exchanged_count(&self, provider: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM exchanged_tokens WHERE provider = ?1",
+            [provider],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
+    /// Forgets exchanged tokens that expired before `now`: they can no longer be exchanged.
+    pub fn sweep_exchanged(&mut self, now: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM exchanged_tokens WHERE expires_at < ?1",
+            [to_i64(now)],
+        )?)
+    }
+
     /// Deletes users whose `expires_at` is before `now`; returns how many.
     pub fn sweep_expired(&mut self, now: u64) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
