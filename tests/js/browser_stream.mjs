@@ -1,12 +1,13 @@
 // Headless Chromium (playwright-core driving Debian's /usr/bin/chromium) reading ringmq's streams:
-//   - a page served by this script from 127.0.0.1 opens `new WebSocket(ws://…/v1/mqtt/stream?…)`;
+//   - a page served by this script from 127.0.0.1 (another origin than the broker's: the broker
+//     must list it in `[http] allowed_origins`) opens `new WebSocket(ws://…/v1/mqtt/stream?…)`;
 //   - an `EventSource` on `/v1/stream?…` from a page of the broker's own origin (the broker sends
 //     no CORS headers, so a cross-origin EventSource would be refused by the browser);
 // messages are published with curl (POST /v1/publish) and must reach the page with the right
 // topic and payload.
 //
-//   node browser_stream.mjs --http-port 8080 --key sk_… [--timeout 60]
-//   (or RINGMQ_HTTP_PORT / RINGMQ_KEY). Exits 0 on success.
+//   node browser_stream.mjs --http-port 8080 --key sk_… [--page-port 3000] [--timeout 60]
+//   (or RINGMQ_HTTP_PORT / RINGMQ_KEY / RINGMQ_PAGE_PORT). Exits 0 on success.
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -54,7 +55,7 @@ function servePage() {
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
     res.end(pageHtml);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+  return new Promise((resolve) => server.listen(cfg.pagePort, '127.0.0.1', () => resolve(server)));
 }
 
 /** Waits until the page has a frame on `topic`, then checks it. */
@@ -85,7 +86,7 @@ async function websocketStream(context, server) {
   const state = await page.evaluate(() => window.wsState);
   if (state !== 'open') {
     throw new Error(`WebSocket /v1/mqtt/stream from ${pageUrl}: ${state}, want open (browsers hide the HTTP status: ` +
-      'check the key and the broker log)');
+      'check the key, the broker\'s [http] allowed_origins and its log)');
   }
   await sleep(200); // as the Python stream tests: let the subscription reach every shard
   const payload = 'héllo from curl ✓';
