@@ -1,6 +1,7 @@
 // Headless Chromium (playwright-core driving Debian's /usr/bin/chromium) reading ringmq's streams:
 //   - a page served by this script from 127.0.0.1 (another origin than the broker's: the broker
 //     must list it in `[http] allowed_origins`) opens `new WebSocket(ws://…/v1/mqtt/stream?…)`;
+//     the same page from http://localhost (an origin not listed) is refused, there and on /mqtt;
 //   - an `EventSource` on `/v1/stream?…` from a page of the broker's own origin (the broker sends
 //     no CORS headers, so a cross-origin EventSource would be refused by the browser);
 // messages are published with curl (POST /v1/publish) and must reach the page with the right
@@ -96,6 +97,30 @@ async function websocketStream(context, server) {
   await page.close();
 }
 
+/** The same page from an origin the broker does not allow (localhost instead of 127.0.0.1: another
+ *  origin to the browser) must not get the stream, nor MQTT on /mqtt (cross-site WebSocket
+ *  hijacking): the broker answers 403 and the browser reports a close before open. */
+async function otherOriginRefused(context, server) {
+  const page = await context.newPage();
+  const pageUrl = `http://localhost:${server.address().port}/`;
+  await page.goto(pageUrl, { timeout: STEP_MS });
+  try {
+    await page.waitForFunction(() => window.wsState !== 'connecting', null, { timeout: STEP_MS });
+  } catch {
+    throw new Error(`WebSocket from ${pageUrl}: still connecting after ${STEP_MS} ms`);
+  }
+  const state = await page.evaluate(() => window.wsState);
+  if (state === 'open') throw new Error(`WebSocket /v1/mqtt/stream from ${pageUrl} opened; want it refused`);
+  const mqttState = await page.evaluate((url) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'mqtt');
+    ws.onopen = () => resolve('open');
+    ws.onclose = (e) => resolve(`closed ${e.code}`);
+  }), `ws://${cfg.host}:${cfg.httpPort}/mqtt`);
+  if (mqttState === 'open') throw new Error(`WebSocket /mqtt from ${pageUrl} opened; want it refused`);
+  console.log(`ok   a page of ${pageUrl} is refused (/v1/mqtt/stream: ${state}, /mqtt: ${mqttState})`);
+  await page.close();
+}
+
 async function eventSourceStream(context) {
   const page = await context.newPage();
   await page.goto(`${api}/healthz`, { timeout: STEP_MS }); // a document of the broker's origin
@@ -132,6 +157,7 @@ try {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   }), 35_000, `launching ${CHROMIUM}`);
   await websocketStream(context, server);
+  await otherOriginRefused(context, server);
   await eventSourceStream(context);
 } catch (e) {
   failure = e;

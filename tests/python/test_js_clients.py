@@ -91,7 +91,8 @@ def page_port(request) -> int:
 @pytest.mark.timeout(SCRIPT_SECS + 40)
 def test_browser_streams(page_port, broker):
     """A page in headless Chromium, from an allowed origin, receives curl's REST publishes through
-    `new WebSocket` on /v1/mqtt/stream and through `EventSource` on /v1/stream."""
+    `new WebSocket` on /v1/mqtt/stream and through `EventSource` on /v1/stream; the same page from
+    an origin not allowed gets neither that WebSocket nor /mqtt."""
     if os.environ.get("RINGMQ_SKIP_BROWSER") == "1":
         pytest.skip("RINGMQ_SKIP_BROWSER=1")
     node = require(browser=True)
