@@ -727,11 +727,11 @@ impl Config {
             1_000_000,
         )?;
         for origin in &self.http.allowed_origins {
-            if !(origin.starts_with("http://") || origin.starts_with("https://"))
-                || origin.trim_end_matches('/').matches('/').count() != 2
-            {
+            // The same parser judges the requests' Origin headers: an entry it could not read
+            // would silently allow nothing.
+            if let Err(error) = ringmq_http::origin::Origin::parse(origin) {
                 return invalid(format!(
-                    "http.allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+                    "http.allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path): {error}"
                 ));
             }
         }
@@ -1262,6 +1262,18 @@ mod tests {
             (
                 |c| c.mqtt.refused_topics = vec![String::new()],
                 "refused_topics",
+            ),
+            (
+                |c| c.http.allowed_origins = vec!["null".into()],
+                "http.allowed_origins",
+            ),
+            (
+                |c| c.http.allowed_origins = vec!["https://app.example:99999".into()],
+                "http.allowed_origins",
+            ),
+            (
+                |c| c.http.allowed_origins = vec!["https://app.example/page".into()],
+                "http.allowed_origins",
             ),
             (
                 |c| c.delivery.read_buffer_bytes = 0,

@@ -9,6 +9,7 @@
 //! - [`publish`]: the REST publish and batch publish bodies, validated;
 //! - [`sse`]: Server-Sent Events encoding;
 //! - [`ws`]: the WebSocket upgrade handshake, frame codec and message assembler;
+//! - [`origin`]: which browser origins may open a WebSocket ([`origin::OriginPolicy`]);
 //! - [`error`]: [`HttpError`] and the status code each error is answered with.
 //!
 //! A connection's loop: parse a head (incomplete is not an error, read more), answer
@@ -17,6 +18,7 @@
 
 pub mod body;
 pub mod error;
+pub mod origin;
 pub mod publish;
 pub mod request;
 pub mod response;

@@ -421,7 +421,7 @@ async fn handshake(
     reader: &mut ConnReader,
     writer: &mut ConnWriter,
     buf: &mut BytesMut,
-    (conn_id, peer, identity): (u64, Option<std::net::IpAddr>, Option<&str>),
+    (conn_id, peer, identity, foreign_origin): (u64, Option<std::net::IpAddr>, Option<&str>, bool),
 ) -> Option<Handshake> {
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
@@ -503,13 +503,14 @@ async fn handshake(
         let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
         out
     };
-    let admitted = match super::shard::authenticate(shard, &connect, peer, identity).await {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            let _ = writer.write_all(refuse(refusal)).await;
-            return None;
-        }
-    };
+    let admitted =
+        match super::shard::authenticate(shard, &connect, peer, identity, foreign_origin).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let _ = writer.write_all(refuse(refusal)).await;
+                return None;
+            }
+        };
     let mut negotiated = negotiated;
     let mut access = admitted.access;
     // A verified client certificate names the device: streams filter on it (`?device=`).
@@ -611,14 +612,22 @@ struct Handshake {
     admitted: (u32, Option<Rc<super::shard::Principal>>),
 }
 
-/// Serves one accepted MQTT connection (plain or TLS) until it closes.
-pub async fn serve(shard: Rc<RefCell<Shard>>, stream: ConnStream, conn_id: u64) {
+/// Serves one accepted MQTT connection (plain or TLS) until it closes. `foreign_origin`: a
+/// browser page of another origin opened it (over WebSocket), so it may not log in anonymously.
+pub async fn serve(
+    shard: Rc<RefCell<Shard>>,
+    stream: ConnStream,
+    conn_id: u64,
+    foreign_origin: bool,
+) {
     let guard = LiveGuard::count(&shard);
     // Boxed: the handshake's locals would otherwise keep their room in this task's future (a
     // generator keeps storage for locals live across any of its awaits, even after they are
     // moved out). This task ends at the first park; a quiet connection then has no task at
     // all, only its `Parked` state in the shard's park set.
-    let Some((conn, reader, buf, link)) = Box::pin(connect(&shard, stream, conn_id)).await else {
+    let Some((conn, reader, buf, link)) =
+        Box::pin(connect(&shard, stream, conn_id, foreign_origin)).await
+    else {
         return;
     };
     conn.spare_reader.set(Some(reader));
@@ -723,6 +732,7 @@ async fn connect(
     shard: &Rc<RefCell<Shard>>,
     stream: ConnStream,
     conn_id: u64,
+    foreign_origin: bool,
 ) -> Option<(Rc<ConnShared>, ConnReader, BytesMut, Connected)> {
     let (settings, rules) = {
         let s = shard.borrow();
@@ -742,7 +752,7 @@ async fn connect(
         &mut reader,
         &mut writer,
         &mut buf,
-        (conn_id, peer, identity.as_deref()),
+        (conn_id, peer, identity.as_deref(), foreign_origin),
     );
     let Some(Handshake {
         negotiated,

@@ -361,7 +361,7 @@ impl ControlHandle {
     }
 
     /// Every org's counters summed over the shards (since start).
-    fn totals(&self) -> ahash::AHashMap<OrgNum, OrgCounters> {
+    pub(crate) fn totals(&self) -> ahash::AHashMap<OrgNum, OrgCounters> {
         let mut totals: ahash::AHashMap<OrgNum, OrgCounters> = ahash::AHashMap::new();
         for shard in &self.usage {
             if let Ok(map) = shard.lock() {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use ringmq_http::origin::{OriginPolicy, OriginVerdict};
 use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHead, Response};
-use ringmq_io::{monoio, ConnStream};
+use ringmq_io::{monoio, ConnReader, ConnStream};
 
 use super::control::{ControlHandle, ControlJob, Reply};
 use super::shard::Shard;
 use crate::control::api::{Api, ApiRequest, ApiResponse};
+use crate::control::snapshot::{KeyKind, Snapshot};
 
 /// A request head must arrive within this time (slowloris).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +28,12 @@ const MANAGEMENT_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// How long a management request waits for the control thread.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a request refused before its body: how long, and how many bytes of what the client
+/// still sends are read and dropped, so closing does not reset the connection before the client
+/// read the answer (a kernel resets a socket closed with unread data).
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+const DRAIN_BYTES_MAX: usize = 256 * 1024;
 
 /// What the HTTP routes of one shard reach.
 pub struct HttpContext {
@@ -54,6 +62,8 @@ impl Drop for HttpGuard {
 pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
     // Kept for an upgrade to MQTT over WebSocket, whose connection needs the socket's facts.
     let socket = (stream.fd(), stream.peer_addr(), stream.peer_common_name());
+    // A browser page's origin is judged against the scheme the request came in with.
+    let tls = matches!(stream, ConnStream::Tls(_));
     let (mut reader, mut stream) = stream.into_split();
     let full = {
         let mut shard = context.shard.borrow_mut();
@@ -113,13 +123,40 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
             }
         };
         if head.method == Method::Get && head.path == "/mqtt" {
-            mqtt_over_websocket(reader, stream, &head, buf, &context, socket).await;
+            let foreign = match check_origin(&head, &context, tls) {
+                Ok(verdict) => verdict == OriginVerdict::Foreign,
+                Err(refusal) => {
+                    refusal.encode(false, &mut out);
+                    let _ = stream.write_all(out).await;
+                    return;
+                }
+            };
+            mqtt_over_websocket(reader, stream, &head, buf, &context, (socket, foreign)).await;
             return;
         }
         if head.method == Method::Get {
             if let Some(kind) = super::stream::kind_of(&head.path) {
+                if kind == super::stream::Kind::WebSocket {
+                    // Streams need a key whatever the origin; a foreign page may use its own.
+                    if let Err(refusal) = check_origin(&head, &context, tls) {
+                        refusal.encode(false, &mut out);
+                        let _ = stream.write_all(out).await;
+                        return;
+                    }
+                }
                 // The stream owns the connection from here on.
                 super::stream::serve(reader, stream, head, buf, context, kind).await;
+                return;
+            }
+        }
+        if head.has_body() {
+            // Who asks is known from the head: an unknown key is answered before any of the
+            // body is read, so it cannot make the shard buffer (or wait for) a body.
+            if let Some(refusal) = refuse_before_body(&head, &context) {
+                refusal.encode(false, &mut out);
+                let _ = stream.write_all(out).await;
+                drop(stream);
+                drain(reader, buf).await;
                 return;
             }
         }
@@ -128,6 +165,9 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
         }
         let mut body = BytesMut::new();
         if head.has_body() {
+            // The whole body arrives within one deadline, however it is trickled (slowloris).
+            let deadline =
+                Instant::now() + Duration::from_millis(context.shared.config.http.body_timeout_ms);
             // REST publish carries payloads up to the MQTT packet cap (JSON and base64 inflate
             // them): it gets the parser's full body limit; management bodies are small.
             let body_limits = if head.path.starts_with("/v1/publish") {
@@ -157,8 +197,19 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
                             }
                         }
                         buf.reserve(4096);
-                        match monoio::time::timeout(HEAD_TIMEOUT, reader.read_append(buf)).await {
-                            Err(_) | Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match monoio::time::timeout(left, reader.read_append(buf)).await {
+                            Err(_) => {
+                                let detail = format!(
+                                    "the request body did not arrive within {} ms",
+                                    context.shared.config.http.body_timeout_ms
+                                );
+                                let response = json_error(408, "request_timeout", &detail);
+                                with_cors(response).encode(false, &mut out);
+                                let _ = stream.write_all(out.split()).await;
+                                return;
+                            }
+                            Ok((Ok(0), _)) | Ok((Err(_), _)) => return,
                             Ok((Ok(_), back)) => buf = back,
                         }
                     }
@@ -271,18 +322,108 @@ async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle
     }
 }
 
+/// Judges a WebSocket upgrade's `Origin` (`/mqtt` and `/v1/mqtt/stream`) against
+/// `[http] allowed_origins` and the broker's own HTTP listeners; `Err` is the 403 to send.
+pub(super) fn check_origin(
+    head: &RequestHead,
+    context: &HttpContext,
+    tls: bool,
+) -> Result<OriginVerdict, Response> {
+    let config = &context.shared.config;
+    let listeners = [(false, config.listeners.http)]
+        .into_iter()
+        .chain(config.listeners.https.0.map(|addr| (true, addr)));
+    let policy = OriginPolicy::new(
+        config.http.allowed_origins.iter().map(String::as_str),
+        listeners,
+    );
+    policy.check(head, tls).map_err(|refusal| {
+        tracing::debug!(%refusal, path = head.path, "WebSocket upgrade refused");
+        refusal.response()
+    })
+}
+
+/// The answer to a `/v1/` request with a body whose key cannot be right (missing, unknown,
+/// revoked, or a public key on REST publish), decided from the head alone; `None` reads on.
+/// The key is looked up in this shard's snapshot, then in the control plane's newest one (a key
+/// created a moment ago may not have reached the shard yet).
+fn refuse_before_body(head: &RequestHead, context: &HttpContext) -> Option<Response> {
+    let path = head.path.as_str();
+    let api = path == "/v1" || path.starts_with("/v1/");
+    // The OpenAPI document is public; a CORS preflight carries no key.
+    if !api || path == "/v1/openapi.json" || head.method == Method::Options {
+        return None;
+    }
+    let publish = path.starts_with("/v1/publish");
+    let refusal = match bearer(head) {
+        None => Some(json_error(
+            401,
+            "unauthorized",
+            "missing Authorization: Bearer key",
+        )),
+        Some(secret) => {
+            let kind_in = |snapshot: &Snapshot| {
+                let key = snapshot.key(&secret)?;
+                snapshot.org(key.org).map(|_| key.kind)
+            };
+            let kind = kind_in(&context.shard.borrow().snapshot)
+                .or_else(|| kind_in(&context.shared.control.snapshot()));
+            match kind {
+                None => Some(json_error(
+                    401,
+                    "unauthorized",
+                    "unknown or revoked API key",
+                )),
+                Some(KeyKind::Public) if publish => Some(json_error(
+                    403,
+                    "forbidden",
+                    "public (pk_) keys cannot publish",
+                )),
+                Some(_) => None,
+            }
+        }
+    }?;
+    if publish {
+        context.shared.stats[usize::from(context.shard.borrow().id)].count_rest(refusal.status);
+    }
+    Some(with_cors(refusal))
+}
+
+/// Reads and drops what the client still sends, for at most [`DRAIN_TIME`] and
+/// [`DRAIN_BYTES_MAX`], after the answer was written and the writing side shut.
+async fn drain(mut reader: ConnReader, mut buf: BytesMut) {
+    let deadline = Instant::now() + DRAIN_TIME;
+    let mut drained = buf.len();
+    while drained < DRAIN_BYTES_MAX {
+        buf.clear();
+        buf.reserve(16 * 1024);
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, reader.read_append(buf)).await {
+            Ok((Ok(read), back)) if read > 0 => {
+                drained += read;
+                buf = back;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Upgrades to MQTT over WebSocket and serves the MQTT connection on this shard, exactly as
-/// over TCP.
+/// over TCP. A `foreign` page (another origin, allowed) must log in with a username: neither
+/// anonymous access nor the browser's client certificate logs it in.
 async fn mqtt_over_websocket(
     reader: ringmq_io::ConnReader,
     mut writer: ringmq_io::ConnWriter,
     head: &RequestHead,
     rest: BytesMut,
     context: &HttpContext,
-    (fd, peer, identity): (
-        std::os::fd::RawFd,
-        Option<std::net::SocketAddr>,
-        Option<String>,
+    ((fd, peer, identity), foreign): (
+        (
+            std::os::fd::RawFd,
+            Option<std::net::SocketAddr>,
+            Option<String>,
+        ),
+        bool,
     ),
 ) {
     let mut out = BytesMut::new();
@@ -319,13 +460,15 @@ async fn mqtt_over_websocket(
         writer: ringmq_io::ConnWriter::Framed(Box::new(Box::new(ws_writer))),
         fd,
         peer,
-        identity,
+        // A browser presents its client certificate to any page's WebSocket: it proves nothing
+        // about who wrote the page.
+        identity: identity.filter(|_| !foreign),
     }));
     let conn_id = context
         .shared
         .conn_ids
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    super::conn::serve(Rc::clone(&context.shard), stream, conn_id).await;
+    super::conn::serve(Rc::clone(&context.shard), stream, conn_id, foreign).await;
 }
 
 /// Lets browser apps on any origin call the API and read its rate-limit headers (the

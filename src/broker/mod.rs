@@ -524,7 +524,7 @@ fn start_connection(shard: &Rc<RefCell<Shard>>, shared: &Arc<Shared>, stream: Co
         return;
     }
     let conn_id = shared.conn_ids.fetch_add(1, Ordering::Relaxed);
-    monoio::spawn(conn::serve(Rc::clone(shard), stream, conn_id));
+    monoio::spawn(conn::serve(Rc::clone(shard), stream, conn_id, false));
 }
 
 async fn receive_handoff(
@@ -701,6 +701,7 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
     let mut next_sys = Instant::now() + Duration::from_millis(500);
     let mut next_second = Instant::now() + Duration::from_secs(1);
     let mut doze_cursor = 0;
+    let mut sys_cursor = 0;
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
@@ -720,7 +721,15 @@ async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize)
         if id == 0 && now >= next_sys {
             next_sys = now + sys_every;
             let totals = stats::totals(&shared.stats);
-            sys::publish(&mut s, &totals, shared.started, now);
+            let control = &shared.control;
+            sys::publish(
+                &mut s,
+                &totals,
+                control,
+                &mut sys_cursor,
+                shared.started,
+                now,
+            );
         }
         s.flush(now);
     }

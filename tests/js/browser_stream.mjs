@@ -1,12 +1,14 @@
 // Headless Chromium (playwright-core driving Debian's /usr/bin/chromium) reading ringmq's streams:
-//   - a page served by this script from 127.0.0.1 opens `new WebSocket(ws://…/v1/mqtt/stream?…)`;
+//   - a page served by this script from 127.0.0.1 (another origin than the broker's: the broker
+//     must list it in `[http] allowed_origins`) opens `new WebSocket(ws://…/v1/mqtt/stream?…)`;
+//     the same page from http://localhost (an origin not listed) is refused, there and on /mqtt;
 //   - an `EventSource` on `/v1/stream?…` from a page of the broker's own origin (the broker sends
 //     no CORS headers, so a cross-origin EventSource would be refused by the browser);
 // messages are published with curl (POST /v1/publish) and must reach the page with the right
 // topic and payload.
 //
-//   node browser_stream.mjs --http-port 8080 --key sk_… [--timeout 60]
-//   (or RINGMQ_HTTP_PORT / RINGMQ_KEY). Exits 0 on success.
+//   node browser_stream.mjs --http-port 8080 --key sk_… [--page-port 3000] [--timeout 60]
+//   (or RINGMQ_HTTP_PORT / RINGMQ_KEY / RINGMQ_PAGE_PORT). Exits 0 on success.
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -54,7 +56,7 @@ function servePage() {
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
     res.end(pageHtml);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+  return new Promise((resolve) => server.listen(cfg.pagePort, '127.0.0.1', () => resolve(server)));
 }
 
 /** Waits until the page has a frame on `topic`, then checks it. */
@@ -85,13 +87,37 @@ async function websocketStream(context, server) {
   const state = await page.evaluate(() => window.wsState);
   if (state !== 'open') {
     throw new Error(`WebSocket /v1/mqtt/stream from ${pageUrl}: ${state}, want open (browsers hide the HTTP status: ` +
-      'check the key and the broker log)');
+      'check the key, the broker\'s [http] allowed_origins and its log)');
   }
   await sleep(200); // as the Python stream tests: let the subscription reach every shard
   const payload = 'héllo from curl ✓';
   const status = await curlPublish('browser/ws', payload);
   if (status !== 200) throw new Error(`curl publish at QoS 1 answered ${status}, want 200`);
   await expectFrame(page, 'browser/ws', payload, 'browser WebSocket /v1/mqtt/stream');
+  await page.close();
+}
+
+/** The same page from an origin the broker does not allow (localhost instead of 127.0.0.1: another
+ *  origin to the browser) must not get the stream, nor MQTT on /mqtt (cross-site WebSocket
+ *  hijacking): the broker answers 403 and the browser reports a close before open. */
+async function otherOriginRefused(context, server) {
+  const page = await context.newPage();
+  const pageUrl = `http://localhost:${server.address().port}/`;
+  await page.goto(pageUrl, { timeout: STEP_MS });
+  try {
+    await page.waitForFunction(() => window.wsState !== 'connecting', null, { timeout: STEP_MS });
+  } catch {
+    throw new Error(`WebSocket from ${pageUrl}: still connecting after ${STEP_MS} ms`);
+  }
+  const state = await page.evaluate(() => window.wsState);
+  if (state === 'open') throw new Error(`WebSocket /v1/mqtt/stream from ${pageUrl} opened; want it refused`);
+  const mqttState = await page.evaluate((url) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'mqtt');
+    ws.onopen = () => resolve('open');
+    ws.onclose = (e) => resolve(`closed ${e.code}`);
+  }), `ws://${cfg.host}:${cfg.httpPort}/mqtt`);
+  if (mqttState === 'open') throw new Error(`WebSocket /mqtt from ${pageUrl} opened; want it refused`);
+  console.log(`ok   a page of ${pageUrl} is refused (/v1/mqtt/stream: ${state}, /mqtt: ${mqttState})`);
   await page.close();
 }
 
@@ -131,6 +157,7 @@ try {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   }), 35_000, `launching ${CHROMIUM}`);
   await websocketStream(context, server);
+  await otherOriginRefused(context, server);
   await eventSourceStream(context);
 } catch (e) {
   failure = e;

@@ -2,7 +2,8 @@
 import { parseArgs } from 'node:util';
 
 /** `--mqtt-port`, `--http-port`, `--key` (also from env RINGMQ_MQTT_PORT, RINGMQ_HTTP_PORT,
- *  RINGMQ_KEY), `--host`, `--timeout` (seconds: the hard limit), `--cases` (mqttjs.mjs). */
+ *  RINGMQ_KEY), `--host`, `--timeout` (seconds: the hard limit), `--cases` (mqttjs.mjs),
+ *  `--page-port` (browser_stream.mjs: where its page is served; 0 = any free port). */
 export function settings(needed) {
   const { values } = parseArgs({
     options: {
@@ -12,6 +13,7 @@ export function settings(needed) {
       key: { type: 'string', default: process.env.RINGMQ_KEY },
       timeout: { type: 'string', default: '60' },
       cases: { type: 'string' },
+      'page-port': { type: 'string', default: process.env.RINGMQ_PAGE_PORT ?? '0' },
     },
   });
   const s = {
@@ -21,6 +23,7 @@ export function settings(needed) {
     key: values.key,
     timeoutSecs: Number(values.timeout),
     cases: values.cases,
+    pagePort: Number(values['page-port']),
   };
   for (const name of needed) {
     if (!s[name]) fail(`missing setting ${name}: pass --mqtt-port/--http-port/--key or RINGMQ_* env`);

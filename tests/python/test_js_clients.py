@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_control_plane import root_key
 
 pytestmark = pytest.mark.ringmq_only
@@ -77,11 +78,23 @@ def test_mqttjs_over_websocket(broker):
                "--cases", "ws")
 
 
+@pytest.fixture
+def page_port(request) -> int:
+    """The port browser_stream.mjs serves its page on, an origin the broker allows (the WebSocket
+    stream refuses other sites' pages). Must come before `broker` in a test's arguments: the broker
+    fixture reads the marker this adds."""
+    port = free_port()
+    request.node.add_marker(pytest.mark.broker_config(http={"allowed_origins": [f"http://127.0.0.1:{port}"]}))
+    return port
+
+
 @pytest.mark.timeout(SCRIPT_SECS + 40)
-def test_browser_streams(broker):
-    """A page in headless Chromium receives curl's REST publishes through `new WebSocket` on
-    /v1/mqtt/stream and through `EventSource` on /v1/stream."""
+def test_browser_streams(page_port, broker):
+    """A page in headless Chromium, from an allowed origin, receives curl's REST publishes through
+    `new WebSocket` on /v1/mqtt/stream and through `EventSource` on /v1/stream; the same page from
+    an origin not allowed gets neither that WebSocket nor /mqtt."""
     if os.environ.get("RINGMQ_SKIP_BROWSER") == "1":
         pytest.skip("RINGMQ_SKIP_BROWSER=1")
     node = require(browser=True)
-    run_script(broker, node, "browser_stream.mjs", "--http-port", str(broker.http_port), "--key", root_key(broker))
+    run_script(broker, node, "browser_stream.mjs", "--http-port", str(broker.http_port), "--key", root_key(broker),
+               "--page-port", str(page_port))

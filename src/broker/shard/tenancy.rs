@@ -127,14 +127,22 @@ pub struct Admitted {
 /// the snapshot, with the argon2 check on a verifier thread and failed logins throttled per
 /// source address. `identity` is the CN of a verified TLS client certificate: a CONNECT without
 /// a username logs in as the user it names, if that user exists and is enabled (the
-/// certificate is the credential).
+/// certificate is the credential). A `foreign_origin` connection (a browser page of another
+/// origin, over WebSocket) must name a user: anonymous access is never granted to it.
 pub async fn authenticate(
     shard: &Rc<RefCell<Shard>>,
     connect: &Connect,
     peer: Option<IpAddr>,
     identity: Option<&str>,
+    foreign_origin: bool,
 ) -> Result<Admitted, Refusal> {
     let Some(login) = connect.username.as_ref() else {
+        if foreign_origin {
+            return Err(refused(
+                ReasonCode::NOT_AUTHORIZED,
+                "a page of another origin must log in with a username and password",
+            ));
+        }
         if let Some(user) = identity.and_then(|cn| certificate_user(shard, cn)) {
             return admit_user(shard, user);
         }
