@@ -42,6 +42,9 @@ pub struct UserAuth {
     pub acl: Acl,
     /// Changes whenever anything affecting this user changes.
     pub generation: u64,
+    /// Whose sessions its logins own when not the user itself (token exchange: provider and
+    /// subject, so a device that exchanges a fresh token resumes its own session).
+    pub owner: Option<String>,
 }
 
 /// API key kind.

@@ -90,6 +90,9 @@ pub struct NewUser {
     pub expires_at: Option<u64>,
     /// Token-exchange users carry their patterns instead of sets.
     pub allowed: Option<Allowed>,
+    /// Whose sessions this user's logins own, when not the user itself (token exchange: the
+    /// provider and the token's subject).
+    pub owner: Option<String>,
 }
 
 /// A user update; `None` leaves a field alone.

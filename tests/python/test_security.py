@@ -510,6 +510,30 @@ def test_deleting_a_user_discards_its_persistent_sessions(broker, admin):
 
 
 
+@pytest.mark.broker_config(auth={"providers": [tx_provider("idp-own", "default")]})
+def test_token_subject_owns_its_sessions_across_exchanges(broker, admin):
+    """Finding 3 with token exchange: each exchange makes a new user, but every exchange of one
+    subject owns the same sessions (a renewed token resumes), and another subject's does not."""
+    def creds(sub: str) -> dict:
+        r = admin.post("/v1/token-exchange", json={"token": tx_token("idp-own", unique("j"), sub=sub)})
+        assert r.status_code == 201, r.text
+        return r.json()
+    cid = unique("tx-dev")
+    first = creds("dev-1")
+    c = mqtt(broker, first["username"], first["password"], client_id=cid, clean=False, session_expiry=600)
+    c.subscribe("dev-1/#", qos=1)
+    c.disconnect()
+    other = creds("dev-2")
+    mqtt(broker, other["username"], other["password"], client_id=cid, clean=False,
+         session_expiry=600, expect_rc=0x87).close()
+    renewed = creds("dev-1")
+    assert renewed["username"] != first["username"]
+    back = mqtt(broker, renewed["username"], renewed["password"], client_id=cid, clean=False,
+                session_expiry=600)
+    assert back.session_present is True
+    back.close()
+
+
 # == 4. browser origins, request bodies, $SYS (findings 4, 8) =======================================
 
 import json

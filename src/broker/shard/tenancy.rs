@@ -37,7 +37,8 @@ pub struct Principal {
 impl Principal {
     /// The owner tag of this user's sessions ([`owner_tag`]).
     pub fn owner(&self) -> u64 {
-        owner_tag(self.user.org, &self.user.username)
+        let name = self.user.owner.as_deref().unwrap_or(&self.user.username);
+        owner_tag(self.user.org, name)
     }
 }
 
@@ -352,7 +353,9 @@ impl Shard {
                     }
                 }
                 Some(_) => closing.push((slot, false)),
-                None => closing.push((slot, true)),
+                // A deleted user's sessions go with it; a token-exchange user's (deleted when
+                // its token expires) wait for the subject's next exchange, or their expiry.
+                None => closing.push((slot, old.owner.is_none())),
             }
         }
         for slot in refilter {

@@ -23,6 +23,7 @@ impl Api {
             acl_sets: req.acl_sets,
             expires_at: None,
             allowed: None,
+            owner: None,
         };
         self.store
             .create_user(org, &user, now)
@@ -315,6 +316,10 @@ impl Api {
         let username = secrets::random_id("tx_", 16).map_err(|e| store_error(e.into()))?;
         let password = secrets::random_password(32).map_err(|e| store_error(e.into()))?;
         let password_hash = secrets::hash_password(&password).map_err(|e| store_error(e.into()))?;
+        // Every exchange of one subject of one provider owns the same MQTT sessions: a device that
+        // renews its token resumes its session under the new credentials. The NUL keeps the
+        // name apart from every username (those are `[A-Za-z0-9._-]`).
+        let owner = format!("token\0{}\0{}", verified.provider, verified.subject);
         let allowed = Allowed {
             publish: verified.publish,
             subscribe: verified.subscribe,
@@ -327,6 +332,7 @@ impl Api {
             acl_sets: Vec::new(),
             expires_at: Some(expires_at),
             allowed: Some(allowed.clone()),
+            owner: Some(owner),
         };
         self.store
             .create_user(org, &user, now)

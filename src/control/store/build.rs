@@ -72,7 +72,7 @@ impl Store {
         {
             let mut stmt = self.conn.prepare(
                 "SELECT org, username, password_hash, namespace, enabled, expires_at,
-                 allowed_publish, allowed_subscribe FROM users",
+                 allowed_publish, allowed_subscribe, owner FROM users",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
@@ -85,6 +85,7 @@ impl Store {
                 let expires_at = opt_u64(r.get(5)?);
                 let publish: Option<String> = r.get(6)?;
                 let subscribe: Option<String> = r.get(7)?;
+                let owner: Option<String> = r.get(8)?;
                 let mut all: Vec<acl::Rule> = rules_of(&org, DEFAULT_SET).to_vec();
                 let sets = user_sets
                     .get(&(org.clone(), username.clone()))
@@ -119,6 +120,7 @@ impl Store {
                     expires_at,
                     acl: Acl::from_rules(all),
                     generation,
+                    owner,
                 });
             }
         }

@@ -94,4 +94,9 @@ CREATE TABLE exchanged_tokens (
 );
 CREATE INDEX exchanged_tokens_expiry ON exchanged_tokens (expires_at);
 "#,
+    // Whose sessions a user's logins own when it is not the user itself: token-exchange users
+    // are one per exchange, and every exchange of one provider's subject owns the same sessions.
+    r#"
+ALTER TABLE users ADD COLUMN owner TEXT;
+"#,
 ];

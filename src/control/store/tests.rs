@@ -10,6 +10,7 @@ fn user(name: &str, sets: &[&str]) -> NewUser {
         acl_sets: sets.iter().map(|s| s.to_string()).collect(),
         expires_at: None,
         allowed: None,
+        owner: None,
     }
 }
 

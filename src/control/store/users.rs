@@ -50,8 +50,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO users (org, username, password_hash, namespace, enabled, expires_at,
-             allowed_publish, allowed_subscribe, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             allowed_publish, allowed_subscribe, created_at, updated_at, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             params![
                 org,
                 user.username,
@@ -61,7 +61,8 @@ impl Store {
                 user.expires_at.map(to_i64),
                 publish,
                 subscribe,
-                to_i64(now)
+                to_i64(now),
+                user.owner
             ],
         )?;
         if inserted == 0 {
