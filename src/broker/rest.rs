@@ -455,6 +455,22 @@ async fn publish_one(
     let expires_at = request
         .message_expiry
         .map(|secs| now + Duration::from_secs(u64::from(secs)));
+    if request.retain
+        && !request.payload.is_empty()
+        && !context
+            .shard
+            .borrow()
+            .retained_room(&topic, request.payload.len())
+    {
+        return problem(
+            403,
+            "limit_exceeded",
+            "no room for this retained message: the org's org_limits.retained_bytes_max (or the \
+             broker's limits.retained_messages_max) is reached; clear retained topics or publish \
+             without retain"
+                .into(),
+        );
+    }
     let token = {
         let mut shard = context.shard.borrow_mut();
         let message = Arc::new(Message {

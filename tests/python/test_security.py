@@ -823,6 +823,12 @@ def test_one_org_fills_the_retained_store_fails(broker, admin):
     check.connect()
     check.subscribe("mine/#", qos=0)
     assert check.get().payload == b"z" * 3000
+    # REST publish meets the same quota: 403 with a JSON body, nothing retained.
+    with api(broker, key_b) as b:
+        r = b.post("/v1/publish", json={"topic": "r/9", "payload": "v" * 3000, "retain": True})
+        assert r.status_code == 403 and r.json()["error"] == "limit_exceeded", r.text
+        r = b.post("/v1/publish", json={"topic": "r/9", "payload": "v" * 3000})
+        assert r.status_code == 202, r.text
     hog.close()
     for c in (sub, anon, check):
         c.close()
