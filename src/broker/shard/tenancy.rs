@@ -349,7 +349,11 @@ impl Shard {
                         if let Some(link) = entry.session.link.as_mut() {
                             link.access.authorizer = Some(authorizer);
                         }
-                        refilter.push(slot);
+                        // Every snapshot is built afresh; only a user whose rules changed
+                        // (its generation) has subscriptions to check again.
+                        if new.generation != old.generation {
+                            refilter.push(slot);
+                        }
                     }
                 }
                 Some(_) => closing.push((slot, false)),
