@@ -735,7 +735,12 @@ impl Config {
                 ));
             }
         }
-        check_range("http.body_timeout_ms", self.http.body_timeout_ms, 100, 600_000)?;
+        check_range(
+            "http.body_timeout_ms",
+            self.http.body_timeout_ms,
+            100,
+            600_000,
+        )?;
 
         let delivery = &self.delivery;
         check_range(
