@@ -538,6 +538,7 @@ async fn write_loop(
             let mut write = pin!(writer.write_all(out.split()));
             let stop = || {
                 link.abandon.get()
+                    || link.client_done.get()
                     || state.ended().is_some()
                     || context.shard.borrow().shutting_down
             };
@@ -556,8 +557,8 @@ async fn write_loop(
             };
             let result = match outcome {
                 Some((result, _)) => result,
-                // A flooder is cut off mid-write; an ended stream's write gets a moment to
-                // finish, so the close or `revoked` event can follow it.
+                // A flooder is cut off mid-write; otherwise the write gets a moment to finish,
+                // so the close frame or `revoked` event can follow it.
                 None if link.abandon.get() => return,
                 None => match monoio::time::timeout(LAST_WRITE_WAIT, write).await {
                     Ok((result, _)) => result,

@@ -274,7 +274,7 @@ def test_streams_survive_key_revocation_fails(broker, admin):
         for ws in (ws_one, ws_two):  # both shards
             assert ws_payloads_until_closed(ws) == []
             assert ws.protocol.close_code == 1008
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 1.0, "at once: the control thread wakes every shard"
         with pytest.raises(InvalidStatus) as refused:
             stream_ws(broker, pk["key"])
         assert refused.value.response.status_code == 401
