@@ -72,7 +72,7 @@ from httpx_sse import connect_sse  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-EVENT_ID = re.compile(r"^[0-9a-f]{32}-[0-9]+$")
+STREAM_EVENT_ID = re.compile(r"^[0-9a-f]{32}-[0-9]+$")
 
 
 class SseStream:
@@ -121,7 +121,7 @@ class SseStream:
         return [m["payload"] for m in self.messages()]
 
 
-def saw(payload: str):
+def stream_saw(payload: str):
     """A `done` for SseStream: stop once a message with `payload` arrived."""
     return lambda events: any(e.event == "message" and json.loads(e.data)["payload"] == payload
                               for e in events)
@@ -131,7 +131,7 @@ def stream_ws(broker, key: str, query: str = "topic=%23"):
     return ws_connect(f"ws://{broker.host}:{broker.http_port}/v1/mqtt/stream?token={key}&{query}")
 
 
-def ws_payloads_until_closed(ws, timeout: float = 3.0) -> list[str]:
+def stream_ws_payloads_until_closed(ws, timeout: float = 3.0) -> list[str]:
     """Frames' payloads until the server closes the WebSocket; fails if it stays open."""
     got = []
     deadline = time.monotonic() + timeout
@@ -146,7 +146,7 @@ def ws_payloads_until_closed(ws, timeout: float = 3.0) -> list[str]:
             continue
 
 
-def publish(client: httpx.Client, topic: str, payload: str):
+def stream_publish(client: httpx.Client, topic: str, payload: str):
     r = client.post("/v1/publish", json={"topic": topic, "payload": payload})
     assert r.status_code == 202, r.text
 
@@ -159,15 +159,15 @@ def test_sse_resume_with_another_orgs_event_id_fails(broker, admin):
         pk_a = new_key(a, "public")["key"]
         pk_a2 = new_key(a, "public")["key"]
         pk_b = new_key(b, "public")["key"]
-        first = SseStream(broker, pk_a, "topic=payroll/%23", done=saw("ceo-1"))
-        publish(a, "payroll/ceo", "ceo-1")
+        first = SseStream(broker, pk_a, "topic=payroll/%23", done=stream_saw("ceo-1"))
+        stream_publish(a, "payroll/ceo", "ceo-1")
         first.thread.join(5)
         (event,) = first.events
         last_id = event.id
         # Unguessable: 128 random bits and a sequence number, not a small counter.
-        assert EVENT_ID.match(last_id), last_id
+        assert STREAM_EVENT_ID.match(last_id), last_id
         time.sleep(0.3)  # the stream is kept, and fills, while its client is away
-        publish(a, "payroll/ceo", "ceo-2")
+        stream_publish(a, "payroll/ceo", "ceo-2")
         time.sleep(0.2)
 
         # The kernel spreads HTTP connections over the two shards (SO_REUSEPORT): eight tries all
@@ -175,23 +175,23 @@ def test_sse_resume_with_another_orgs_event_id_fails(broker, admin):
         for attempt in range(8):
             sentinel = f"b-{attempt}"
             other = SseStream(broker, pk_b, "topic=payroll/%23", headers={"Last-Event-ID": last_id},
-                              done=saw(sentinel))
-            publish(b, "payroll/x", sentinel)
+                              done=stream_saw(sentinel))
+            stream_publish(b, "payroll/x", sentinel)
             other.thread.join(5)
             assert other.events and other.events[0].event == "gap", "a fresh stream, with a gap event"
             assert other.payloads() == [sentinel], "none of A's messages"
             assert {m["org_id"] for m in other.messages()} == {org_b}
-            assert all(e.id != last_id and (not e.id or EVENT_ID.match(e.id)) for e in other.events)
+            assert all(e.id != last_id and (not e.id or STREAM_EVENT_ID.match(e.id)) for e in other.events)
 
         # The same org with another key, or the same key with another filter: a fresh stream too.
         variants = [(pk_a2, "topic=payroll/%23"), (pk_a, "topic=%23"), (pk_a, "topic=payroll/%23&device=x")]
         for attempt, (key, query) in enumerate(variants * 4):
             sentinel = f"a-{attempt}"
             fresh = SseStream(broker, key, query, headers={"Last-Event-ID": last_id},
-                              done=lambda events, s=sentinel: saw(s)(events) or
+                              done=lambda events, s=sentinel: stream_saw(s)(events) or
                               any(e.event == "message" and "ceo" in e.data for e in events))
             time.sleep(0.1)
-            publish(a, "payroll/x" if "device" not in query else "payroll/y", sentinel)
+            stream_publish(a, "payroll/x" if "device" not in query else "payroll/y", sentinel)
             if "device" in query:
                 time.sleep(0.5)  # nothing from device x arrives; only the gap shows
                 assert fresh.events and fresh.events[0].event == "gap", query
@@ -221,13 +221,13 @@ def test_sse_resume_with_hostile_last_event_ids_fails(broker, admin):
               "0" * 32 + "-1", "f" * 32 + "-18446744073709551616", "1" * 4000, "%00%0a", "1 2"]
     for value in values:
         stream = SseStream(broker, key, "topic=hostile/%23", headers={"Last-Event-ID": value},
-                           done=saw("fresh"))
+                           done=stream_saw("fresh"))
         assert stream.status == 200, value
         time.sleep(0.1)
-        publish(admin, "hostile/t", "fresh")
+        stream_publish(admin, "hostile/t", "fresh")
         stream.thread.join(5)
         assert [e.event for e in stream.events] == ["gap", "message"], value
-        assert EVENT_ID.match(stream.events[1].id)
+        assert STREAM_EVENT_ID.match(stream.events[1].id)
     # Control bytes in the header never reach a stream: the request is refused as malformed, or
     # the value is ignored.
     for raw in [b"1\x01", b"\x00", b"1\x7f2", b"\t4294967296\t", b"\xff\xfe"]:
@@ -246,7 +246,7 @@ def test_sse_resume_with_hostile_last_event_ids_fails(broker, admin):
     assert httpx.get(f"http://{broker.host}:{broker.http_port}/healthz").status_code == 200
 
 
-def revoked_event(stream: SseStream) -> dict:
+def stream_revoked_event(stream: SseStream) -> dict:
     assert stream.ended.wait(2.5), "the SSE stream stayed open"
     assert stream.events and stream.events[-1].event == "revoked", stream.events
     body = json.loads(stream.events[-1].data)
@@ -260,19 +260,20 @@ def test_streams_survive_key_revocation_fails(broker, admin):
     with api(broker, sk) as a:
         pk = new_key(a, "public")
         sse = SseStream(broker, pk["key"], "topic=t/%23")
-        ws_one, ws_two = stream_ws(broker, pk["key"], "topic=t/%23"), stream_ws(broker, pk["key"], "topic=t/%23")
+        # Several, so the kernel's spread of connections puts some on each shard.
+        sockets = [stream_ws(broker, pk["key"], "topic=t/%23") for _ in range(4)]
         time.sleep(0.2)
-        publish(a, "t/1", "before")
+        stream_publish(a, "t/1", "before")
         wait_until(lambda: sse.payloads() == ["before"], what="the SSE stream is live")
-        for ws in (ws_one, ws_two):
+        for ws in sockets:
             assert json.loads(ws.recv(timeout=5))["payload"] == "before"
         started = time.monotonic()
         assert a.delete(f"/v1/keys/{pk['id']}").status_code == 204
-        publish(a, "t/1", "after")
-        assert revoked_event(sse)["error"] == "unauthorized"
+        stream_publish(a, "t/1", "after")
+        assert stream_revoked_event(sse)["error"] == "unauthorized"
         assert sse.payloads() == ["before"]
-        for ws in (ws_one, ws_two):  # both shards
-            assert ws_payloads_until_closed(ws) == []
+        for ws in sockets:
+            assert stream_ws_payloads_until_closed(ws) == []
             assert ws.protocol.close_code == 1008
         assert time.monotonic() - started < 1.0, "at once: the control thread wakes every shard"
         with pytest.raises(InvalidStatus) as refused:
@@ -289,8 +290,8 @@ def test_streams_survive_org_deletion_fails(broker, admin):
     ws = stream_ws(broker, pk)
     time.sleep(0.2)
     assert admin.delete(f"/v1/orgs/{org}").status_code == 204
-    assert revoked_event(sse)["error"] == "unauthorized"
-    assert ws_payloads_until_closed(ws) == []
+    assert stream_revoked_event(sse)["error"] == "unauthorized"
+    assert stream_ws_payloads_until_closed(ws) == []
     assert ws.protocol.close_code == 1008
 
 
@@ -302,28 +303,28 @@ def test_streams_survive_acl_change_fails(broker, admin):
         rule = a.post("/v1/acl/rules", json={"set": "readers", "topic": "fin/#", "action": "subscribe",
                                              "permission": "allow"}).json()
         pk = new_key(a, "public", acl_sets=["readers"])["key"]
-        # A kept stream (to be dropped with the right), and open ones on both shards.
-        kept = SseStream(broker, pk, "topic=fin/%23", done=saw("k"))
-        publish(a, "fin/pay", "k")
+        # A kept stream (to be dropped with the right), and open ones spread over the shards.
+        kept = SseStream(broker, pk, "topic=fin/%23", done=stream_saw("k"))
+        stream_publish(a, "fin/pay", "k")
         kept.thread.join(5)
         last_id = kept.events[0].id
         sse = SseStream(broker, pk, "topic=fin/%23")
-        ws_one, ws_two = stream_ws(broker, pk, "topic=fin/%23"), stream_ws(broker, pk, "topic=fin/%23")
+        sockets = [stream_ws(broker, pk, "topic=fin/%23") for _ in range(4)]
         time.sleep(0.2)
         assert a.delete(f"/v1/acl/rules/{rule['id']}").status_code == 204
-        assert revoked_event(sse)["error"] == "forbidden"
-        for ws in (ws_one, ws_two):
-            assert ws_payloads_until_closed(ws) == []
+        assert stream_revoked_event(sse)["error"] == "forbidden"
+        for ws in sockets:
+            assert stream_ws_payloads_until_closed(ws) == []
             assert ws.protocol.close_code == 1008
         # The right comes back, but the kept stream is gone: a resume gets a fresh stream.
         assert a.post("/v1/acl/rules", json={"set": "readers", "topic": "fin/#", "action": "subscribe",
                                              "permission": "allow"}).status_code == 201
-        publish(a, "fin/pay", "while-away")
+        stream_publish(a, "fin/pay", "while-away")
         for attempt in range(4):
             again = SseStream(broker, pk, "topic=fin/%23", headers={"Last-Event-ID": last_id},
-                              done=saw(f"s-{attempt}"))
+                              done=stream_saw(f"s-{attempt}"))
             time.sleep(0.1)
-            publish(a, "fin/pay", f"s-{attempt}")
+            stream_publish(a, "fin/pay", f"s-{attempt}")
             again.thread.join(5)
             assert again.events[0].event == "gap"
             assert again.payloads() == [f"s-{attempt}"]
