@@ -7,9 +7,9 @@
 //! id) and `?ns=` (publisher's namespace). The subscriber itself lives on the shard
 //! (`shard/streams.rs`): a bounded ring, oldest dropped when the client falls behind.
 //!
-//! Each connection runs two tasks: [`write_loop`] drains the ring and writes frames, and
-//! [`read_client`] reads what the client sends (WebSocket control frames; nothing for SSE).
-//! They share a [`Link`]: the pong and close the reader owes the peer (one of each at most, so
+//! Each connection runs two tasks: `write_loop` drains the ring and writes frames, and
+//! `read_client` reads what the client sends (WebSocket control frames; nothing for SSE).
+//! They share a `Link`: the pong and close the reader owes the peer (one of each at most, so
 //! a client that pings without reading holds no memory), and the flags that end the other task,
 //! so the socket closes as soon as either side is done. When the shard ends a stream (its key
 //! was revoked, its org deleted, its rules changed), the writer tells the client (WebSocket
@@ -695,6 +695,42 @@ mod tests {
         assert!(parse_query(Some("colour=red")).is_err());
         assert!(parse_query(Some("topic=%zz")).is_err());
         assert!(parse_query(Some("topic=%ff")).is_err(), "not UTF-8");
+    }
+
+    /// Finding 8: pongs owed to a client are coalesced (memory is one pong, however many pings),
+    /// and pinging counts as a flood only while one of our writes has been stuck for a while.
+    #[test]
+    fn pongs_are_coalesced_and_a_flood_needs_a_stuck_write() {
+        let link = Link::default();
+        let now = Instant::now();
+        for i in 0..10_000u32 {
+            assert!(
+                !link.ping(Bytes::from(i.to_string()), now),
+                "no write is stuck"
+            );
+        }
+        let mut out = BytesMut::new();
+        link.take_owed(&mut out);
+        assert_eq!(
+            &out[..],
+            &[0x8A, 4, b'9', b'9', b'9', b'9'][..],
+            "only the latest pong"
+        );
+        link.take_owed(&mut out);
+        assert_eq!(out.len(), 6, "owed once");
+
+        link.pings_since_write.set(0);
+        link.writing_since.set(Some(now));
+        for _ in 0..PINGS_WHILE_STUCK_MAX + 10 {
+            assert!(!link.ping(Bytes::new(), now), "stuck, but not for long yet");
+        }
+        assert!(link.ping(Bytes::new(), now + STUCK_WRITE_FOR));
+        assert!(link.flooded(now + STUCK_WRITE_FOR));
+        link.pings_since_write.set(0);
+        assert!(
+            !link.flooded(now + STUCK_WRITE_FOR),
+            "a finished write forgives"
+        );
     }
 
     #[test]
