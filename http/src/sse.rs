@@ -2,14 +2,15 @@
 //!
 //! The shard loop writes [`encode_stream_head`] once, then one [`encode_event`] per message and
 //! an [`encode_comment`] heartbeat when idle, so proxies do not time the stream out. On
-//! reconnect the browser sends the last id it saw; [`parse_last_event_id`] reads it back.
+//! reconnect the browser sends the last id it saw; [`last_event_id`] reads it back.
 
 use bytes::{BufMut, BytesMut};
 
 use crate::request::RequestHead;
 
-/// Longest `Last-Event-ID` value read; a u64 has at most 20 digits, the rest is slack for spaces.
-pub const LAST_EVENT_ID_BYTES_MAX: usize = 32;
+/// Longest `Last-Event-ID` value read; the broker's ids (`{32 hex digits}-{u64}`) take at most 53
+/// bytes, the rest is slack.
+pub const LAST_EVENT_ID_BYTES_MAX: usize = 64;
 
 /// Appends the response head of an event stream: 200, `text/event-stream`, no caching.
 ///
@@ -64,16 +65,17 @@ pub fn encode_retry(out: &mut BytesMut, ms: u32) {
     out.put_slice(b"\n\n");
 }
 
-/// The `Last-Event-ID` header as a number, when it is one (we only hand out numeric ids).
-pub fn parse_last_event_id(head: &RequestHead) -> Option<u64> {
+/// The `Last-Event-ID` header, trimmed, when it is a plausible id: 1..=[`LAST_EVENT_ID_BYTES_MAX`]
+/// visible ASCII characters. What the id means is the caller's business.
+pub fn last_event_id(head: &RequestHead) -> Option<&str> {
     let value = head.header("last-event-id")?.trim();
     if value.is_empty()
         || value.len() > LAST_EVENT_ID_BYTES_MAX
-        || !value.bytes().all(|byte| byte.is_ascii_digit())
+        || !value.bytes().all(|byte| byte.is_ascii_graphic())
     {
         return None;
     }
-    value.parse().ok()
+    Some(value)
 }
 
 /// Appends `name: value\n`, keeping only the characters `keep` allows.
@@ -213,29 +215,28 @@ mod tests {
     }
 
     #[test]
-    fn last_event_id() {
+    fn last_event_id_is_read_and_bounded() {
         let with = |value: &str| {
             let raw = format!("GET /v1/sse HTTP/1.1\r\nLast-Event-ID: {value}\r\n\r\n");
             let head = parse_head(raw.as_bytes(), &Limits::default())
                 .unwrap()
                 .unwrap()
                 .0;
-            parse_last_event_id(&head)
+            last_event_id(&head).map(str::to_owned)
         };
-        assert_eq!(with("42"), Some(42));
-        assert_eq!(with(" 7 "), Some(7));
-        assert_eq!(with("18446744073709551615"), Some(u64::MAX));
-        assert_eq!(with("18446744073709551616"), None);
-        assert_eq!(with("-1"), None);
-        assert_eq!(with("+1"), None);
-        assert_eq!(with("abc"), None);
-        assert_eq!(with(""), None);
-        assert_eq!(with(&"0".repeat(40)), None);
+        assert_eq!(with("42").as_deref(), Some("42"));
+        assert_eq!(with(" 7 ").as_deref(), Some("7"));
+        let broker_id = format!("{}-{}", "f".repeat(32), u64::MAX);
+        assert_eq!(with(&broker_id).as_deref(), Some(broker_id.as_str()));
+        assert_eq!(with("-1").as_deref(), Some("-1"));
+        assert_eq!(with("a b").as_deref(), None);
+        assert_eq!(with("").as_deref(), None);
+        assert_eq!(with(&"0".repeat(65)).as_deref(), None);
         let head = parse_head(b"GET / HTTP/1.1\r\n\r\n", &Limits::default())
             .unwrap()
             .unwrap()
             .0;
-        assert_eq!(parse_last_event_id(&head), None);
+        assert_eq!(last_event_id(&head), None);
     }
 
     proptest! {

@@ -25,7 +25,10 @@ mod streams;
 mod tenancy;
 
 pub use counted::{wait_counts, CountWait};
-pub use streams::{StreamEntry, StreamFilter, StreamItem, StreamState};
+pub use streams::{
+    key_may_stream, EventId, StreamEnd, StreamEntry, StreamFilter, StreamItem, StreamOwner,
+    StreamRefused, StreamState,
+};
 pub use tenancy::{authenticate, owner_tag, Admitted, AuthState, Principal};
 
 use super::conn::ConnShared;
@@ -238,8 +241,8 @@ pub struct Shard {
     streams: AHashMap<u32, StreamEntry>,
     /// Their org-scoped filters.
     stream_trie: SubscriptionTrie<u32, ()>,
-    /// Last stream id handed out.
-    stream_counter: u32,
+    /// Stream ids, resume tokens and per-org counts.
+    stream_book: streams::StreamBook,
     /// Quiet connections waiting for data (`None`: no epoll instance, so none park).
     pub parks: Option<crate::broker::park::ParkSet<super::conn::Parked>>,
 }
@@ -302,7 +305,7 @@ impl Shard {
             count_waits: AHashMap::new(),
             streams: AHashMap::new(),
             stream_trie: SubscriptionTrie::new(),
-            stream_counter: 0,
+            stream_book: streams::StreamBook::default(),
             parks: match crate::broker::park::ParkSet::new() {
                 Ok(parks) => Some(parks),
                 Err(error) => {

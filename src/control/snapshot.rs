@@ -124,6 +124,11 @@ impl Snapshot {
         self.keys.get(&key_hash(secret))
     }
 
+    /// Key by the SHA-256 of its secret (streams keep the hash, not the secret, to recheck it).
+    pub fn key_by_hash(&self, hash: &[u8; 32]) -> Option<&Arc<KeyAuth>> {
+        self.keys.get(hash)
+    }
+
     pub(crate) fn new(version: u64) -> Snapshot {
         Snapshot {
             version,

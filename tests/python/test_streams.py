@@ -189,7 +189,9 @@ def test_sse_stream_events_ids_and_last_event_id(broker):
         t.join(5)
         assert got and json.loads(got[0].data)["payload"] == "one"
         last_id = got[0].id
-        assert last_id and last_id.isdigit()
+        # `{resume token: 32 hex digits}-{sequence number}` (docs/api.md).
+        token, _, seq = last_id.partition("-")
+        assert len(token) == 32 and int(token, 16) >= 0 and seq.isdigit(), last_id
         # While the client is away its ring keeps filling (on the shard that served it).
         time.sleep(0.2)
         admin.post("/v1/publish", json={"topic": "sse/2", "payload": "two"})

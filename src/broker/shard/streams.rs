@@ -5,14 +5,25 @@
 //! other shards reach it), and every match lands in its bounded ring. When the client falls
 //! behind, the oldest entry is dropped and counted: a stream never stalls the shard or the
 //! publishers. The connection task drains the ring and encodes the frames.
+//!
+//! A stream belongs to the API key that opened it. An SSE stream kept after its client left is
+//! named by a random [`ResumeToken`] (carried in every event id), and is resumed only by the same
+//! key of the same org asking for the same filter. Every new control-plane snapshot is checked
+//! against the open streams ([`Shard::recheck_streams`]): a stream whose key was revoked, whose
+//! org was deleted or whose key may no longer subscribe to its filter is ended at once, kept or
+//! not. Each org holds at most `org_limits.streams_max` streams per shard, kept ones included.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
+
 use super::Shard;
 use crate::broker::local_notify::LocalNotify;
+use crate::control::snapshot::{KeyAuth, KeyKind, OrgNum};
 use crate::message::SharedMessage;
 use crate::mqtt::Str;
 
@@ -24,10 +35,129 @@ pub const DETACHED_KEEP: Duration = Duration::from_secs(60);
 /// (clients that reconnect in a loop must not pile up rings).
 pub const DETACHED_MAX: usize = 1024;
 
+/// 128 random bits naming one stream for an SSE resume. Stream ids used to be small counters,
+/// which anyone could guess; a token is only ever compared, never derived from or ordered.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResumeToken(u128);
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Half of what resumes a stream: kept out of logs like the keys themselves.
+        f.write_str("ResumeToken(***)")
+    }
+}
+
+impl ResumeToken {
+    /// A fresh token from the operating system's random source.
+    pub fn random() -> Result<ResumeToken, StreamRefused> {
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes).map_err(|_| StreamRefused::NoRandom)?;
+        Ok(ResumeToken(u128::from_le_bytes(bytes)))
+    }
+}
+
+/// An SSE event id: `{token}-{seq}`, the stream's [`ResumeToken`] as 32 lowercase hex digits,
+/// a dash, and the event's sequence number within the stream in decimal (from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId {
+    /// The stream.
+    pub token: ResumeToken,
+    /// The event within it.
+    pub seq: u64,
+}
+
+/// Hex digits of a token in an event id.
+const TOKEN_HEX_DIGITS: usize = 32;
+
+/// Most decimal digits of a sequence number (`u64::MAX` has 20).
+const SEQ_DIGITS_MAX: usize = 20;
+
+impl EventId {
+    /// Reads a `Last-Event-ID` value back; anything but the exact form is `None` (a hostile or
+    /// stale value simply gets a fresh stream).
+    pub fn parse(text: &str) -> Option<EventId> {
+        let text = text.trim_matches(' ');
+        if text.len() > TOKEN_HEX_DIGITS + 1 + SEQ_DIGITS_MAX {
+            return None;
+        }
+        let (token, seq) = text.split_once('-')?;
+        if token.len() != TOKEN_HEX_DIGITS
+            || !token.bytes().all(|byte| byte.is_ascii_hexdigit())
+            || seq.is_empty()
+            || !seq.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            return None;
+        }
+        Some(EventId {
+            token: ResumeToken(u128::from_str_radix(token, 16).ok()?),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}-{}", self.token.0, self.seq)
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamRefused {
+    /// The org already holds `org_limits.streams_max` streams on this shard.
+    #[error("the org already has {max} streams open on this shard (org_limits.streams_max)")]
+    OrgStreamsFull {
+        /// The cap.
+        max: u64,
+    },
+    /// The operating system gave no random bytes for the resume token.
+    #[error("no random bytes for the stream's resume token")]
+    NoRandom,
+}
+
+/// Why the shard ended a stream its client still had open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The key that opened it was revoked.
+    KeyRevoked,
+    /// The key's org was deleted.
+    OrgDeleted,
+    /// The key's rules no longer let it subscribe to the stream's filter.
+    Forbidden,
+}
+
+impl StreamEnd {
+    /// The API error code the SSE `revoked` event carries (as `/v1` would answer the request now).
+    pub fn code(self) -> &'static str {
+        match self {
+            StreamEnd::KeyRevoked | StreamEnd::OrgDeleted => "unauthorized",
+            StreamEnd::Forbidden => "forbidden",
+        }
+    }
+
+    /// One sentence for the client (also the WebSocket close reason, so at most 123 bytes).
+    pub fn detail(self) -> &'static str {
+        match self {
+            StreamEnd::KeyRevoked => "the stream's API key was revoked",
+            StreamEnd::OrgDeleted => "the stream's org was deleted",
+            StreamEnd::Forbidden => "the stream's API key may no longer subscribe to its topic",
+        }
+    }
+}
+
+/// May `key` read a stream of `topic` (unscoped)? Secret keys read their whole org; public and
+/// restricted keys what their rules let them subscribe to.
+pub fn key_may_stream(key: &KeyAuth, topic: &str) -> bool {
+    match key.kind {
+        KeyKind::Secret => true,
+        KeyKind::Public | KeyKind::Restricted => key.acl.may_subscribe(topic, "", ""),
+    }
+}
+
 /// One entry of a stream's ring.
 #[derive(Debug, Clone)]
 pub struct StreamItem {
-    /// Sequence number within the stream (the SSE event id's low part).
+    /// Sequence number within the stream (the SSE event id's second part).
     pub seq: u64,
     /// The message.
     pub message: SharedMessage,
@@ -40,8 +170,10 @@ pub struct StreamItem {
 /// What a stream subscriber's connection task and the shard share.
 #[derive(Debug)]
 pub struct StreamState {
-    /// Shard-unique id (part of SSE event ids).
+    /// Shard-local id (the key of the shard's tables; never shown to clients).
     pub id: u32,
+    /// Names the stream in SSE event ids.
+    pub token: ResumeToken,
     /// Frames waiting for the client; at most `capacity`.
     ring: RefCell<VecDeque<StreamItem>>,
     capacity: usize,
@@ -50,7 +182,7 @@ pub struct StreamState {
     pub dropped: Cell<u64>,
     /// Highest sequence number handed to the connection task.
     sent_through: Cell<u64>,
-    /// Wakes the connection task when an entry arrives.
+    /// Wakes the connection task when an entry arrives or the stream is ended.
     pub notify: LocalNotify,
     /// Publisher client id the stream wants (`?device=`), unscoped.
     device: Option<String>,
@@ -58,6 +190,8 @@ pub struct StreamState {
     namespace: Option<String>,
     /// When the client went away (SSE keeps the ring for a while), if it did.
     detached_at: Cell<Option<Instant>>,
+    /// Set when the shard ended the stream (the connection task tells the client and closes).
+    ended: Cell<Option<StreamEnd>>,
     /// The shard's counters (dropped frames are counted as they happen).
     stats: std::sync::Arc<crate::broker::stats::ShardStats>,
 }
@@ -118,20 +252,27 @@ impl StreamState {
     pub fn since(&self, after: u64) -> (bool, usize) {
         let ring = self.ring.borrow();
         let oldest = ring.front().map_or(self.next_seq.get(), |item| item.seq);
-        let gap = oldest > after + 1;
+        let gap = oldest > after.saturating_add(1);
         let keep = ring.iter().filter(|item| item.seq > after).count();
         (gap, keep)
     }
 
     /// A reconnecting client saw everything up to and including `seq`: what follows is sent
-    /// again, whether or not the old connection wrote it before it died.
+    /// again, whether or not the old connection wrote it before it died. A `seq` beyond what
+    /// the stream ever numbered counts as "everything so far", so later entries still go out.
     pub fn forget_through(&self, seq: u64) {
-        self.sent_through.set(seq);
+        self.sent_through
+            .set(seq.min(self.next_seq.get().saturating_sub(1)));
     }
 
     /// Marks the client gone (`Some`) or back (`None`).
     pub fn set_detached(&self, at: Option<Instant>) {
         self.detached_at.set(at);
+    }
+
+    /// Why the shard ended the stream, once it did.
+    pub fn ended(&self) -> Option<StreamEnd> {
+        self.ended.get()
     }
 }
 
@@ -141,8 +282,8 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What a stream asks for.
-#[derive(Debug, Clone)]
+/// What a stream asks for; a resume must ask for exactly the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFilter {
     /// The org (routing number).
     pub org: u32,
@@ -154,26 +295,68 @@ pub struct StreamFilter {
     pub namespace: Option<String>,
 }
 
+/// The API key a stream was opened with: checked on resume and on every snapshot change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOwner {
+    /// The key's org.
+    pub org: OrgNum,
+    /// `key_…`.
+    pub key_id: String,
+    /// SHA-256 of the key's secret (how the snapshot finds keys; the secret is not kept).
+    pub key_hash: [u8; 32],
+}
+
 /// A stream registered on the shard.
 #[derive(Debug)]
 pub struct StreamEntry {
     state: Rc<StreamState>,
     /// The org-scoped filter in the trie and index.
     filter: Str,
+    /// What the client asked for.
+    request: StreamFilter,
+    /// Who asked.
+    owner: StreamOwner,
+}
+
+/// The shard's bookkeeping of streams besides the entries themselves.
+#[derive(Debug, Default)]
+pub struct StreamBook {
+    /// Last shard-local id handed out.
+    counter: u32,
+    /// Stream id by resume token.
+    tokens: AHashMap<ResumeToken, u32>,
+    /// Streams per org on this shard, kept (detached) ones included.
+    per_org: AHashMap<OrgNum, u64>,
 }
 
 impl Shard {
-    /// Registers a stream subscriber; retained messages matching its filter go into its ring
-    /// first. Returns the shared state the connection task drains.
-    pub fn open_stream(&mut self, filter: &StreamFilter, capacity: usize) -> Rc<StreamState> {
+    /// Registers a stream subscriber for `owner`; retained messages matching its filter go into
+    /// its ring first. Returns the shared state the connection task drains. Refused when the
+    /// org holds `streams_max` streams on this shard and none of them is a kept one to drop.
+    pub fn open_stream(
+        &mut self,
+        filter: &StreamFilter,
+        owner: &StreamOwner,
+        capacity: usize,
+        streams_max: u64,
+    ) -> Result<Rc<StreamState>, StreamRefused> {
+        let open = self.stream_book.per_org.get(&filter.org).copied();
+        if open.unwrap_or(0) >= streams_max && !self.drop_oldest_detached(filter.org) {
+            return Err(StreamRefused::OrgStreamsFull { max: streams_max });
+        }
+        let token = ResumeToken::random()?;
         let scope = ringmq_router::org_scope(filter.org);
         let scoped = Str::from(ringmq_router::scoped(&scope, &filter.topic));
-        self.stream_counter = self.stream_counter.wrapping_add(1);
-        // The shard's id in the top byte: an SSE reconnect that lands on another shard must
-        // not reattach to that shard's stream with the same counter.
-        let id = (u32::from(self.id) << 24) | (self.stream_counter & 0x00FF_FFFF);
+        // Ids only key the shard's tables; skipping the ones in use keeps a long-lived stream
+        // safe from a wrapped counter.
+        let mut id = self.stream_book.counter.wrapping_add(1);
+        while self.streams.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.stream_book.counter = id;
         let state = Rc::new(StreamState {
             id,
+            token,
             ring: RefCell::new(VecDeque::with_capacity(capacity.min(64))),
             capacity: capacity.max(1),
             next_seq: Cell::new(1),
@@ -183,6 +366,7 @@ impl Shard {
             device: filter.device.clone(),
             namespace: filter.namespace.clone(),
             detached_at: Cell::new(None),
+            ended: Cell::new(None),
             stats: std::sync::Arc::clone(&self.stats),
         });
         let mut retained = Vec::new();
@@ -200,17 +384,32 @@ impl Shard {
             StreamEntry {
                 state: Rc::clone(&state),
                 filter: scoped,
+                request: filter.clone(),
+                owner: owner.clone(),
             },
         );
+        self.stream_book.tokens.insert(token, id);
+        *self.stream_book.per_org.entry(filter.org).or_insert(0) += 1;
         self.stats.stream_subscribers.add(1);
         self.flush(Instant::now());
-        state
+        Ok(state)
     }
 
-    /// A detached stream of this shard by id, reattached for a reconnecting client.
-    pub fn reattach_stream(&mut self, id: u32) -> Option<Rc<StreamState>> {
+    /// A detached stream of this shard named by `token`, reattached for a reconnecting client,
+    /// but only when the same key of the same org asks for the same filter: anyone else gets
+    /// `None` (and a fresh stream), whatever event id they send.
+    pub fn reattach_stream(
+        &mut self,
+        token: ResumeToken,
+        filter: &StreamFilter,
+        owner: &StreamOwner,
+    ) -> Option<Rc<StreamState>> {
+        let id = *self.stream_book.tokens.get(&token)?;
         let entry = self.streams.get(&id)?;
         entry.state.detached_at.get()?;
+        if entry.owner != *owner || entry.request != *filter || entry.state.ended().is_some() {
+            return None;
+        }
         entry.state.set_detached(None);
         self.stats.stream_subscribers.add(1);
         Some(Rc::clone(&entry.state))
@@ -232,10 +431,75 @@ impl Shard {
         let Some(entry) = self.streams.remove(&id) else {
             return;
         };
+        self.stream_book.tokens.remove(&entry.state.token);
+        if let Some(open) = self.stream_book.per_org.get_mut(&entry.request.org) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.stream_book.per_org.remove(&entry.request.org);
+            }
+        }
         self.stream_trie.remove(&entry.filter, id);
         if self.filter_counts.decrement(&entry.filter) {
             self.announce_filter(&entry.filter, false);
         }
+    }
+
+    /// Drops the org's stream that has been detached longest, to make room; false if it has
+    /// none (every stream it holds here has a client).
+    fn drop_oldest_detached(&mut self, org: OrgNum) -> bool {
+        let oldest = self
+            .streams
+            .iter()
+            .filter(|(_, entry)| entry.request.org == org)
+            .filter_map(|(id, entry)| entry.state.detached_at.get().map(|at| (at, *id)))
+            .min();
+        match oldest {
+            Some((_, id)) => {
+                self.remove_stream(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every stream (attached or kept) whose key is gone, whose org is gone, or whose key
+    /// may no longer subscribe to its filter, under the current snapshot. The shard calls it
+    /// whenever it swaps in a new snapshot, so a revocation reaches open streams at once.
+    pub fn recheck_streams(&mut self) {
+        if self.streams.is_empty() {
+            return;
+        }
+        let snapshot = std::sync::Arc::clone(&self.snapshot);
+        let ended: Vec<(u32, StreamEnd)> = self
+            .streams
+            .iter()
+            .filter_map(|(id, entry)| {
+                let owner = &entry.owner;
+                let verdict = if snapshot.org(owner.org).is_none() {
+                    Some(StreamEnd::OrgDeleted)
+                } else {
+                    match snapshot.key_by_hash(&owner.key_hash) {
+                        Some(key) if key.id == owner.key_id && key.org == owner.org => {
+                            (!key_may_stream(key, &entry.request.topic))
+                                .then_some(StreamEnd::Forbidden)
+                        }
+                        _ => Some(StreamEnd::KeyRevoked),
+                    }
+                };
+                verdict.map(|why| (*id, why))
+            })
+            .collect();
+        for (id, why) in ended {
+            if let Some(entry) = self.streams.get(&id) {
+                tracing::info!(stream = id, reason = why.detail(), "stream ended");
+                entry.state.ended.set(Some(why));
+                entry.state.notify.notify();
+            }
+            // Out of the trie and the resume table now: nothing more is delivered to it, and
+            // a kept one cannot be resumed.
+            self.remove_stream(id);
+        }
+        self.flush(Instant::now());
     }
 
     /// Wakes every stream's connection task (shutdown: they send their close and end).
@@ -284,5 +548,285 @@ impl Shard {
                 entry.state.push(message, false);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::shard::ShardSettings;
+    use crate::broker::stats::ShardStats;
+    use crate::control::acl::{Acl, Action, Permission, Rule};
+    use crate::control::model::OrgSettings;
+    use crate::control::secrets::key_hash;
+    use crate::control::snapshot::{OrgInfo, Snapshot};
+    use crate::session::Rules;
+
+    fn shard() -> Shard {
+        let mesh = ringmq_io::Mesh::new(1, 64);
+        let settings = ShardSettings {
+            mesh_batch_max: 64,
+            read_buffer_bytes: 4096,
+            read_budget_bytes: 4096,
+            write_batch_bytes: 4096,
+            retained_messages_max: 100,
+            org_retained_bytes_max: 1 << 20,
+            org_offline_bytes_max: 1 << 20,
+            connections_max: 100,
+            connect_timeout: Duration::from_secs(1),
+            packet_size_max: 1024,
+            mesh_backlog_max: 64,
+            login_failures_per_minute_max: 10,
+        };
+        Shard::new(
+            mesh.endpoint(0),
+            Rules::default(),
+            settings,
+            Arc::new(ShardStats::default()),
+            None,
+        )
+    }
+
+    fn org(num: OrgNum) -> OrgInfo {
+        OrgInfo {
+            num,
+            id: format!("org_{num}"),
+            name: format!("org {num}"),
+            settings: OrgSettings::default(),
+        }
+    }
+
+    /// A public key of `org` that may subscribe to `allowed`.
+    fn public_key(id: &str, org: OrgNum, allowed: &str) -> KeyAuth {
+        KeyAuth {
+            id: id.to_owned(),
+            org,
+            kind: KeyKind::Public,
+            root: false,
+            acl: Acl::from_rules(vec![Rule {
+                permission: Permission::Allow,
+                action: Action::Subscribe,
+                topic: allowed.to_owned(),
+            }]),
+            generation: 1,
+        }
+    }
+
+    fn owner(key: &KeyAuth) -> StreamOwner {
+        StreamOwner {
+            org: key.org,
+            key_id: key.id.clone(),
+            key_hash: key_hash(&key.id),
+        }
+    }
+
+    fn filter(org: OrgNum, topic: &str) -> StreamFilter {
+        StreamFilter {
+            org,
+            topic: topic.to_owned(),
+            device: None,
+            namespace: None,
+        }
+    }
+
+    /// Orgs 0 and 1 with the given keys (each key's secret is its id, for the test).
+    fn snapshot(version: u64, orgs: &[OrgNum], keys: &[&KeyAuth]) -> Arc<Snapshot> {
+        let mut snapshot = Snapshot::new(version);
+        for &num in orgs {
+            snapshot.insert_org(org(num));
+        }
+        for key in keys {
+            snapshot.insert_key(key_hash(&key.id), (*key).clone());
+        }
+        Arc::new(snapshot)
+    }
+
+    #[test]
+    fn event_ids_round_trip_and_nothing_else_parses() {
+        let id = EventId {
+            token: ResumeToken(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            seq: 42,
+        };
+        let text = id.to_string();
+        assert_eq!(text, "0123456789abcdef0011223344556677-42");
+        assert_eq!(EventId::parse(&text), Some(id));
+        assert_eq!(EventId::parse(&format!(" {text} ")), Some(id));
+        let max = format!("{:032x}-{}", u128::MAX, u64::MAX);
+        assert_eq!(EventId::parse(&max).map(|id| id.seq), Some(u64::MAX));
+        for hostile in [
+            "",
+            "4294967296",
+            "-1",
+            "18446744073709551616",
+            "0123456789abcdef0011223344556677",
+            "0123456789abcdef0011223344556677-",
+            "0123456789abcdef0011223344556677--1",
+            "0123456789abcdef0011223344556677-+1",
+            "0123456789abcdef0011223344556677-18446744073709551616",
+            "0123456789abcdef001122334455667-1",
+            "+123456789abcdef0011223344556677-1",
+            "0123456789abcdef00112233445566zz-1",
+            "0123456789abcdef0011223344556677-1\u{1}",
+            "0123456789abcdef0011223344556677-１",
+            "abc",
+        ] {
+            assert_eq!(EventId::parse(hostile), None, "{hostile:?}");
+        }
+        assert_eq!(EventId::parse(&"9".repeat(4096)), None);
+    }
+
+    #[test]
+    fn resume_tokens_differ() {
+        let a = ResumeToken::random().unwrap();
+        let b = ResumeToken::random().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(format!("{a:?}"), "ResumeToken(***)");
+    }
+
+    /// Finding 1: a kept stream resumes only for the same org, key and filter.
+    #[test]
+    fn a_kept_stream_resumes_only_for_its_key_org_and_filter() {
+        let mut s = shard();
+        let a = public_key("key_a", 0, "#");
+        let a2 = public_key("key_a2", 0, "#");
+        let b = public_key("key_b", 1, "#");
+        s.snapshot = snapshot(1, &[0, 1], &[&a, &a2, &b]);
+        let state = s
+            .open_stream(&filter(0, "pay/#"), &owner(&a), 8, 10)
+            .unwrap();
+        s.close_stream(state.id, true);
+        let token = state.token;
+        for (who, what) in [
+            (owner(&b), filter(1, "pay/#")),
+            (owner(&b), filter(0, "pay/#")),
+            (owner(&a2), filter(0, "pay/#")),
+            (owner(&a), filter(0, "#")),
+            (
+                owner(&a),
+                StreamFilter {
+                    device: Some("d".to_owned()),
+                    ..filter(0, "pay/#")
+                },
+            ),
+        ] {
+            assert!(s.reattach_stream(token, &what, &who).is_none(), "{who:?}");
+        }
+        let other = ResumeToken::random().unwrap();
+        assert!(s
+            .reattach_stream(other, &filter(0, "pay/#"), &owner(&a))
+            .is_none());
+        let back = s
+            .reattach_stream(token, &filter(0, "pay/#"), &owner(&a))
+            .expect("its own key resumes it");
+        assert_eq!(back.id, state.id);
+        assert!(
+            s.reattach_stream(token, &filter(0, "pay/#"), &owner(&a))
+                .is_none(),
+            "an attached stream is not taken over"
+        );
+    }
+
+    #[test]
+    fn a_resume_past_the_end_still_gets_later_entries() {
+        let mut s = shard();
+        let a = public_key("key_a", 0, "#");
+        let state = s.open_stream(&filter(0, "#"), &owner(&a), 8, 10).unwrap();
+        state.forget_through(u64::MAX);
+        assert_eq!(state.since(u64::MAX), (false, 0));
+        let message = Arc::new(crate::message::Message {
+            topic: Str::from("t"),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: crate::mqtt::QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: Str::from("p"),
+            origin: (0, 0),
+            namespace: None,
+            device: None,
+        });
+        state.push(&message, false);
+        let mut items = Vec::new();
+        state.drain(&mut items);
+        assert_eq!(items.len(), 1);
+    }
+
+    /// Finding 6: revoking a key, deleting an org or taking a right ends the streams it governs,
+    /// attached and kept alike.
+    #[test]
+    fn snapshot_changes_end_the_streams_they_govern() {
+        let mut s = shard();
+        let a = public_key("key_a", 1, "fin/#");
+        let b = public_key("key_b", 1, "#");
+        let c = public_key("key_c", 2, "#");
+        s.snapshot = snapshot(1, &[0, 1, 2], &[&a, &b, &c]);
+        let on_a = s
+            .open_stream(&filter(1, "fin/#"), &owner(&a), 8, 10)
+            .unwrap();
+        let kept_b = s.open_stream(&filter(1, "x"), &owner(&b), 8, 10).unwrap();
+        s.close_stream(kept_b.id, true);
+        let on_b = s.open_stream(&filter(1, "x"), &owner(&b), 8, 10).unwrap();
+        let on_c = s.open_stream(&filter(2, "#"), &owner(&c), 8, 10).unwrap();
+
+        s.snapshot = snapshot(2, &[0, 1, 2], &[&a, &b, &c]);
+        s.recheck_streams();
+        assert_eq!(s.streams.len(), 4, "nothing changed");
+
+        // a loses its right to fin/#.
+        let a_narrowed = public_key("key_a", 1, "other/#");
+        s.snapshot = snapshot(3, &[0, 1, 2], &[&a_narrowed, &b, &c]);
+        s.recheck_streams();
+        assert_eq!(on_a.ended(), Some(StreamEnd::Forbidden));
+        assert!(on_b.ended().is_none());
+
+        // b is revoked: its attached and its kept stream go.
+        s.snapshot = snapshot(4, &[0, 1, 2], &[&a_narrowed, &c]);
+        s.recheck_streams();
+        assert_eq!(on_b.ended(), Some(StreamEnd::KeyRevoked));
+        assert_eq!(kept_b.ended(), Some(StreamEnd::KeyRevoked));
+        assert!(s
+            .reattach_stream(kept_b.token, &filter(1, "x"), &owner(&b))
+            .is_none());
+
+        // Org 2 is deleted (its key with it).
+        s.snapshot = snapshot(5, &[0, 1], &[&a_narrowed]);
+        s.recheck_streams();
+        assert_eq!(on_c.ended(), Some(StreamEnd::OrgDeleted));
+        assert!(s.streams.is_empty() && s.stream_book.tokens.is_empty());
+        assert!(s.stream_book.per_org.is_empty());
+        for state in [&on_a, &on_b, &on_c] {
+            s.close_stream(state.id, true);
+        }
+        assert!(s.streams.is_empty());
+    }
+
+    /// Finding 7: an org holds at most `streams_max` streams per shard; kept ones make room.
+    #[test]
+    fn the_org_cap_drops_kept_streams_before_refusing() {
+        let mut s = shard();
+        let a = public_key("key_a", 1, "#");
+        let b = public_key("key_b", 2, "#");
+        let first = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
+        let second = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
+        assert_eq!(
+            s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).err(),
+            Some(StreamRefused::OrgStreamsFull { max: 2 })
+        );
+        assert!(
+            s.open_stream(&filter(2, "#"), &owner(&b), 8, 2).is_ok(),
+            "another org is not affected"
+        );
+        s.close_stream(first.id, true);
+        let third = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
+        assert!(
+            s.reattach_stream(first.token, &filter(1, "#"), &owner(&a))
+                .is_none(),
+            "the kept stream made room"
+        );
+        s.close_stream(second.id, false);
+        assert!(s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).is_ok());
+        s.close_stream(third.id, false);
     }
 }

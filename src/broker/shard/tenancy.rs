@@ -322,6 +322,7 @@ impl Shard {
         }
         self.snapshot = control.snapshot();
         self.auth.password_cache.clear();
+        self.recheck_streams();
         let now_secs = now_unix();
         let mut closing = Vec::new();
         let mut refilter = Vec::new();
