@@ -1642,7 +1642,8 @@ mod tests {
     }
     use crate::broker::local_notify::LocalNotify;
 
-    fn shard(count: usize) -> Vec<Shard> {
+    /// `count` shards on one mesh, with small settings and no control plane.
+    pub(super) fn shard(count: usize) -> Vec<Shard> {
         let mesh = ringmq_io::Mesh::new(count, 64);
         let settings = ShardSettings {
             mesh_batch_max: 64,
@@ -1702,6 +1703,27 @@ mod tests {
         assert!(pending.superseded.is_none());
     }
 
+    /// A message on `topic` from client `p` of shard 0.
+    pub(super) fn test_message(
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+    ) -> SharedMessage {
+        Arc::new(Message {
+            topic: Str::from(topic),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: Str::from("p"),
+            origin: (0, 0),
+            namespace: None,
+            device: None,
+        })
+    }
+
     /// A client id's session belongs to the principal that claimed it: another principal's
     /// claim is refused at the home shard and the holder is not touched; the same principal
     /// takes it over.
@@ -1734,18 +1756,7 @@ mod tests {
     }
 
     fn retained_message(topic: &str, payload: &'static [u8]) -> SharedMessage {
-        Arc::new(Message {
-            topic: Str::from(topic),
-            payload: Bytes::from_static(payload),
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: Str::from("p"),
-            origin: (0, 0),
-            namespace: None,
-            device: None,
-        })
+        test_message(topic, payload, QoS::AtMostOnce, true)
     }
 
     /// Retained bytes are counted per org on every replica: a replacement frees the old
@@ -1799,20 +1810,7 @@ mod tests {
         let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
         subscribe(s, slot, "q/#", now);
         s.end_connection(slot, None, true, now);
-        let msg = |payload: &'static [u8]| {
-            Arc::new(Message {
-                topic: Str::from("q/1"),
-                payload: Bytes::from_static(payload),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Default::default(),
-                expires_at: None,
-                publisher: Str::from("p"),
-                origin: (0, 0),
-                namespace: None,
-                device: None,
-            })
-        };
+        let msg = |payload: &'static [u8]| test_message("q/1", payload, QoS::AtLeastOnce, false);
         for _ in 0..5 {
             s.publish(msg(b"0123456789"), now);
         }
@@ -1834,18 +1832,7 @@ mod tests {
     fn retained_replicates_through_home() {
         let mut shards = shard(2);
         let now = Instant::now();
-        let message = Arc::new(Message {
-            topic: Str::from("a/b"),
-            payload: Bytes::from_static(b"v1"),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: Str::from("p"),
-            origin: (0, 0),
-            namespace: None,
-            device: None,
-        });
+        let message = test_message("a/b", b"v1", QoS::AtLeastOnce, true);
         shards[0].publish(message, now);
         shards[0].flush(now);
         for _ in 0..3 {

@@ -627,23 +627,27 @@ pub enum OrgAction {
     /// Show the org, its settings and this month's usage.
     Show,
     /// Change the org's name, or (root key only) its settings; only the given ones change.
-    Update {
-        /// New display name.
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Messages per second the org may publish.
-        #[arg(long, value_name = "N")]
-        rate_limit: Option<u64>,
-        /// Burst above the rate limit.
-        #[arg(long, value_name = "N")]
-        rate_burst: Option<u64>,
-        /// Messages per calendar month.
-        #[arg(long, value_name = "N")]
-        monthly_quota: Option<u64>,
-        /// Concurrent MQTT connections.
-        #[arg(long, value_name = "N")]
-        connections_max: Option<u64>,
-    },
+    Update(OrgChanges),
+}
+
+/// What `org update` and `orgs update` may change; only the given ones change.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct OrgChanges {
+    /// New display name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Messages per second the org may publish (root key only).
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u64>,
+    /// Burst above the rate limit (root key only).
+    #[arg(long, value_name = "N")]
+    pub rate_burst: Option<u64>,
+    /// Messages per calendar month (root key only).
+    #[arg(long, value_name = "N")]
+    pub monthly_quota: Option<u64>,
+    /// Concurrent MQTT connections (root key only).
+    #[arg(long, value_name = "N")]
+    pub connections_max: Option<u64>,
 }
 
 /// `ringmq orgs …`.
@@ -677,21 +681,9 @@ pub enum OrgsAction {
     Update {
         /// Org id (default or org_…).
         id: String,
-        /// New display name.
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Messages per second the org may publish.
-        #[arg(long, value_name = "N")]
-        rate_limit: Option<u64>,
-        /// Burst above the rate limit.
-        #[arg(long, value_name = "N")]
-        rate_burst: Option<u64>,
-        /// Messages per calendar month.
-        #[arg(long, value_name = "N")]
-        monthly_quota: Option<u64>,
-        /// Concurrent MQTT connections.
-        #[arg(long, value_name = "N")]
-        connections_max: Option<u64>,
+        /// The changes.
+        #[command(flatten)]
+        changes: OrgChanges,
     },
     /// Delete an org and close its connections (not `default`).
     Delete {

@@ -11,7 +11,7 @@ use super::output::{self, col, Column};
 use super::{ClientError, Secret};
 use crate::cli::client::{
     AclSetsAction, AclVerb, AuthAction, AuthCmd, ClientCommand, KeyKind, KeyPermission, KeysAction,
-    OrgAction, OrgsAction, PageArgs, PublishArgs, SessionsAction, TokenExchangeArgs,
+    OrgAction, OrgChanges, OrgsAction, PageArgs, PublishArgs, SessionsAction, TokenExchangeArgs,
     UserCreateArgs, UserUpdateArgs, UsersAction,
 };
 
@@ -619,26 +619,20 @@ fn sessions(ctx: &mut Ctx<'_>, action: &SessionsAction) -> Result<(), ClientErro
 }
 
 /// The `PATCH /v1/org` body; an error when it would change nothing.
-pub fn org_update_body(
-    name: Option<&str>,
-    rate_limit: Option<u64>,
-    rate_burst: Option<u64>,
-    monthly_quota: Option<u64>,
-    connections_max: Option<u64>,
-) -> Result<Value, ClientError> {
+pub fn org_update_body(changes: &OrgChanges) -> Result<Value, ClientError> {
     let mut settings = Map::new();
     for (field, value) in [
-        ("rate_limit_per_sec", rate_limit),
-        ("rate_burst", rate_burst),
-        ("monthly_quota", monthly_quota),
-        ("connections_max", connections_max),
+        ("rate_limit_per_sec", changes.rate_limit),
+        ("rate_burst", changes.rate_burst),
+        ("monthly_quota", changes.monthly_quota),
+        ("connections_max", changes.connections_max),
     ] {
         if let Some(value) = value {
             settings.insert(field.into(), json!(value));
         }
     }
     let mut body = Map::new();
-    if let Some(name) = name {
+    if let Some(name) = &changes.name {
         body.insert("name".into(), json!(name));
     }
     if !settings.is_empty() {
@@ -653,20 +647,8 @@ pub fn org_update_body(
 fn org(ctx: &mut Ctx<'_>, action: &OrgAction) -> Result<(), ClientError> {
     match action {
         OrgAction::Show => ctx.show(ApiRequest::get(&["v1", "org"]), ORG_FIELDS),
-        OrgAction::Update {
-            name,
-            rate_limit,
-            rate_burst,
-            monthly_quota,
-            connections_max,
-        } => {
-            let body = org_update_body(
-                name.as_deref(),
-                *rate_limit,
-                *rate_burst,
-                *monthly_quota,
-                *connections_max,
-            )?;
+        OrgAction::Update(changes) => {
+            let body = org_update_body(changes)?;
             ctx.show(ApiRequest::patch(&["v1", "org"], body), ORG_FIELDS)
         }
     }
@@ -695,21 +677,8 @@ fn orgs(ctx: &mut Ctx<'_>, action: &OrgsAction) -> Result<(), ClientError> {
             Ok(())
         }
         OrgsAction::Get { id } => ctx.show(ApiRequest::get(&["v1", "orgs", id]), ORG_FIELDS),
-        OrgsAction::Update {
-            id,
-            name,
-            rate_limit,
-            rate_burst,
-            monthly_quota,
-            connections_max,
-        } => {
-            let body = org_update_body(
-                name.as_deref(),
-                *rate_limit,
-                *rate_burst,
-                *monthly_quota,
-                *connections_max,
-            )?;
+        OrgsAction::Update { id, changes } => {
+            let body = org_update_body(changes)?;
             ctx.show(ApiRequest::patch(&["v1", "orgs", id], body), ORG_FIELDS)
         }
         OrgsAction::Delete { id } => ctx.done(
@@ -832,11 +801,24 @@ mod tests {
         assert!("write:x".parse::<KeyPermission>().is_err());
         assert!("all:".parse::<KeyPermission>().is_err());
 
+        let nothing = OrgChanges {
+            name: None,
+            rate_limit: None,
+            rate_burst: None,
+            monthly_quota: None,
+            connections_max: None,
+        };
+        let changes = OrgChanges {
+            name: Some("Acme".into()),
+            rate_limit: Some(10),
+            monthly_quota: Some(5),
+            ..nothing.clone()
+        };
         assert_eq!(
-            org_update_body(Some("Acme"), Some(10), None, Some(5), None).unwrap(),
+            org_update_body(&changes).unwrap(),
             json!({"name": "Acme", "settings": {"rate_limit_per_sec": 10, "monthly_quota": 5}})
         );
-        assert!(org_update_body(None, None, None, None, None).is_err());
+        assert!(org_update_body(&nothing).is_err());
 
         let args = PublishArgs {
             conn: ConnArgs::default(),

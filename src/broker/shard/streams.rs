@@ -556,37 +556,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::broker::shard::ShardSettings;
-    use crate::broker::stats::ShardStats;
     use crate::control::acl::{Acl, Action, Permission, Rule};
     use crate::control::model::OrgSettings;
     use crate::control::secrets::key_hash;
     use crate::control::snapshot::{OrgInfo, Snapshot};
-    use crate::session::Rules;
 
     fn shard() -> Shard {
-        let mesh = ringmq_io::Mesh::new(1, 64);
-        let settings = ShardSettings {
-            mesh_batch_max: 64,
-            read_buffer_bytes: 4096,
-            read_budget_bytes: 4096,
-            write_batch_bytes: 4096,
-            retained_messages_max: 100,
-            org_retained_bytes_max: 1 << 20,
-            org_offline_bytes_max: 1 << 20,
-            connections_max: 100,
-            connect_timeout: Duration::from_secs(1),
-            packet_size_max: 1024,
-            mesh_backlog_max: 64,
-            login_failures_per_minute_max: 10,
-        };
-        Shard::new(
-            mesh.endpoint(0),
-            Rules::default(),
-            settings,
-            Arc::new(ShardStats::default()),
-            None,
-        )
+        super::super::tests::shard(1).remove(0)
     }
 
     fn org(num: OrgNum) -> OrgInfo {
@@ -735,18 +711,8 @@ mod tests {
         let state = s.open_stream(&filter(0, "#"), &owner(&a), 8, 10).unwrap();
         state.forget_through(u64::MAX);
         assert_eq!(state.since(u64::MAX), (false, 0));
-        let message = Arc::new(crate::message::Message {
-            topic: Str::from("t"),
-            payload: bytes::Bytes::from_static(b"x"),
-            qos: crate::mqtt::QoS::AtMostOnce,
-            retain: false,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: Str::from("p"),
-            origin: (0, 0),
-            namespace: None,
-            device: None,
-        });
+        let message =
+            super::super::tests::test_message("t", b"x", crate::mqtt::QoS::AtMostOnce, false);
         state.push(&message, false);
         let mut items = Vec::new();
         state.drain(&mut items);
