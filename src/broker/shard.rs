@@ -831,7 +831,15 @@ impl Shard {
     }
 
     fn publish_will(&mut self, will: Box<Will>, now: Instant) {
-        let will = *will;
+        let mut will = *will;
+        if will.retain
+            && !will.payload.is_empty()
+            && !self.retained_room(&will.topic, will.payload.len())
+        {
+            // Nobody is left to be told 0x97: the will is delivered, but not kept.
+            tracing::warn!(topic = %will.topic, "the org's retained quota is used up; will not retained");
+            will.retain = false;
+        }
         let expires_at = will
             .properties
             .message_expiry_interval
@@ -1060,6 +1068,26 @@ impl Shard {
             topic,
             payload,
         )
+    }
+
+    /// Drops every retained message of `org` from this replica (the org was deleted).
+    pub(super) fn forget_org_retained(&mut self, org: u32) {
+        if org == 0 || !self.retained_bytes.contains_key(&org) {
+            return;
+        }
+        let filter = ringmq_router::scoped(&ringmq_router::org_scope(org), "#");
+        let mut topics: Vec<Str> = Vec::new();
+        self.retained
+            .for_each_match(&filter, |_, message| topics.push(message.topic.clone()));
+        for topic in &topics {
+            self.store_retained(topic, None);
+        }
+        self.retained_bytes.remove(&org);
+        tracing::info!(
+            org,
+            retained = topics.len(),
+            "org deleted; its retained messages dropped"
+        );
     }
 
     /// Sets (`Some`) or clears a retained message in this replica, keeping the per-org tally.
@@ -1792,8 +1820,14 @@ mod tests {
         s.store_retained(&t1, None);
         assert_eq!(s.retained_bytes.get(&2), None);
         assert!(s.retained_room(&t2, 10));
+        // Deleting the org lets its retained messages go on every replica.
+        s.store_retained(&t2, Some(retained_message(&t2, b"0123")));
+        s.store_retained("t/0", Some(retained_message("t/0", b"0123")));
+        s.forget_org_retained(2);
+        assert_eq!(s.retained_bytes.get(&2), None);
+        assert!(s.retained.get(&t2).is_none() && s.retained.get("t/0").is_some());
         // The broker-wide count bound refuses a new topic up front instead of dropping it later.
-        s.settings.retained_messages_max = 1;
+        s.settings.retained_messages_max = 2;
         s.store_retained("a", Some(retained_message("a", b"x")));
         assert!(!s.retained_room("b", 1));
         assert!(s.retained_room("a", 1));

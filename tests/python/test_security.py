@@ -1237,3 +1237,33 @@ def test_a_client_id_carrying_another_orgs_scope_bytes_fails(broker, admin):
             assert not any(p.type == CONNACK and not p.reason_code for p in closed), closed
         finally:
             r.close()
+
+
+def _retained_gauges(broker) -> list[int]:
+    text = httpx.get(f"http://{broker.host}:{broker.http_port}/metrics", timeout=5).text
+    return [int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+            if line.startswith("ringmq_retained_messages{")]
+
+
+def test_a_deleted_orgs_retained_messages_linger_fails(broker, admin):
+    """Finding 7 (bounded memory): deleting an org drops its retained messages on every replica."""
+    org_b, key_b = new_org(admin)
+    with api(broker, key_b) as b:
+        assert b.post("/v1/acl/rules", json={"topic": "#", "action": "all", "permission": "allow"}).status_code == 201
+        for i in range(5):
+            r = b.post("/v1/publish", json={"topic": f"keep/{i}", "payload": "x", "retain": True, "qos": 1})
+            assert r.status_code == 200, r.text
+    anon = Client(broker.host, broker.port)
+    anon.connect()
+    anon.publish("mine/kept", b"y", qos=1, retain=True)
+    wait_until(lambda: _retained_gauges(broker) and min(_retained_gauges(broker)) >= 6,
+               what="6 retained messages on every shard")
+    assert admin.delete(f"/v1/orgs/{org_b}").status_code == 204
+    wait_until(lambda: _retained_gauges(broker) == [1] * len(_retained_gauges(broker)),
+               what="only the default org's retained message left on every shard")
+    check = Client(broker.host, broker.port)
+    check.connect()
+    check.subscribe("mine/#", qos=0)
+    assert check.get().payload == b"y"
+    anon.close()
+    check.close()

@@ -320,8 +320,18 @@ impl Shard {
         if control.version() == self.snapshot.version {
             return;
         }
-        self.snapshot = control.snapshot();
+        let previous = std::mem::replace(&mut self.snapshot, control.snapshot());
         self.auth.password_cache.clear();
+        // A deleted org's retained messages are nobody's any more: every replica lets them go
+        // (each shard sees the same snapshot), which also gives back the org's retained quota.
+        let gone: Vec<OrgNum> = previous
+            .orgs()
+            .map(|org| org.num)
+            .filter(|num| self.snapshot.org(*num).is_none())
+            .collect();
+        for org in gone {
+            self.forget_org_retained(org);
+        }
         self.recheck_streams();
         let now_secs = now_unix();
         let mut closing = Vec::new();
