@@ -50,20 +50,38 @@ pub enum OriginError {
 
 impl Origin {
     /// Parses `scheme://host[:port]` (an `Origin` header value or a configured origin; one
-    /// trailing `/` is tolerated in configuration).
+    /// trailing `/` is tolerated in configuration). The URL itself is read by the `url` crate
+    /// (WHATWG parsing, as browsers do: lowercase and IDNA hosts, IPv4 and IPv6 literals,
+    /// default ports); what is left here is what makes a URL an origin.
     pub fn parse(text: &str) -> Result<Origin, OriginError> {
         let text = text.trim();
-        let (secure, rest) = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+        let secure = match text.split_once("://") {
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => false,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => true,
             _ => return Err(OriginError::Scheme),
         };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) {
+        let url = url::Url::parse(text).map_err(|error| match error {
+            url::ParseError::InvalidPort => OriginError::Port,
+            _ => OriginError::Host,
+        })?;
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(OriginError::Extra);
         }
-        let (host, port) = split_authority(rest, default_port(secure))?;
-        Ok(Origin { secure, host, port })
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(address)) => address.to_string(),
+            Some(url::Host::Ipv6(address)) => address.to_string(),
+            None => return Err(OriginError::Host),
+        };
+        match url.port_or_known_default() {
+            Some(port) if port != 0 => Ok(Origin { secure, host, port }),
+            _ => Err(OriginError::Port),
+        }
     }
 
     /// The host as an IP address, when it is a literal.
@@ -84,52 +102,6 @@ impl Origin {
     fn pinned(&self) -> bool {
         self.ip().is_some() || self.host == "localhost"
     }
-}
-
-fn default_port(secure: bool) -> u16 {
-    if secure {
-        443
-    } else {
-        80
-    }
-}
-
-/// Splits `host[:port]` (`[v6][:port]`) into a lowercase host and a port.
-fn split_authority(authority: &str, default: u16) -> Result<(String, u16), OriginError> {
-    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or(OriginError::Host)?;
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(OriginError::Host);
-        }
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':').ok_or(OriginError::Host)?),
-        };
-        (v6, port)
-    } else {
-        let (host, port) = match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        };
-        let valid_byte = |byte: u8| byte.is_ascii_alphanumeric() || b"-._".contains(&byte);
-        if host.is_empty() || !host.bytes().all(valid_byte) {
-            return Err(OriginError::Host);
-        }
-        (host, port)
-    };
-    let port = match port {
-        None => default,
-        Some(digits) => {
-            if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-                return Err(OriginError::Port);
-            }
-            match digits.parse::<u16>() {
-                Ok(port) if port != 0 => port,
-                _ => return Err(OriginError::Port),
-            }
-        }
-    };
-    Ok((host.to_ascii_lowercase(), port))
 }
 
 /// Who opens a WebSocket, as far as its `Origin` tells.
@@ -220,11 +192,12 @@ impl OriginPolicy {
         }
         // The page's origin is the authority the browser connected to: the broker itself (or a
         // proxy in front of it that keeps the Host).
+        let scheme = if tls { "https" } else { "http" };
         let host = head
             .header("host")
-            .and_then(|host| split_authority(host.trim(), default_port(tls)).ok());
-        if let Some((host, port)) = host {
-            if origin.secure == tls && origin.port == port && origin.same_host(&host) {
+            .and_then(|host| Origin::parse(&format!("{scheme}://{}", host.trim())).ok());
+        if let Some(host) = host {
+            if origin.secure == tls && origin.port == host.port && origin.same_host(&host.host) {
                 return Ok(if origin.pinned() {
                     OriginVerdict::Own
                 } else {
@@ -308,6 +281,25 @@ mod tests {
             "http://[::1]x",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Hostile `Origin` values never panic, and what parses has one canonical form.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,40}", scheme in "(http|https|HTTP|ws|null)") {
+            for candidate in [text.clone(), format!("{scheme}://{text}")] {
+                if let Ok(origin) = Origin::parse(&candidate) {
+                    let host = if origin.host.contains(':') {
+                        format!("[{}]", origin.host)
+                    } else {
+                        origin.host.clone()
+                    };
+                    let scheme = if origin.secure { "https" } else { "http" };
+                    let canonical = format!("{scheme}://{host}:{}", origin.port);
+                    proptest::prop_assert_eq!(Origin::parse(&canonical), Ok(origin));
+                }
+            }
         }
     }
 
