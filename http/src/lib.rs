@@ -19,6 +19,7 @@
 pub mod body;
 pub mod error;
 pub mod origin;
+pub mod percent;
 pub mod publish;
 pub mod request;
 pub mod response;

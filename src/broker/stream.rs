@@ -84,26 +84,6 @@ pub fn kind_of(path: &str) -> Option<Kind> {
     }
 }
 
-/// RFC 3986 percent-decoding of one query value. `+` stays `+`: it is the MQTT wildcard far
-/// more often than a form-encoded space here.
-fn percent_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// The stream's query parameters.
 #[derive(Debug, Default)]
 struct Query {
@@ -121,8 +101,8 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
         .filter(|p| !p.is_empty())
     {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            percent_decode(value).ok_or_else(|| format!("bad percent-encoding in {name}"))?;
+        let value = ringmq_http::percent::decode(value)
+            .ok_or_else(|| format!("bad percent-encoding in {name}"))?;
         let slot = match name {
             "token" => &mut parsed.token,
             "topic" => &mut parsed.topic,

@@ -104,23 +104,9 @@ pub fn methods_of(template: &str) -> &'static [&'static str] {
         .unwrap_or(&[])
 }
 
-/// `%XX` decoding (and `+` as space in queries is not used by this API); `None` on bad escapes or UTF-8.
+/// `%XX` decoding (`+` is not a space in this API); `None` on a malformed escape or bad UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    ringmq_http::percent::decode(s)
 }
 
 /// Decoded value of query parameter `name` (the first one).
