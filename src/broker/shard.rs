@@ -740,7 +740,11 @@ impl Shard {
             entry.session.write_disconnect(reason, text);
         }
         conn.finish(entry.session.out.split());
-        let will = entry.session.detach(now);
+        // The will was allowed at CONNECT; the rules may have changed since.
+        let will = entry
+            .session
+            .detach(now)
+            .filter(|will| will_allowed(entry, will));
         self.live_conns.remove(&conn.id);
         self.release(blocked);
         let Some(entry) = self.entry_mut(slot) else {
@@ -1626,6 +1630,22 @@ const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// The retained copy of a message: `None` clears (empty payload); else a copy whose payload no
 /// longer pins the publisher's whole read buffer.
+/// Whether the session's user may still publish its will (anonymous clients may publish
+/// anything in their org).
+fn will_allowed(entry: &Entry, will: &Will) -> bool {
+    let Some(principal) = &entry.principal else {
+        return true;
+    };
+    let user = &principal.user;
+    let client_id = ringmq_router::strip_scope(&entry.session.client_id).1;
+    let topic = ringmq_router::strip_scope(&will.topic).1;
+    let allowed = user.acl.may_publish(topic, &user.username, client_id);
+    if !allowed {
+        tracing::info!(%topic, client_id, "will no longer allowed by the ACL; not published");
+    }
+    allowed
+}
+
 /// [`Shard::retained_room`] over the fields it reads (so it can run while a session is lent).
 fn retained_room_in(
     retained: &RetainedStore<SharedMessage>,

@@ -888,6 +888,27 @@ def test_token_subject_owns_its_sessions_across_exchanges(broker, admin):
     back.close()
 
 
+def test_will_outlives_the_rule_that_allowed_it_fails(broker, admin):
+    """Finding 3 (ACL changes reach live sessions): a will allowed at CONNECT is not published
+    once the rule that allowed it is gone; with the rule in place it is."""
+    _user(admin, "testator")
+    r = admin.post("/v1/acl/rules", json={"topic": "wills/#", "action": "publish", "permission": "allow"})
+    assert r.status_code == 201, r.text
+    rule = r.json()["id"]
+    watcher = Client(broker.host, broker.port)  # anonymous: every right on a loopback broker
+    watcher.connect()
+    watcher.subscribe("wills/#", qos=1)
+    kept = mqtt(broker, "testator", will={"topic": "wills/kept", "payload": b"bye", "qos": 1})
+    kept.drop()
+    assert watcher.get().topic == "wills/kept"
+    gone = mqtt(broker, "testator", will={"topic": "wills/gone", "payload": b"bye", "qos": 1})
+    assert admin.delete(f"/v1/acl/rules/{rule}").status_code == 204
+    time.sleep(0.3)
+    gone.drop()
+    watcher.expect_none(1.0)
+    watcher.close()
+
+
 # == 4. browser origins, request bodies, $SYS (findings 4, 8) =======================================
 
 import json
