@@ -1,9 +1,8 @@
 //! ringmq: a thread-per-core io_uring MQTT broker.
 //!
 //! The parts, as `DESIGN.md` lays them out:
-//! - [`mqtt`]: the sans-IO MQTT 3.1 / 3.1.1 / 5.0 codec.
-//! - [`session`]: the sans-IO session state machine (packets and `now` in, bytes and actions out).
-//! - [`message`]: the routed message, shared by every subscriber and shard.
+//! - [`mqtt`], [`session`], [`message`]: the sans-IO codec, session state machine and routed
+//!   message, from `ringmq-proto` (re-exported so the broker's paths stay `crate::mqtt`, …).
 //! - [`broker`]: the shard loop, where IO (`ringmq-io`), protocol and routing (`ringmq-router`) meet.
 //! - [`config`] and [`cli`]: tuning profiles, configuration layers and the command line.
 //! - [`ratelimit`]: per-org token buckets for the HTTP API, shared lock-free by every shard.
@@ -14,7 +13,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod message;
-pub mod mqtt;
 pub mod ratelimit;
-pub mod session;
+
+pub use ringmq_proto::{message, mqtt, session};

@@ -2,7 +2,7 @@
 //! source address), CONNECT/CONNACK, SUBSCRIBE/SUBACK, a reusable read buffer that splits
 //! frames without copying, pre-encoded PUBLISH templates and a PUBLISH fast path.
 //!
-//! Control packets go through the broker's own codec (`ringmq::mqtt`); the per-message paths
+//! Control packets go through the broker's own codec (`ringmq_proto::mqtt`); the per-message paths
 //! (building a PUBLISH, reading one) patch and slice bytes in place so that nothing is
 //! allocated per message.
 
@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use ringmq::mqtt::{
+use ringmq_proto::mqtt::{
     decode_packet, encode_packet, encode_publish, peek_fixed_header, Connect, ConnectProperties,
     OutgoingPublish, Packet, ProtocolVersion, PublishProperties, QoS, ReasonCode, Str, Subscribe,
     SubscribeFilter, SubscriptionOptions,
@@ -297,7 +297,7 @@ pub fn encode_subscribe(
 
 /// Writes DISCONNECT into `buf`.
 pub fn encode_disconnect(version: ProtocolVersion, buf: &mut BytesMut) {
-    let disconnect = Packet::Disconnect(ringmq::mqtt::Disconnect::default());
+    let disconnect = Packet::Disconnect(ringmq_proto::mqtt::Disconnect::default());
     if let Err(error) = encode_packet(&disconnect, version, buf) {
         panic!("DISCONNECT does not encode: {error}");
     }
@@ -510,18 +510,18 @@ pub fn parse_publish(first_byte: u8, body: &[u8], v5: bool) -> Option<PublishVie
 
 /// Appends a PUBACK/PUBREC/PUBREL/PUBCOMP with success.
 pub fn append_pub_resp(
-    kind: ringmq::mqtt::PubRespKind,
+    kind: ringmq_proto::mqtt::PubRespKind,
     packet_id: u16,
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) {
-    ringmq::mqtt::encode_pub_resp(kind, packet_id, ReasonCode::SUCCESS, version, out);
+    ringmq_proto::mqtt::encode_pub_resp(kind, packet_id, ReasonCode::SUCCESS, version, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringmq::mqtt::Publish;
+    use ringmq_proto::mqtt::Publish;
 
     fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Publish {
         let mut buffer = BytesMut::from(bytes);

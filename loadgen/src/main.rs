@@ -19,7 +19,7 @@ mod tracker;
 mod worker;
 
 use clap::Parser;
-use ringmq::mqtt::{ProtocolVersion, QoS};
+use ringmq_proto::mqtt::{ProtocolVersion, QoS};
 
 use crate::cli::{Cli, Command, ConnectionArgs, LoadArgs};
 use crate::client::ClientConfig;

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ringmq::mqtt::QoS;
 use ringmq_io::{spawn_shards, ShardConfig};
+use ringmq_proto::mqtt::QoS;
 
 use crate::cli::ConnectionArgs;
 use crate::control::{Global, Phase};

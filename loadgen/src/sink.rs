@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
-use ringmq::mqtt::{
+use ringmq_io::{bind_tcp, spawn_shards, ShardConfig};
+use ringmq_proto::mqtt::{
     encode_packet, AckProperties, ConnAck, Packet, ProtocolVersion, PubRespKind, ReasonCode,
     SubAck, UnsubAck,
 };
-use ringmq_io::{bind_tcp, spawn_shards, ShardConfig};
 
 use crate::cli::SinkArgs;
 use crate::client::{append_pub_resp, write_buffer, ClientError, ReadBuffer, READ_CHUNK_BYTES};

@@ -20,8 +20,8 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
-use ringmq::mqtt::{ProtocolVersion, PubRespKind, QoS};
 use ringmq_io::ShardContext;
+use ringmq_proto::mqtt::{ProtocolVersion, PubRespKind, QoS};
 
 use crate::client::{
     append_pub_resp, connect_client, encode_disconnect, parse_publish, subscribe, write_buffer,
