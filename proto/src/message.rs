@@ -27,14 +27,26 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for v5 No Local.
     pub publisher: Str,
-    /// Shard and connection id of the publishing connection (connection 0: the broker itself),
-    /// so a subscriber falling behind can pause exactly that publisher.
-    pub origin: (u16, u64),
+    /// The publishing connection, so a subscriber falling behind can pause exactly that
+    /// publisher.
+    pub origin: Origin,
     /// The publishing user's namespace label, if it has one (the streams' `?ns=` filter).
     pub namespace: Option<Str>,
     /// The publisher's device identity (TLS client certificate CN), if it has one; streams'
     /// `?device=` matches it, or else the client id.
     pub device: Option<Str>,
+}
+
+/// The connection a message was published on, as the broker that drives the sessions names it.
+/// Opaque to the protocol: a session stamps its connection's on what it publishes, and the
+/// broker reads it back to pause that publisher. [`Origin::BROKER`] marks messages no
+/// connection published (wills, `$SYS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Origin(pub u64);
+
+impl Origin {
+    /// No connection: the broker itself published it.
+    pub const BROKER: Origin = Origin(0);
 }
 
 /// The shared handle every queue and shard holds.

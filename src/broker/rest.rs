@@ -481,7 +481,7 @@ async fn publish_one(
             properties,
             expires_at,
             publisher: Str::from_static(""),
-            origin: (shard.id, 0),
+            origin: crate::broker::shard::origin_of(shard.id, 0),
             namespace: None,
             device: None,
         });

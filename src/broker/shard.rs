@@ -36,7 +36,7 @@ use super::control::ControlHandle;
 use super::mesh_msg::MeshMsg;
 use super::stats::ShardStats;
 use crate::control::snapshot::Snapshot;
-use crate::message::{Message, SharedMessage};
+use crate::message::{Message, Origin, SharedMessage};
 use crate::mqtt::{QoS, ReasonCode, RetainHandling, Str, Will};
 use crate::session::{Action, Delivered, Queued, Rules, Session, SessionState, Subscription};
 
@@ -507,7 +507,7 @@ impl Shard {
         };
         session.state.expiry_interval_secs = expiry_interval_secs;
         self.generation_counter = self.generation_counter.wrapping_add(1);
-        session.origin = (self.id, conn.id);
+        session.origin = origin_of(self.id, conn.id);
         self.live_conns.insert(conn.id, Rc::clone(&conn));
         let entry = Entry {
             session,
@@ -856,7 +856,7 @@ impl Shard {
             properties: will.properties,
             expires_at,
             publisher: Str::from_static(""),
-            origin: (self.id, 0),
+            origin: origin_of(self.id, 0),
             namespace: None,
             device: None,
         };
@@ -1217,7 +1217,7 @@ impl Shard {
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
-        let origin = item.message.origin;
+        let origin = origin_parts(item.message.origin);
         // A disconnected session's QoS 1/2 queue is bounded per session by count, and per org
         // by bytes, so one tenant's offline devices cannot spend the memory another's need.
         let offline = if entry.conn.is_none() && item.qos != QoS::AtMostOnce {
@@ -1664,6 +1664,27 @@ fn retained_room_in(
     held.saturating_sub(freed) + retained_size(topic, payload) <= settings.org_retained_bytes_max
 }
 
+/// Bits of an [`Origin`] that carry the connection id; the shard id sits above them
+/// (connection ids are counted from 1 by one process: 2^48 of them are never reached).
+const ORIGIN_CONN_BITS: u32 = 48;
+
+/// The origin of connection `conn_id` of shard `shard` (connection 0: the shard itself).
+pub fn origin_of(shard: u16, conn_id: u64) -> Origin {
+    debug_assert!(
+        conn_id < 1 << ORIGIN_CONN_BITS,
+        "connection id {conn_id} out of range"
+    );
+    Origin((u64::from(shard) << ORIGIN_CONN_BITS) | (conn_id & ((1 << ORIGIN_CONN_BITS) - 1)))
+}
+
+/// The shard and connection id an origin names.
+fn origin_parts(origin: Origin) -> (u16, u64) {
+    (
+        (origin.0 >> ORIGIN_CONN_BITS) as u16,
+        origin.0 & ((1 << ORIGIN_CONN_BITS) - 1),
+    )
+}
+
 /// What a retained message counts against its org's quota: its topic and payload bytes.
 fn retained_size(topic: &str, payload: usize) -> u64 {
     (topic.len() + payload) as u64
@@ -1766,10 +1787,20 @@ mod tests {
             properties: Default::default(),
             expires_at: None,
             publisher: Str::from("p"),
-            origin: (0, 0),
+            origin: Origin::BROKER,
             namespace: None,
             device: None,
         })
+    }
+
+    /// An origin names its shard and connection exactly; the broker's own is connection 0.
+    #[test]
+    fn origins_round_trip() {
+        for (shard, conn) in [(0, 0), (0, 1), (3, 42), (u16::MAX, (1 << 48) - 1)] {
+            assert_eq!(origin_parts(origin_of(shard, conn)), (shard, conn));
+        }
+        assert_eq!(origin_of(0, 0), Origin::BROKER);
+        assert_ne!(origin_of(1, 7), origin_of(7, 1));
     }
 
     /// A client id's session belongs to the principal that claimed it: another principal's

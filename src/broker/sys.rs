@@ -131,7 +131,7 @@ fn send(shard: &mut Shard, topic: Str, value: String, retain: bool, now: Instant
         properties: PublishProperties::default(),
         expires_at: None,
         publisher: Str::from_static("$SYS"),
-        origin: (0, 0),
+        origin: crate::message::Origin::BROKER,
         namespace: None,
         device: None,
     };

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::BytesMut;
 
-use crate::message::{Message, SharedMessage};
+use crate::message::{Message, Origin, SharedMessage};
 use crate::mqtt::{
     encode_packet, encode_pub_resp, encode_publish, publish_encoded_len, AckProperties, Disconnect,
     DisconnectProperties, OutgoingPublish, Packet, ProtocolVersion, PubResp, PubRespKind, Publish,
@@ -144,8 +144,8 @@ pub struct Session {
     pub out: BytesMut,
     /// When the last connection ended (for session expiry).
     pub disconnected_at: Option<Instant>,
-    /// Shard and connection id of the attached connection, stamped on the messages it publishes.
-    pub origin: (u16, u64),
+    /// The attached connection, stamped on the messages it publishes.
+    pub origin: Origin,
 }
 
 impl Session {
@@ -160,7 +160,7 @@ impl Session {
             link: None,
             out: BytesMut::new(),
             disconnected_at: None,
-            origin: (0, 0),
+            origin: Origin::BROKER,
         }
     }
 
@@ -172,7 +172,7 @@ impl Session {
             link: None,
             out: BytesMut::new(),
             disconnected_at: None,
-            origin: (0, 0),
+            origin: Origin::BROKER,
         }
     }
 

@@ -54,7 +54,7 @@ fn message(topic: &str, qos: QoS, expiry: Option<Instant>) -> SharedMessage {
         properties: PublishProperties::default(),
         expires_at: expiry,
         publisher: Str::from("publisher"),
-        origin: (0, 0),
+        origin: crate::message::Origin::BROKER,
         namespace: None,
         device: None,
     })

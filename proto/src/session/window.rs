@@ -122,7 +122,7 @@ mod tests {
             properties: Default::default(),
             expires_at: None,
             publisher: crate::mqtt::Str::from("p"),
-            origin: (0, 0),
+            origin: crate::message::Origin::BROKER,
             namespace: None,
             device: None,
         });
