@@ -1240,9 +1240,6 @@ impl Shard {
             entry.offline_bytes += size as u32;
             *self.offline_bytes.entry(entry.org).or_insert(0) += size as u64;
         }
-        let Some(entry) = self.entries.get_mut(slot) else {
-            return;
-        };
         match outcome {
             Delivered::Sent => {
                 stats.messages_sent.inc();
