@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{Broker, WAIT};
+use common::{free_port, Broker, WAIT};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -82,14 +82,6 @@ fn make_pki(name: &str, client_cn: &str) -> Pki {
         client_key: write("client-key.pem", client_key.serialize_pem()),
         dir,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Starts a broker with `mqtts` and `https` on free ports; returns it and the two ports.

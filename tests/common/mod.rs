@@ -22,12 +22,26 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 static BROKER_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
+/// A loopback port nothing listens on, never the same twice in this process. The tests of a
+/// binary run in parallel, each starting a broker: the kernel may hand a just-closed port out
+/// again, and two brokers on one port share it (SO_REUSEPORT), so one test's client would meet
+/// the other's broker (seen once in CI as a CONNECT reset by a broker shutting down).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .expect("local_addr")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `ringmq serve`.
