@@ -14,12 +14,12 @@ use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use ringmq_io::MeshEndpoint;
 use ringmq_router::{
-    parse_shared, LocalFilterCounts, LocalGroups, RetainedStore, ShardIndex, SharedIndex,
-    SubscriptionTrie,
+    parse_shared, LocalFilterCounts, LocalGroups, ShardIndex, SharedIndex, SubscriptionTrie,
 };
 
 mod client_ids;
 mod counted;
+mod retained;
 
 mod streams;
 mod tenancy;
@@ -193,9 +193,7 @@ pub struct Shard {
     index: ShardIndex,
     shared_index: SharedIndex,
     groups: LocalGroups<Slot>,
-    retained: RetainedStore<SharedMessage>,
-    /// Topic + payload bytes of this replica's retained messages, per org.
-    retained_bytes: AHashMap<u32, u64>,
+    retained: retained::RetainedReplica,
     /// Bytes queued for disconnected sessions while they were away, per org (this shard's).
     offline_bytes: AHashMap<u32, u64>,
     /// Claim tokens of the client ids homed here, by id (the claiming shard is in the token),
@@ -261,6 +259,10 @@ impl Shard {
             .as_ref()
             .map_or_else(|| Arc::new(Snapshot::empty_default()), |c| c.snapshot());
         let count = mesh.shard_count() as u16;
+        let retained = retained::RetainedReplica::new(
+            settings.retained_messages_max,
+            settings.org_retained_bytes_max,
+        );
         Shard {
             id,
             count,
@@ -275,9 +277,8 @@ impl Shard {
             index: ShardIndex::new(),
             shared_index: SharedIndex::new(),
             groups: LocalGroups::new(),
-            retained: RetainedStore::new(),
+            retained,
             owners: AHashMap::new(),
-            retained_bytes: AHashMap::new(),
             offline_bytes: AHashMap::new(),
             pending: AHashMap::new(),
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
@@ -574,10 +575,8 @@ impl Shard {
     ) -> crate::session::Flow {
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
-        let (retained, bytes, settings) = (&self.retained, &self.retained_bytes, &self.settings);
-        let room = |topic: &str, payload: usize| {
-            retained_room_in(retained, bytes, settings, topic, payload)
-        };
+        let retained = &self.retained;
+        let room = |topic: &str, payload: usize| retained.room(topic, payload);
         let flow = match self.entries.get_mut(slot) {
             Some(entry) => entry
                 .session
@@ -708,7 +707,7 @@ impl Shard {
         }
         let mut found = Vec::new();
         self.retained
-            .for_each_match(filter, |_, message| found.push(message.clone()));
+            .for_each_match(filter, |message| found.push(message.clone()));
         for message in found {
             let item = Queued {
                 qos: message.qos.min(subscription.options.qos),
@@ -1065,70 +1064,24 @@ impl Shard {
     /// this replica. A publish past either is refused to its publisher (0x97), so one org
     /// filling the store never silently costs another org its retained messages.
     pub fn retained_room(&self, topic: &str, payload: usize) -> bool {
-        retained_room_in(
-            &self.retained,
-            &self.retained_bytes,
-            &self.settings,
-            topic,
-            payload,
-        )
+        self.retained.room(topic, payload)
     }
 
     /// Drops every retained message of `org` from this replica (the org was deleted).
     pub(super) fn forget_org_retained(&mut self, org: u32) {
-        if org == 0 || !self.retained_bytes.contains_key(&org) {
-            return;
+        let dropped = self.retained.forget_org(org);
+        if dropped > 0 {
+            tracing::info!(
+                org,
+                retained = dropped,
+                "org deleted; its retained messages dropped"
+            );
         }
-        let filter = ringmq_router::scoped(&ringmq_router::org_scope(org), "#");
-        let mut topics: Vec<Str> = Vec::new();
-        self.retained
-            .for_each_match(&filter, |_, message| topics.push(message.topic.clone()));
-        for topic in &topics {
-            self.store_retained(topic, None);
-        }
-        self.retained_bytes.remove(&org);
-        tracing::info!(
-            org,
-            retained = topics.len(),
-            "org deleted; its retained messages dropped"
-        );
     }
 
-    /// Sets (`Some`) or clears a retained message in this replica, keeping the per-org tally.
-    /// Past the broker's count bound a new topic is not kept (only a publish that raced the
-    /// check on its own shard gets here; it was told 0x97 or got through first elsewhere).
+    /// Sets (`Some`) or clears a retained message in this replica.
     fn store_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
-        let org = ringmq_router::strip_scope(topic).0;
-        let added = match message {
-            None => None,
-            Some(stored) => {
-                if self.retained.len() < self.settings.retained_messages_max
-                    || self.retained.get(topic).is_some()
-                {
-                    let size = retained_size(topic, stored.payload.len());
-                    Some((stored, size))
-                } else {
-                    tracing::warn!(%topic, "retained store full; message not retained");
-                    return;
-                }
-            }
-        };
-        let old = match added {
-            None => self.retained.remove(topic),
-            Some((stored, size)) => {
-                *self.retained_bytes.entry(org).or_insert(0) += size;
-                self.retained.insert(topic, stored)
-            }
-        };
-        if let Some(old) = old {
-            let size = retained_size(topic, old.payload.len());
-            if let Some(held) = self.retained_bytes.get_mut(&org) {
-                *held = held.saturating_sub(size);
-                if *held == 0 {
-                    self.retained_bytes.remove(&org);
-                }
-            }
-        }
+        self.retained.set(topic, message);
     }
 
     /// Delivers to every local non-shared subscription matching the topic, once per session.
@@ -1643,24 +1596,6 @@ fn will_allowed(entry: &Entry, will: &Will) -> bool {
     allowed
 }
 
-/// [`Shard::retained_room`] over the fields it reads (so it can run while a session is lent).
-fn retained_room_in(
-    retained: &RetainedStore<SharedMessage>,
-    bytes: &AHashMap<u32, u64>,
-    settings: &ShardSettings,
-    topic: &str,
-    payload: usize,
-) -> bool {
-    let existing = retained.get(topic);
-    if existing.is_none() && retained.len() >= settings.retained_messages_max {
-        return false;
-    }
-    let org = ringmq_router::strip_scope(topic).0;
-    let held = bytes.get(&org).copied().unwrap_or(0);
-    let freed = existing.map_or(0, |old| retained_size(topic, old.payload.len()));
-    held.saturating_sub(freed) + retained_size(topic, payload) <= settings.org_retained_bytes_max
-}
-
 /// Bits of an [`Origin`] that carry the connection id; the shard id sits above them
 /// (connection ids are counted from 1 by one process: 2^48 of them are never reached).
 const ORIGIN_CONN_BITS: u32 = 48;
@@ -1680,11 +1615,6 @@ fn origin_parts(origin: Origin) -> (u16, u64) {
         (origin.0 >> ORIGIN_CONN_BITS) as u16,
         origin.0 & ((1 << ORIGIN_CONN_BITS) - 1),
     )
-}
-
-/// What a retained message counts against its org's quota: its topic and payload bytes.
-fn retained_size(topic: &str, payload: usize) -> u64 {
-    (topic.len() + payload) as u64
 }
 
 fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
@@ -1709,7 +1639,7 @@ mod tests {
     use crate::broker::local_notify::LocalNotify;
 
     /// `count` shards on one mesh, with small settings and no control plane.
-    pub(super) fn shard(count: usize) -> Vec<Shard> {
+    pub(crate) fn shard(count: usize) -> Vec<Shard> {
         let mesh = ringmq_io::Mesh::new(count, 64);
         let settings = ShardSettings {
             mesh_batch_max: 64,
@@ -1770,7 +1700,7 @@ mod tests {
     }
 
     /// A message on `topic` from client `p` of shard 0.
-    pub(super) fn test_message(
+    pub(crate) fn test_message(
         topic: &str,
         payload: &'static [u8],
         qos: QoS,
@@ -1829,56 +1759,6 @@ mod tests {
         s.poll_mesh(now);
         assert!(s.pending.get(&again).is_some_and(|p| !p.refused));
         assert_eq!(s.owners.get(&id).map(|(token, _)| *token), Some(again));
-    }
-
-    fn retained_message(topic: &str, payload: &'static [u8]) -> SharedMessage {
-        test_message(topic, payload, QoS::AtMostOnce, true)
-    }
-
-    /// Retained bytes are counted per org on every replica: a replacement frees the old
-    /// payload, a clear frees it all, and one org's use leaves another org's room alone.
-    #[test]
-    fn retained_room_is_counted_per_org() {
-        let mut shards = shard(1);
-        let s = &mut shards[0];
-        s.settings.org_retained_bytes_max = 20;
-        let b = |topic: &str| ringmq_router::scoped(&ringmq_router::org_scope(2), topic);
-        let (t1, t2) = (b("t/1"), b("t/2"));
-        assert!(s.retained_room(&t1, 10));
-        s.store_retained(&t1, Some(retained_message(&t1, b"0123456789")));
-        let used = retained_size(&t1, 10);
-        assert_eq!(s.retained_bytes.get(&2).copied(), Some(used));
-        assert!(
-            !s.retained_room(&t2, 20 - used as usize),
-            "over the org's quota"
-        );
-        assert!(
-            s.retained_room(&t1, 10),
-            "a replacement frees the old payload first"
-        );
-        assert!(
-            s.retained_room("t/1", 15),
-            "the default org has its own room"
-        );
-        s.store_retained(&t1, Some(retained_message(&t1, b"01234")));
-        assert_eq!(
-            s.retained_bytes.get(&2).copied(),
-            Some(retained_size(&t1, 5))
-        );
-        s.store_retained(&t1, None);
-        assert_eq!(s.retained_bytes.get(&2), None);
-        assert!(s.retained_room(&t2, 10));
-        // Deleting the org lets its retained messages go on every replica.
-        s.store_retained(&t2, Some(retained_message(&t2, b"0123")));
-        s.store_retained("t/0", Some(retained_message("t/0", b"0123")));
-        s.forget_org_retained(2);
-        assert_eq!(s.retained_bytes.get(&2), None);
-        assert!(s.retained.get(&t2).is_none() && s.retained.get("t/0").is_some());
-        // The broker-wide count bound refuses a new topic up front instead of dropping it later.
-        s.settings.retained_messages_max = 2;
-        s.store_retained("a", Some(retained_message("a", b"x")));
-        assert!(!s.retained_room("b", 1));
-        assert!(s.retained_room("a", 1));
     }
 
     /// What an org's disconnected sessions queue is bounded by its bytes quota on the shard;

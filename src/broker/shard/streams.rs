@@ -371,7 +371,7 @@ impl Shard {
         });
         let mut retained = Vec::new();
         self.retained
-            .for_each_match(&scoped, |_, message| retained.push(message.clone()));
+            .for_each_match(&scoped, |message| retained.push(message.clone()));
         for message in retained {
             state.push(&message, true);
         }

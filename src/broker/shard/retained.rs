@@ -1,0 +1,172 @@
+//! The shard's replica of the retained messages, with what each org holds in it.
+//!
+//! Every shard keeps a full replica (payloads shared as `Bytes`), applied in each topic's
+//! home-shard order, so a wildcard SUBSCRIBE is answered from local memory. The replica also
+//! counts each org's topic + payload bytes: a retained PUBLISH is checked against the org's
+//! quota and the broker's count bound *before* it is routed ([`RetainedReplica::room`]), so
+//! the publisher hears 0x97 instead of the message being dropped later, or at another org's
+//! expense.
+
+use ahash::AHashMap;
+use ringmq_router::RetainedStore;
+
+use crate::message::SharedMessage;
+use crate::mqtt::Str;
+
+/// What a retained message counts against its org's quota: its topic and payload bytes.
+pub fn retained_size(topic: &str, payload: usize) -> u64 {
+    (topic.len() + payload) as u64
+}
+
+/// One shard's replica of the retained messages.
+pub struct RetainedReplica {
+    store: RetainedStore<SharedMessage>,
+    /// Topic + payload bytes held, per org (absent: none).
+    bytes: AHashMap<u32, u64>,
+    /// Messages kept at most (`limits.retained_messages_max`).
+    messages_max: usize,
+    /// Bytes one org keeps at most (`org_limits.retained_bytes_max`).
+    org_bytes_max: u64,
+}
+
+impl RetainedReplica {
+    /// An empty replica with these bounds.
+    pub fn new(messages_max: usize, org_bytes_max: u64) -> RetainedReplica {
+        RetainedReplica {
+            store: RetainedStore::new(),
+            bytes: AHashMap::new(),
+            messages_max,
+            org_bytes_max,
+        }
+    }
+
+    /// Messages in the replica.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// The message retained on `topic` (scoped), if any.
+    #[cfg(test)]
+    pub fn get(&self, topic: &str) -> Option<&SharedMessage> {
+        self.store.get(topic)
+    }
+
+    /// Calls `f` with every retained message whose topic `filter` (scoped) matches.
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&SharedMessage)) {
+        self.store.for_each_match(filter, |_, message| f(message));
+    }
+
+    /// Bytes `org` holds in this replica.
+    pub fn org_bytes(&self, org: u32) -> u64 {
+        self.bytes.get(&org).copied().unwrap_or(0)
+    }
+
+    /// Whether the org of `topic` (scoped) may keep a retained message of `payload` bytes
+    /// there: the broker's count bound for a new topic, and the org's byte quota (what the
+    /// topic holds now is freed first).
+    pub fn room(&self, topic: &str, payload: usize) -> bool {
+        let existing = self.store.get(topic);
+        if existing.is_none() && self.store.len() >= self.messages_max {
+            return false;
+        }
+        let org = ringmq_router::strip_scope(topic).0;
+        let freed = existing.map_or(0, |old| retained_size(topic, old.payload.len()));
+        self.org_bytes(org).saturating_sub(freed) + retained_size(topic, payload)
+            <= self.org_bytes_max
+    }
+
+    /// Sets (`Some`) or clears a retained message, keeping the per-org tally. Past the count
+    /// bound a new topic is not kept (only a publish that raced [`Self::room`] on another
+    /// shard gets here).
+    pub fn set(&mut self, topic: &str, message: Option<SharedMessage>) {
+        let org = ringmq_router::strip_scope(topic).0;
+        let old = match message {
+            None => self.store.remove(topic),
+            Some(stored) => {
+                if self.store.len() >= self.messages_max && self.store.get(topic).is_none() {
+                    tracing::warn!(%topic, "retained store full; message not retained");
+                    return;
+                }
+                *self.bytes.entry(org).or_insert(0) += retained_size(topic, stored.payload.len());
+                self.store.insert(topic, stored)
+            }
+        };
+        if let Some(old) = old {
+            let size = retained_size(topic, old.payload.len());
+            if let Some(held) = self.bytes.get_mut(&org) {
+                *held = held.saturating_sub(size);
+                if *held == 0 {
+                    self.bytes.remove(&org);
+                }
+            }
+        }
+    }
+
+    /// Drops every retained message of `org` (the org was deleted); returns how many.
+    pub fn forget_org(&mut self, org: u32) -> usize {
+        if org == 0 || !self.bytes.contains_key(&org) {
+            return 0;
+        }
+        let filter = ringmq_router::scoped(&ringmq_router::org_scope(org), "#");
+        let mut topics: Vec<Str> = Vec::new();
+        self.store
+            .for_each_match(&filter, |_, message| topics.push(message.topic.clone()));
+        for topic in &topics {
+            self.set(topic, None);
+        }
+        self.bytes.remove(&org);
+        topics.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::shard::tests::test_message;
+    use crate::mqtt::QoS;
+
+    fn retained(topic: &str, payload: &'static [u8]) -> SharedMessage {
+        test_message(topic, payload, QoS::AtMostOnce, true)
+    }
+
+    /// Retained bytes are counted per org: a replacement frees the old payload, a clear frees
+    /// it all, one org's use leaves another org's room alone, and deleting an org lets its
+    /// messages go.
+    #[test]
+    fn room_is_counted_per_org() {
+        let mut r = RetainedReplica::new(100, 20);
+        let b = |topic: &str| ringmq_router::scoped(&ringmq_router::org_scope(2), topic);
+        let (t1, t2) = (b("t/1"), b("t/2"));
+        assert!(r.room(&t1, 10));
+        r.set(&t1, Some(retained(&t1, b"0123456789")));
+        let used = retained_size(&t1, 10);
+        assert_eq!(r.org_bytes(2), used);
+        assert!(!r.room(&t2, 20 - used as usize), "over the org's quota");
+        assert!(r.room(&t1, 10), "a replacement frees the old payload first");
+        assert!(r.room("t/1", 15), "the default org has its own room");
+        r.set(&t1, Some(retained(&t1, b"01234")));
+        assert_eq!(r.org_bytes(2), retained_size(&t1, 5));
+        r.set(&t1, None);
+        assert_eq!(r.org_bytes(2), 0);
+        assert!(r.room(&t2, 10));
+        r.set(&t2, Some(retained(&t2, b"0123")));
+        r.set("t/0", Some(retained("t/0", b"0123")));
+        assert_eq!(r.forget_org(2), 1);
+        assert_eq!(r.org_bytes(2), 0);
+        assert!(r.get(&t2).is_none() && r.get("t/0").is_some());
+    }
+
+    /// The broker-wide count bound refuses a new topic up front instead of dropping it later.
+    #[test]
+    fn the_count_bound_refuses_new_topics_only() {
+        let mut r = RetainedReplica::new(1, 1 << 20);
+        r.set("a", Some(retained("a", b"x")));
+        assert!(!r.room("b", 1));
+        assert!(r.room("a", 1));
+        r.set("b", Some(retained("b", b"x")));
+        assert!(
+            r.get("b").is_none(),
+            "a raced set past the bound is not kept"
+        );
+    }
+}
