@@ -38,7 +38,9 @@ use super::stats::ShardStats;
 use crate::control::snapshot::Snapshot;
 use crate::message::{Message, Origin, SharedMessage};
 use crate::mqtt::{QoS, ReasonCode, RetainHandling, Str, Will};
-use crate::session::{Action, Delivered, Queued, Rules, Session, SessionState, Subscription};
+use crate::session::{
+    Action, Authorizer, Delivered, Queued, Rules, Session, SessionState, Subscription,
+};
 
 /// Slot index of a session in the shard's table.
 pub type Slot = u32;
@@ -992,9 +994,11 @@ impl Shard {
         now: Instant,
     ) -> (u64, u64) {
         if message.retain {
-            self.retain_locally(&message);
-            let home = self.home_of(&message.topic);
+            // One stored copy, set here and sent to the topic's home: every replica shares its
+            // payload.
             let stored = stored_retained(&message);
+            self.retained.set(&message.topic, stored.clone());
+            let home = self.home_of(&message.topic);
             self.send(
                 home,
                 MeshMsg::RetainRequest {
@@ -1055,10 +1059,6 @@ impl Shard {
         (local, asked)
     }
 
-    fn retain_locally(&mut self, message: &SharedMessage) {
-        self.store_retained(&message.topic, stored_retained(message));
-    }
-
     /// Whether the org of `topic` (scoped) may keep a retained message of `payload` bytes
     /// there: the broker's count bound for a new topic, and the org's byte quota, counted on
     /// this replica. A publish past either is refused to its publisher (0x97), so one org
@@ -1077,11 +1077,6 @@ impl Shard {
                 "org deleted; its retained messages dropped"
             );
         }
-    }
-
-    /// Sets (`Some`) or clears a retained message in this replica.
-    fn store_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
-        self.retained.set(topic, message);
     }
 
     /// Delivers to every local non-shared subscription matching the topic, once per session.
@@ -1381,7 +1376,7 @@ impl Shard {
             }
             MeshMsg::RetainRequest { topic, message } => {
                 // This is the topic's home: its order is the order every replica applies.
-                self.apply_retained(&topic, message.clone());
+                self.retained.set(&topic, message.clone());
                 for shard in 0..self.count {
                     if shard != self.id {
                         self.send(
@@ -1394,7 +1389,7 @@ impl Shard {
                     }
                 }
             }
-            MeshMsg::RetainSet { topic, message } => self.apply_retained(&topic, message),
+            MeshMsg::RetainSet { topic, message } => self.retained.set(&topic, message),
             MeshMsg::Claim {
                 client_id,
                 shard,
@@ -1499,10 +1494,6 @@ impl Shard {
         }
     }
 
-    fn apply_retained(&mut self, topic: &str, message: Option<SharedMessage>) {
-        self.store_retained(topic, message);
-    }
-
     fn takeover(
         &mut self,
         client_id: Str,
@@ -1586,10 +1577,9 @@ fn will_allowed(entry: &Entry, will: &Will) -> bool {
     let Some(principal) = &entry.principal else {
         return true;
     };
-    let user = &principal.user;
     let client_id = ringmq_router::strip_scope(&entry.session.client_id).1;
     let topic = ringmq_router::strip_scope(&will.topic).1;
-    let allowed = user.acl.may_publish(topic, &user.username, client_id);
+    let allowed = principal.may_publish(topic, client_id);
     if !allowed {
         tracing::info!(%topic, client_id, "will no longer allowed by the ACL; not published");
     }

@@ -56,13 +56,9 @@ pub fn owner_tag(org: OrgNum, username: &str) -> u64 {
     u64::from_be_bytes(tag).max(1)
 }
 
-/// ACL checks of one MQTT user, from the snapshot it logged in with (or a newer one).
-#[derive(Debug)]
-pub struct UserAuthorizer {
-    user: Arc<UserAuth>,
-}
-
-impl Authorizer for UserAuthorizer {
+/// A principal's ACL checks, from the snapshot it logged in with (or a newer one): the same
+/// `Rc` is the session's principal and its connection's authorizer.
+impl Authorizer for Principal {
     fn may_publish(&self, topic: &str, client_id: &str) -> bool {
         self.user
             .acl
@@ -274,14 +270,12 @@ fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitte
             ));
         }
     }
-    let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
-        user: Arc::clone(&user),
-    });
-    let mut access = Access::org(user.org, Some(authorizer));
-    access.set_namespace(user.namespace.as_deref().map(Str::from));
+    let principal = Rc::new(Principal { user });
+    let mut access = Access::org(principal.user.org, Some(principal.clone()));
+    access.set_namespace(principal.user.namespace.as_deref().map(Str::from));
     Ok(Admitted {
         access,
-        principal: Some(Rc::new(Principal { user })),
+        principal: Some(principal),
     })
 }
 
@@ -351,15 +345,13 @@ impl Shard {
                         && !matches!(new.expires_at, Some(at) if at <= now_secs) =>
                 {
                     if !Arc::ptr_eq(new, old) {
-                        let authorizer: Rc<dyn Authorizer> = Rc::new(UserAuthorizer {
+                        let principal = Rc::new(Principal {
                             user: Arc::clone(new),
                         });
-                        entry.principal = Some(Rc::new(Principal {
-                            user: Arc::clone(new),
-                        }));
                         if let Some(link) = entry.session.link.as_mut() {
-                            link.access.authorizer = Some(authorizer);
+                            link.access.authorizer = Some(principal.clone());
                         }
+                        entry.principal = Some(principal);
                         // Every snapshot is built afresh; only a user whose rules changed
                         // (its generation) has subscriptions to check again.
                         if new.generation != old.generation {
@@ -410,7 +402,6 @@ impl Shard {
         let Some(principal) = entry.principal.clone() else {
             return;
         };
-        let user = &principal.user;
         let client_id = ringmq_router::strip_scope(&entry.session.client_id)
             .1
             .to_owned();
@@ -418,7 +409,7 @@ impl Shard {
             let plain = ringmq_router::unscoped(scoped).1;
             let filter =
                 ringmq_router::split_shared(&plain).map_or(&*plain, |shared| shared.filter);
-            user.acl.may_subscribe(filter, &user.username, &client_id)
+            principal.may_subscribe(filter, &client_id)
         };
         let state = &mut entry.session.state;
         let refused: Vec<Str> = state
