@@ -104,7 +104,8 @@ impl std::fmt::Debug for ConnShared {
 }
 
 impl ConnShared {
-    pub(crate) fn new(id: u64, fd: RawFd) -> Self {
+    /// A connection's shared half; `fd` -1 for one without a socket (the simulator's).
+    pub fn new(id: u64, fd: RawFd) -> Self {
         ConnShared {
             id,
             half: Cell::new(Half::Busy),
@@ -257,6 +258,16 @@ impl ConnShared {
     fn reader_finished(&self) {
         self.reader_done.set(true);
         self.reader_exited.notify();
+    }
+
+    /// True while the writer waits for fence answers (a SUBACK waits for every replica).
+    pub fn is_fenced(&self) -> bool {
+        self.fences.get() > 0
+    }
+
+    /// The bytes left to write before the close (what a driver without a writer task sends).
+    pub fn take_final_out(&self) -> Option<BytesMut> {
+        self.final_out.take().map(|out| *out)
     }
 
     /// True while reading is paused for a slow subscriber.
@@ -562,8 +573,9 @@ async fn handshake(
             }
             Some(pending) => match pending.grant.take() {
                 Some(grant) => {
+                    let resume = pending.resume;
                     s.pending.remove(&token);
-                    Poll::Ready(Some(Ok(grant)))
+                    Poll::Ready(Some(Ok((grant, resume))))
                 }
                 None => {
                     notify.register(cx.waker());
@@ -572,8 +584,8 @@ async fn handshake(
             },
         }
     });
-    let state = match monoio::time::timeout(GRANT_TIMEOUT, wait).await {
-        Ok(Some(Ok(state))) => state,
+    let (state, resume) = match monoio::time::timeout(GRANT_TIMEOUT, wait).await {
+        Ok(Some(Ok(granted))) => granted,
         Ok(Some(Err(()))) => {
             let refusal = crate::session::connect::Refusal {
                 reason: ReasonCode::NOT_AUTHORIZED,
@@ -598,6 +610,7 @@ async fn handshake(
         scoped_id,
         token,
         state,
+        resume,
         admitted: (org, admitted.principal),
     })
 }
@@ -609,6 +622,8 @@ struct Handshake {
     scoped_id: crate::mqtt::Str,
     token: u64,
     state: Option<Box<crate::session::SessionState>>,
+    /// The session stayed in place on this shard (see `PendingConnect::resume`).
+    resume: Option<(Slot, u32)>,
     admitted: (u32, Option<Rc<super::shard::Principal>>),
 }
 
@@ -759,6 +774,7 @@ async fn connect(
         scoped_id,
         token,
         state,
+        resume,
         admitted,
     }) = handshake.await
     else {
@@ -775,16 +791,20 @@ async fn connect(
     let slot = {
         let mut s = shard.borrow_mut();
         let now = Instant::now();
-        let (slot, present) = s.install_session(super::shard::NewSession {
-            client_id: scoped_id,
-            token,
-            state,
-            clean_start: negotiated.clean_start,
-            expiry_interval_secs: negotiated.expiry_interval_secs,
-            conn: Rc::clone(&conn),
-            org: admitted.0,
-            principal: admitted.1,
-        });
+        let (slot, present) = s.install_session(
+            super::shard::NewSession {
+                client_id: scoped_id,
+                token,
+                state,
+                clean_start: negotiated.clean_start,
+                expiry_interval_secs: negotiated.expiry_interval_secs,
+                conn: Rc::clone(&conn),
+                org: admitted.0,
+                principal: admitted.1,
+                resume,
+            },
+            now,
+        );
         let ack = connack_accepted(&negotiated, present, &rules);
         let entry = s.entry_mut(slot)?;
         entry.session.write_packet(&Packet::ConnAck(ack), version);

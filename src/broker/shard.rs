@@ -14,7 +14,7 @@ use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use ringmq_io::MeshEndpoint;
 use ringmq_router::{
-    parse_shared, LocalFilterCounts, LocalGroups, ShardIndex, SharedIndex, SubscriptionTrie,
+    split_shared, LocalFilterCounts, LocalGroups, ShardIndex, SharedIndex, SubscriptionTrie,
 };
 
 mod client_ids;
@@ -124,6 +124,11 @@ pub struct PendingConnect {
     pub superseded: Option<(u16, u64, bool)>,
     /// The id's session belongs to another principal: the connection is refused.
     pub refused: bool,
+    /// The granted session stayed in place on this shard, in this slot of this generation:
+    /// the connection resumes it there instead of receiving its state (set with a `Grant` of
+    /// no state). Until then it keeps its subscriptions and queues what arrives, so nothing
+    /// routed to it while the new connection is being set up is lost.
+    pub resume: Option<(Slot, u32)>,
 }
 
 /// A connection whose CONNECT was accepted and whose client id was granted.
@@ -144,6 +149,8 @@ pub struct NewSession {
     pub org: u32,
     /// Who logged in; `None` for anonymous clients.
     pub principal: Option<Rc<Principal>>,
+    /// The session to resume in place ([`PendingConnect::resume`]).
+    pub resume: Option<(Slot, u32)>,
 }
 
 /// Settings the shard loop needs beyond the session rules.
@@ -476,6 +483,7 @@ impl Shard {
                 notify,
                 superseded: None,
                 refused: false,
+                resume: None,
             },
         );
         let home = self.home_of(&client_id);
@@ -493,7 +501,7 @@ impl Shard {
     }
 
     /// Installs a granted session for a new connection; returns its slot and session-present.
-    pub fn install_session(&mut self, new: NewSession) -> (Slot, bool) {
+    pub fn install_session(&mut self, new: NewSession, now: Instant) -> (Slot, bool) {
         let NewSession {
             client_id,
             token,
@@ -503,7 +511,18 @@ impl Shard {
             conn,
             org,
             principal,
+            resume,
         } = new;
+        if let Some(place) = resume.filter(|_| !clean_start) {
+            if let Some(slot) =
+                self.resume_in_place(place, token, &conn, org, principal.clone(), now)
+            {
+                if let Some(entry) = self.entries.get_mut(slot) {
+                    entry.session.state.expiry_interval_secs = expiry_interval_secs;
+                }
+                return (slot, true);
+            }
+        }
         let (mut session, present) = match state {
             Some(state) if !clean_start => (Session::from_state(client_id.clone(), *state), true),
             _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
@@ -519,7 +538,7 @@ impl Shard {
             token,
             pending_will: None,
             blocked: Vec::new(),
-            last_progress: Instant::now(),
+            last_progress: now,
             lossy: false,
             org,
             offline_bytes: 0,
@@ -555,6 +574,54 @@ impl Shard {
         self.stats.add_connection(1);
         self.count_org_connection(org, 1);
         (slot, present)
+    }
+
+    /// Attaches `conn` to the offline session left in place in `slot` (same generation) by a
+    /// takeover on this shard; `None` when that session is gone (then the connection starts a
+    /// fresh one).
+    fn resume_in_place(
+        &mut self,
+        (slot, generation): (Slot, u32),
+        token: u64,
+        conn: &Rc<ConnShared>,
+        org: u32,
+        principal: Option<Rc<Principal>>,
+        now: Instant,
+    ) -> Option<Slot> {
+        let entry = self.entries.get(slot)?;
+        if entry.generation != generation || entry.conn.is_some() {
+            return None;
+        }
+        let (held_org, held_bytes) = (entry.org, u64::from(entry.offline_bytes));
+        if let Some(held) = self.offline_bytes.get_mut(&held_org) {
+            *held = held.saturating_sub(held_bytes);
+            if *held == 0 {
+                self.offline_bytes.remove(&held_org);
+            }
+        }
+        // A new generation: the old connection's keep-alive and the offline session's expiry
+        // and will timers are void.
+        self.generation_counter = self.generation_counter.wrapping_add(1);
+        let generation = self.generation_counter;
+        let entry = self.entries.get_mut(slot)?;
+        entry.generation = generation;
+        entry.session.origin = origin_of(self.id, conn.id);
+        entry.conn = Some(Rc::clone(conn));
+        entry.token = token;
+        entry.pending_will = None;
+        entry.offline_bytes = 0;
+        entry.last_progress = now;
+        entry.lossy = false;
+        entry.org = org;
+        entry.principal = principal;
+        entry.connected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.live_conns.insert(conn.id, Rc::clone(conn));
+        self.refilter_session(slot);
+        self.stats.add_connection(1);
+        self.count_org_connection(org, 1);
+        Some(slot)
     }
 
     /// Schedules the keep-alive check of a newly attached connection.
@@ -628,15 +695,18 @@ impl Shard {
     /// Adds a subscription to the local index; true when other shards were told (their
     /// replicas change), so a SUBACK must wait for them (see [`MeshMsg::Fence`]).
     fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) -> bool {
-        match parse_shared(filter, usize::MAX) {
-            Ok(Some(shared)) => {
+        // The session validated the client's filter before putting it into its org's scope;
+        // `parse_shared` would refuse the scope's U+0000 (it did: every shared subscription
+        // of an org other than the default one was acknowledged and never joined its group).
+        match split_shared(filter) {
+            Some(shared) => {
                 if self.groups.join(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, true);
                     return true;
                 }
                 false
             }
-            Ok(None) => {
+            None => {
                 self.subscriptions.insert(filter, slot, subscription);
                 if self.filter_counts.increment(filter) {
                     self.announce_filter(filter, true);
@@ -644,7 +714,6 @@ impl Shard {
                 }
                 false
             }
-            Err(_) => false,
         }
     }
 
@@ -673,20 +742,19 @@ impl Shard {
     }
 
     fn remove_subscription(&mut self, slot: Slot, filter: &str) {
-        match parse_shared(filter, usize::MAX) {
-            Ok(Some(shared)) => {
+        match split_shared(filter) {
+            Some(shared) => {
                 if self.groups.leave(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, false);
                 }
             }
-            Ok(None) => {
+            None => {
                 if self.subscriptions.remove(filter, slot).is_some()
                     && self.filter_counts.decrement(filter)
                 {
                     self.announce_filter(filter, false);
                 }
             }
-            Err(_) => {}
         }
     }
 
@@ -1445,7 +1513,29 @@ impl Shard {
                 tracing::debug!(token, client_id = %pending.client_id, "grant");
                 if let Some((to_shard, next_token, clean_start)) = pending.superseded {
                     // A later connection already owns the id: pass the session straight on.
+                    let resume = pending.resume;
                     self.pending.remove(&token);
+                    let state = match resume {
+                        Some((slot, generation)) => {
+                            let live = self
+                                .entries
+                                .get(slot)
+                                .is_some_and(|e| e.generation == generation && e.conn.is_none());
+                            if !live || clean_start {
+                                if live {
+                                    self.end_session(slot, now);
+                                }
+                                None
+                            } else if let Some(next) = self.pending.get_mut(&next_token) {
+                                // Still on this shard: it stays in place for the next one too.
+                                next.resume = Some((slot, generation));
+                                None
+                            } else {
+                                self.extract_session(slot, now)
+                            }
+                        }
+                        None => state,
+                    };
                     let state = state.filter(|_| !clean_start);
                     self.send(
                         to_shard,
@@ -1514,6 +1604,20 @@ impl Shard {
             }
             // A reconnect within the will delay cancels the will (MQTT 5, 3.1.3.2.2), unless
             // the new connection ends the session, which publishes it.
+            if !clean_start && to_shard == self.id && self.pending.contains_key(&token) {
+                // The new connection is on this shard: the session stays where it is, with its
+                // subscriptions, and queues what arrives until the connection resumes it.
+                // (Moved out, what was routed to it meanwhile was lost.)
+                if let Some(entry) = self.entry_mut(slot) {
+                    entry.pending_will = None;
+                    let generation = entry.generation;
+                    if let Some(pending) = self.pending.get_mut(&token) {
+                        pending.resume = Some((slot, generation));
+                    }
+                }
+                self.send(to_shard, MeshMsg::Grant { token, state: None });
+                return;
+            }
             let state = if clean_start {
                 self.end_session(slot, now);
                 None
@@ -1543,6 +1647,16 @@ impl Shard {
     /// Number of sessions (connected or not) on this shard.
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
+    }
+
+    /// The retained topics and payloads of this replica that `filter` matches, sorted (the
+    /// simulator compares replicas with it).
+    pub fn retained_matching(&self, filter: &str) -> Vec<(Str, Bytes)> {
+        let mut found = Vec::new();
+        self.retained
+            .for_each_match(filter, |m| found.push((m.topic.clone(), m.payload.clone())));
+        found.sort();
+        found
     }
 
     /// Number of retained messages in this replica.
@@ -1759,6 +1873,15 @@ mod tests {
         let s = &mut shards[0];
         let now = Instant::now();
         s.settings.org_offline_bytes_max = 30;
+        // The first connection claims the id (the registry then names it), then connects.
+        let first = s.begin_connect(
+            Str::from("sleeper"),
+            false,
+            0,
+            Rc::new(LocalNotify::default()),
+        );
+        s.flush(now);
+        s.pending.remove(&first);
         let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
         subscribe(s, slot, "q/#", now);
         s.end_connection(slot, None, true, now);
@@ -1809,16 +1932,20 @@ mod tests {
             .expect("accepted");
         let token = s.next_token();
         let conn = Rc::new(ConnShared::new(token, -1));
-        let (slot, present) = s.install_session(NewSession {
-            client_id: Str::from(client_id),
-            token,
-            state: None,
-            clean_start: n.clean_start,
-            expiry_interval_secs: n.expiry_interval_secs,
-            conn: Rc::clone(&conn),
-            org: 0,
-            principal: None,
-        });
+        let (slot, present) = s.install_session(
+            NewSession {
+                client_id: Str::from(client_id),
+                token,
+                state: None,
+                clean_start: n.clean_start,
+                expiry_interval_secs: n.expiry_interval_secs,
+                conn: Rc::clone(&conn),
+                org: 0,
+                principal: None,
+                resume: None,
+            },
+            now,
+        );
         let entry = s.entry_mut(slot).expect("installed");
         entry.session.attach(n.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);
@@ -1855,6 +1982,103 @@ mod tests {
         });
         s.handle_packet(slot, packet, now);
         s.flush(now);
+    }
+
+    /// Regression (found by ringmq-sim): a shared subscription of an org other than the
+    /// default one was acknowledged but never joined its group (the scope's U+0000 failed a
+    /// client-input check), so nothing published to it was delivered.
+    #[test]
+    fn a_shared_subscription_in_another_org_receives() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        let (slot, _conn) = connect(s, "member", v5_connect("member", 0, 60), now);
+        let link = s.entry_mut(slot).and_then(|e| e.session.link.as_mut());
+        link.expect("connected").access = crate::session::Access::org(1, None);
+        subscribe(s, slot, "$share/g/s/#", now);
+        s.entry_mut(slot).expect("member").session.out.clear();
+        let topic = ringmq_router::scoped(&ringmq_router::org_scope(1), "s/a");
+        s.publish(
+            test_message(&topic, b"for-the-group", QoS::AtLeastOnce, false),
+            now,
+        );
+        s.flush(now);
+        let out = &s.entry_mut(slot).expect("member").session.out;
+        assert!(
+            out.windows(13).any(|w| w == b"for-the-group"),
+            "not delivered"
+        );
+    }
+
+    /// Regression (found by ringmq-sim): a persistent session reconnecting on its own shard was
+    /// moved out of the trie at the grant and back at the install; a QoS 1 message routed in
+    /// between was acknowledged to its publisher and lost. It now stays in place and queues.
+    #[test]
+    fn a_message_routed_while_a_session_resumes_on_its_shard_is_kept() {
+        let mut shards = shard(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        // The first connection claims the id (the registry then names it), then connects.
+        let first = s.begin_connect(
+            Str::from("sleeper"),
+            false,
+            0,
+            Rc::new(LocalNotify::default()),
+        );
+        s.flush(now);
+        s.pending.remove(&first);
+        let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
+        subscribe(s, slot, "q/#", now);
+        s.end_connection(slot, None, true, now);
+        let token = s.begin_connect(
+            Str::from("sleeper"),
+            false,
+            0,
+            Rc::new(LocalNotify::default()),
+        );
+        s.flush(now);
+        let pending = s.pending.get_mut(&token).expect("pending");
+        let (grant, resume) = (pending.grant.take().expect("granted"), pending.resume);
+        assert!(resume.is_some(), "the session stays in place");
+        // Routed after the grant, before the new connection installs the session.
+        s.publish(
+            test_message("q/1", b"in-between", QoS::AtLeastOnce, false),
+            now,
+        );
+        s.flush(now);
+        s.pending.remove(&token);
+        let conn = Rc::new(ConnShared::new(token, -1));
+        let (resumed, present) = s.install_session(
+            NewSession {
+                client_id: Str::from("sleeper"),
+                token,
+                state: grant,
+                clean_start: false,
+                expiry_interval_secs: 600,
+                conn,
+                org: 0,
+                principal: None,
+                resume,
+            },
+            now,
+        );
+        assert!(present);
+        assert_eq!(resumed, slot);
+        let rules = Rc::clone(&s.rules);
+        let n = crate::session::connect::negotiate(
+            &v5_connect("sleeper", 0, 600),
+            &rules,
+            now,
+            String::new,
+        )
+        .expect("accepted");
+        let entry = s.entry_mut(resumed).expect("resumed");
+        entry.session.attach(n.link, true, now, &rules);
+        let out = &entry.session.out;
+        assert!(
+            out.windows(10).any(|w| w == b"in-between"),
+            "the message was lost"
+        );
     }
 
     /// Will delay 3 s with session expiry 5 s: the will is published at 3 s, not before

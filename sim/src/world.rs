@@ -1,0 +1,786 @@
+//! The simulated world: shard cores on one mesh, the connections between them and the clients,
+//! a simulated clock, and the faults. It drives each shard exactly as a shard's connection tasks
+//! do (handshake, claim, install, read rounds, writes), but from one thread, in an order chosen
+//! by the seed.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ringmq::broker::conn::ConnShared;
+use ringmq::broker::local_notify::LocalNotify;
+use ringmq::broker::shard::{owner_tag, NewSession, Shard, ShardSettings, Slot};
+use ringmq::broker::stats::ShardStats;
+use ringmq::mqtt::{decode_packet, Packet, ProtocolVersion, ReasonCode, Str};
+use ringmq::session::connect::{connack_accepted, connack_refused, negotiate, Negotiated, Refusal};
+use ringmq::session::{Access, Authorizer, CloseReason, Flow, Rules};
+
+use crate::client::{SimClient, Spec};
+use crate::oracle::{LiveSub, Oracle};
+use crate::rng::Rng;
+use crate::trace::Trace;
+
+/// Packets one connection's read round handles at most (as the broker's read loop).
+const PACKETS_PER_ROUND: usize = 16;
+
+/// Filters clients subscribe to. Shared groups only cover `s/`, plain filters never do, so a
+/// receipt on `s/` is a shared one.
+const FILTERS: &[&str] = &["t/a", "t/+", "t/#", "secret/#", "$share/g1/s/#"];
+/// Topics clients publish to.
+const TOPICS: &[&str] = &["t/a", "t/b", "t/b/c", "secret/x", "s/a", "s/b"];
+
+/// How a run is shaped.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Seed of every choice.
+    pub seed: u64,
+    /// Steps to run before the quiet phase.
+    pub steps: u64,
+    /// Shard cores.
+    pub shards: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Inject faults (mesh delays, clock jumps, abrupt drops, stuck readers, small queues).
+    pub faults: bool,
+}
+
+/// The ACL the simulation's users have: `secret/` is for admins only.
+#[derive(Debug)]
+struct SimAcl {
+    admin: bool,
+}
+
+impl Authorizer for SimAcl {
+    fn may_publish(&self, topic: &str, _client_id: &str) -> bool {
+        self.admin || !topic.starts_with("secret/")
+    }
+    fn may_subscribe(&self, filter: &str, _client_id: &str) -> bool {
+        self.admin || !filter.starts_with("secret/")
+    }
+}
+
+/// Where a connection is in its life.
+enum Phase {
+    /// Waiting for a whole CONNECT.
+    Handshake,
+    /// Claimed the client id at its home shard; waiting for the grant.
+    Pending {
+        token: u64,
+        negotiated: Box<Negotiated>,
+        scoped_id: Str,
+    },
+    /// Session installed in `slot`.
+    Live { slot: Slot },
+    /// Gone.
+    Dead,
+}
+
+/// One simulated socket between a client and a shard.
+struct SimConn {
+    client: usize,
+    shard: usize,
+    shared: Rc<ConnShared>,
+    phase: Phase,
+    /// Bytes the client sent that the shard has not read.
+    to_broker: BytesMut,
+    version: ProtocolVersion,
+}
+
+/// Everything in one run.
+pub struct World {
+    setup: Setup,
+    rng: Rng,
+    /// The shard cores.
+    pub shards: Vec<Shard>,
+    conns: Vec<SimConn>,
+    /// The clients.
+    pub clients: Vec<SimClient>,
+    /// The promises' bookkeeping.
+    pub oracle: Oracle,
+    /// The event trace.
+    pub trace: Trace,
+    rules: Rc<Rules>,
+    start: Instant,
+    now: Instant,
+    /// Per shard: steps its mesh inbox stays unread (a delayed mesh).
+    mesh_delay: Vec<u32>,
+    next_conn_id: u64,
+    /// The current step.
+    pub step: u64,
+    /// Counts of what happened, for the summary.
+    pub counts: Counts,
+}
+
+/// What a run did, for the summary line.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// Connections opened.
+    pub connects: u64,
+    /// Publishes sent.
+    pub publishes: u64,
+    /// Connections dropped abruptly.
+    pub drops: u64,
+    /// Takeovers (a new connection while the old one lived).
+    pub takeovers: u64,
+    /// Clock jumps.
+    pub clock_jumps: u64,
+    /// Mesh delays injected.
+    pub mesh_delays: u64,
+}
+
+impl World {
+    /// A world for `setup`, with every client disconnected.
+    pub fn new(setup: Setup) -> World {
+        let start = Instant::now();
+        let rules = Rules {
+            inflight_max: 8,
+            // Long enough that no QoS 1/2 message is dropped for a full queue in a run: the
+            // oracle counts a dropped acknowledged message as lost.
+            queue_messages_max: 1 << 20,
+            outbox_bytes_max: if setup.faults { 2048 } else { 1 << 16 },
+            ..Rules::default()
+        };
+        let mesh = ringmq_io::Mesh::new(setup.shards, if setup.faults { 4 } else { 1024 });
+        let settings = ShardSettings {
+            mesh_batch_max: 16,
+            read_buffer_bytes: 4096,
+            read_budget_bytes: 4096,
+            write_batch_bytes: 4096,
+            retained_messages_max: 10_000,
+            org_retained_bytes_max: 1 << 30,
+            org_offline_bytes_max: 1 << 30,
+            connections_max: 100_000,
+            connect_timeout: Duration::from_secs(10),
+            packet_size_max: 64 * 1024,
+            mesh_backlog_max: 64,
+            login_failures_per_minute_max: 1000,
+        };
+        let shards = (0..setup.shards)
+            .map(|id| {
+                Shard::new(
+                    mesh.endpoint(id),
+                    rules.clone(),
+                    settings.clone(),
+                    Arc::new(ShardStats::default()),
+                    None,
+                )
+            })
+            .collect();
+        let clients = (0..setup.clients)
+            .map(|i| {
+                let spec = Spec {
+                    org: (i % 2) as u32,
+                    client_id: format!("dev-{i}"),
+                    username: format!("user-{i}"),
+                    admin: i % 4 == 0,
+                    version: if (i / 2) % 2 == 0 {
+                        ProtocolVersion::V5
+                    } else {
+                        ProtocolVersion::V311
+                    },
+                    persistent: i % 3 != 2,
+                };
+                SimClient::new(i, spec, start)
+            })
+            .collect();
+        World {
+            rng: Rng::new(setup.seed),
+            oracle: Oracle::new(setup.clients),
+            mesh_delay: vec![0; setup.shards],
+            shards,
+            conns: Vec::new(),
+            clients,
+            trace: Trace::default(),
+            rules: Rc::new(rules),
+            start,
+            now: start,
+            next_conn_id: 1,
+            step: 0,
+            counts: Counts::default(),
+            setup,
+        }
+    }
+
+    /// Milliseconds of simulated time so far.
+    pub fn elapsed_ms(&self) -> u128 {
+        self.now.duration_since(self.start).as_millis()
+    }
+
+    fn event(&mut self, line: String) {
+        self.trace.event(self.step, line);
+    }
+
+    /// One step: a few client actions, maybe a fault, then every shard and connection runs a round.
+    pub fn step(&mut self) {
+        self.step += 1;
+        self.now += Duration::from_millis(self.rng.below(20));
+        if self.setup.faults {
+            self.inject_faults();
+        }
+        for _ in 0..=self.rng.below(3) {
+            let client = self.rng.below(self.clients.len() as u64) as usize;
+            self.act(client);
+        }
+        self.run_round(true);
+        self.check_bounds();
+    }
+
+    fn inject_faults(&mut self) {
+        if self.rng.chance(2) {
+            let jump = 1 + self.rng.below(40);
+            self.now += Duration::from_secs(jump);
+            self.counts.clock_jumps += 1;
+            self.event(format!("clock +{jump}s"));
+        }
+        if self.rng.chance(20) {
+            let shard = self.rng.below(self.shards.len() as u64) as usize;
+            let steps = 1 + self.rng.below(30) as u32;
+            self.mesh_delay[shard] = self.mesh_delay[shard].max(steps);
+            self.counts.mesh_delays += 1;
+            self.event(format!("mesh of shard {shard} delayed {steps} steps"));
+        }
+        if self.rng.chance(10) {
+            let client = self.rng.below(self.clients.len() as u64) as usize;
+            let stuck = !self.clients[client].stuck;
+            self.clients[client].stuck = stuck;
+            self.event(format!("c{client} stuck={stuck}"));
+        }
+    }
+
+    /// Client `c` does one thing that fits its state.
+    fn act(&mut self, c: usize) {
+        let now = self.now;
+        let Some(conn) = self.clients[c].conn else {
+            if self.rng.chance(600) {
+                self.open(c);
+            }
+            return;
+        };
+        if !self.clients[c].connected {
+            return;
+        }
+        let roll = self.rng.below(100);
+        let mut out = std::mem::take(&mut self.conns[conn].to_broker);
+        let client = &mut self.clients[c];
+        let said = match roll {
+            0..=14 => {
+                let filter = *self.rng.pick(FILTERS);
+                let qos = self.rng.below(3) as u8;
+                Some(client.subscribe(&mut out, filter, qos, now))
+            }
+            15..=19 if !client.subs.is_empty() => {
+                let filters = client.live_filters();
+                let filter = self.rng.pick(&filters).clone();
+                Some(client.unsubscribe(&mut out, &filter, &mut self.oracle, now))
+            }
+            20..=79 => {
+                let mut topic = *self.rng.pick(TOPICS);
+                if topic.starts_with("secret/") && !client.spec.admin && !self.rng.chance(300) {
+                    topic = "t/a";
+                }
+                let qos = self.rng.below(3) as u8;
+                let retain = self.rng.chance(100);
+                let (id, said) = client.publish(&mut out, topic, qos, retain, now);
+                self.counts.publishes += 1;
+                let subs = self.live_subs();
+                let client = &self.clients[c];
+                let authorized = client.spec.admin || !topic.starts_with("secret/");
+                self.oracle.published(
+                    id,
+                    client.spec.org,
+                    topic,
+                    qos,
+                    authorized,
+                    &subs,
+                    self.step,
+                );
+                Some(said)
+            }
+            80..=83 => {
+                let with_will = self.rng.chance(500);
+                Some(client.disconnect(&mut out, with_will, now))
+            }
+            84..=86 if self.setup.faults => {
+                // Dropped mid-stream: half a packet, then the socket goes.
+                client.ping(&mut out, now);
+                let cut = out.len().saturating_sub(1);
+                out.truncate(cut);
+                self.conns[conn].to_broker = out;
+                self.drop_conn(conn);
+                self.counts.drops += 1;
+                self.event(format!("c{c} dropped"));
+                return;
+            }
+            87..=88 => {
+                // A second connection for the same client id, maybe on another shard.
+                self.conns[conn].to_broker = out;
+                self.counts.takeovers += 1;
+                self.event(format!("c{c} takes over its own session"));
+                self.abandon(conn);
+                self.open(c);
+                return;
+            }
+            _ => None,
+        };
+        self.conns[conn].to_broker = out;
+        if let Some(said) = said {
+            self.event(said);
+        }
+    }
+
+    /// Every subscription the broker may hold, of every client, for the oracle.
+    fn live_subs(&self) -> Vec<LiveSub> {
+        self.clients
+            .iter()
+            .flat_map(|c| {
+                c.sub_view()
+                    .into_iter()
+                    .map(move |(filter, qos, uncertain)| LiveSub {
+                        client: c.index,
+                        org: c.spec.org,
+                        filter,
+                        qos,
+                        uncertain,
+                    })
+            })
+            .collect()
+    }
+
+    /// Opens a connection for client `c` on a shard the seed picks, and sends CONNECT.
+    fn open(&mut self, c: usize) {
+        let shard = self.rng.below(self.shards.len() as u64) as usize;
+        let client = &mut self.clients[c];
+        let clean = !client.spec.persistent || self.rng.chance(100);
+        let keep_alive = if self.rng.chance(500) { 30 } else { 0 };
+        let will = self.rng.chance(200);
+        let mut out = BytesMut::new();
+        let said = client.connect(&mut out, clean, keep_alive, will, self.now);
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        self.conns.push(SimConn {
+            client: c,
+            shard,
+            shared: Rc::new(ConnShared::new(id, -1)),
+            phase: Phase::Handshake,
+            to_broker: out,
+            version: client.spec.version,
+        });
+        client.conn = Some(self.conns.len() - 1);
+        self.counts.connects += 1;
+        self.event(format!("{said} on shard {shard}"));
+    }
+
+    /// The client walks away from a live connection without closing it (it stays open at the
+    /// broker until a takeover or keep-alive ends it).
+    fn abandon(&mut self, conn: usize) {
+        let c = self.conns[conn].client;
+        let now = self.now;
+        self.clients[c].connection_ended(&mut self.oracle, now);
+        self.conns[conn].client = usize::MAX;
+    }
+
+    /// The socket breaks: the shard sees the connection lost.
+    fn drop_conn(&mut self, conn: usize) {
+        let now = self.now;
+        let c = self.conns[conn].client;
+        if c != usize::MAX {
+            self.clients[c].connection_ended(&mut self.oracle, now);
+            self.conns[conn].client = usize::MAX;
+        }
+        self.lose(conn);
+    }
+
+    /// The shard learns its connection is gone.
+    fn lose(&mut self, conn: usize) {
+        let now = self.now;
+        let sc = &mut self.conns[conn];
+        let s = &mut self.shards[sc.shard];
+        match sc.phase {
+            Phase::Live { slot } => {
+                if s.entry_for_conn(slot, &sc.shared).is_some() {
+                    s.end_connection(slot, None, true, now);
+                }
+                s.flush(now);
+                sc.phase = Phase::Dead;
+            }
+            // The connection task still installs the session once granted, then finds the
+            // socket gone (`read_side` ends it then).
+            Phase::Pending { .. } => {}
+            Phase::Handshake | Phase::Dead => sc.phase = Phase::Dead,
+        }
+    }
+
+    /// Every shard polls its mesh (unless delayed) and runs its timers; every connection reads
+    /// and writes a round; every client reads. `random`: in the seed's order (else in index order).
+    pub fn run_round(&mut self, random: bool) {
+        let now = self.now;
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            if self.mesh_delay[i] > 0 {
+                self.mesh_delay[i] -= 1;
+            } else {
+                shard.poll_mesh(now);
+            }
+            shard.run_timers(now);
+            shard.check_stalls(now);
+            shard.flush(now);
+        }
+        let count = self.conns.len();
+        let offset = if random && count > 0 {
+            self.rng.below(count as u64) as usize
+        } else {
+            0
+        };
+        for k in 0..count {
+            let conn = (offset + k) % count;
+            self.read_side(conn);
+            self.write_side(conn);
+        }
+        for c in 0..self.clients.len() {
+            self.client_reads(c);
+        }
+        self.conns.retain(|c| !matches!(c.phase, Phase::Dead));
+        // Indices moved: point clients at their connections again.
+        for client in &mut self.clients {
+            client.conn = None;
+        }
+        for (i, conn) in self.conns.iter().enumerate() {
+            if conn.client != usize::MAX {
+                self.clients[conn.client].conn = Some(i);
+            }
+        }
+    }
+
+    fn client_reads(&mut self, c: usize) {
+        if self.clients[c].stuck || self.clients[c].inbox.is_empty() {
+            return;
+        }
+        let Some(conn) = self.clients[c].conn else {
+            self.clients[c].inbox.clear();
+            return;
+        };
+        let mut out = std::mem::take(&mut self.conns[conn].to_broker);
+        let (now, step) = (self.now, self.step);
+        self.clients[c].read(&mut out, &mut self.oracle, &mut self.trace, step, now);
+        let client = &mut self.clients[c];
+        if client.connected
+            && client.keep_alive > 0
+            && now.saturating_duration_since(client.last_sent) > Duration::from_secs(10)
+        {
+            client.ping(&mut out, now);
+        }
+        self.conns[conn].to_broker = out;
+    }
+
+    /// The shard's side of reading `conn`: the handshake, the grant, or a round of packets.
+    fn read_side(&mut self, conn: usize) {
+        let now = self.now;
+        let rules = Rc::clone(&self.rules);
+        let sc = &mut self.conns[conn];
+        let shard = &mut self.shards[sc.shard];
+        match &mut sc.phase {
+            Phase::Dead => {}
+            Phase::Handshake => {
+                let Some(client) = self.clients.get(sc.client) else {
+                    sc.phase = Phase::Dead;
+                    return;
+                };
+                let packet = match decode_packet(&mut sc.to_broker, ProtocolVersion::V311, 65536) {
+                    Ok(Some(Packet::Connect(connect))) => connect,
+                    Ok(None) => return,
+                    _ => {
+                        sc.phase = Phase::Dead;
+                        return;
+                    }
+                };
+                let negotiated = match negotiate(&packet, &rules, now, String::new) {
+                    Ok(n) => n,
+                    Err(refusal) => {
+                        refuse(&mut self.clients[sc.client], sc.version, &refusal);
+                        sc.phase = Phase::Dead;
+                        return;
+                    }
+                };
+                let org = client.spec.org;
+                let admin = client.spec.admin;
+                let mut negotiated = negotiated;
+                let access = Access::org(org, Some(Rc::new(SimAcl { admin })));
+                if let Some(will) = negotiated.link.will.as_mut() {
+                    will.topic = access.scope_topic(will.topic.clone());
+                }
+                let scoped_id = access.scope_topic(Str::from(&*negotiated.client_id));
+                negotiated.link.access = access;
+                let owner = owner_tag(org, &client.spec.username);
+                let token = shard.begin_connect(
+                    scoped_id.clone(),
+                    negotiated.clean_start,
+                    owner,
+                    Rc::new(LocalNotify::default()),
+                );
+                shard.flush(now);
+                sc.phase = Phase::Pending {
+                    token,
+                    negotiated: Box::new(negotiated),
+                    scoped_id,
+                };
+            }
+            Phase::Pending { token, .. } => {
+                let token = *token;
+                let (grant, resume) = match shard.pending.get_mut(&token) {
+                    None => {
+                        sc.phase = Phase::Dead; // superseded before CONNACK
+                        return;
+                    }
+                    Some(p) if p.refused => {
+                        shard.pending.remove(&token);
+                        let refusal = Refusal {
+                            reason: ReasonCode::NOT_AUTHORIZED,
+                            text: "client id in use by another user's session",
+                        };
+                        if let Some(client) = self.clients.get_mut(sc.client) {
+                            refuse(client, sc.version, &refusal);
+                        }
+                        sc.phase = Phase::Dead;
+                        return;
+                    }
+                    Some(p) => match p.grant.take() {
+                        Some(grant) => (grant, p.resume),
+                        None => return,
+                    },
+                };
+                shard.pending.remove(&token);
+                let Phase::Pending {
+                    negotiated,
+                    scoped_id,
+                    ..
+                } = std::mem::replace(&mut sc.phase, Phase::Dead)
+                else {
+                    return;
+                };
+                let negotiated = *negotiated;
+                let org = self.clients.get(sc.client).map_or(0, |c| c.spec.org);
+                let (slot, present) = shard.install_session(
+                    NewSession {
+                        client_id: scoped_id,
+                        token,
+                        state: grant,
+                        clean_start: negotiated.clean_start,
+                        expiry_interval_secs: negotiated.expiry_interval_secs,
+                        conn: Rc::clone(&sc.shared),
+                        org,
+                        principal: None,
+                        resume,
+                    },
+                    now,
+                );
+                let ack = connack_accepted(&negotiated, present, &rules);
+                let version = negotiated.link.version;
+                if let Some(entry) = shard.entry_mut(slot) {
+                    entry.session.write_packet(&Packet::ConnAck(ack), version);
+                    entry.session.attach(negotiated.link, present, now, &rules);
+                }
+                shard.arm_keep_alive(slot, sc.shared.id);
+                shard.flush(now);
+                sc.phase = Phase::Live { slot };
+                if sc.client == usize::MAX {
+                    self.lose(conn);
+                }
+            }
+            Phase::Live { slot } => {
+                let slot = *slot;
+                if sc.shared.is_closing() || sc.shared.is_paused() {
+                    return;
+                }
+                if self.mesh_delay[sc.shard] == 0 {
+                    shard.poll_mesh(now);
+                }
+                for _ in 0..PACKETS_PER_ROUND {
+                    if sc.shared.is_closing() {
+                        break;
+                    }
+                    match decode_packet(&mut sc.to_broker, sc.version, 65536) {
+                        Ok(Some(packet)) => match shard.handle_packet(slot, packet, now) {
+                            Flow::Continue => {
+                                if sc.shared.is_paused() {
+                                    break;
+                                }
+                            }
+                            Flow::Close(CloseReason::ClientDisconnect { with_will }) => {
+                                shard.end_connection(slot, None, with_will, now);
+                            }
+                            Flow::Close(CloseReason::Violation { reason, text }) => {
+                                shard.end_connection(slot, Some((reason, text)), true, now);
+                            }
+                        },
+                        Ok(None) => break,
+                        Err(error) => {
+                            let reason = error.reason_code();
+                            shard.end_connection(
+                                slot,
+                                Some((reason, "malformed packet")),
+                                true,
+                                now,
+                            );
+                        }
+                    }
+                }
+                shard.flush(now);
+            }
+        }
+    }
+
+    /// The shard's side of writing `conn`: the outbox to the client, then `after_write`.
+    fn write_side(&mut self, conn: usize) {
+        let now = self.now;
+        let sc = &mut self.conns[conn];
+        let Phase::Live { slot } = sc.phase else {
+            return;
+        };
+        let stuck = self.clients.get(sc.client).is_some_and(|c| c.stuck);
+        let shard = &mut self.shards[sc.shard];
+        if sc.shared.is_closing() {
+            if let Some(rest) = sc.shared.take_final_out() {
+                if let Some(client) = self.clients.get_mut(sc.client) {
+                    client.inbox.extend_from_slice(&rest);
+                }
+            }
+            sc.phase = Phase::Dead;
+            if let Some(client) = self.clients.get_mut(sc.client) {
+                // The client reads what was sent before the close, then sees the socket end.
+                let mut scratch = BytesMut::new();
+                let step = self.step;
+                client.read(&mut scratch, &mut self.oracle, &mut self.trace, step, now);
+                client.connection_ended(&mut self.oracle, now);
+                self.trace
+                    .event(step, format!("c{} connection closed", sc.client));
+            }
+            sc.client = usize::MAX;
+            return;
+        }
+        if stuck || sc.shared.is_fenced() {
+            return;
+        }
+        let Some(entry) = shard.entry_for_conn(slot, &sc.shared) else {
+            return;
+        };
+        if entry.session.out.is_empty() {
+            return;
+        }
+        let chunk = entry.session.out.split();
+        if let Some(client) = self.clients.get_mut(sc.client) {
+            client.inbox.extend_from_slice(&chunk);
+        }
+        shard.after_write(slot, &sc.shared, now);
+        shard.flush(now);
+    }
+
+    /// Memory per connection stays bounded: the outbox and the queue within their limits.
+    fn check_bounds(&mut self) {
+        let rules = Rc::clone(&self.rules);
+        for sc in &self.conns {
+            let Phase::Live { slot } = sc.phase else {
+                continue;
+            };
+            let Some(entry) = self.shards[sc.shard].entry_for_conn(slot, &sc.shared) else {
+                continue;
+            };
+            let out = entry.session.out.len();
+            let queued = entry.session.state.queue.len();
+            if out > rules.outbox_bytes_max + 65536 {
+                self.oracle.violate(
+                    "bounded memory",
+                    format!("client {}'s outbox holds {out} bytes", sc.client),
+                );
+            }
+            if queued > rules.queue_messages_max + rules.queue_overshoot_max {
+                self.oracle.violate(
+                    "bounded memory",
+                    format!("client {}'s queue holds {queued} messages", sc.client),
+                );
+            }
+        }
+    }
+
+    /// Faults stop; stuck clients read again; every client with a session reconnects; the
+    /// world runs until nothing moves. Then the final checks.
+    pub fn quiesce(&mut self) {
+        self.mesh_delay.iter_mut().for_each(|d| *d = 0);
+        for c in 0..self.clients.len() {
+            self.clients[c].stuck = false;
+        }
+        for round in 0..400 {
+            self.step += 1;
+            self.now += Duration::from_millis(5);
+            if round % 50 == 0 {
+                for c in 0..self.clients.len() {
+                    let client = &self.clients[c];
+                    if client.conn.is_none() && client.spec.persistent && client.has_session {
+                        self.open_persistent(c);
+                    }
+                }
+            }
+            self.run_round(false);
+        }
+        let clients = &self.clients;
+        self.oracle
+            .final_check(&|c: usize| clients[c].live_filters());
+        self.check_replicas();
+    }
+
+    fn open_persistent(&mut self, c: usize) {
+        let shard = (c + self.step as usize) % self.shards.len();
+        let mut out = BytesMut::new();
+        let said = self.clients[c].connect(&mut out, false, 0, false, self.now);
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        self.conns.push(SimConn {
+            client: c,
+            shard,
+            shared: Rc::new(ConnShared::new(id, -1)),
+            phase: Phase::Handshake,
+            to_broker: out,
+            version: self.clients[c].spec.version,
+        });
+        self.clients[c].conn = Some(self.conns.len() - 1);
+        self.event(format!("{said} on shard {shard} (quiet phase)"));
+    }
+
+    /// Every replica holds the same retained set once quiet.
+    fn check_replicas(&mut self) {
+        for org in 0..2u32 {
+            let filter = if org == 0 {
+                "#".to_owned()
+            } else {
+                let scope = ringmq_router_scope(org);
+                format!("{scope}#")
+            };
+            let first = self.shards[0].retained_matching(&filter);
+            for (i, shard) in self.shards.iter().enumerate().skip(1) {
+                let other = shard.retained_matching(&filter);
+                if other != first {
+                    self.oracle.violate(
+                        "retained replicas equal",
+                        format!(
+                            "org {org}: shard 0 holds {} retained, shard {i} holds {}",
+                            first.len(),
+                            other.len()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The org scope prefix of org `org` (how the broker scopes topics), via a client id.
+fn ringmq_router_scope(org: u32) -> String {
+    let access = Access::org(org, None);
+    let scoped = access.scope_topic(Str::from(""));
+    scoped.to_string()
+}
+
+/// Writes a refusing CONNACK to the client.
+fn refuse(client: &mut SimClient, version: ProtocolVersion, refusal: &Refusal) {
+    let ack = connack_refused(version, refusal);
+    let _ = ringmq::mqtt::encode_packet(&Packet::ConnAck(ack), version, &mut client.inbox);
+}
