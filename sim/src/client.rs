@@ -68,6 +68,9 @@ pub struct SimClient {
     pub ever: BTreeSet<String>,
     pending_subs: BTreeMap<u16, Vec<(String, u8)>>,
     pending_unsubs: BTreeMap<u16, Vec<String>>,
+    /// Filters whose SUBSCRIBE or UNSUBSCRIBE went out on a connection that ended before its
+    /// ack: the session may or may not hold them, until it ends.
+    maybe_subs: BTreeSet<String>,
     outgoing: BTreeMap<u16, MsgId>,
     seq: u64,
 }
@@ -96,6 +99,7 @@ impl SimClient {
             ever: BTreeSet::new(),
             pending_subs: BTreeMap::new(),
             pending_unsubs: BTreeMap::new(),
+            maybe_subs: BTreeSet::new(),
             outgoing: BTreeMap::new(),
             seq: 0,
         }
@@ -192,6 +196,12 @@ impl SimClient {
     ) -> Said {
         let pid = self.pid();
         self.subs.remove(filter);
+        // A SUBACK still to come for an earlier SUBSCRIBE of it must not put it back.
+        for asked in self.pending_subs.values_mut().flatten() {
+            if asked.0 == filter {
+                asked.0.clear();
+            }
+        }
         oracle.unsubscribed(self.index, filter);
         self.pending_unsubs.insert(pid, vec![filter.to_owned()]);
         let packet = Packet::Unsubscribe(Unsubscribe {
@@ -265,6 +275,11 @@ impl SimClient {
         self.connected = false;
         self.disconnected_at = Some(now);
         self.outgoing.clear();
+        if self.has_session {
+            let asked = self.pending_subs.values().flatten().map(|(f, _)| f.clone());
+            let dropped = self.pending_unsubs.values().flatten().cloned();
+            self.maybe_subs.extend(asked.chain(dropped));
+        }
         self.pending_subs.clear();
         self.pending_unsubs.clear();
     }
@@ -278,6 +293,7 @@ impl SimClient {
     fn end_session(&mut self, oracle: &mut Oracle) {
         self.has_session = false;
         self.subs.clear();
+        self.maybe_subs.clear();
         oracle.session_ended(self.index);
     }
 
@@ -371,6 +387,9 @@ impl SimClient {
                 };
                 for ((filter, _), reason) in asked.iter().zip(&ack.reasons) {
                     trace.event(step, format!("c{me} suback {filter} {:#04x}", reason.0));
+                    if filter.is_empty() {
+                        continue; // unsubscribed since
+                    }
                     if reason.0 < 0x80 {
                         self.subs.insert(filter.clone(), reason.0);
                     } else {
@@ -552,7 +571,14 @@ impl SimClient {
     /// Every subscription the broker may hold for this client: (filter, QoS, uncertain), where
     /// uncertain means a SUBSCRIBE or UNSUBSCRIBE of it is not yet acknowledged.
     pub fn sub_view(&self) -> Vec<(String, u8, bool)> {
-        let unsubscribing: BTreeSet<&String> = self.pending_unsubs.values().flatten().collect();
+        // A pending SUBSCRIBE of a filter already held may change its QoS: uncertain too.
+        let unsubscribing: BTreeSet<&String> = self
+            .pending_unsubs
+            .values()
+            .flatten()
+            .chain(self.pending_subs.values().flatten().map(|(f, _)| f))
+            .chain(&self.maybe_subs)
+            .collect();
         let mut view: Vec<(String, u8, bool)> = self
             .subs
             .iter()

@@ -24,6 +24,9 @@ use crate::trace::Trace;
 /// Packets one connection's read round handles at most (as the broker's read loop).
 const PACKETS_PER_ROUND: usize = 16;
 
+/// Rounds the quiet phase runs at most.
+const QUIET_ROUNDS_MAX: u32 = 100_000;
+
 /// Filters clients subscribe to. Shared groups only cover `s/`, plain filters never do, so a
 /// receipt on `s/` is a shared one.
 const FILTERS: &[&str] = &["t/a", "t/+", "t/#", "secret/#", "$share/g1/s/#"];
@@ -108,6 +111,8 @@ pub struct World {
     next_conn_id: u64,
     /// The current step.
     pub step: u64,
+    /// Bytes moved between clients and shards (the quiet phase waits for it to stop growing).
+    moved: u64,
     /// Counts of what happened, for the summary.
     pub counts: Counts,
 }
@@ -164,6 +169,7 @@ impl World {
                     settings.clone(),
                     Arc::new(ShardStats::default()),
                     None,
+                    start,
                 )
             })
             .collect();
@@ -197,6 +203,7 @@ impl World {
             now: start,
             next_conn_id: 1,
             step: 0,
+            moved: 0,
             counts: Counts::default(),
             setup,
         }
@@ -667,6 +674,7 @@ impl World {
             return;
         }
         let chunk = entry.session.out.split();
+        self.moved += chunk.len() as u64;
         if let Some(client) = self.clients.get_mut(sc.client) {
             client.inbox.extend_from_slice(&chunk);
         }
@@ -708,7 +716,10 @@ impl World {
         for c in 0..self.clients.len() {
             self.clients[c].stuck = false;
         }
-        for round in 0..400 {
+        // Until nothing moves for a while (a stuck client's backlog drains a window at a
+        // time), bounded so a livelock ends the run instead of hanging it.
+        let mut quiet = 0;
+        for round in 0..QUIET_ROUNDS_MAX {
             self.step += 1;
             self.now += Duration::from_millis(5);
             if round % 50 == 0 {
@@ -719,7 +730,16 @@ impl World {
                     }
                 }
             }
+            let before = self.moved;
             self.run_round(false);
+            quiet = if self.moved == before { quiet + 1 } else { 0 };
+            if quiet >= 100 {
+                break;
+            }
+        }
+        if quiet < 100 {
+            self.oracle
+                .violate("progress", "the world never went quiet".to_owned());
         }
         let clients = &self.clients;
         self.oracle

@@ -6,21 +6,23 @@
 //! - [`http`]: the HTTP listener (`/healthz`).
 //! - [`sys`]: `$SYS/` statistics.
 //! - [`stats`]: per-shard counters.
+//!
+//! [`mesh_msg`], [`stats`] and [`slots`] (session entries in fixed pages) live in `ringmq-core`
+//! and are re-exported here, so their paths stay `crate::broker::…`.
 
 pub mod conn;
 pub mod control;
 pub mod http;
 pub mod local_notify;
-pub mod mesh_msg;
 pub mod ops;
 pub mod park;
 pub mod rest;
 pub mod shard;
-pub mod slots;
-pub mod stats;
 pub mod stream;
 pub mod sys;
 pub mod ws_transport;
+
+pub use ringmq_core::{mesh_msg, slots, stats};
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -378,6 +380,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         settings,
         Arc::clone(&shared.stats[id]),
         Some(Arc::clone(&shared.control)),
+        Instant::now(),
     )));
     let report = |result: Result<(), BrokerError>| {
         if let Ok(tx) = shared.ready.lock() {

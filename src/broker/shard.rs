@@ -4,14 +4,15 @@
 //! Everything here runs on the shard's own thread behind one `RefCell`; no borrow is held across
 //! an `.await`. Cross-shard effects leave through [`Shard::send`] and are flushed once per round.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
+use ringmq_core::retained;
+use ringmq_core::timers::{TimerKind, Timers};
 use ringmq_io::MeshEndpoint;
 use ringmq_router::{
     split_shared, LocalFilterCounts, LocalGroups, ShardIndex, SharedIndex, SubscriptionTrie,
@@ -19,7 +20,6 @@ use ringmq_router::{
 
 mod client_ids;
 mod counted;
-mod retained;
 
 mod streams;
 mod tenancy;
@@ -89,27 +89,6 @@ impl Entry {
         self.session.out.len() < outbox_high_water(rules) / 2
             && self.session.state.queue.len() < queue_high_water(rules) / 2
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
-    KeepAlive,
-    WillDelay,
-    SessionExpiry,
-}
-
-/// A timer as the heap keeps it: 24 bytes, since every connected session has one (memory per
-/// idle connection; with an `Instant` and a whole connection id it was 40).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Timer {
-    /// When it is due, in milliseconds after the shard's epoch, rounded up (never early).
-    at_ms: u64,
-    kind: TimerKind,
-    slot: Slot,
-    generation: u32,
-    /// The connection id's low half: slot and generation pin the session; this tells apart
-    /// its connections (ids 2^32 apart on one session entry do not occur).
-    conn: u32,
 }
 
 /// A connection waiting for the client id's home shard to grant it the session.
@@ -213,10 +192,7 @@ pub struct Shard {
     outgoing: Vec<VecDeque<MeshMsg>>,
     local_inbox: VecDeque<MeshMsg>,
     wake_mask: u64,
-    timers: BinaryHeap<Reverse<Timer>>,
-    /// What timer times count from (a day before the shard started, so an instant taken just
-    /// before it still maps forward).
-    epoch: Instant,
+    timers: Timers,
     next_token: u64,
     /// Counters read by `$SYS` and metrics.
     pub stats: Arc<ShardStats>,
@@ -255,13 +231,14 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// A fresh shard.
+    /// A fresh shard; `now` starts its timer clock (the simulator passes its own).
     pub fn new(
         mesh: MeshEndpoint<MeshMsg>,
         rules: Rules,
         settings: ShardSettings,
         stats: Arc<ShardStats>,
         control: Option<Arc<ControlHandle>>,
+        now: Instant,
     ) -> Self {
         let id = mesh.shard_id() as u16;
         let snapshot = control
@@ -293,11 +270,7 @@ impl Shard {
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
             local_inbox: VecDeque::new(),
             wake_mask: 0,
-            timers: BinaryHeap::new(),
-            epoch: {
-                let now = Instant::now();
-                now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
-            },
+            timers: Timers::new(now),
             next_token: 0,
             stats,
             matches: Vec::new(),
@@ -631,7 +604,8 @@ impl Shard {
         };
         if let Some(at) = entry.session.keep_alive_deadline() {
             let generation = entry.generation;
-            self.push_timer(at, TimerKind::KeepAlive, slot, generation, conn_id);
+            self.timers
+                .push(at, TimerKind::KeepAlive, slot, generation, conn_id);
         }
     }
 
@@ -778,6 +752,9 @@ impl Shard {
         let mut found = Vec::new();
         self.retained
             .for_each_match(filter, |message| found.push(message.clone()));
+        // In topic order, not the store's hash order: the same state sends the same bytes
+        // (which the simulator's replay relies on), at the cost of a sort per SUBSCRIBE.
+        found.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
         for message in found {
             let item = Queued {
                 qos: message.qos.min(subscription.options.qos),
@@ -833,14 +810,16 @@ impl Shard {
                 if let Some(entry) = self.entry_mut(slot) {
                     entry.pending_will = Some(Box::new((*will, at)));
                 }
-                self.push_timer(at, TimerKind::WillDelay, slot, generation, 0);
+                self.timers
+                    .push(at, TimerKind::WillDelay, slot, generation, 0);
             }
         }
         if expiry == 0 {
             self.end_session(slot, now);
         } else {
             let at = now + Duration::from_secs(u64::from(expiry));
-            self.push_timer(at, TimerKind::SessionExpiry, slot, generation, 0);
+            self.timers
+                .push(at, TimerKind::SessionExpiry, slot, generation, 0);
         }
     }
 
@@ -932,38 +911,9 @@ impl Shard {
         self.publish(Arc::new(message), now);
     }
 
-    fn timer_ms(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        let ms = since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0);
-        u64::try_from(ms).unwrap_or(u64::MAX)
-    }
-
-    fn push_timer(&mut self, at: Instant, kind: TimerKind, slot: Slot, generation: u32, conn: u64) {
-        let at_ms = self.timer_ms(at);
-        self.timers.push(Reverse(Timer {
-            at_ms,
-            kind,
-            slot,
-            generation,
-            conn: conn as u32,
-        }));
-    }
-
-    /// Puts `timer` back in the heap, due at `at`.
-    fn rearm(&mut self, timer: Timer, at: Instant) {
-        let at_ms = self.timer_ms(at);
-        self.timers.push(Reverse(Timer { at_ms, ..timer }));
-    }
-
     /// Runs due timers: keep-alive, will delay, session expiry.
     pub fn run_timers(&mut self, now: Instant) {
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis();
-        let now_ms = u64::try_from(now_ms).unwrap_or(u64::MAX);
-        while let Some(Reverse(timer)) = self.timers.peek().copied() {
-            if timer.at_ms > now_ms {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.timers.pop_due(now) {
             let Some(entry) = self.entry_mut(timer.slot) else {
                 continue;
             };
@@ -978,7 +928,7 @@ impl Shard {
                     }
                     if entry.conn.as_ref().is_some_and(|c| c.is_paused()) {
                         // We stopped reading this client, so its silence is ours: look again later.
-                        self.rearm(timer, now + Duration::from_secs(1));
+                        self.timers.rearm(timer, now + Duration::from_secs(1));
                         continue;
                     }
                     match entry.session.keep_alive_deadline() {
@@ -991,7 +941,7 @@ impl Shard {
                                 now,
                             );
                         }
-                        Some(at) => self.rearm(timer, at),
+                        Some(at) => self.timers.rearm(timer, at),
                         None => {}
                     }
                 }
@@ -1011,7 +961,7 @@ impl Shard {
                             if at <= now {
                                 self.end_session(timer.slot, now);
                             } else {
-                                self.rearm(timer, at);
+                                self.timers.rearm(timer, at);
                             }
                         }
                     }
@@ -1022,8 +972,7 @@ impl Shard {
 
     /// The earliest timer, to bound the housekeeping sleep.
     pub fn next_timer(&self) -> Option<Instant> {
-        let Reverse(timer) = self.timers.peek()?;
-        Some(self.epoch + Duration::from_millis(timer.at_ms))
+        self.timers.next()
     }
 
     /// Closes every connection for shutdown (v5 clients get DISCONNECT 0x8B).
@@ -1735,11 +1684,6 @@ fn stored_retained(message: &SharedMessage) -> Option<SharedMessage> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_timer_is_24_bytes() {
-        // One per connected session (memory per idle connection).
-        assert_eq!(std::mem::size_of::<Timer>(), 24);
-    }
     use crate::broker::local_notify::LocalNotify;
 
     /// `count` shards on one mesh, with small settings and no control plane.
@@ -1767,6 +1711,7 @@ mod tests {
                     settings.clone(),
                     Arc::new(ShardStats::default()),
                     None,
+                    Instant::now(),
                 )
             })
             .collect()

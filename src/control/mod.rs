@@ -11,11 +11,13 @@
 //! - [`snapshot`]: the immutable view the shards authenticate and authorize from.
 //! - [`jwt`]: token-exchange JWT verification (HS256, RS256, ES256).
 //! - [`api`]: the management REST API, sans-IO (request in, response out).
+//!
+//! [`model`], [`acl`] and [`snapshot`] are the data the shards read; they live in `ringmq-core`
+//! and are re-exported here, so their paths stay `crate::control::…`.
 
-pub mod acl;
 pub mod api;
 pub mod jwt;
-pub mod model;
 pub mod secrets;
-pub mod snapshot;
 pub mod store;
+
+pub use ringmq_core::control::{acl, model, snapshot};

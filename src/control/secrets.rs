@@ -3,7 +3,8 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
-use sha2::{Digest, Sha256};
+// The shards look keys up by this hash too, so it lives in ringmq-core.
+pub use ringmq_core::control::key_hash::key_hash;
 
 /// Why a secret could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +84,6 @@ pub fn generate_key(kind: KeyPrefix) -> Result<String, SecretError> {
     out.push_str(kind.as_str());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut out);
     Ok(out)
-}
-
-/// SHA-256 of a key secret; keys carry 256 bits of entropy, so a fast hash is enough at rest.
-pub fn key_hash(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
 }
 
 const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";

@@ -10,8 +10,8 @@
 use ahash::AHashMap;
 use ringmq_router::RetainedStore;
 
-use crate::message::SharedMessage;
-use crate::mqtt::Str;
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::Str;
 
 /// What a retained message counts against its org's quota: its topic and payload bytes.
 pub fn retained_size(topic: &str, payload: usize) -> u64 {
@@ -43,6 +43,11 @@ impl RetainedReplica {
     /// Messages in the replica.
     pub fn len(&self) -> usize {
         self.store.len()
+    }
+
+    /// True when the replica holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
     }
 
     /// The message retained on `topic` (scoped), if any.
@@ -122,8 +127,8 @@ impl RetainedReplica {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::shard::tests::test_message;
-    use crate::mqtt::QoS;
+    use crate::test_util::test_message;
+    use ringmq_proto::mqtt::QoS;
 
     fn retained(topic: &str, payload: &'static [u8]) -> SharedMessage {
         test_message(topic, payload, QoS::AtMostOnce, true)

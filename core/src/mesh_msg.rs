@@ -1,8 +1,8 @@
 //! What shards say to each other over the mesh.
 
-use crate::message::SharedMessage;
-use crate::mqtt::Str;
-use crate::session::SessionState;
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::Str;
+use ringmq_proto::session::SessionState;
 
 /// One item on a mesh queue. Publishes carry the message once per destination shard, however
 /// many subscribers it has there.
@@ -63,7 +63,7 @@ pub enum MeshMsg {
         token: u64,
         /// The new connection's clean start flag.
         clean_start: bool,
-        /// Who the new connection logged in as ([`crate::broker::shard::owner_tag`]).
+        /// Who the new connection logged in as (the broker's `shard::owner_tag`).
         owner: u64,
     },
     /// The answer to a claim of a client id whose session belongs to another principal: the

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::acl::Acl;
+use super::key_hash::key_hash;
 use super::model::OrgSettings;
-use super::secrets::key_hash;
 
 /// Routing number of an org; 0 is `default`.
 pub type OrgNum = u32;
@@ -129,26 +129,30 @@ impl Snapshot {
         self.keys.get(hash)
     }
 
-    pub(crate) fn new(version: u64) -> Snapshot {
+    /// An empty snapshot with this version (the control thread fills it in).
+    pub fn new(version: u64) -> Snapshot {
         Snapshot {
             version,
             ..Snapshot::default()
         }
     }
 
-    pub(crate) fn insert_org(&mut self, org: OrgInfo) {
+    /// Adds an org (or replaces the one with its number).
+    pub fn insert_org(&mut self, org: OrgInfo) {
         self.org_ids.insert(org.id.clone(), org.num);
         self.orgs.insert(org.num, org);
     }
 
-    pub(crate) fn insert_user(&mut self, user: UserAuth) {
+    /// Adds a user (or replaces the one with its org and username).
+    pub fn insert_user(&mut self, user: UserAuth) {
         self.users
             .entry(user.org)
             .or_default()
             .insert(user.username.clone(), Arc::new(user));
     }
 
-    pub(crate) fn insert_key(&mut self, hash: [u8; 32], key: KeyAuth) {
+    /// Adds a key under the SHA-256 of its secret.
+    pub fn insert_key(&mut self, hash: [u8; 32], key: KeyAuth) {
         self.keys.insert(hash, Arc::new(key));
     }
 }
