@@ -357,11 +357,25 @@ impl World {
     /// Opens a connection for client `c` on a shard the seed picks, and sends CONNECT.
     fn open(&mut self, c: usize) {
         let shard = self.rng.below(self.shards.len() as u64) as usize;
-        let client = &mut self.clients[c];
-        let clean = !client.spec.persistent || self.rng.chance(100);
+        let clean = !self.clients[c].spec.persistent || self.rng.chance(100);
         let keep_alive = if self.rng.chance(500) { 30 } else { 0 };
         let will = self.rng.chance(200);
+        let said = self.open_on(c, shard, clean, keep_alive, will);
+        self.counts.connects += 1;
+        self.event(format!("{said} on shard {shard}"));
+    }
+
+    /// A new socket from client `c` to `shard`, with its CONNECT sent; what the client said.
+    fn open_on(
+        &mut self,
+        c: usize,
+        shard: usize,
+        clean: bool,
+        keep_alive: u16,
+        will: bool,
+    ) -> String {
         let mut out = BytesMut::new();
+        let client = &mut self.clients[c];
         let said = client.connect(&mut out, clean, keep_alive, will, self.now);
         let id = self.next_conn_id;
         self.next_conn_id += 1;
@@ -374,8 +388,7 @@ impl World {
             version: client.spec.version,
         });
         client.conn = Some(self.conns.len() - 1);
-        self.counts.connects += 1;
-        self.event(format!("{said} on shard {shard}"));
+        said
     }
 
     /// The client walks away from a live connection without closing it (it stays open at the
@@ -749,19 +762,7 @@ impl World {
 
     fn open_persistent(&mut self, c: usize) {
         let shard = (c + self.step as usize) % self.shards.len();
-        let mut out = BytesMut::new();
-        let said = self.clients[c].connect(&mut out, false, 0, false, self.now);
-        let id = self.next_conn_id;
-        self.next_conn_id += 1;
-        self.conns.push(SimConn {
-            client: c,
-            shard,
-            shared: Rc::new(ConnShared::new(id, -1)),
-            phase: Phase::Handshake,
-            to_broker: out,
-            version: self.clients[c].spec.version,
-        });
-        self.clients[c].conn = Some(self.conns.len() - 1);
+        let said = self.open_on(c, shard, false, 0, false);
         self.event(format!("{said} on shard {shard} (quiet phase)"));
     }
 
