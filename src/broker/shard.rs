@@ -486,25 +486,78 @@ impl Shard {
             principal,
             resume,
         } = new;
-        if let Some(place) = resume.filter(|_| !clean_start) {
-            if let Some(slot) =
-                self.resume_in_place(place, token, &conn, org, principal.clone(), now)
-            {
-                if let Some(entry) = self.entries.get_mut(slot) {
-                    entry.session.state.expiry_interval_secs = expiry_interval_secs;
+        let in_place = resume
+            .filter(|_| !clean_start)
+            .and_then(|place| self.unseat(place));
+        let kept_in_place = in_place.is_some();
+        let (slot, present) = match in_place {
+            Some((slot, mut session)) => {
+                // Its subscriptions never left the trie: only the entry is renewed.
+                session.state.expiry_interval_secs = expiry_interval_secs;
+                let entry = self.attached_entry(session, conn, token, org, principal, now);
+                if let Some(held) = self.entries.get_mut(slot) {
+                    *held = entry;
                 }
-                return (slot, true);
+                (slot, true)
+            }
+            None => {
+                let (mut session, present) = match state {
+                    Some(state) if !clean_start => {
+                        (Session::from_state(client_id.clone(), *state), true)
+                    }
+                    _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
+                };
+                session.state.expiry_interval_secs = expiry_interval_secs;
+                let entry = self.attached_entry(session, conn, token, org, principal, now);
+                let slot = self.entries.insert(entry);
+                self.by_client_id.insert(&self.entries, slot);
+                (slot, present)
+            }
+        };
+        if present {
+            // The rules may have changed while the session was away: it resumes only what its
+            // user may still subscribe to and read.
+            self.refilter_session(slot);
+        }
+        if !kept_in_place {
+            let restored: Vec<(Str, Subscription)> = self
+                .entries
+                .get(slot)
+                .map(|entry| {
+                    entry
+                        .session
+                        .state
+                        .subscriptions
+                        .iter()
+                        .map(|(f, s)| (f.clone(), *s))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (filter, subscription) in restored {
+                // A resumed session's CONNACK is not fenced: its subscriptions were live before.
+                self.add_subscription(slot, &filter, subscription);
             }
         }
-        let (mut session, present) = match state {
-            Some(state) if !clean_start => (Session::from_state(client_id.clone(), *state), true),
-            _ => (Session::new(client_id.clone(), expiry_interval_secs), false),
-        };
-        session.state.expiry_interval_secs = expiry_interval_secs;
+        self.stats.add_connection(1);
+        self.count_org_connection(org, 1);
+        (slot, present)
+    }
+
+    /// A session's entry with `conn` attached, in a new generation (so timers armed for an
+    /// earlier connection or for the offline session are void).
+    fn attached_entry(
+        &mut self,
+        mut session: Session,
+        conn: Rc<ConnShared>,
+        token: u64,
+        org: u32,
+        principal: Option<Rc<Principal>>,
+        now: Instant,
+    ) -> Entry {
         self.generation_counter = self.generation_counter.wrapping_add(1);
         session.origin = origin_of(self.id, conn.id);
         self.live_conns.insert(conn.id, Rc::clone(&conn));
-        let entry = Entry {
+        Entry {
             session,
             generation: self.generation_counter,
             conn: Some(conn),
@@ -519,82 +572,22 @@ impl Shard {
             connected_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-        };
-        let slot = self.entries.insert(entry);
-        self.by_client_id.insert(&self.entries, slot);
-        if present {
-            // The rules may have changed while the session was away: it resumes only what its
-            // user may still subscribe to and read.
-            self.refilter_session(slot);
         }
-        let restored: Vec<(Str, Subscription)> = self
-            .entries
-            .get(slot)
-            .map(|entry| {
-                entry
-                    .session
-                    .state
-                    .subscriptions
-                    .iter()
-                    .map(|(f, s)| (f.clone(), *s))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (filter, subscription) in restored {
-            // A resumed session's CONNACK is not fenced: its subscriptions were live before.
-            self.add_subscription(slot, &filter, subscription);
-        }
-        self.stats.add_connection(1);
-        self.count_org_connection(org, 1);
-        (slot, present)
     }
 
-    /// Attaches `conn` to the offline session left in place in `slot` (same generation) by a
-    /// takeover on this shard; `None` when that session is gone (then the connection starts a
-    /// fresh one).
-    fn resume_in_place(
-        &mut self,
-        (slot, generation): (Slot, u32),
-        token: u64,
-        conn: &Rc<ConnShared>,
-        org: u32,
-        principal: Option<Rc<Principal>>,
-        now: Instant,
-    ) -> Option<Slot> {
-        let entry = self.entries.get(slot)?;
+    /// Takes the session out of the offline entry left in place in `slot` (same generation) by
+    /// a takeover on this shard, leaving the slot (and the trie's references to it) for the
+    /// resuming connection; `None` when that session is gone.
+    fn unseat(&mut self, (slot, generation): (Slot, u32)) -> Option<(Slot, Session)> {
+        let entry = self.entries.get_mut(slot)?;
         if entry.generation != generation || entry.conn.is_some() {
             return None;
         }
-        let (held_org, held_bytes) = (entry.org, u64::from(entry.offline_bytes));
-        if let Some(held) = self.offline_bytes.get_mut(&held_org) {
-            *held = held.saturating_sub(held_bytes);
-            if *held == 0 {
-                self.offline_bytes.remove(&held_org);
-            }
-        }
-        // A new generation: the old connection's keep-alive and the offline session's expiry
-        // and will timers are void.
-        self.generation_counter = self.generation_counter.wrapping_add(1);
-        let generation = self.generation_counter;
-        let entry = self.entries.get_mut(slot)?;
-        entry.generation = generation;
-        entry.session.origin = origin_of(self.id, conn.id);
-        entry.conn = Some(Rc::clone(conn));
-        entry.token = token;
-        entry.pending_will = None;
+        let (org, bytes) = (entry.org, entry.offline_bytes);
         entry.offline_bytes = 0;
-        entry.last_progress = now;
-        entry.lossy = false;
-        entry.org = org;
-        entry.principal = principal;
-        entry.connected_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.live_conns.insert(conn.id, Rc::clone(conn));
-        self.refilter_session(slot);
-        self.stats.add_connection(1);
-        self.count_org_connection(org, 1);
-        Some(slot)
+        let session = std::mem::replace(&mut entry.session, Session::new(Str::default(), 0));
+        self.uncount_offline(org, bytes);
+        Some((slot, session))
     }
 
     /// Schedules the keep-alive check of a newly attached connection.
@@ -828,7 +821,7 @@ impl Shard {
         let Some(mut entry) = self.entries.take(slot) else {
             return;
         };
-        self.uncount_offline(&entry);
+        self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = &entry.conn {
             conn.finish(BytesMut::new());
@@ -856,14 +849,14 @@ impl Shard {
     }
 
     /// Gives back what a leaving session counted against its org's offline-queue quota.
-    fn uncount_offline(&mut self, entry: &Entry) {
-        if entry.offline_bytes == 0 {
+    fn uncount_offline(&mut self, org: u32, bytes: u32) {
+        if bytes == 0 {
             return;
         }
-        if let Some(held) = self.offline_bytes.get_mut(&entry.org) {
-            *held = held.saturating_sub(u64::from(entry.offline_bytes));
+        if let Some(held) = self.offline_bytes.get_mut(&org) {
+            *held = held.saturating_sub(u64::from(bytes));
             if *held == 0 {
-                self.offline_bytes.remove(&entry.org);
+                self.offline_bytes.remove(&org);
             }
         }
     }
@@ -871,7 +864,7 @@ impl Shard {
     /// Takes a session off this shard for a takeover: subscriptions leave the index here.
     fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
         let mut entry = self.entries.take(slot)?;
-        self.uncount_offline(&entry);
+        self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(std::mem::take(&mut entry.blocked));
         for filter in entry.session.state.subscriptions.keys() {
             self.remove_subscription(slot, filter);
@@ -1872,29 +1865,45 @@ mod tests {
         connect: crate::mqtt::Connect,
         now: Instant,
     ) -> (Slot, Rc<ConnShared>) {
+        let token = s.next_token();
+        let (slot, conn, _present) = install(s, client_id, connect, token, None, now);
+        (slot, conn)
+    }
+
+    /// Installs and attaches a session the way a connection task does once its claim `token`
+    /// was granted (`pending`: the grant's state and in-place resume); the third value is
+    /// session-present.
+    fn install(
+        s: &mut Shard,
+        client_id: &str,
+        connect: crate::mqtt::Connect,
+        token: u64,
+        pending: Option<PendingConnect>,
+        now: Instant,
+    ) -> (Slot, Rc<ConnShared>, bool) {
         let rules = Rc::clone(&s.rules);
         let n = crate::session::connect::negotiate(&connect, &rules, now, String::new)
             .expect("accepted");
-        let token = s.next_token();
         let conn = Rc::new(ConnShared::new(token, -1));
+        let (state, resume) = pending.map_or((None, None), |p| (p.grant.flatten(), p.resume));
         let (slot, present) = s.install_session(
             NewSession {
                 client_id: Str::from(client_id),
                 token,
-                state: None,
+                state,
                 clean_start: n.clean_start,
                 expiry_interval_secs: n.expiry_interval_secs,
                 conn: Rc::clone(&conn),
                 org: 0,
                 principal: None,
-                resume: None,
+                resume,
             },
             now,
         );
         let entry = s.entry_mut(slot).expect("installed");
         entry.session.attach(n.link, present, now, &rules);
         s.arm_keep_alive(slot, conn.id);
-        (slot, conn)
+        (slot, conn, present)
     }
 
     fn v5_connect(client_id: &str, keep_alive: u16, expiry: u32) -> crate::mqtt::Connect {
@@ -1982,44 +1991,21 @@ mod tests {
             Rc::new(LocalNotify::default()),
         );
         s.flush(now);
-        let pending = s.pending.get_mut(&token).expect("pending");
-        let (grant, resume) = (pending.grant.take().expect("granted"), pending.resume);
-        assert!(resume.is_some(), "the session stays in place");
+        let pending = s.pending.remove(&token).expect("pending");
+        assert!(pending.grant.is_some(), "granted");
+        assert!(pending.resume.is_some(), "the session stays in place");
         // Routed after the grant, before the new connection installs the session.
         s.publish(
             test_message("q/1", b"in-between", QoS::AtLeastOnce, false),
             now,
         );
         s.flush(now);
-        s.pending.remove(&token);
-        let conn = Rc::new(ConnShared::new(token, -1));
-        let (resumed, present) = s.install_session(
-            NewSession {
-                client_id: Str::from("sleeper"),
-                token,
-                state: grant,
-                clean_start: false,
-                expiry_interval_secs: 600,
-                conn,
-                org: 0,
-                principal: None,
-                resume,
-            },
-            now,
-        );
+        let mut again = v5_connect("sleeper", 0, 600);
+        again.clean_start = false;
+        let (resumed, _conn, present) = install(s, "sleeper", again, token, Some(pending), now);
         assert!(present);
         assert_eq!(resumed, slot);
-        let rules = Rc::clone(&s.rules);
-        let n = crate::session::connect::negotiate(
-            &v5_connect("sleeper", 0, 600),
-            &rules,
-            now,
-            String::new,
-        )
-        .expect("accepted");
-        let entry = s.entry_mut(resumed).expect("resumed");
-        entry.session.attach(n.link, true, now, &rules);
-        let out = &entry.session.out;
+        let out = &s.entry_mut(resumed).expect("resumed").session.out;
         assert!(
             out.windows(10).any(|w| w == b"in-between"),
             "the message was lost"
