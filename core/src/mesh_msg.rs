@@ -2,7 +2,7 @@
 
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
-use ringmq_proto::session::SessionState;
+use ringmq_proto::session::{Queued, SessionState};
 
 /// One item on a mesh queue. Publishes carry the message once per destination shard, however
 /// many subscribers it has there.
@@ -131,6 +131,32 @@ pub enum MeshMsg {
         token: u64,
         /// Deliveries made on the answering shard.
         count: u64,
+    },
+    /// From a moving session's old shard to its new one: a delivery that reached the old
+    /// shard's forwarder while the move settles (boxed: rare, and the enum stays small).
+    Forward {
+        /// Token of the connection the session moved to.
+        token: u64,
+        /// The delivery.
+        item: Box<Queued>,
+    },
+    /// From a moved session's new shard to every shard, after announcing its subscriptions:
+    /// answer `MoveFenceAck` to `ghost_shard` once everything sent before this is applied.
+    MoveFence {
+        /// The session's old shard, which forwards until every shard has answered.
+        ghost_shard: u16,
+        /// Token of the connection the session moved to.
+        token: u64,
+    },
+    /// The answer to `MoveFence`, at the old shard.
+    MoveFenceAck {
+        /// Token of the connection the session moved to.
+        token: u64,
+    },
+    /// From the old shard: its forwarder for `token` is gone; nothing more follows.
+    ForwardEnd {
+        /// Token of the connection the session moved to.
+        token: u64,
     },
     /// To the home shard: the session with this token ended.
     Release {

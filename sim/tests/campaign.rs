@@ -26,18 +26,16 @@ fn one_shard_keeps_every_promise() {
     assert!(ok, "{text}");
 }
 
-/// Two shards without takeovers of a session across shards.
-///
-/// Ignored: a persistent session that moves to another shard (its client reconnects there)
-/// loses the QoS 1/2 messages routed to it while it moves (see docs/simulator.md, "Known").
-/// Run it with `cargo test -p ringmq-sim -- --ignored`.
+/// Two and three shards, faults on: sessions move between shards (a client reconnecting
+/// elsewhere), and nothing routed to them meanwhile is lost.
 #[test]
-#[ignore = "known: a session moving between shards loses what is routed to it meanwhile"]
-fn two_shards_keep_every_promise() {
-    let (ok, text) = sim(&[
-        "--seed", "1", "--seeds", "12", "--steps", "1500", "--shards", "2",
-    ]);
-    assert!(ok, "{text}");
+fn several_shards_keep_every_promise() {
+    for shards in ["2", "3"] {
+        let (ok, text) = sim(&[
+            "--seed", "1", "--seeds", "12", "--steps", "1500", "--shards", shards,
+        ]);
+        assert!(ok, "{text}");
+    }
 }
 
 /// The same seed gives the same trace; another seed another one.

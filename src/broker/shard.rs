@@ -20,6 +20,7 @@ use ringmq_router::{
 
 mod client_ids;
 mod counted;
+mod moves;
 
 mod streams;
 mod tenancy;
@@ -226,6 +227,11 @@ pub struct Shard {
     stream_trie: SubscriptionTrie<u32, ()>,
     /// Stream ids, resume tokens and per-org counts.
     stream_book: streams::StreamBook,
+    /// Slots of sessions that moved to another shard, forwarding until the move settles.
+    forwarders: AHashMap<Slot, moves::Forwarder>,
+    /// Sessions that moved here, by their connection's token, until the old shard's forwarder
+    /// ends.
+    transits: AHashMap<u64, moves::Transit>,
     /// Quiet connections waiting for data (`None`: no epoll instance, so none park).
     pub parks: Option<crate::broker::park::ParkSet<super::conn::Parked>>,
 }
@@ -289,6 +295,8 @@ impl Shard {
             streams: AHashMap::new(),
             stream_trie: SubscriptionTrie::new(),
             stream_book: streams::StreamBook::default(),
+            forwarders: AHashMap::new(),
+            transits: AHashMap::new(),
             parks: match crate::broker::park::ParkSet::new() {
                 Ok(parks) => Some(parks),
                 Err(error) => {
@@ -821,6 +829,7 @@ impl Shard {
         let Some(mut entry) = self.entries.take(slot) else {
             return;
         };
+        self.forget_transit(slot);
         self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = &entry.conn {
@@ -859,20 +868,6 @@ impl Shard {
                 self.offline_bytes.remove(&org);
             }
         }
-    }
-
-    /// Takes a session off this shard for a takeover: subscriptions leave the index here.
-    fn extract_session(&mut self, slot: Slot, now: Instant) -> Option<Box<SessionState>> {
-        let mut entry = self.entries.take(slot)?;
-        self.uncount_offline(entry.org, entry.offline_bytes);
-        self.release(std::mem::take(&mut entry.blocked));
-        for filter in entry.session.state.subscriptions.keys() {
-            self.remove_subscription(slot, filter);
-        }
-        self.by_client_id
-            .remove(entry.session.client_id.as_bytes(), slot);
-        let _ = now;
-        Some(Box::new(entry.session.state))
     }
 
     fn publish_will(&mut self, will: Box<Will>, now: Instant) {
@@ -1170,6 +1165,16 @@ impl Shard {
 
     /// Hands one delivery to a session and wakes its writer.
     fn deliver_to(&mut self, slot: Slot, item: Queued, now: Instant) {
+        // A session moving between shards is reached through its forwarder or its transit.
+        if self.forwarders.is_empty() && self.transits.is_empty() {
+            self.deliver_now(slot, item, now);
+        } else if let Some(item) = self.divert(slot, item) {
+            self.deliver_now(slot, item, now);
+        }
+    }
+
+    /// Delivers to the session in `slot`: its window, its queue or its offline queue.
+    fn deliver_now(&mut self, slot: Slot, item: Queued, now: Instant) {
         let rules = Rc::clone(&self.rules);
         let stats = Arc::clone(&self.stats);
         let Some(entry) = self.entries.get_mut(slot) else {
@@ -1343,7 +1348,6 @@ impl Shard {
 
     /// Handles one message from another shard (or from this one, via the local inbox).
     pub fn handle_mesh(&mut self, from: u16, msg: MeshMsg, now: Instant) {
-        let _ = from;
         match msg {
             MeshMsg::Deliver(message) => {
                 self.deliver_local(&message, now);
@@ -1450,47 +1454,44 @@ impl Shard {
             MeshMsg::Grant { token, state } => {
                 let Some(pending) = self.pending.get_mut(&token) else {
                     tracing::debug!(token, "grant for a connection that is gone");
+                    if state.is_some() {
+                        // The session is lost with it (as before moves were fenced); the old
+                        // shard's forwarder must still end.
+                        self.begin_transit(from, token, None);
+                    }
                     return;
                 };
                 tracing::debug!(token, client_id = %pending.client_id, "grant");
+                let client_id = pending.client_id.clone();
+                // A moved session is seated here at once, so what is routed to it from now on
+                // finds it (a state in a grant always comes from a forwarder at `from`).
+                let seated = state.map(|state| {
+                    let seat = self.seat(client_id.clone(), *state, token, now);
+                    self.begin_transit(from, token, Some(seat.0));
+                    seat
+                });
+                let Some(pending) = self.pending.get_mut(&token) else {
+                    return;
+                };
                 if let Some((to_shard, next_token, clean_start)) = pending.superseded {
-                    // A later connection already owns the id: pass the session straight on.
-                    let resume = pending.resume;
+                    // A later connection already owns the id: the session (seated or in place
+                    // here) is taken over from here.
                     self.pending.remove(&token);
-                    let state = match resume {
-                        Some((slot, generation)) => {
-                            let live = self
-                                .entries
-                                .get(slot)
-                                .is_some_and(|e| e.generation == generation && e.conn.is_none());
-                            if !live || clean_start {
-                                if live {
-                                    self.end_session(slot, now);
-                                }
-                                None
-                            } else if let Some(next) = self.pending.get_mut(&next_token) {
-                                // Still on this shard: it stays in place for the next one too.
-                                next.resume = Some((slot, generation));
-                                None
-                            } else {
-                                self.extract_session(slot, now)
-                            }
-                        }
-                        None => state,
-                    };
-                    let state = state.filter(|_| !clean_start);
-                    self.send(
-                        to_shard,
-                        MeshMsg::Grant {
-                            token: next_token,
-                            state,
-                        },
-                    );
+                    self.takeover(client_id, to_shard, next_token, clean_start, now);
                     return;
                 }
-                pending.grant = Some(state);
+                if seated.is_some() {
+                    pending.resume = seated;
+                }
+                pending.grant = Some(None);
                 pending.notify.notify();
             }
+            MeshMsg::Forward { token, item } => self.forwarded(token, *item, now),
+            MeshMsg::MoveFence { ghost_shard, token } => {
+                self.send(ghost_shard, MeshMsg::MoveFenceAck { token });
+            }
+            MeshMsg::MoveFenceAck { token } => self.move_fence_ack(token),
+            MeshMsg::ForwardEnd { token } => self.forward_end(token, now),
             MeshMsg::Fence { reply_to, conn_id } => {
                 self.send(reply_to, MeshMsg::FenceAck { conn_id });
             }
@@ -1546,7 +1547,7 @@ impl Shard {
             }
             // A reconnect within the will delay cancels the will (MQTT 5, 3.1.3.2.2), unless
             // the new connection ends the session, which publishes it.
-            if !clean_start && to_shard == self.id && self.pending.contains_key(&token) {
+            if !clean_start && to_shard == self.id {
                 // The new connection is on this shard: the session stays where it is, with its
                 // subscriptions, and queues what arrives until the connection resumes it.
                 // (Moved out, what was routed to it meanwhile was lost.)
@@ -1567,7 +1568,8 @@ impl Shard {
                 if let Some(entry) = self.entry_mut(slot) {
                     entry.pending_will = None;
                 }
-                self.extract_session(slot, now)
+                // Another shard: this one forwards what still reaches it (see `moves`).
+                self.make_forwarder(slot, to_shard, token, now)
             };
             self.send(to_shard, MeshMsg::Grant { token, state });
             return;
@@ -1884,7 +1886,8 @@ mod tests {
         let rules = Rc::clone(&s.rules);
         let n = crate::session::connect::negotiate(&connect, &rules, now, String::new)
             .expect("accepted");
-        let conn = Rc::new(ConnShared::new(token, -1));
+        // A connection id of its own shard (a token carries its shard in the top bits).
+        let conn = Rc::new(ConnShared::new(token & 0xFFFF_FFFF, -1));
         let (state, resume) = pending.map_or((None, None), |p| (p.grant.flatten(), p.resume));
         let (slot, present) = s.install_session(
             NewSession {
@@ -2010,6 +2013,86 @@ mod tests {
             out.windows(10).any(|w| w == b"in-between"),
             "the message was lost"
         );
+    }
+
+    /// Regression (found by ringmq-sim): a persistent session whose client reconnected on
+    /// another shard lost the QoS 1/2 messages routed to its old shard while it moved. The old
+    /// shard now forwards them until every replica routes to the new one.
+    #[test]
+    fn a_message_routed_while_a_session_moves_to_another_shard_is_kept() {
+        let mut shards = shard(2);
+        let now = Instant::now();
+        let pump = |shards: &mut Vec<Shard>| {
+            for _ in 0..4 {
+                for s in shards.iter_mut() {
+                    s.flush(now);
+                    s.poll_mesh(now);
+                }
+            }
+        };
+        let mut connect_packet = v5_connect("mover", 0, 600);
+        connect_packet.clean_start = false;
+        let claim = |shards: &mut Vec<Shard>, on: usize| {
+            let notify = Rc::new(LocalNotify::default());
+            shards[on].begin_connect(Str::from("mover"), false, 0, notify)
+        };
+        let first = claim(&mut shards, 0);
+        pump(&mut shards);
+        let pending = shards[0].pending.remove(&first);
+        let (slot, _conn, _) = install(
+            &mut shards[0],
+            "mover",
+            connect_packet.clone(),
+            first,
+            pending,
+            now,
+        );
+        subscribe(&mut shards[0], slot, "q/#", now);
+        pump(&mut shards);
+        shards[0].end_connection(slot, None, true, now);
+        // The client comes back on shard 1: once shard 0 has handed the session over, a publish
+        // there still finds it (its index still names shard 0).
+        let token = claim(&mut shards, 1);
+        for _ in 0..8 {
+            if !shards[0].forwarders.is_empty() {
+                break;
+            }
+            for s in shards.iter_mut() {
+                s.flush(now);
+                s.poll_mesh(now);
+            }
+        }
+        assert!(
+            !shards[0].forwarders.is_empty(),
+            "shard 0 forwards while the session moves"
+        );
+        shards[0].publish(
+            test_message("q/1", b"on-the-way", QoS::AtLeastOnce, false),
+            now,
+        );
+        pump(&mut shards);
+        let pending = shards[1].pending.remove(&token).expect("pending");
+        let (moved, _conn, present) = install(
+            &mut shards[1],
+            "mover",
+            connect_packet,
+            token,
+            Some(pending),
+            now,
+        );
+        assert!(present);
+        let out = &shards[1].entry_mut(moved).expect("moved").session.out;
+        assert!(
+            out.windows(10).any(|w| w == b"on-the-way"),
+            "the message was lost"
+        );
+        pump(&mut shards);
+        assert!(
+            shards[0].forwarders.is_empty(),
+            "the forwarder ends once every replica routes to shard 1"
+        );
+        assert!(shards[1].transits.is_empty());
+        assert_eq!(shards[0].session_count() + shards[1].session_count(), 1);
     }
 
     /// Will delay 3 s with session expiry 5 s: the will is published at 3 s, not before

@@ -487,7 +487,7 @@ impl Shard {
                     let Some(entry) = self.entries.get(slot) else {
                         continue;
                     };
-                    if entry.org != org {
+                    if entry.org != org || self.is_forwarder(slot) {
                         continue;
                     }
                     let connected = entry.conn.is_some();

@@ -1,0 +1,313 @@
+//! A persistent session moving to another shard, without losing what is routed to it meanwhile.
+//!
+//! When a client reconnects on another shard, its session moves there (a takeover). Other
+//! shards route by their replicas of the subscription index, which learn of the move over the
+//! mesh, each at its own pace, so for a while a publisher may still send to the old shard, or
+//! to both. The move therefore runs in four steps:
+//!
+//! 1. The old shard turns the session's entry into a **forwarder**: it keeps the slot and its
+//!    subscriptions in the trie (so the index still names it), sends the state in the `Grant`,
+//!    and from then on sends every delivery that reaches the slot to the new shard as a
+//!    `Forward`.
+//! 2. The new shard **seats** the state at once, as an offline session with its subscriptions
+//!    (announcing them), opens a **transit** for it, and sends `MoveFence` to every shard. A
+//!    shard answers the old one (`MoveFenceAck`) after applying everything the new shard sent
+//!    before, so once all have answered, every replica routes to the new shard.
+//! 3. Meanwhile the new shard holds the deliveries that reach the session directly and passes
+//!    on the forwarded ones at once, dropping the held copy of a message that also came
+//!    forwarded (a publisher that routed to both shards). Forwarded messages are always older,
+//!    per publisher, than those held, so each publisher's order is kept.
+//! 4. With every answer in, the old shard drops its forwarder (and the subscriptions, which it
+//!    announces) and sends `ForwardEnd`; the new shard then releases what it held.
+//!
+//! A session already in place on the claiming connection's shard does not move at all (see
+//! `PendingConnect::resume`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmq_core::timers::TimerKind;
+
+use super::{Entry, MeshMsg, Shard, Slot};
+use crate::mqtt::Str;
+use crate::session::{Queued, Session, SessionState};
+
+/// The old shard's side of a move: where deliveries to the slot go now.
+#[derive(Debug)]
+pub(super) struct Forwarder {
+    /// The session's new shard.
+    to: u16,
+    /// Token of the connection it moved to.
+    token: u64,
+    /// Its filters, still in this shard's trie until the forwarder goes.
+    filters: Vec<Str>,
+    /// `MoveFenceAck`s received.
+    acks: u16,
+}
+
+/// The new shard's side of a move, until the old shard's `ForwardEnd`.
+#[derive(Debug)]
+pub(super) struct Transit {
+    /// Where the session sits here.
+    slot: Slot,
+    /// Deliveries that reached it directly, released at `ForwardEnd` (bounded by the session's
+    /// queue limit).
+    held: VecDeque<Queued>,
+    /// Messages already passed on from the forwarder: the direct copy of one of them (a
+    /// publisher that routed to both shards, its direct copy late) is a duplicate. Holding the
+    /// `Arc`s keeps their addresses from being reused while compared.
+    passed: VecDeque<crate::message::SharedMessage>,
+}
+
+impl Shard {
+    /// Step 1, on the old shard: the session in `slot` moves to `to` for the connection `token`;
+    /// returns its state for the `Grant`.
+    pub(super) fn make_forwarder(
+        &mut self,
+        slot: Slot,
+        to: u16,
+        token: u64,
+        now: Instant,
+    ) -> Option<Box<SessionState>> {
+        // It may itself have just arrived: what it holds goes with it.
+        let held = self
+            .transits
+            .values_mut()
+            .find(|t| t.slot == slot)
+            .map(|t| std::mem::take(&mut t.held))
+            .unwrap_or_default();
+        for item in held {
+            self.deliver_now(slot, item, now);
+        }
+        self.generation_counter = self.generation_counter.wrapping_add(1);
+        let generation = self.generation_counter;
+        let entry = self.entries.get_mut(slot)?;
+        // Void its timers, and keep what the trie and the shared groups read of it.
+        entry.generation = generation;
+        entry.principal = None;
+        let mut stand_in = Session::new(entry.session.client_id.clone(), 0);
+        stand_in.origin = entry.session.origin;
+        stand_in.state.subscriptions = entry.session.state.subscriptions.clone();
+        let session = std::mem::replace(&mut entry.session, stand_in);
+        let (org, bytes) = (entry.org, entry.offline_bytes);
+        entry.offline_bytes = 0;
+        let blocked = std::mem::take(&mut entry.blocked);
+        self.uncount_offline(org, bytes);
+        self.release(blocked);
+        self.by_client_id.remove(session.client_id.as_bytes(), slot);
+        let filters = session.state.subscriptions.keys().cloned().collect();
+        self.forwarders.insert(
+            slot,
+            Forwarder {
+                to,
+                token,
+                filters,
+                acks: 0,
+            },
+        );
+        Some(Box::new(session.state))
+    }
+
+    /// Step 2, on the new shard: the moved state becomes an offline session here, with its
+    /// subscriptions in force; returns its slot and generation.
+    pub(super) fn seat(
+        &mut self,
+        client_id: Str,
+        state: SessionState,
+        token: u64,
+        now: Instant,
+    ) -> (Slot, u32) {
+        let org = ringmq_router::unscoped(&client_id).0;
+        let expiry = state.expiry_interval_secs;
+        let mut session = Session::from_state(client_id, state);
+        session.disconnected_at = Some(now);
+        self.generation_counter = self.generation_counter.wrapping_add(1);
+        let generation = self.generation_counter;
+        let subscriptions: Vec<_> = session
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        let slot = self.entries.insert(Entry {
+            session,
+            generation,
+            conn: None,
+            token,
+            pending_will: None,
+            blocked: Vec::new(),
+            last_progress: now,
+            lossy: false,
+            org,
+            offline_bytes: 0,
+            principal: None,
+            connected_at: 0,
+        });
+        self.by_client_id.insert(&self.entries, slot);
+        for (filter, subscription) in subscriptions {
+            self.add_subscription(slot, &filter, subscription);
+        }
+        // If its connection never attaches, it expires like any offline session.
+        let at = now + Duration::from_secs(u64::from(expiry));
+        self.timers
+            .push(at, TimerKind::SessionExpiry, slot, generation, 0);
+        (slot, generation)
+    }
+
+    /// Step 2, on the new shard: opens the transit for `token` (seated in `slot`, if it could
+    /// be) and asks every shard to answer the old one, `from`, once it routes here.
+    pub(super) fn begin_transit(&mut self, from: u16, token: u64, slot: Option<Slot>) {
+        if let Some(slot) = slot {
+            self.transits.insert(
+                token,
+                Transit {
+                    slot,
+                    held: VecDeque::new(),
+                    passed: VecDeque::new(),
+                },
+            );
+        }
+        self.broadcast(|| MeshMsg::MoveFence {
+            ghost_shard: from,
+            token,
+        });
+    }
+
+    /// Where a delivery to `slot` goes while a move involves it: forwarded (old shard), held
+    /// (new shard), or, when neither, back to the caller to deliver.
+    pub(super) fn divert(&mut self, slot: Slot, item: Queued) -> Option<Queued> {
+        if let Some(forwarder) = self.forwarders.get(&slot) {
+            let (to, token) = (forwarder.to, forwarder.token);
+            self.send(
+                to,
+                MeshMsg::Forward {
+                    token,
+                    item: Box::new(item),
+                },
+            );
+            return None;
+        }
+        let limit = self.rules.queue_messages_max;
+        let Some(transit) = self.transits.values_mut().find(|t| t.slot == slot) else {
+            return Some(item);
+        };
+        if let Some(i) = transit
+            .passed
+            .iter()
+            .position(|m| Arc::ptr_eq(m, &item.message))
+        {
+            // Its forwarded copy went already.
+            transit.passed.remove(i);
+        } else if transit.held.len() >= limit {
+            // As a full session queue would: counted, never silent.
+            self.stats.messages_dropped.inc();
+            tracing::warn!(
+                slot,
+                "a moving session's held deliveries are full; message dropped"
+            );
+        } else {
+            transit.held.push_back(item);
+        }
+        None
+    }
+
+    /// Step 3, on the new shard: a delivery forwarded by the old one.
+    pub(super) fn forwarded(&mut self, token: u64, item: Queued, now: Instant) {
+        let Some(transit) = self.transits.get_mut(&token) else {
+            // The session is gone (its connection left before it was seated).
+            self.stats.messages_dropped.inc();
+            return;
+        };
+        let slot = transit.slot;
+        // A publisher that routed to both shards: the forwarded copy goes now, in its order;
+        // the one held is a duplicate.
+        let limit = self.rules.queue_messages_max;
+        if let Some(i) = transit
+            .held
+            .iter()
+            .position(|held| Arc::ptr_eq(&held.message, &item.message))
+        {
+            transit.held.remove(i);
+        } else if transit.passed.len() < limit {
+            // Its direct copy may still come.
+            transit.passed.push_back(Arc::clone(&item.message));
+        }
+        self.deliver_routed(slot, item, now);
+    }
+
+    /// Step 4, on the new shard: nothing more is forwarded; release what was held.
+    pub(super) fn forward_end(&mut self, token: u64, now: Instant) {
+        let Some(transit) = self.transits.remove(&token) else {
+            return;
+        };
+        for item in transit.held {
+            self.deliver_routed(transit.slot, item, now);
+        }
+        // This shard may have passed the session on meanwhile; its forwarder can go now.
+        self.retire_if_done(transit.slot);
+    }
+
+    /// Step 4, on the old shard: one more shard routes to the new one.
+    pub(super) fn move_fence_ack(&mut self, token: u64) {
+        let Some((&slot, forwarder)) = self.forwarders.iter_mut().find(|(_, f)| f.token == token)
+        else {
+            return;
+        };
+        forwarder.acks += 1;
+        self.retire_if_done(slot);
+    }
+
+    /// Drops the forwarder in `slot` once every shard answered and nothing is still forwarded
+    /// to it from an earlier move.
+    fn retire_if_done(&mut self, slot: Slot) {
+        let count = self.count;
+        let done = self.forwarders.get(&slot).is_some_and(|f| f.acks >= count)
+            && !self.transits.values().any(|t| t.slot == slot);
+        if !done {
+            return;
+        }
+        let Some(forwarder) = self.forwarders.remove(&slot) else {
+            return;
+        };
+        for filter in &forwarder.filters {
+            self.remove_subscription(slot, filter);
+        }
+        self.entries.take(slot);
+        self.send(
+            forwarder.to,
+            MeshMsg::ForwardEnd {
+                token: forwarder.token,
+            },
+        );
+    }
+
+    /// Delivers past the new shard's hold (forwarded or released items), still forwarding if
+    /// the session has moved on again.
+    fn deliver_routed(&mut self, slot: Slot, item: Queued, now: Instant) {
+        if let Some(forwarder) = self.forwarders.get(&slot) {
+            let (to, token) = (forwarder.to, forwarder.token);
+            self.send(
+                to,
+                MeshMsg::Forward {
+                    token,
+                    item: Box::new(item),
+                },
+            );
+            return;
+        }
+        self.deliver_now(slot, item, now);
+    }
+
+    /// True for a slot that only forwards (not a session: lists and counts skip it).
+    pub(super) fn is_forwarder(&self, slot: Slot) -> bool {
+        self.forwarders.contains_key(&slot)
+    }
+
+    /// A session ended: a transit for it ends too (what it held goes with the session).
+    pub(super) fn forget_transit(&mut self, slot: Slot) {
+        if !self.transits.is_empty() {
+            self.transits.retain(|_, t| t.slot != slot);
+        }
+    }
+}
