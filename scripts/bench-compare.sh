@@ -8,7 +8,9 @@
 # and written to benches/results/<date>.md, with every raw loadgen report in <date>.json.
 #
 # Usage: scripts/bench-compare.sh [--rounds N] [--duration S] [--warmup S] [--no-50k]
-#                                 [--no-two-shards] [--out DIR]
+#                                 [--no-two-shards] [--out DIR] [--baseline BIN] [--no-peers]
+# --baseline BIN adds an earlier ringmq build ("base") to every round, for a before/after
+# comparison in one run (ringmq ÷ base); --no-peers leaves mosquitto and rumqttd out.
 # Needs: cargo, taskset, python3, ss; installs mosquitto and rumqttd via scripts/install-peers.sh
 # (rumqttd is cached in $RINGMQ_PEERS_DIR, default $HOME/.cache/ringmq-peers).
 set -euo pipefail
@@ -20,6 +22,8 @@ warmup=2
 with_50k=1
 with_two_shards=1
 out_dir="$root/benches/results"
+baseline_bin=""
+with_peers=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -28,13 +32,22 @@ while [ $# -gt 0 ]; do
         --no-50k) with_50k=0; shift ;;
         --no-two-shards) with_two_shards=0; shift ;;
         --out) out_dir="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --baseline) baseline_bin="$(realpath "$2")"; shift 2 ;;
+        --no-peers) with_peers=0; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
+if [ -n "$baseline_bin" ] && [ ! -x "$baseline_bin" ]; then
+    echo "--baseline: $baseline_bin is not an executable" >&2
+    exit 2
+fi
+brokers=(ringmq)
+[ -n "$baseline_bin" ] && brokers+=(base)
+[ "$with_peers" = 1 ] && brokers+=(mosquitto rumqttd)
 peers_dir="${RINGMQ_PEERS_DIR:-$HOME/.cache/ringmq-peers}"
-"$root/scripts/install-peers.sh" "$peers_dir"
+[ "$with_peers" = 1 ] && "$root/scripts/install-peers.sh" "$peers_dir"
 mosquitto_bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 rumqttd_bin="$peers_dir/bin/rumqttd"
 
@@ -60,6 +73,7 @@ port_ringmq="$(free_port 31883)"
 port_mosquitto="$(free_port $((port_ringmq + 1)))"
 port_rumqttd="$(free_port $((port_mosquitto + 1)))"
 port_http="$(free_port 31880)"
+port_base="$(free_port $((port_rumqttd + 1)))"
 
 cat > "$work/mosquitto.conf" <<EOF
 listener $port_mosquitto 127.0.0.1
@@ -99,12 +113,14 @@ broker_pid=""
 start_broker() {
     local name="$1" shards="${2:-1}" port
     case "$name" in
-        ringmq)
+        ringmq|base)
             port="$port_ringmq"
+            local bin="$ringmq_bin"
+            if [ "$name" = base ]; then port="$port_base"; bin="$baseline_bin"; fi
             rm -rf "$work/ringmq-data"
             local pin=(taskset -c 0)
             [ "$shards" -gt 1 ] && pin=()
-            "${pin[@]}" "$ringmq_bin" serve --mqtt-listen "127.0.0.1:$port" \
+            "${pin[@]}" "$bin" serve --mqtt-listen "127.0.0.1:$port" \
                 --http-listen "127.0.0.1:$port_http" --shards "$shards" \
                 --data-dir "$work/ringmq-data" --log warn >> "$work/ringmq.log" 2>&1 &
             ;;
@@ -143,6 +159,7 @@ trap stop_broker EXIT
 port_of() {
     case "$1" in
         ringmq|ringmq2) echo "$port_ringmq" ;;
+        base) echo "$port_base" ;;
         mosquitto) echo "$port_mosquitto" ;;
         rumqttd) echo "$port_rumqttd" ;;
     esac
@@ -216,7 +233,7 @@ run_memory() {
 
 for round in $(seq 1 "$rounds"); do
     for scenario in "${scenario_names[@]}"; do
-        for broker in ringmq mosquitto rumqttd; do
+        for broker in "${brokers[@]}"; do
             run_one "$broker" "$scenario" "$round"
         done
     done
@@ -229,7 +246,7 @@ fi
 memory_counts=(10000)
 [ "$with_50k" = 1 ] && memory_counts+=(50000)
 for count in "${memory_counts[@]}"; do
-    for broker in ringmq mosquitto rumqttd; do
+    for broker in "${brokers[@]}"; do
         run_memory "$broker" "$count"
     done
 done
@@ -300,15 +317,17 @@ lines.append("Machine: %s. Brokers pinned to CPU 0 (ringmq `--shards 1`), loadge
              "loopback, no persistence, anonymous. Medians of %s rounds, %s s measured per run "
              "(memory: one run each)." % (machine, rounds, duration))
 lines.append("")
-lines.append("| scenario | ringmq | mosquitto | rumqttd | ringmq ÷ mosquitto | ringmq ÷ rumqttd |")
-lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+present = [b for b in ("ringmq", "base", "mosquitto", "rumqttd")
+           if any(key[0] == b for key in runs)]
+others = [b for b in present if b != "ringmq"]
+lines.append("| scenario | " + " | ".join(present) + "".join(" | ringmq ÷ %s" % b for b in others) + " |")
+lines.append("| --- |" + " ---: |" * (len(present) + len(others)))
 for label, scenario, pick, _ in rows:
-    values = [median(b, scenario, pick) for b in ("ringmq", "mosquitto", "rumqttd")]
-    if all(v is None for v in values):
+    values = {b: median(b, scenario, pick) for b in present}
+    if all(v is None for v in values.values()):
         continue
-    lines.append("| %s | %s | %s | %s | %s | %s |" % (
-        label, fmt(values[0]), fmt(values[1]), fmt(values[2]),
-        ratio(values[0], values[1]), ratio(values[0], values[2])))
+    cells = [fmt(values[b]) for b in present] + [ratio(values["ringmq"], values[b]) for b in others]
+    lines.append("| %s | %s |" % (label, " | ".join(cells)))
 lines.append("")
 two = [(label, scenario, pick) for label, scenario, pick, _ in rows
        if median("ringmq2", scenario, pick) is not None]
@@ -322,7 +341,7 @@ if two:
                                            fmt(median("ringmq", scenario, pick))))
     lines.append("")
 notes = []
-for broker in ("ringmq", "mosquitto", "rumqttd", "ringmq2"):
+for broker in ("ringmq", "base", "mosquitto", "rumqttd", "ringmq2"):
     for _, scenario, _, _ in rows:
         text = problems(broker, scenario)
         if text:
