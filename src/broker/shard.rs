@@ -227,11 +227,8 @@ pub struct Shard {
     stream_trie: SubscriptionTrie<u32, ()>,
     /// Stream ids, resume tokens and per-org counts.
     stream_book: streams::StreamBook,
-    /// Slots of sessions that moved to another shard, forwarding until the move settles.
-    forwarders: AHashMap<Slot, moves::Forwarder>,
-    /// Sessions that moved here, by their connection's token, until the old shard's forwarder
-    /// ends.
-    transits: AHashMap<u64, moves::Transit>,
+    /// Sessions moving to or from this shard (forwarders and transits).
+    moves: moves::Moves,
     /// Quiet connections waiting for data (`None`: no epoll instance, so none park).
     pub parks: Option<crate::broker::park::ParkSet<super::conn::Parked>>,
 }
@@ -295,8 +292,7 @@ impl Shard {
             streams: AHashMap::new(),
             stream_trie: SubscriptionTrie::new(),
             stream_book: streams::StreamBook::default(),
-            forwarders: AHashMap::new(),
-            transits: AHashMap::new(),
+            moves: moves::Moves::default(),
             parks: match crate::broker::park::ParkSet::new() {
                 Ok(parks) => Some(parks),
                 Err(error) => {
@@ -1166,7 +1162,7 @@ impl Shard {
     /// Hands one delivery to a session and wakes its writer.
     fn deliver_to(&mut self, slot: Slot, item: Queued, now: Instant) {
         // A session moving between shards is reached through its forwarder or its transit.
-        if self.forwarders.is_empty() && self.transits.is_empty() {
+        if self.moves.is_empty() {
             self.deliver_now(slot, item, now);
         } else if let Some(item) = self.divert(slot, item) {
             self.deliver_now(slot, item, now);
@@ -2054,7 +2050,7 @@ mod tests {
         // there still finds it (its index still names shard 0).
         let token = claim(&mut shards, 1);
         for _ in 0..8 {
-            if !shards[0].forwarders.is_empty() {
+            if shards[0].moves.counts().0 > 0 {
                 break;
             }
             for s in shards.iter_mut() {
@@ -2063,7 +2059,7 @@ mod tests {
             }
         }
         assert!(
-            !shards[0].forwarders.is_empty(),
+            shards[0].moves.counts().0 > 0,
             "shard 0 forwards while the session moves"
         );
         shards[0].publish(
@@ -2088,10 +2084,10 @@ mod tests {
         );
         pump(&mut shards);
         assert!(
-            shards[0].forwarders.is_empty(),
+            shards[0].moves.counts() == (0, 0),
             "the forwarder ends once every replica routes to shard 1"
         );
-        assert!(shards[1].transits.is_empty());
+        assert_eq!(shards[1].moves.counts(), (0, 0));
         assert_eq!(shards[0].session_count() + shards[1].session_count(), 1);
     }
 

@@ -27,15 +27,43 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use ringmq_core::timers::TimerKind;
 
 use super::{Entry, MeshMsg, Shard, Slot};
 use crate::mqtt::Str;
 use crate::session::{Queued, Session, SessionState};
 
+/// The moves a shard takes part in, old side and new side, indexed both ways (a reconnect
+/// storm can put thousands in flight; a delivery looks its slot up once).
+#[derive(Debug, Default)]
+pub(super) struct Moves {
+    /// Old side: slots whose sessions left, by slot.
+    forwarders: AHashMap<Slot, Forwarder>,
+    /// Old side: the same, by the token of the connection they moved to.
+    forwarder_slots: AHashMap<u64, Slot>,
+    /// New side: sessions that arrived, by slot.
+    transits: AHashMap<Slot, Transit>,
+    /// New side: the same, by token.
+    transit_slots: AHashMap<u64, Slot>,
+}
+
+impl Moves {
+    /// True when no move is under way (the delivery path's one check).
+    pub(super) fn is_empty(&self) -> bool {
+        self.forwarders.is_empty() && self.transits.is_empty()
+    }
+
+    /// Forwarders and transits under way (for tests and gauges).
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.forwarders.len(), self.transits.len())
+    }
+}
+
 /// The old shard's side of a move: where deliveries to the slot go now.
 #[derive(Debug)]
-pub(super) struct Forwarder {
+struct Forwarder {
     /// The session's new shard.
     to: u16,
     /// Token of the connection it moved to.
@@ -48,9 +76,9 @@ pub(super) struct Forwarder {
 
 /// The new shard's side of a move, until the old shard's `ForwardEnd`.
 #[derive(Debug)]
-pub(super) struct Transit {
-    /// Where the session sits here.
-    slot: Slot,
+struct Transit {
+    /// Token of the connection it moved to.
+    token: u64,
     /// Deliveries that reached it directly, released at `ForwardEnd` (bounded by the session's
     /// queue limit).
     held: VecDeque<Queued>,
@@ -72,9 +100,9 @@ impl Shard {
     ) -> Option<Box<SessionState>> {
         // It may itself have just arrived: what it holds goes with it.
         let held = self
+            .moves
             .transits
-            .values_mut()
-            .find(|t| t.slot == slot)
+            .get_mut(&slot)
             .map(|t| std::mem::take(&mut t.held))
             .unwrap_or_default();
         for item in held {
@@ -97,7 +125,8 @@ impl Shard {
         self.release(blocked);
         self.by_client_id.remove(session.client_id.as_bytes(), slot);
         let filters = session.state.subscriptions.keys().cloned().collect();
-        self.forwarders.insert(
+        self.moves.forwarder_slots.insert(token, slot);
+        self.moves.forwarders.insert(
             slot,
             Forwarder {
                 to,
@@ -159,10 +188,11 @@ impl Shard {
     /// be) and asks every shard to answer the old one, `from`, once it routes here.
     pub(super) fn begin_transit(&mut self, from: u16, token: u64, slot: Option<Slot>) {
         if let Some(slot) = slot {
-            self.transits.insert(
-                token,
+            self.moves.transit_slots.insert(token, slot);
+            self.moves.transits.insert(
+                slot,
                 Transit {
-                    slot,
+                    token,
                     held: VecDeque::new(),
                     passed: VecDeque::new(),
                 },
@@ -177,49 +207,59 @@ impl Shard {
     /// Where a delivery to `slot` goes while a move involves it: forwarded (old shard), held
     /// (new shard), or, when neither, back to the caller to deliver.
     pub(super) fn divert(&mut self, slot: Slot, item: Queued) -> Option<Queued> {
-        if let Some(forwarder) = self.forwarders.get(&slot) {
-            let (to, token) = (forwarder.to, forwarder.token);
-            self.send(
-                to,
-                MeshMsg::Forward {
-                    token,
-                    item: Box::new(item),
-                },
-            );
-            return None;
-        }
         let limit = self.rules.queue_messages_max;
-        let Some(transit) = self.transits.values_mut().find(|t| t.slot == slot) else {
-            return Some(item);
-        };
-        if let Some(i) = transit
-            .passed
-            .iter()
-            .position(|m| Arc::ptr_eq(m, &item.message))
-        {
-            // Its forwarded copy went already.
-            transit.passed.remove(i);
-        } else if transit.held.len() >= limit {
-            // As a full session queue would: counted, never silent.
-            self.stats.messages_dropped.inc();
-            tracing::warn!(
-                slot,
-                "a moving session's held deliveries are full; message dropped"
-            );
-        } else {
-            transit.held.push_back(item);
+        if let Some(transit) = self.moves.transits.get_mut(&slot) {
+            if let Some(i) = transit
+                .passed
+                .iter()
+                .position(|m| Arc::ptr_eq(m, &item.message))
+            {
+                // Its forwarded copy went already.
+                transit.passed.remove(i);
+                return None;
+            }
+            if !self.moves.forwarders.contains_key(&slot) {
+                if transit.held.len() >= limit {
+                    // As a full session queue would: counted, never silent.
+                    self.stats.messages_dropped.inc();
+                    tracing::warn!(
+                        slot,
+                        "a moving session's held deliveries are full; message dropped"
+                    );
+                } else {
+                    transit.held.push_back(item);
+                }
+                return None;
+            }
         }
-        None
+        match self.moves.forwarders.get(&slot) {
+            Some(forwarder) => {
+                let (to, token) = (forwarder.to, forwarder.token);
+                self.send(
+                    to,
+                    MeshMsg::Forward {
+                        token,
+                        item: Box::new(item),
+                    },
+                );
+                None
+            }
+            None => Some(item),
+        }
     }
 
     /// Step 3, on the new shard: a delivery forwarded by the old one.
     pub(super) fn forwarded(&mut self, token: u64, item: Queued, now: Instant) {
-        let Some(transit) = self.transits.get_mut(&token) else {
+        let transit = self
+            .moves
+            .transit_slots
+            .get(&token)
+            .and_then(|slot| Some((*slot, self.moves.transits.get_mut(slot)?)));
+        let Some((slot, transit)) = transit else {
             // The session is gone (its connection left before it was seated).
             self.stats.messages_dropped.inc();
             return;
         };
-        let slot = transit.slot;
         // A publisher that routed to both shards: the forwarded copy goes now, in its order;
         // the one held is a duplicate.
         let limit = self.rules.queue_messages_max;
@@ -238,20 +278,25 @@ impl Shard {
 
     /// Step 4, on the new shard: nothing more is forwarded; release what was held.
     pub(super) fn forward_end(&mut self, token: u64, now: Instant) {
-        let Some(transit) = self.transits.remove(&token) else {
+        let Some(slot) = self.moves.transit_slots.remove(&token) else {
+            return;
+        };
+        let Some(transit) = self.moves.transits.remove(&slot) else {
             return;
         };
         for item in transit.held {
-            self.deliver_routed(transit.slot, item, now);
+            self.deliver_routed(slot, item, now);
         }
         // This shard may have passed the session on meanwhile; its forwarder can go now.
-        self.retire_if_done(transit.slot);
+        self.retire_if_done(slot);
     }
 
     /// Step 4, on the old shard: one more shard routes to the new one.
     pub(super) fn move_fence_ack(&mut self, token: u64) {
-        let Some((&slot, forwarder)) = self.forwarders.iter_mut().find(|(_, f)| f.token == token)
-        else {
+        let Some(&slot) = self.moves.forwarder_slots.get(&token) else {
+            return;
+        };
+        let Some(forwarder) = self.moves.forwarders.get_mut(&slot) else {
             return;
         };
         forwarder.acks += 1;
@@ -262,14 +307,19 @@ impl Shard {
     /// to it from an earlier move.
     fn retire_if_done(&mut self, slot: Slot) {
         let count = self.count;
-        let done = self.forwarders.get(&slot).is_some_and(|f| f.acks >= count)
-            && !self.transits.values().any(|t| t.slot == slot);
+        let done = self
+            .moves
+            .forwarders
+            .get(&slot)
+            .is_some_and(|f| f.acks >= count)
+            && !self.moves.transits.contains_key(&slot);
         if !done {
             return;
         }
-        let Some(forwarder) = self.forwarders.remove(&slot) else {
+        let Some(forwarder) = self.moves.forwarders.remove(&slot) else {
             return;
         };
+        self.moves.forwarder_slots.remove(&forwarder.token);
         for filter in &forwarder.filters {
             self.remove_subscription(slot, filter);
         }
@@ -285,7 +335,7 @@ impl Shard {
     /// Delivers past the new shard's hold (forwarded or released items), still forwarding if
     /// the session has moved on again.
     fn deliver_routed(&mut self, slot: Slot, item: Queued, now: Instant) {
-        if let Some(forwarder) = self.forwarders.get(&slot) {
+        if let Some(forwarder) = self.moves.forwarders.get(&slot) {
             let (to, token) = (forwarder.to, forwarder.token);
             self.send(
                 to,
@@ -301,13 +351,13 @@ impl Shard {
 
     /// True for a slot that only forwards (not a session: lists and counts skip it).
     pub(super) fn is_forwarder(&self, slot: Slot) -> bool {
-        self.forwarders.contains_key(&slot)
+        self.moves.forwarders.contains_key(&slot)
     }
 
     /// A session ended: a transit for it ends too (what it held goes with the session).
     pub(super) fn forget_transit(&mut self, slot: Slot) {
-        if !self.transits.is_empty() {
-            self.transits.retain(|_, t| t.slot != slot);
+        if let Some(transit) = self.moves.transits.remove(&slot) {
+            self.moves.transit_slots.remove(&transit.token);
         }
     }
 }
