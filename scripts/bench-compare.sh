@@ -9,6 +9,7 @@
 #
 # Usage: scripts/bench-compare.sh [--rounds N] [--duration S] [--warmup S] [--no-50k]
 #                                 [--no-two-shards] [--out DIR] [--baseline BIN] [--no-peers]
+#                                 [--only SCENARIO,...] [--no-memory]
 # --baseline BIN adds an earlier ringmq build ("base") to every round, for a before/after
 # comparison in one run (ringmq ÷ base); --no-peers leaves mosquitto and rumqttd out.
 # Needs: cargo, taskset, python3, ss; installs mosquitto and rumqttd via scripts/install-peers.sh
@@ -24,6 +25,8 @@ with_two_shards=1
 out_dir="$root/benches/results"
 baseline_bin=""
 with_peers=1
+only=""
+with_memory=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -34,7 +37,9 @@ while [ $# -gt 0 ]; do
         --out) out_dir="$2"; shift 2 ;;
         --baseline) baseline_bin="$(realpath "$2")"; shift 2 ;;
         --no-peers) with_peers=0; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --only) only="$2"; shift 2 ;;
+        --no-memory) with_memory=0; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -168,6 +173,15 @@ port_of() {
 # The scenarios of issue 3: name and loadgen arguments (port and output flags are added).
 load=(-d "$duration" -w "$warmup" --drain 3 -s 64)
 scenario_names=(fanin_qos0 fanin_qos1 fanout_1000 p2p_1000_qos1 latency_fixed conn_10k)
+if [ -n "$only" ]; then
+    IFS=, read -r -a scenario_names <<< "$only"
+    for name in "${scenario_names[@]}"; do
+        case "$name" in
+            fanin_qos0|fanin_qos1|fanout_1000|p2p_1000_qos1|latency_fixed|conn_10k) ;;
+            *) echo "--only: unknown scenario $name" >&2; exit 2 ;;
+        esac
+    done
+fi
 scenario_args() {
     case "$1" in
         fanin_qos0) echo "fanin --pubs 10 --subs 1 -q 0 ${load[*]}" ;;
@@ -245,6 +259,7 @@ if [ "$with_two_shards" = 1 ]; then
 fi
 memory_counts=(10000)
 [ "$with_50k" = 1 ] && memory_counts+=(50000)
+[ "$with_memory" = 1 ] || memory_counts=()
 for count in "${memory_counts[@]}"; do
     for broker in "${brokers[@]}"; do
         run_memory "$broker" "$count"
