@@ -18,6 +18,9 @@ pub enum MeshMsg {
         group: Str,
         /// Filter of the group.
         filter: Str,
+        /// Shards (a bit each) that already found no member left: one whose replica lagged
+        /// behind a departure passes the message to another member shard instead of dropping it.
+        tried: u64,
     },
     /// A shard's first (`add`) or last (`!add`) local subscription on a filter.
     IndexUpdate {

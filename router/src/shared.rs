@@ -146,6 +146,18 @@ impl SharedIndex {
         });
     }
 
+    /// A member shard of (`group`, `filter`) outside `tried` (a bit per shard; shards are at
+    /// most 64), for a message whose picked shard had no member left (its replica lagged
+    /// behind a departure); `None` when every member shard was tried.
+    pub fn pick_other(&self, group: &str, filter: &str, tried: u64) -> Option<u16> {
+        let group = self.group(group, filter)?;
+        group
+            .shards
+            .iter()
+            .map(|s| s.shard)
+            .find(|&shard| tried & 1u64.checked_shl(u32::from(shard)).unwrap_or(0) == 0)
+    }
+
     /// Members of (`group`, `filter`) over all shards.
     pub fn member_count(&self, group: &str, filter: &str) -> u32 {
         self.group(group, filter).map_or(0, |g| g.member_count)
@@ -310,6 +322,21 @@ mod tests {
         }
         assert_eq!(picks[2], 300);
         assert_eq!(picks[7], 100);
+    }
+
+    #[test]
+    fn another_member_shard_is_found_until_every_one_was_tried() {
+        let mut index = SharedIndex::new();
+        index.add_member("g", "a/#", 1);
+        index.add_member("g", "a/#", 3);
+        assert_eq!(index.pick_other("g", "a/#", 0b0010), Some(3));
+        assert_eq!(index.pick_other("g", "a/#", 0b1000), Some(1));
+        assert_eq!(index.pick_other("g", "a/#", 0b1010), None);
+        assert_eq!(index.pick_other("h", "a/#", 0), None);
+        assert_eq!(index.pick_other("g", "b/#", 0), None);
+        index.add_member("g", "a/#", 63);
+        assert_eq!(index.pick_other("g", "a/#", 0b1010), Some(63));
+        assert_eq!(index.pick_other("g", "a/#", 0b1010 | 1 << 63), None);
     }
 
     #[test]

@@ -163,9 +163,21 @@ impl SimClient {
     }
 
     /// SUBSCRIBE to `filter` at `qos`.
-    pub fn subscribe(&mut self, out: &mut BytesMut, filter: &str, qos: u8, now: Instant) -> Said {
+    pub fn subscribe(
+        &mut self,
+        out: &mut BytesMut,
+        filter: &str,
+        qos: u8,
+        oracle: &mut Oracle,
+        now: Instant,
+    ) -> Said {
         let pid = self.pid();
         self.ever.insert(filter.to_owned());
+        if self.subs.get(filter).is_some_and(|&held| qos < held) {
+            // A lower QoS may apply to messages published just before it (the broker reads
+            // connections in its own order within a round): what was owed at the old QoS is not.
+            oracle.unsubscribed(self.index, filter);
+        }
         self.pending_subs
             .insert(pid, vec![(filter.to_owned(), qos)]);
         let packet = Packet::Subscribe(Subscribe {

@@ -274,7 +274,7 @@ impl World {
             0..=14 => {
                 let filter = *self.rng.pick(FILTERS);
                 let qos = self.rng.below(3) as u8;
-                Some(client.subscribe(&mut out, filter, qos, now))
+                Some(client.subscribe(&mut out, filter, qos, &mut self.oracle, now))
             }
             15..=19 if !client.subs.is_empty() => {
                 let filters = client.live_filters();

@@ -639,12 +639,23 @@ impl Shard {
                     subscription,
                     is_new,
                 } => {
-                    if !is_new {
-                        self.remove_subscription(slot, &filter);
+                    let held = !is_new && self.subscriptions.get(&filter, slot).is_some();
+                    if held {
+                        // A SUBSCRIBE of a filter it holds replaces the options in place: taken
+                        // out and put back, the filter would leave the other replicas for a
+                        // moment, and a message routed then would miss it (found by ringmq-sim).
+                        self.subscriptions.insert(&filter, slot, subscription);
+                    } else {
+                        // (Joining a shared group it is in already changes nothing: a member's
+                        // options are read from its session at delivery.)
+                        self.add_subscription(slot, &filter, subscription);
                     }
-                    if self.add_subscription(slot, &filter, subscription) && !fence {
-                        // Hold the SUBACK until every replica has the new filter, so "SUBACK
-                        // received" means "every later publish on any shard reaches me".
+                    if !fence {
+                        // Hold the SUBACK until every replica has the filter, so "SUBACK
+                        // received" means "every later publish on any shard reaches me". Also
+                        // when this shard already held the filter: the announcement that made
+                        // it known (another session's, or a moved one's) may still be on its
+                        // way (found by ringmq-sim).
                         fence = self.fence(slot);
                     }
                     self.send_retained(slot, &filter, subscription, is_new, now);
@@ -663,9 +674,9 @@ impl Shard {
         flow
     }
 
-    /// Adds a subscription to the local index; true when other shards were told (their
-    /// replicas change), so a SUBACK must wait for them (see [`MeshMsg::Fence`]).
-    fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) -> bool {
+    /// Adds a subscription to the local index, telling the other replicas when it is this
+    /// shard's first on the filter (or first member of the group here).
+    fn add_subscription(&mut self, slot: Slot, filter: &str, subscription: Subscription) {
         // The session validated the client's filter before putting it into its org's scope;
         // `parse_shared` would refuse the scope's U+0000 (it did: every shared subscription
         // of an org other than the default one was acknowledged and never joined its group).
@@ -673,17 +684,13 @@ impl Shard {
             Some(shared) => {
                 if self.groups.join(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, true);
-                    return true;
                 }
-                false
             }
             None => {
                 self.subscriptions.insert(filter, slot, subscription);
                 if self.filter_counts.increment(filter) {
                     self.announce_filter(filter, true);
-                    return true;
                 }
-                false
             }
         }
     }
@@ -1044,18 +1051,7 @@ impl Shard {
             });
         for (group, filter, shard) in picks {
             local += 1;
-            if shard == self.id {
-                self.deliver_shared(&message, &group, &filter, now);
-            } else {
-                self.send(
-                    shard,
-                    MeshMsg::DeliverShared {
-                        message: message.clone(),
-                        group,
-                        filter,
-                    },
-                );
-            }
+            self.send_shared(shard, &message, group, filter, 0, now);
         }
         (local, asked)
     }
@@ -1133,14 +1129,58 @@ impl Shard {
         delivered
     }
 
-    fn deliver_shared(&mut self, message: &SharedMessage, group: &str, filter: &str, now: Instant) {
+    /// Delivers to the member shard `shard` picked for (`group`, `filter`) (this one included).
+    fn send_shared(
+        &mut self,
+        shard: u16,
+        message: &SharedMessage,
+        group: Str,
+        filter: Str,
+        tried: u64,
+        now: Instant,
+    ) {
+        if shard == self.id {
+            self.deliver_shared(message, group, filter, tried, now);
+        } else {
+            self.send(
+                shard,
+                MeshMsg::DeliverShared {
+                    message: message.clone(),
+                    group,
+                    filter,
+                    tried,
+                },
+            );
+        }
+    }
+
+    fn deliver_shared(
+        &mut self,
+        message: &SharedMessage,
+        group: Str,
+        filter: Str,
+        tried: u64,
+        now: Instant,
+    ) {
         let entries = &self.entries;
         let connected = |slot: Slot| entries.get(slot).is_some_and(|e| e.conn.is_some());
         let pick = self
             .groups
-            .pick_where(group, filter, connected)
-            .or_else(|| self.groups.pick(group, filter));
+            .pick_where(&group, &filter, connected)
+            .or_else(|| self.groups.pick(&group, &filter));
         let Some(slot) = pick else {
+            // The publisher's replica still counted a member that has left this shard: another
+            // member shard gets it (each shard is tried once, so this ends).
+            let tried = tried | 1u64.checked_shl(u32::from(self.id)).unwrap_or(0);
+            match self.shared_index.pick_other(&group, &filter, tried) {
+                Some(next) if next != self.id => {
+                    self.send_shared(next, message, group, filter, tried, now);
+                }
+                _ => {
+                    self.stats.messages_dropped.inc();
+                    tracing::debug!(%group, %filter, "no member left for a shared message");
+                }
+            }
             return;
         };
         let key = format!("$share/{group}/{filter}");
@@ -1364,7 +1404,8 @@ impl Shard {
                 message,
                 group,
                 filter,
-            } => self.deliver_shared(&message, &group, &filter, now),
+                tried,
+            } => self.deliver_shared(&message, group, filter, tried, now),
             MeshMsg::IndexUpdate { filter, shard, add } => {
                 if add {
                     self.index.add(&filter, shard);
@@ -2089,6 +2130,105 @@ mod tests {
         );
         assert_eq!(shards[1].moves.counts(), (0, 0));
         assert_eq!(shards[0].session_count() + shards[1].session_count(), 1);
+    }
+
+    /// Regression (found by ringmq-sim): a shared message sent to a member shard whose last
+    /// member had just left (the publisher's replica not yet told) was dropped, though a member
+    /// on another shard was there. That shard now passes it on.
+    #[test]
+    fn a_shared_message_for_a_shard_whose_member_left_reaches_another_member() {
+        use crate::mqtt::{Packet, Unsubscribe};
+        let mut shards = shard(2);
+        let now = Instant::now();
+        let pump = |shards: &mut Vec<Shard>| {
+            for _ in 0..4 {
+                for s in shards.iter_mut() {
+                    s.flush(now);
+                    s.poll_mesh(now);
+                }
+            }
+        };
+        let (a, _a_conn) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
+        let (b, _b_conn) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
+        subscribe(&mut shards[0], a, "$share/g/jobs/#", now);
+        subscribe(&mut shards[1], b, "$share/g/jobs/#", now);
+        pump(&mut shards);
+        // b leaves; shard 0 has not heard of it yet when it routes.
+        let unsubscribe = Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            filters: vec![Str::from("$share/g/jobs/#")],
+            user_properties: Vec::new(),
+        });
+        shards[1].handle_packet(b, unsubscribe, now);
+        shards[1].flush(now);
+        shards[0].entry_mut(a).expect("a").session.out.clear();
+        for payload in [&b"job-1"[..], b"job-2"] {
+            let message = Arc::new(Message {
+                payload: Bytes::from_static(payload),
+                ..(*test_message("jobs/x", b"", QoS::AtLeastOnce, false)).clone()
+            });
+            shards[0].publish(message, now);
+        }
+        pump(&mut shards);
+        let out = &shards[0].entry_mut(a).expect("a").session.out;
+        for job in [b"job-1", b"job-2"] {
+            assert!(
+                out.windows(5).any(|w| w == job),
+                "{} lost",
+                String::from_utf8_lossy(job)
+            );
+        }
+    }
+
+    /// Regressions (found by ringmq-sim): a SUBACK was not held when the shard already held the
+    /// filter, though the announcement that made it known elsewhere could still be on its way;
+    /// and a SUBSCRIBE of a filter a session held took it out of the index and put it back, so a
+    /// message routed by another shard in between missed a subscription that never lapsed.
+    #[test]
+    fn subscriptions_are_fenced_and_a_resubscribe_never_lapses() {
+        let mut shards = shard(2);
+        let now = Instant::now();
+        let pump = |shards: &mut Vec<Shard>| {
+            for _ in 0..4 {
+                for s in shards.iter_mut() {
+                    s.flush(now);
+                    s.poll_mesh(now);
+                }
+            }
+        };
+        let (a, _a_conn) = connect(&mut shards[1], "a", v5_connect("a", 0, 0), now);
+        subscribe(&mut shards[1], a, "t/#", now);
+        pump(&mut shards);
+        // A second session on the same shard and filter: its SUBACK still waits for shard 0.
+        let (b, b_conn) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
+        subscribe(&mut shards[1], b, "t/#", now);
+        assert!(b_conn.is_fenced(), "the SUBACK waits for every replica");
+        pump(&mut shards);
+        assert!(!b_conn.is_fenced());
+        shards[1].end_connection(b, None, false, now);
+        pump(&mut shards);
+        // a subscribes to t/# again; shard 0 reads what shard 1 said one message at a time and
+        // routes between them: a is reached at every point.
+        subscribe(&mut shards[1], a, "t/#", now);
+        shards[0].settings.mesh_batch_max = 1;
+        shards[1].entry_mut(a).expect("a").session.out.clear();
+        for round in 0..4 {
+            shards[0].poll_mesh(now);
+            let payload: &'static [u8] =
+                [&b"again-0"[..], b"again-1", b"again-2", b"again-3"][round];
+            let message = Arc::new(Message {
+                payload: Bytes::from_static(payload),
+                ..(*test_message("t/x", b"", QoS::AtLeastOnce, false)).clone()
+            });
+            shards[0].publish(message, now);
+            shards[0].flush(now);
+            shards[1].poll_mesh(now);
+            let out = &shards[1].entry_mut(a).expect("a").session.out;
+            assert!(
+                out.windows(7).any(|w| w == payload),
+                "round {round}: missed"
+            );
+        }
     }
 
     /// Will delay 3 s with session expiry 5 s: the will is published at 3 s, not before

@@ -18,7 +18,10 @@
 //!    forwarded (a publisher that routed to both shards). Forwarded messages are always older,
 //!    per publisher, than those held, so each publisher's order is kept.
 //! 4. With every answer in, the old shard drops its forwarder (and the subscriptions, which it
-//!    announces) and sends `ForwardEnd`; the new shard then releases what it held.
+//!    announces) and sends `ForwardEnd`; the new shard then releases what it held. If it passed
+//!    forwarded messages on, it fences once more: until every shard has answered, a direct copy
+//!    of one of them (from a publisher whose lane to this shard is slower than the old
+//!    shard's) is dropped as the duplicate it is.
 //!
 //! A session already in place on the claiming connection's shard does not move at all (see
 //! `PendingConnect::resume`).
@@ -31,7 +34,7 @@ use ahash::AHashMap;
 use ringmq_core::timers::TimerKind;
 
 use super::{Entry, MeshMsg, Shard, Slot};
-use crate::mqtt::Str;
+use crate::mqtt::{QoS, Str};
 use crate::session::{Queued, Session, SessionState};
 
 /// The moves a shard takes part in, old side and new side, indexed both ways (a reconnect
@@ -86,6 +89,10 @@ struct Transit {
     /// publisher that routed to both shards, its direct copy late) is a duplicate. Holding the
     /// `Arc`s keeps their addresses from being reused while compared.
     passed: VecDeque<crate::message::SharedMessage>,
+    /// Set once the forwarder ended: answers to the settling fence so far. Until every shard
+    /// answered, a direct copy of a message already forwarded may still arrive (its publisher's
+    /// lane to this shard can be slower than the old shard's).
+    settle_acks: Option<u16>,
 }
 
 impl Shard {
@@ -195,6 +202,7 @@ impl Shard {
                     token,
                     held: VecDeque::new(),
                     passed: VecDeque::new(),
+                    settle_acks: None,
                 },
             );
         }
@@ -218,7 +226,13 @@ impl Shard {
                 transit.passed.remove(i);
                 return None;
             }
-            if !self.moves.forwarders.contains_key(&slot) {
+            // A QoS 0 message for a session with no connection goes the usual way (dropped),
+            // as the old shard did with it: held, it would come out after newer ones.
+            let offline_qos0 = item.qos == QoS::AtMostOnce
+                && self.entries.get(slot).is_some_and(|e| e.conn.is_none());
+            let holding =
+                transit.settle_acks.is_none() && !self.moves.forwarders.contains_key(&slot);
+            if holding && !offline_qos0 {
                 if transit.held.len() >= limit {
                     // As a full session queue would: counted, never silent.
                     self.stats.messages_dropped.inc();
@@ -278,29 +292,60 @@ impl Shard {
 
     /// Step 4, on the new shard: nothing more is forwarded; release what was held.
     pub(super) fn forward_end(&mut self, token: u64, now: Instant) {
-        let Some(slot) = self.moves.transit_slots.remove(&token) else {
+        let Some(&slot) = self.moves.transit_slots.get(&token) else {
             return;
         };
-        let Some(transit) = self.moves.transits.remove(&slot) else {
+        let Some(transit) = self.moves.transits.get_mut(&slot) else {
             return;
         };
-        for item in transit.held {
+        let held = std::mem::take(&mut transit.held);
+        let settle = !transit.passed.is_empty();
+        transit.settle_acks = Some(0);
+        for item in held {
             self.deliver_routed(slot, item, now);
         }
-        // This shard may have passed the session on meanwhile; its forwarder can go now.
+        if settle {
+            // Direct copies of what was forwarded may still be on their way: they are dropped
+            // until every shard has answered a fence sent after this point.
+            let id = self.id;
+            self.broadcast(|| MeshMsg::MoveFence {
+                ghost_shard: id,
+                token,
+            });
+        } else {
+            self.end_transit(slot);
+        }
+    }
+
+    /// The transit in `slot` is over; a forwarder this shard made for the session meanwhile
+    /// may go now.
+    fn end_transit(&mut self, slot: Slot) {
+        self.forget_transit(slot);
         self.retire_if_done(slot);
     }
 
     /// Step 4, on the old shard: one more shard routes to the new one.
+    /// On the old shard, for its forwarder; on the new one, for a transit settling after
+    /// `ForwardEnd` (the token tells them apart: a forwarder's is the connection the session
+    /// left for, a transit's the one it came for).
     pub(super) fn move_fence_ack(&mut self, token: u64) {
-        let Some(&slot) = self.moves.forwarder_slots.get(&token) else {
-            return;
-        };
-        let Some(forwarder) = self.moves.forwarders.get_mut(&slot) else {
-            return;
-        };
-        forwarder.acks += 1;
-        self.retire_if_done(slot);
+        let count = self.count;
+        if let Some(&slot) = self.moves.forwarder_slots.get(&token) {
+            if let Some(forwarder) = self.moves.forwarders.get_mut(&slot) {
+                forwarder.acks += 1;
+            }
+            self.retire_if_done(slot);
+        } else if let Some(&slot) = self.moves.transit_slots.get(&token) {
+            let settled = self.moves.transits.get_mut(&slot).is_some_and(|t| {
+                if let Some(acks) = t.settle_acks.as_mut() {
+                    *acks += 1;
+                }
+                t.settle_acks.is_some_and(|acks| acks >= count)
+            });
+            if settled {
+                self.end_transit(slot);
+            }
+        }
     }
 
     /// Drops the forwarder in `slot` once every shard answered and nothing is still forwarded
