@@ -1503,9 +1503,10 @@ impl Shard {
                 // A moved session is seated here at once, so what is routed to it from now on
                 // finds it (a state in a grant always comes from a forwarder at `from`).
                 let seated = state.map(|state| {
-                    let seat = self.seat(client_id.clone(), *state, token, now);
-                    self.begin_transit(from, token, Some(seat.0));
-                    seat
+                    let (slot, generation, brought) =
+                        self.seat(client_id.clone(), *state, token, now);
+                    self.begin_transit(from, token, Some((slot, brought)));
+                    (slot, generation)
                 });
                 let Some(pending) = self.pending.get_mut(&token) else {
                     return;
@@ -1606,7 +1607,7 @@ impl Shard {
                     entry.pending_will = None;
                 }
                 // Another shard: this one forwards what still reaches it (see `moves`).
-                self.make_forwarder(slot, to_shard, token, now)
+                self.make_forwarder(slot, to_shard, token)
             };
             self.send(to_shard, MeshMsg::Grant { token, state });
             return;

@@ -34,6 +34,7 @@ use ahash::AHashMap;
 use ringmq_core::timers::TimerKind;
 
 use super::{Entry, MeshMsg, Shard, Slot};
+use crate::message::SharedMessage;
 use crate::mqtt::{QoS, Str};
 use crate::session::{Queued, Session, SessionState};
 
@@ -88,7 +89,7 @@ struct Transit {
     /// Messages already passed on from the forwarder: the direct copy of one of them (a
     /// publisher that routed to both shards, its direct copy late) is a duplicate. Holding the
     /// `Arc`s keeps their addresses from being reused while compared.
-    passed: VecDeque<crate::message::SharedMessage>,
+    passed: VecDeque<SharedMessage>,
     /// Set once the forwarder ended: answers to the settling fence so far. Until every shard
     /// answered, a direct copy of a message already forwarded may still arrive (its publisher's
     /// lane to this shard can be slower than the old shard's).
@@ -103,18 +104,10 @@ impl Shard {
         slot: Slot,
         to: u16,
         token: u64,
-        now: Instant,
     ) -> Option<Box<SessionState>> {
-        // It may itself have just arrived: what it holds goes with it.
-        let held = self
-            .moves
-            .transits
-            .get_mut(&slot)
-            .map(|t| std::mem::take(&mut t.held))
-            .unwrap_or_default();
-        for item in held {
-            self.deliver_now(slot, item, now);
-        }
+        // It may itself have just arrived, its transit still open: what that holds stays held
+        // and follows, forwarded, once the transit's own forwarding ends (put into the state
+        // now, it would go ahead of older messages still being forwarded to it).
         self.generation_counter = self.generation_counter.wrapping_add(1);
         let generation = self.generation_counter;
         let entry = self.entries.get_mut(slot)?;
@@ -146,15 +139,25 @@ impl Shard {
     }
 
     /// Step 2, on the new shard: the moved state becomes an offline session here, with its
-    /// subscriptions in force; returns its slot and generation.
+    /// subscriptions in force; returns its slot, its generation and the messages it brought.
     pub(super) fn seat(
         &mut self,
         client_id: Str,
         state: SessionState,
         token: u64,
         now: Instant,
-    ) -> (Slot, u32) {
+    ) -> (Slot, u32, VecDeque<SharedMessage>) {
         let org = ringmq_router::unscoped(&client_id).0;
+        // What it brings queued or in flight: a direct copy of one of these is a duplicate.
+        let limit = self.rules.queue_messages_max;
+        let brought: VecDeque<SharedMessage> = state
+            .inflight
+            .iter()
+            .map(|f| &f.item)
+            .chain(state.queue.iter())
+            .map(|item| Arc::clone(&item.message))
+            .take(limit)
+            .collect();
         let expiry = state.expiry_interval_secs;
         let mut session = Session::from_state(client_id, state);
         session.disconnected_at = Some(now);
@@ -188,20 +191,25 @@ impl Shard {
         let at = now + Duration::from_secs(u64::from(expiry));
         self.timers
             .push(at, TimerKind::SessionExpiry, slot, generation, 0);
-        (slot, generation)
+        (slot, generation, brought)
     }
 
     /// Step 2, on the new shard: opens the transit for `token` (seated in `slot`, if it could
     /// be) and asks every shard to answer the old one, `from`, once it routes here.
-    pub(super) fn begin_transit(&mut self, from: u16, token: u64, slot: Option<Slot>) {
-        if let Some(slot) = slot {
+    pub(super) fn begin_transit(
+        &mut self,
+        from: u16,
+        token: u64,
+        seated: Option<(Slot, VecDeque<SharedMessage>)>,
+    ) {
+        if let Some((slot, brought)) = seated {
             self.moves.transit_slots.insert(token, slot);
             self.moves.transits.insert(
                 slot,
                 Transit {
                     token,
                     held: VecDeque::new(),
-                    passed: VecDeque::new(),
+                    passed: brought,
                     settle_acks: None,
                 },
             );
@@ -226,13 +234,17 @@ impl Shard {
                 transit.passed.remove(i);
                 return None;
             }
-            // A QoS 0 message for a session with no connection goes the usual way (dropped),
-            // as the old shard did with it: held, it would come out after newer ones.
-            let offline_qos0 = item.qos == QoS::AtMostOnce
-                && self.entries.get(slot).is_some_and(|e| e.conn.is_none());
-            let holding =
-                transit.settle_acks.is_none() && !self.moves.forwarders.contains_key(&slot);
-            if holding && !offline_qos0 {
+            // (Also when it moved on meanwhile: released at `ForwardEnd`, the held ones are
+            // forwarded behind everything forwarded to it before.)
+            if item.qos == QoS::AtMostOnce {
+                // QoS 0 comes by one lane only until the move settles, the old shard's: that
+                // shard may have dropped a copy (its session was offline) whose direct twin,
+                // delivered here, would come out after newer ones. At most once allows the
+                // loss; the order is kept.
+                self.stats.messages_dropped.inc();
+                return None;
+            }
+            if transit.settle_acks.is_none() {
                 if transit.held.len() >= limit {
                     // As a full session queue would: counted, never silent.
                     self.stats.messages_dropped.inc();
