@@ -14,9 +14,12 @@
 //!    shard answers the old one (`MoveFenceAck`) after applying everything the new shard sent
 //!    before, so once all have answered, every replica routes to the new shard.
 //! 3. Meanwhile the new shard holds the deliveries that reach the session directly and passes
-//!    on the forwarded ones at once, dropping the held copy of a message that also came
-//!    forwarded (a publisher that routed to both shards). Forwarded messages are always older,
-//!    per publisher, than those held, so each publisher's order is kept.
+//!    on the forwarded ones at once, dropping a copy of a message that came both ways (a
+//!    publisher that routed to both shards), or that the session brought queued. Per topic,
+//!    forwarded messages are older than those held (a publisher's route for a topic goes from
+//!    the old shard, to both, to the new one), so each publisher's order is kept. QoS 0 comes
+//!    by the old shard's lane only until the move settles: that shard may have dropped a copy
+//!    whose direct twin would come out of order.
 //! 4. With every answer in, the old shard drops its forwarder (and the subscriptions, which it
 //!    announces) and sends `ForwardEnd`; the new shard then releases what it held. If it passed
 //!    forwarded messages on, it fences once more: until every shard has answered, a direct copy
