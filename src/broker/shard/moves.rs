@@ -75,8 +75,6 @@ struct Forwarder {
     to: u16,
     /// Token of the connection it moved to.
     token: u64,
-    /// Its filters, still in this shard's trie until the forwarder goes.
-    filters: Vec<Str>,
     /// `MoveFenceAck`s received.
     acks: u16,
 }
@@ -114,7 +112,8 @@ impl Shard {
         self.generation_counter = self.generation_counter.wrapping_add(1);
         let generation = self.generation_counter;
         let entry = self.entries.get_mut(slot)?;
-        // Void its timers, and keep what the trie and the shared groups read of it.
+        // Void its timers, and keep what the trie and the shared groups read of it (its
+        // subscriptions stay in the trie until the forwarder goes).
         entry.generation = generation;
         entry.principal = None;
         let mut stand_in = Session::new(entry.session.client_id.clone(), 0);
@@ -127,17 +126,10 @@ impl Shard {
         self.uncount_offline(org, bytes);
         self.release(blocked);
         self.by_client_id.remove(session.client_id.as_bytes(), slot);
-        let filters = session.state.subscriptions.keys().cloned().collect();
         self.moves.forwarder_slots.insert(token, slot);
-        self.moves.forwarders.insert(
-            slot,
-            Forwarder {
-                to,
-                token,
-                filters,
-                acks: 0,
-            },
-        );
+        self.moves
+            .forwarders
+            .insert(slot, Forwarder { to, token, acks: 0 });
         Some(Box::new(session.state))
     }
 
@@ -380,10 +372,12 @@ impl Shard {
             return;
         };
         self.moves.forwarder_slots.remove(&forwarder.token);
-        for filter in &forwarder.filters {
-            self.remove_subscription(slot, filter);
+        // Its filters are still in this shard's trie: the stand-in session keeps their list.
+        if let Some(entry) = self.entries.take(slot) {
+            for filter in entry.session.state.subscriptions.keys() {
+                self.remove_subscription(slot, filter);
+            }
         }
-        self.entries.take(slot);
         self.send(
             forwarder.to,
             MeshMsg::ForwardEnd {
