@@ -21,6 +21,7 @@
 pub mod control;
 pub mod mesh_msg;
 pub mod retained;
+pub mod shard;
 pub mod slots;
 pub mod stats;
 pub mod timers;

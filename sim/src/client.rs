@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use ringmq::mqtt::{
+use ringmq_proto::mqtt::{
     decode_packet, encode_packet, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish,
     QoS, ReasonCode, RetainHandling, Str, Subscribe, SubscribeFilter, SubscriptionOptions,
     Unsubscribe, Will,

@@ -3,18 +3,23 @@
 //! do (handshake, claim, install, read rounds, writes), but from one thread, in an order chosen
 //! by the seed.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ringmq::broker::conn::ConnShared;
-use ringmq::broker::local_notify::LocalNotify;
-use ringmq::broker::shard::{owner_tag, NewSession, Shard, ShardSettings, Slot};
-use ringmq::broker::stats::ShardStats;
-use ringmq::mqtt::{decode_packet, Packet, ProtocolVersion, ReasonCode, Str};
-use ringmq::session::connect::{connack_accepted, connack_refused, negotiate, Negotiated, Refusal};
-use ringmq::session::{Access, Authorizer, CloseReason, Flow, Rules};
+use ringmq_core::control::snapshot::Snapshot;
+use ringmq_core::mesh_msg::MeshMsg;
+use ringmq_core::shard::{
+    owner_tag, ConnId, Input, NewSession, Output, Shard, ShardSettings, Slot,
+};
+use ringmq_core::stats::ShardStats;
+use ringmq_proto::mqtt::{decode_packet, Packet, ProtocolVersion, ReasonCode, Str};
+use ringmq_proto::session::connect::{
+    connack_accepted, connack_refused, negotiate, Negotiated, Refusal,
+};
+use ringmq_proto::session::{Access, Authorizer, Flow, Rules};
 
 use crate::client::{SimClient, Spec};
 use crate::oracle::{LiveSub, Oracle};
@@ -83,11 +88,65 @@ enum Phase {
 struct SimConn {
     client: usize,
     shard: usize,
-    shared: Rc<ConnShared>,
+    /// The connection's id on its shard, as the core's outputs name it.
+    id: ConnId,
+    /// What the core's outputs said of this connection (the broker keeps it in `ConnShared`).
+    link: Link,
     phase: Phase,
     /// Bytes the client sent that the shard has not read.
     to_broker: BytesMut,
     version: ProtocolVersion,
+}
+
+/// A connection's state as the core's outputs set it.
+#[derive(Debug, Default)]
+struct Link {
+    /// The core let go of it: write `final_out`, then close.
+    closing: bool,
+    final_out: BytesMut,
+    /// Fence answers the writer still waits for.
+    fences: u32,
+}
+
+/// The mesh between the simulated shards: a bounded FIFO lane per ordered pair, like the
+/// broker's; what a full lane cannot take waits in the sending core's outgoing queue.
+struct SimMesh {
+    /// `lanes[to][from]`.
+    lanes: Vec<Vec<VecDeque<MeshMsg>>>,
+    capacity: usize,
+}
+
+impl SimMesh {
+    /// Moves what `from` has for each shard onto the lanes, as far as they have room.
+    fn send(&mut self, from: usize, shard: &mut Shard) {
+        for (to, queue) in shard.outgoing().iter_mut().enumerate() {
+            let lane = &mut self.lanes[to][from];
+            while lane.len() < self.capacity {
+                let Some(msg) = queue.pop_front() else { break };
+                lane.push_back(msg);
+            }
+        }
+    }
+
+    /// Shard `to` reads at most `max` messages, lane by lane.
+    fn receive(&mut self, to: usize, shard: &mut Shard, max: usize, now: Instant) {
+        let mut left = max;
+        for from in 0..self.lanes.len() {
+            while left > 0 {
+                let Some(msg) = self.lanes[to][from].pop_front() else {
+                    break;
+                };
+                shard.handle(
+                    Input::Mesh {
+                        from: from as u16,
+                        msg,
+                    },
+                    now,
+                );
+                left -= 1;
+            }
+        }
+    }
 }
 
 /// Everything in one run.
@@ -96,6 +155,7 @@ pub struct World {
     rng: Rng,
     /// The shard cores.
     pub shards: Vec<Shard>,
+    mesh: SimMesh,
     conns: Vec<SimConn>,
     /// The clients.
     pub clients: Vec<SimClient>,
@@ -146,7 +206,12 @@ impl World {
             outbox_bytes_max: if setup.faults { 2048 } else { 1 << 16 },
             ..Rules::default()
         };
-        let mesh = ringmq_io::Mesh::new(setup.shards, if setup.faults { 4 } else { 1024 });
+        let mesh = SimMesh {
+            lanes: (0..setup.shards)
+                .map(|_| (0..setup.shards).map(|_| VecDeque::new()).collect())
+                .collect(),
+            capacity: if setup.faults { 4 } else { 1024 },
+        };
         let settings = ShardSettings {
             mesh_batch_max: 16,
             read_buffer_bytes: 4096,
@@ -164,12 +229,13 @@ impl World {
         let shards = (0..setup.shards)
             .map(|id| {
                 Shard::new(
-                    mesh.endpoint(id),
+                    (id as u16, setup.shards as u16),
                     rules.clone(),
                     settings.clone(),
                     Arc::new(ShardStats::default()),
-                    None,
-                    start,
+                    Arc::new(Snapshot::empty_default()),
+                    // A fixed wall clock: the same seed gives the same bytes.
+                    (start, 1_700_000_000_000),
                 )
             })
             .collect();
@@ -195,6 +261,7 @@ impl World {
             oracle: Oracle::new(setup.clients),
             mesh_delay: vec![0; setup.shards],
             shards,
+            mesh,
             conns: Vec::new(),
             clients,
             trace: Trace::default(),
@@ -382,7 +449,8 @@ impl World {
         self.conns.push(SimConn {
             client: c,
             shard,
-            shared: Rc::new(ConnShared::new(id, -1)),
+            id,
+            link: Link::default(),
             phase: Phase::Handshake,
             to_broker: out,
             version: client.spec.version,
@@ -418,11 +486,11 @@ impl World {
         let s = &mut self.shards[sc.shard];
         match sc.phase {
             Phase::Live { slot } => {
-                if s.entry_for_conn(slot, &sc.shared).is_some() {
-                    s.end_connection(slot, None, true, now);
-                }
+                s.handle(Input::Lost { slot, conn: sc.id }, now);
                 s.flush(now);
                 sc.phase = Phase::Dead;
+                let shard = sc.shard;
+                self.apply(shard);
             }
             // The connection task still installs the session once granted, then finds the
             // socket gone (`read_side` ends it then).
@@ -435,15 +503,17 @@ impl World {
     /// and writes a round; every client reads. `random`: in the seed's order (else in index order).
     pub fn run_round(&mut self, random: bool) {
         let now = self.now;
-        for (i, shard) in self.shards.iter_mut().enumerate() {
+        for i in 0..self.shards.len() {
+            let shard = &mut self.shards[i];
             if self.mesh_delay[i] > 0 {
                 self.mesh_delay[i] -= 1;
             } else {
-                shard.poll_mesh(now);
+                let max = shard.settings.mesh_batch_max;
+                self.mesh.receive(i, shard, max, now);
             }
-            shard.run_timers(now);
-            shard.check_stalls(now);
+            shard.handle(Input::Tick, now);
             shard.flush(now);
+            self.apply(i);
         }
         let count = self.conns.len();
         let offset = if random && count > 0 {
@@ -531,12 +601,7 @@ impl World {
                 let scoped_id = access.scope_topic(Str::from(&*negotiated.client_id));
                 negotiated.link.access = access;
                 let owner = owner_tag(org, &client.spec.username);
-                let token = shard.begin_connect(
-                    scoped_id.clone(),
-                    negotiated.clean_start,
-                    owner,
-                    Rc::new(LocalNotify::default()),
-                );
+                let token = shard.begin_connect(scoped_id.clone(), negotiated.clean_start, owner);
                 shard.flush(now);
                 sc.phase = Phase::Pending {
                     token,
@@ -586,7 +651,7 @@ impl World {
                         state: grant,
                         clean_start: negotiated.clean_start,
                         expiry_interval_secs: negotiated.expiry_interval_secs,
-                        conn: Rc::clone(&sc.shared),
+                        conn: sc.id,
                         org,
                         principal: None,
                         resume,
@@ -599,7 +664,7 @@ impl World {
                     entry.session.write_packet(&Packet::ConnAck(ack), version);
                     entry.session.attach(negotiated.link, present, now, &rules);
                 }
-                shard.arm_keep_alive(slot, sc.shared.id);
+                shard.arm_keep_alive(slot, sc.id);
                 shard.flush(now);
                 sc.phase = Phase::Live { slot };
                 if sc.client == usize::MAX {
@@ -608,45 +673,74 @@ impl World {
             }
             Phase::Live { slot } => {
                 let slot = *slot;
-                if sc.shared.is_closing() || sc.shared.is_paused() {
+                // The core's own state says what `ConnShared` says in the broker: a
+                // connection it let go of is no longer attached, and pauses are counted.
+                let (id, index) = (sc.id, sc.shard);
+                let closing = |shard: &mut Shard| shard.entry_for_conn(slot, id).is_none();
+                if sc.link.closing || closing(shard) || shard.is_paused(id) {
                     return;
                 }
-                if self.mesh_delay[sc.shard] == 0 {
-                    shard.poll_mesh(now);
+                if self.mesh_delay[index] == 0 {
+                    let max = shard.settings.mesh_batch_max;
+                    self.mesh.receive(index, shard, max, now);
+                    shard.flush(now);
                 }
                 for _ in 0..PACKETS_PER_ROUND {
-                    if sc.shared.is_closing() {
+                    if closing(shard) {
                         break;
                     }
                     match decode_packet(&mut sc.to_broker, sc.version, 65536) {
-                        Ok(Some(packet)) => match shard.handle_packet(slot, packet, now) {
-                            Flow::Continue => {
-                                if sc.shared.is_paused() {
-                                    break;
-                                }
-                            }
-                            Flow::Close(CloseReason::ClientDisconnect { with_will }) => {
-                                shard.end_connection(slot, None, with_will, now);
-                            }
-                            Flow::Close(CloseReason::Violation { reason, text }) => {
-                                shard.end_connection(slot, Some((reason, text)), true, now);
-                            }
+                        Ok(Some(packet)) => match shard.handle(Input::Packet { slot, packet }, now)
+                        {
+                            Flow::Continue if shard.is_paused(id) => break,
+                            Flow::Continue | Flow::Close(_) => {}
                         },
                         Ok(None) => break,
                         Err(error) => {
                             let reason = error.reason_code();
-                            shard.end_connection(
-                                slot,
-                                Some((reason, "malformed packet")),
-                                true,
-                                now,
-                            );
+                            shard.handle(Input::Malformed { slot, reason }, now);
                         }
                     }
                 }
                 shard.flush(now);
             }
         }
+        let shard = self.conns[conn].shard;
+        self.apply(shard);
+    }
+
+    /// Applies the outputs of shard `index` to its connections, as the broker's driver does,
+    /// and moves its mesh messages onto the lanes.
+    fn apply(&mut self, index: usize) {
+        let shard = &mut self.shards[index];
+        while let Some(output) = shard.poll_output() {
+            let named = match &output {
+                Output::Pause(conn)
+                | Output::Resume(conn)
+                | Output::FenceDone(conn)
+                | Output::Fence { conn, .. }
+                | Output::Close { conn, .. } => *conn,
+                _ => continue,
+            };
+            let Some(sc) = self
+                .conns
+                .iter_mut()
+                .find(|sc| sc.shard == index && sc.id == named && !sc.link.closing)
+            else {
+                continue;
+            };
+            match output {
+                Output::Fence { count, .. } => sc.link.fences += count,
+                Output::FenceDone(_) => sc.link.fences = sc.link.fences.saturating_sub(1),
+                Output::Close { rest, .. } => {
+                    sc.link.closing = true;
+                    sc.link.final_out.unsplit(rest);
+                }
+                // Pauses are read from the core (`is_paused`).
+                _ => {}
+            }
+        }
+        self.mesh.send(index, shard);
     }
 
     /// The shard's side of writing `conn`: the outbox to the client, then `after_write`.
@@ -658,11 +752,10 @@ impl World {
         };
         let stuck = self.clients.get(sc.client).is_some_and(|c| c.stuck);
         let shard = &mut self.shards[sc.shard];
-        if sc.shared.is_closing() {
-            if let Some(rest) = sc.shared.take_final_out() {
-                if let Some(client) = self.clients.get_mut(sc.client) {
-                    client.inbox.extend_from_slice(&rest);
-                }
+        if sc.link.closing {
+            let rest = std::mem::take(&mut sc.link.final_out);
+            if let Some(client) = self.clients.get_mut(sc.client) {
+                client.inbox.extend_from_slice(&rest);
             }
             sc.phase = Phase::Dead;
             if let Some(client) = self.clients.get_mut(sc.client) {
@@ -677,10 +770,10 @@ impl World {
             sc.client = usize::MAX;
             return;
         }
-        if stuck || sc.shared.is_fenced() {
+        if stuck || sc.link.fences > 0 {
             return;
         }
-        let Some(entry) = shard.entry_for_conn(slot, &sc.shared) else {
+        let Some(entry) = shard.entry_for_conn(slot, sc.id) else {
             return;
         };
         if entry.session.out.is_empty() {
@@ -691,8 +784,10 @@ impl World {
         if let Some(client) = self.clients.get_mut(sc.client) {
             client.inbox.extend_from_slice(&chunk);
         }
-        shard.after_write(slot, &sc.shared, now);
+        shard.handle(Input::Written { slot, conn: sc.id }, now);
         shard.flush(now);
+        let index = sc.shard;
+        self.apply(index);
     }
 
     /// Memory per connection stays bounded: the outbox and the queue within their limits.
@@ -702,7 +797,7 @@ impl World {
             let Phase::Live { slot } = sc.phase else {
                 continue;
             };
-            let Some(entry) = self.shards[sc.shard].entry_for_conn(slot, &sc.shared) else {
+            let Some(entry) = self.shards[sc.shard].entry_for_conn(slot, sc.id) else {
                 continue;
             };
             let out = entry.session.out.len();
@@ -803,5 +898,5 @@ fn ringmq_router_scope(org: u32) -> String {
 /// Writes a refusing CONNACK to the client.
 fn refuse(client: &mut SimClient, version: ProtocolVersion, refusal: &Refusal) {
     let ack = connack_refused(version, refusal);
-    let _ = ringmq::mqtt::encode_packet(&Packet::ConnAck(ack), version, &mut client.inbox);
+    let _ = ringmq_proto::mqtt::encode_packet(&Packet::ConnAck(ack), version, &mut client.inbox);
 }

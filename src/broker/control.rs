@@ -140,57 +140,7 @@ pub enum ShardQuery {
     },
 }
 
-/// One shard's answer to a [`ShardQuery`].
-#[derive(Debug, Default)]
-pub struct ShardAnswer {
-    /// Sessions found (JSON objects as in docs/api.md), for list and get.
-    pub sessions: Vec<SessionInfo>,
-    /// True when the shard held the session the op named (disconnect, delete, get).
-    pub found: bool,
-}
-
-/// One session as the sessions API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionInfo {
-    /// Client id as the client sent it.
-    pub client_id: String,
-    /// MQTT username (without `@org`), if the client logged in.
-    pub username: Option<String>,
-    /// True while a connection is attached.
-    pub connected: bool,
-    /// Shard holding the session.
-    pub shard: u16,
-    /// Peer address of the connection.
-    pub address: Option<String>,
-    /// When the connection was made (unix seconds).
-    pub connected_at: Option<u64>,
-    /// Subscriptions (filters as the client sent them) and their granted QoS.
-    pub subscriptions: Vec<SubscriptionInfo>,
-    /// Messages queued for the session (QoS 1/2 waiting plus in flight).
-    pub queued: usize,
-}
-
-/// One subscription of a session.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SubscriptionInfo {
-    /// Filter as the client sent it.
-    pub filter: String,
-    /// Granted QoS.
-    pub qos: u8,
-}
-
-/// Per-org live counters one shard reports.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OrgCounters {
-    /// Connected clients.
-    pub connections: u64,
-    /// Messages received from clients.
-    pub messages_in: u64,
-    /// Messages delivered to clients.
-    pub messages_out: u64,
-    /// REST publishes accepted.
-    pub rest_publishes: u64,
-}
+pub use ringmq_core::control::sessions::{OrgCounters, SessionInfo, ShardAnswer, SubscriptionInfo};
 
 /// What shards share with the control plane.
 pub struct ControlHandle {

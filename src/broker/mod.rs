@@ -14,11 +14,14 @@ pub mod conn;
 pub mod control;
 pub mod http;
 pub mod local_notify;
+pub mod login;
 pub mod ops;
 pub mod park;
+pub mod peer;
 pub mod rest;
 pub mod shard;
 pub mod stream;
+pub mod stream_ring;
 pub mod sys;
 pub mod ws_transport;
 

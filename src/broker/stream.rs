@@ -32,7 +32,7 @@ use super::http::{bearer, json_error as error, HttpContext};
 use super::local_notify::LocalNotify;
 use super::shard::{
     key_may_stream, EventId, StreamEnd, StreamFilter, StreamItem, StreamOwner, StreamRefused,
-    StreamState,
+    StreamRing,
 };
 use crate::control::secrets::key_hash;
 use crate::ratelimit::monotonic_nanos;
@@ -265,7 +265,7 @@ struct Link {
 
 impl Link {
     /// The client is done; `close` is the close frame to send it first.
-    fn client_done(&self, close: Option<(u16, &str)>, state: &StreamState) {
+    fn client_done(&self, close: Option<(u16, &str)>, state: &StreamRing) {
         if let Some((code, reason)) = close {
             let mut owed = self.close.borrow_mut();
             if owed.is_none() {
@@ -442,7 +442,7 @@ fn resume_or_open(
     admission: &Admission,
     capacity: usize,
     streams_max: u64,
-) -> Result<(Rc<StreamState>, bool), StreamRefused> {
+) -> Result<(Rc<StreamRing>, bool), StreamRefused> {
     let mut shard = context.shard.borrow_mut();
     let asked = head.header("last-event-id").is_some();
     if let Some(last) = sse::last_event_id(head).and_then(EventId::parse) {
@@ -462,7 +462,7 @@ async fn write_loop(
     mut writer: ConnWriter,
     mut out: BytesMut,
     context: &HttpContext,
-    state: &Rc<StreamState>,
+    state: &Rc<StreamRing>,
     link: &Link,
     kind: Kind,
     org_id: &str,
@@ -595,7 +595,7 @@ async fn read_client(
     mut reader: ConnReader,
     mut buf: BytesMut,
     kind: Kind,
-    state: Rc<StreamState>,
+    state: Rc<StreamRing>,
     link: Rc<Link>,
 ) {
     let limits = WsLimits {

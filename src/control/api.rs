@@ -63,45 +63,7 @@ pub struct ApiResponse {
     pub body: Vec<u8>,
 }
 
-/// Which sessions a list asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionState {
-    /// Connected only.
-    Active,
-    /// Persistent sessions without a connection.
-    Disconnected,
-    /// Both.
-    All,
-}
-
-/// A sessions request the broker answers from the shards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionsOp {
-    /// `GET /v1/sessions`.
-    List {
-        /// Filter.
-        state: SessionState,
-        /// Page size.
-        limit: usize,
-        /// Cursor of the previous page.
-        cursor: Option<String>,
-    },
-    /// `GET /v1/sessions/{client_id}`.
-    Get {
-        /// Client id.
-        client_id: String,
-    },
-    /// `POST /v1/sessions/{client_id}/disconnect`.
-    Disconnect {
-        /// Client id.
-        client_id: String,
-    },
-    /// `DELETE /v1/sessions/{client_id}`.
-    Delete {
-        /// Client id.
-        client_id: String,
-    },
-}
+pub use ringmq_core::control::sessions::{SessionState, SessionsOp};
 
 /// What [`Api::handle`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

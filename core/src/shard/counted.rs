@@ -1,20 +1,17 @@
 //! Requests that wait for answers from other shards: a REST publish at QoS 1 (how many
 //! subscribers each shard queued the message for) and `/readyz` (does every shard answer).
 //!
-//! The asking shard registers a [`CountWait`] under a token, sends one mesh message per shard
-//! and awaits [`wait_counts`]; answers arrive as `MeshMsg::Counted` on the same FIFO lanes as
-//! the deliveries they follow, so an answer means the delivery before it was applied.
+//! The asking shard registers a [`CountWait`] under a token and sends one mesh message per
+//! shard; answers arrive as `MeshMsg::Counted` on the same FIFO lanes as the deliveries they
+//! follow, so an answer means the delivery before it was applied. The last answer gives
+//! [`Output::Counted`]; the driver's waiting task then takes the total with
+//! [`Shard::take_count`] (or gives up with [`Shard::forget_count`]).
 
-use std::cell::RefCell;
-use std::future::poll_fn;
-use std::rc::Rc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::Shard;
-use crate::broker::local_notify::LocalNotify;
-use crate::broker::mesh_msg::MeshMsg;
-use crate::message::SharedMessage;
+use super::{Output, Shard};
+use crate::mesh_msg::MeshMsg;
+use ringmq_proto::message::SharedMessage;
 
 /// Answers still expected for one waiting request.
 #[derive(Debug)]
@@ -23,8 +20,6 @@ pub struct CountWait {
     pending: u32,
     /// Deliveries counted so far.
     count: u64,
-    /// Wakes the waiting task.
-    notify: Rc<LocalNotify>,
 }
 
 impl Shard {
@@ -38,9 +33,11 @@ impl Shard {
             CountWait {
                 pending: asked.count_ones(),
                 count: local,
-                notify: Rc::new(LocalNotify::default()),
             },
         );
+        if asked == 0 {
+            self.outputs.push_back(Output::Counted(token));
+        }
         self.flush(now);
         token
     }
@@ -66,9 +63,11 @@ impl Shard {
             CountWait {
                 pending: asked.count_ones(),
                 count: 0,
-                notify: Rc::new(LocalNotify::default()),
             },
         );
+        if asked == 0 {
+            self.outputs.push_back(Output::Counted(token));
+        }
         self.flush(now);
         token
     }
@@ -79,34 +78,30 @@ impl Shard {
             wait.pending = wait.pending.saturating_sub(1);
             wait.count += count;
             if wait.pending == 0 {
-                wait.notify.notify();
+                self.outputs.push_back(Output::Counted(token));
             }
         }
     }
-}
 
-/// Waits until every asked shard answered `token`, at most `timeout`; the total count, or
-/// `None` on timeout (the wait is dropped either way).
-pub async fn wait_counts(shard: &Rc<RefCell<Shard>>, token: u64, timeout: Duration) -> Option<u64> {
-    let wait = poll_fn(|cx| {
-        let mut s = shard.borrow_mut();
-        match s.count_waits.get(&token) {
-            None => Poll::Ready(None),
-            Some(wait) if wait.pending == 0 => {
-                let count = wait.count;
-                s.count_waits.remove(&token);
-                Poll::Ready(Some(count))
-            }
-            Some(wait) => {
-                wait.notify.take();
-                wait.notify.register(cx.waker());
-                Poll::Pending
-            }
+    /// The total count under `token` once every asked shard answered (the wait ends);
+    /// `None` while answers are missing, or for an unknown token.
+    pub fn take_count(&mut self, token: u64) -> Option<u64> {
+        let wait = self.count_waits.get(&token)?;
+        if wait.pending > 0 {
+            return None;
         }
-    });
-    let outcome = monoio::time::timeout(timeout, wait).await.ok().flatten();
-    shard.borrow_mut().count_waits.remove(&token);
-    outcome
-}
+        let count = wait.count;
+        self.count_waits.remove(&token);
+        Some(count)
+    }
 
-use ringmq_io::monoio;
+    /// True while a wait under `token` exists (answered or not).
+    pub fn count_pending(&self, token: u64) -> bool {
+        self.count_waits.contains_key(&token)
+    }
+
+    /// Drops the wait under `token` (its task gave up).
+    pub fn forget_count(&mut self, token: u64) {
+        self.count_waits.remove(&token);
+    }
+}

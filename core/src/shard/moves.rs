@@ -33,13 +33,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::timers::TimerKind;
 use ahash::AHashMap;
-use ringmq_core::timers::TimerKind;
 
 use super::{Entry, MeshMsg, Shard, Slot};
-use crate::message::SharedMessage;
-use crate::mqtt::{QoS, Str};
-use crate::session::{Queued, Session, SessionState};
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::{QoS, Str};
+use ringmq_proto::session::{Queued, Session, SessionState};
 
 /// The moves a shard takes part in, old side and new side, indexed both ways (a reconnect
 /// storm can put thousands in flight; a delivery looks its slot up once).
@@ -168,6 +168,7 @@ impl Shard {
             session,
             generation,
             conn: None,
+            write_queued: false,
             token,
             pending_will: None,
             blocked: Vec::new(),

@@ -9,7 +9,7 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 
 use super::{Entry, Slot};
-use crate::broker::slots::Slots;
+use crate::slots::Slots;
 
 /// Slots of the shard's sessions, found by the client id their session holds.
 ///

@@ -2,9 +2,8 @@
 //!
 //! A stream subscriber is a subscriber of its own kind: it sits in the shard's stream trie under
 //! its org-scoped filter (and in the replicated index, like a session's filter, so publishes on
-//! other shards reach it), and every match lands in its bounded ring. When the client falls
-//! behind, the oldest entry is dropped and counted: a stream never stalls the shard or the
-//! publishers. The connection task drains the ring and encodes the frames.
+//! other shards reach it), and every match leaves as [`Output::StreamItem`] for the driver's
+//! bounded ring of that stream (drop oldest: a stream never stalls the shard or the publishers).
 //!
 //! A stream belongs to the API key that opened it. An SSE stream kept after its client left is
 //! named by a random [`ResumeToken`] (carried in every event id), and is resumed only by the same
@@ -13,19 +12,15 @@
 //! org was deleted or whose key may no longer subscribe to its filter is ended at once, kept or
 //! not. Each org holds at most `org_limits.streams_max` streams per shard, kept ones included.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
-use super::Shard;
-use crate::broker::local_notify::LocalNotify;
+use super::{Output, Shard};
 use crate::control::snapshot::{KeyAuth, KeyKind, OrgNum};
-use crate::message::SharedMessage;
-use crate::mqtt::Str;
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::Str;
 
 /// How long a closed SSE stream keeps its ring (and keeps filling it) for a reconnect that
 /// sends `Last-Event-ID`.
@@ -167,121 +162,6 @@ pub struct StreamItem {
     pub received_ms: u64,
 }
 
-/// What a stream subscriber's connection task and the shard share.
-#[derive(Debug)]
-pub struct StreamState {
-    /// Shard-local id (the key of the shard's tables; never shown to clients).
-    pub id: u32,
-    /// Names the stream in SSE event ids.
-    pub token: ResumeToken,
-    /// Frames waiting for the client; at most `capacity`.
-    ring: RefCell<VecDeque<StreamItem>>,
-    capacity: usize,
-    next_seq: Cell<u64>,
-    /// Entries dropped because the client fell behind.
-    pub dropped: Cell<u64>,
-    /// Highest sequence number handed to the connection task.
-    sent_through: Cell<u64>,
-    /// Wakes the connection task when an entry arrives or the stream is ended.
-    pub notify: LocalNotify,
-    /// Publisher client id the stream wants (`?device=`), unscoped.
-    device: Option<String>,
-    /// Publisher namespace the stream wants (`?ns=`).
-    namespace: Option<String>,
-    /// When the client went away (SSE keeps the ring for a while), if it did.
-    detached_at: Cell<Option<Instant>>,
-    /// Set when the shard ended the stream (the connection task tells the client and closes).
-    ended: Cell<Option<StreamEnd>>,
-    /// The shard's counters (dropped frames are counted as they happen).
-    stats: std::sync::Arc<crate::broker::stats::ShardStats>,
-}
-
-impl StreamState {
-    fn push(&self, message: &SharedMessage, retained: bool) -> bool {
-        if let Some(device) = &self.device {
-            let publisher = match &message.device {
-                Some(certified) => &**certified,
-                None => ringmq_router::strip_scope(&message.publisher).1,
-            };
-            if publisher != device.as_str() {
-                return false;
-            }
-        }
-        if let Some(namespace) = &self.namespace {
-            if message.namespace.as_deref() != Some(namespace.as_str()) {
-                return false;
-            }
-        }
-        let seq = self.next_seq.get();
-        self.next_seq.set(seq + 1);
-        let mut ring = self.ring.borrow_mut();
-        if ring.len() >= self.capacity {
-            // Sent entries stay as history for an SSE `Last-Event-ID` replay; evicting one is
-            // not a loss. Evicting one the client never got is.
-            if let Some(evicted) = ring.pop_front() {
-                if evicted.seq > self.sent_through.get() {
-                    self.dropped.set(self.dropped.get() + 1);
-                    self.stats.stream_frames_dropped.inc();
-                }
-            }
-        }
-        ring.push_back(StreamItem {
-            seq,
-            message: SharedMessage::clone(message),
-            retained,
-            received_ms: unix_millis(),
-        });
-        drop(ring);
-        self.notify.notify();
-        true
-    }
-
-    /// Copies everything not yet sent, oldest first, and marks it sent. The entries stay in the
-    /// ring (bounded) so a reconnecting SSE client can have them again.
-    pub fn drain(&self, out: &mut Vec<StreamItem>) {
-        let after = self.sent_through.get();
-        let ring = self.ring.borrow();
-        out.extend(ring.iter().filter(|item| item.seq > after).cloned());
-        if let Some(last) = ring.back() {
-            self.sent_through.set(last.seq.max(after));
-        }
-    }
-
-    /// Whether some entries after `after` are no longer in the ring (a gap), for an SSE
-    /// reconnect, and how many after it are.
-    pub fn since(&self, after: u64) -> (bool, usize) {
-        let ring = self.ring.borrow();
-        let oldest = ring.front().map_or(self.next_seq.get(), |item| item.seq);
-        let gap = oldest > after.saturating_add(1);
-        let keep = ring.iter().filter(|item| item.seq > after).count();
-        (gap, keep)
-    }
-
-    /// A reconnecting client saw everything up to and including `seq`: what follows is sent
-    /// again, whether or not the old connection wrote it before it died. A `seq` beyond what
-    /// the stream ever numbered counts as "everything so far", so later entries still go out.
-    pub fn forget_through(&self, seq: u64) {
-        self.sent_through
-            .set(seq.min(self.next_seq.get().saturating_sub(1)));
-    }
-
-    /// Marks the client gone (`Some`) or back (`None`).
-    pub fn set_detached(&self, at: Option<Instant>) {
-        self.detached_at.set(at);
-    }
-
-    /// Why the shard ended the stream, once it did.
-    pub fn ended(&self) -> Option<StreamEnd> {
-        self.ended.get()
-    }
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// What a stream asks for; a resume must ask for exactly the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFilter {
@@ -306,10 +186,21 @@ pub struct StreamOwner {
     pub key_hash: [u8; 32],
 }
 
+/// What the driver needs of a stream the shard opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    /// Shard-local id (the key of the shard's tables; never shown to clients).
+    pub id: u32,
+    /// Names the stream in SSE event ids.
+    pub token: ResumeToken,
+}
+
 /// A stream registered on the shard.
 #[derive(Debug)]
 pub struct StreamEntry {
-    state: Rc<StreamState>,
+    state: StreamState,
+    /// When the client went away (SSE keeps the stream for a while), if it did.
+    detached_at: Option<Instant>,
     /// The org-scoped filter in the trie and index.
     filter: Str,
     /// What the client asked for.
@@ -330,16 +221,16 @@ pub struct StreamBook {
 }
 
 impl Shard {
-    /// Registers a stream subscriber for `owner`; retained messages matching its filter go into
-    /// its ring first. Returns the shared state the connection task drains. Refused when the
-    /// org holds `streams_max` streams on this shard and none of them is a kept one to drop.
+    /// Registers a stream subscriber for `owner`; retained messages matching its filter leave
+    /// first, as [`Output::StreamItem`]s. Refused when the org holds `streams_max` streams on
+    /// this shard and none of them is a kept one to drop.
     pub fn open_stream(
         &mut self,
         filter: &StreamFilter,
         owner: &StreamOwner,
-        capacity: usize,
         streams_max: u64,
-    ) -> Result<Rc<StreamState>, StreamRefused> {
+        now: Instant,
+    ) -> Result<StreamState, StreamRefused> {
         let open = self.stream_book.per_org.get(&filter.org).copied();
         if open.unwrap_or(0) >= streams_max && !self.drop_oldest_detached(filter.org) {
             return Err(StreamRefused::OrgStreamsFull { max: streams_max });
@@ -354,44 +245,35 @@ impl Shard {
             id = id.wrapping_add(1);
         }
         self.stream_book.counter = id;
-        let state = Rc::new(StreamState {
-            id,
-            token,
-            ring: RefCell::new(VecDeque::with_capacity(capacity.min(64))),
-            capacity: capacity.max(1),
-            next_seq: Cell::new(1),
-            dropped: Cell::new(0),
-            sent_through: Cell::new(0),
-            notify: LocalNotify::default(),
-            device: filter.device.clone(),
-            namespace: filter.namespace.clone(),
-            detached_at: Cell::new(None),
-            ended: Cell::new(None),
-            stats: std::sync::Arc::clone(&self.stats),
-        });
+        let state = StreamState { id, token };
+        let entry = StreamEntry {
+            state,
+            detached_at: None,
+            filter: scoped.clone(),
+            request: filter.clone(),
+            owner: owner.clone(),
+        };
         let mut retained = Vec::new();
         self.retained
             .for_each_match(&scoped, |message| retained.push(message.clone()));
         for message in retained {
-            state.push(&message, true);
+            if entry.wants(&message) {
+                self.outputs.push_back(Output::StreamItem {
+                    id,
+                    message,
+                    retained: true,
+                });
+            }
         }
         self.stream_trie.insert(&scoped, id, ());
         if self.filter_counts.increment(&scoped) {
             self.announce_filter(&scoped, true);
         }
-        self.streams.insert(
-            id,
-            StreamEntry {
-                state: Rc::clone(&state),
-                filter: scoped,
-                request: filter.clone(),
-                owner: owner.clone(),
-            },
-        );
+        self.streams.insert(id, entry);
         self.stream_book.tokens.insert(token, id);
         *self.stream_book.per_org.entry(filter.org).or_insert(0) += 1;
         self.stats.stream_subscribers.add(1);
-        self.flush(Instant::now());
+        self.flush(now);
         Ok(state)
     }
 
@@ -403,24 +285,24 @@ impl Shard {
         token: ResumeToken,
         filter: &StreamFilter,
         owner: &StreamOwner,
-    ) -> Option<Rc<StreamState>> {
+    ) -> Option<StreamState> {
         let id = *self.stream_book.tokens.get(&token)?;
-        let entry = self.streams.get(&id)?;
-        entry.state.detached_at.get()?;
-        if entry.owner != *owner || entry.request != *filter || entry.state.ended().is_some() {
+        let entry = self.streams.get_mut(&id)?;
+        entry.detached_at?;
+        if entry.owner != *owner || entry.request != *filter {
             return None;
         }
-        entry.state.set_detached(None);
+        entry.detached_at = None;
         self.stats.stream_subscribers.add(1);
-        Some(Rc::clone(&entry.state))
+        Some(entry.state)
     }
 
     /// The client of a stream went away: drop it now, or (`keep`) after [`DETACHED_KEEP`].
-    pub fn close_stream(&mut self, id: u32, keep: bool) {
+    pub fn close_stream(&mut self, id: u32, keep: bool, now: Instant) {
         self.stats.stream_subscribers.add(-1);
         if keep && self.streams.len() - self.attached_streams() < DETACHED_MAX {
-            if let Some(entry) = self.streams.get(&id) {
-                entry.state.set_detached(Some(Instant::now()));
+            if let Some(entry) = self.streams.get_mut(&id) {
+                entry.detached_at = Some(now);
                 return;
             }
         }
@@ -431,6 +313,7 @@ impl Shard {
         let Some(entry) = self.streams.remove(&id) else {
             return;
         };
+        self.outputs.push_back(Output::StreamRemoved(id));
         self.stream_book.tokens.remove(&entry.state.token);
         if let Some(open) = self.stream_book.per_org.get_mut(&entry.request.org) {
             *open = open.saturating_sub(1);
@@ -451,7 +334,7 @@ impl Shard {
             .streams
             .iter()
             .filter(|(_, entry)| entry.request.org == org)
-            .filter_map(|(id, entry)| entry.state.detached_at.get().map(|at| (at, *id)))
+            .filter_map(|(id, entry)| entry.detached_at.map(|at| (at, *id)))
             .min();
         match oldest {
             Some((_, id)) => {
@@ -465,7 +348,7 @@ impl Shard {
     /// Ends every stream (attached or kept) whose key is gone, whose org is gone, or whose key
     /// may no longer subscribe to its filter, under the current snapshot. The shard calls it
     /// whenever it swaps in a new snapshot, so a revocation reaches open streams at once.
-    pub fn recheck_streams(&mut self) {
+    pub fn recheck_streams(&mut self, now: Instant) {
         if self.streams.is_empty() {
             return;
         }
@@ -490,30 +373,22 @@ impl Shard {
             })
             .collect();
         for (id, why) in ended {
-            if let Some(entry) = self.streams.get(&id) {
+            if self.streams.contains_key(&id) {
                 tracing::info!(stream = id, reason = why.detail(), "stream ended");
-                entry.state.ended.set(Some(why));
-                entry.state.notify.notify();
+                self.outputs.push_back(Output::StreamEnded { id, why });
             }
             // Out of the trie and the resume table now: nothing more is delivered to it, and
             // a kept one cannot be resumed.
             self.remove_stream(id);
         }
-        self.flush(Instant::now());
-    }
-
-    /// Wakes every stream's connection task (shutdown: they send their close and end).
-    pub fn wake_streams(&self) {
-        for entry in self.streams.values() {
-            entry.state.notify.notify();
-        }
+        self.flush(now);
     }
 
     /// Streams with a client attached.
     pub fn attached_streams(&self) -> usize {
         self.streams
             .values()
-            .filter(|entry| entry.state.detached_at.get().is_none())
+            .filter(|entry| entry.detached_at.is_none())
             .count()
     }
 
@@ -524,10 +399,8 @@ impl Shard {
             .iter()
             .filter(|(_, entry)| {
                 entry
-                    .state
                     .detached_at
-                    .get()
-                    .is_some_and(|at| now.duration_since(at) >= DETACHED_KEEP)
+                    .is_some_and(|at| now.saturating_duration_since(at) >= DETACHED_KEEP)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -542,12 +415,37 @@ impl Shard {
         if self.streams.is_empty() {
             return;
         }
-        let streams = &self.streams;
+        let (streams, outputs) = (&self.streams, &mut self.outputs);
         self.stream_trie.for_each_match(&message.topic, |id, _| {
-            if let Some(entry) = streams.get(&id) {
-                entry.state.push(message, false);
+            if streams.get(&id).is_some_and(|entry| entry.wants(message)) {
+                outputs.push_back(Output::StreamItem {
+                    id,
+                    message: SharedMessage::clone(message),
+                    retained: false,
+                });
             }
         });
+    }
+}
+
+impl StreamEntry {
+    /// Whether the stream's `?device=` and `?ns=` let `message` through.
+    fn wants(&self, message: &SharedMessage) -> bool {
+        if let Some(device) = &self.request.device {
+            let publisher = match &message.device {
+                Some(certified) => &**certified,
+                None => ringmq_router::strip_scope(&message.publisher).1,
+            };
+            if publisher != device.as_str() {
+                return false;
+            }
+        }
+        if let Some(namespace) = &self.request.namespace {
+            if message.namespace.as_deref() != Some(namespace.as_str()) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -557,9 +455,24 @@ mod tests {
 
     use super::*;
     use crate::control::acl::{Acl, Action, Permission, Rule};
+    use crate::control::key_hash::key_hash;
     use crate::control::model::OrgSettings;
-    use crate::control::secrets::key_hash;
     use crate::control::snapshot::{OrgInfo, Snapshot};
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// The streams the shard ended so far, and why.
+    fn ended(s: &mut Shard) -> Vec<(u32, StreamEnd)> {
+        super::super::tests::outputs(s)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::StreamEnded { id, why } => Some((id, why)),
+                _ => None,
+            })
+            .collect()
+    }
 
     fn shard() -> Shard {
         super::super::tests::shard(1).remove(0)
@@ -670,9 +583,9 @@ mod tests {
         let b = public_key("key_b", 1, "#");
         s.snapshot = snapshot(1, &[0, 1], &[&a, &a2, &b]);
         let state = s
-            .open_stream(&filter(0, "pay/#"), &owner(&a), 8, 10)
+            .open_stream(&filter(0, "pay/#"), &owner(&a), 10, now())
             .unwrap();
-        s.close_stream(state.id, true);
+        s.close_stream(state.id, true, now());
         let token = state.token;
         for (who, what) in [
             (owner(&b), filter(1, "pay/#")),
@@ -704,21 +617,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_resume_past_the_end_still_gets_later_entries() {
-        let mut s = shard();
-        let a = public_key("key_a", 0, "#");
-        let state = s.open_stream(&filter(0, "#"), &owner(&a), 8, 10).unwrap();
-        state.forget_through(u64::MAX);
-        assert_eq!(state.since(u64::MAX), (false, 0));
-        let message =
-            super::super::tests::test_message("t", b"x", crate::mqtt::QoS::AtMostOnce, false);
-        state.push(&message, false);
-        let mut items = Vec::new();
-        state.drain(&mut items);
-        assert_eq!(items.len(), 1);
-    }
-
     /// Finding 6: revoking a key, deleting an org or taking a right ends the streams it governs,
     /// attached and kept alike.
     #[test]
@@ -729,41 +627,53 @@ mod tests {
         let c = public_key("key_c", 2, "#");
         s.snapshot = snapshot(1, &[0, 1, 2], &[&a, &b, &c]);
         let on_a = s
-            .open_stream(&filter(1, "fin/#"), &owner(&a), 8, 10)
+            .open_stream(&filter(1, "fin/#"), &owner(&a), 10, now())
             .unwrap();
-        let kept_b = s.open_stream(&filter(1, "x"), &owner(&b), 8, 10).unwrap();
-        s.close_stream(kept_b.id, true);
-        let on_b = s.open_stream(&filter(1, "x"), &owner(&b), 8, 10).unwrap();
-        let on_c = s.open_stream(&filter(2, "#"), &owner(&c), 8, 10).unwrap();
+        let kept_b = s
+            .open_stream(&filter(1, "x"), &owner(&b), 10, now())
+            .unwrap();
+        s.close_stream(kept_b.id, true, now());
+        let on_b = s
+            .open_stream(&filter(1, "x"), &owner(&b), 10, now())
+            .unwrap();
+        let on_c = s
+            .open_stream(&filter(2, "#"), &owner(&c), 10, now())
+            .unwrap();
 
         s.snapshot = snapshot(2, &[0, 1, 2], &[&a, &b, &c]);
-        s.recheck_streams();
+        s.recheck_streams(now());
         assert_eq!(s.streams.len(), 4, "nothing changed");
+        assert!(ended(&mut s).is_empty());
 
         // a loses its right to fin/#.
         let a_narrowed = public_key("key_a", 1, "other/#");
         s.snapshot = snapshot(3, &[0, 1, 2], &[&a_narrowed, &b, &c]);
-        s.recheck_streams();
-        assert_eq!(on_a.ended(), Some(StreamEnd::Forbidden));
-        assert!(on_b.ended().is_none());
+        s.recheck_streams(now());
+        assert_eq!(ended(&mut s), [(on_a.id, StreamEnd::Forbidden)]);
 
         // b is revoked: its attached and its kept stream go.
         s.snapshot = snapshot(4, &[0, 1, 2], &[&a_narrowed, &c]);
-        s.recheck_streams();
-        assert_eq!(on_b.ended(), Some(StreamEnd::KeyRevoked));
-        assert_eq!(kept_b.ended(), Some(StreamEnd::KeyRevoked));
+        s.recheck_streams(now());
+        let mut revoked = ended(&mut s);
+        revoked.sort_by_key(|(id, _)| *id);
+        let mut expected = [
+            (kept_b.id, StreamEnd::KeyRevoked),
+            (on_b.id, StreamEnd::KeyRevoked),
+        ];
+        expected.sort_by_key(|(id, _)| *id);
+        assert_eq!(revoked, expected);
         assert!(s
             .reattach_stream(kept_b.token, &filter(1, "x"), &owner(&b))
             .is_none());
 
         // Org 2 is deleted (its key with it).
         s.snapshot = snapshot(5, &[0, 1], &[&a_narrowed]);
-        s.recheck_streams();
-        assert_eq!(on_c.ended(), Some(StreamEnd::OrgDeleted));
+        s.recheck_streams(now());
+        assert_eq!(ended(&mut s), [(on_c.id, StreamEnd::OrgDeleted)]);
         assert!(s.streams.is_empty() && s.stream_book.tokens.is_empty());
         assert!(s.stream_book.per_org.is_empty());
         for state in [&on_a, &on_b, &on_c] {
-            s.close_stream(state.id, true);
+            s.close_stream(state.id, true, now());
         }
         assert!(s.streams.is_empty());
     }
@@ -774,25 +684,31 @@ mod tests {
         let mut s = shard();
         let a = public_key("key_a", 1, "#");
         let b = public_key("key_b", 2, "#");
-        let first = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
-        let second = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
+        let first = s
+            .open_stream(&filter(1, "#"), &owner(&a), 2, now())
+            .unwrap();
+        let second = s
+            .open_stream(&filter(1, "#"), &owner(&a), 2, now())
+            .unwrap();
         assert_eq!(
-            s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).err(),
+            s.open_stream(&filter(1, "#"), &owner(&a), 2, now()).err(),
             Some(StreamRefused::OrgStreamsFull { max: 2 })
         );
         assert!(
-            s.open_stream(&filter(2, "#"), &owner(&b), 8, 2).is_ok(),
+            s.open_stream(&filter(2, "#"), &owner(&b), 2, now()).is_ok(),
             "another org is not affected"
         );
-        s.close_stream(first.id, true);
-        let third = s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).unwrap();
+        s.close_stream(first.id, true, now());
+        let third = s
+            .open_stream(&filter(1, "#"), &owner(&a), 2, now())
+            .unwrap();
         assert!(
             s.reattach_stream(first.token, &filter(1, "#"), &owner(&a))
                 .is_none(),
             "the kept stream made room"
         );
-        s.close_stream(second.id, false);
-        assert!(s.open_stream(&filter(1, "#"), &owner(&a), 8, 2).is_ok());
-        s.close_stream(third.id, false);
+        s.close_stream(second.id, false, now());
+        assert!(s.open_stream(&filter(1, "#"), &owner(&a), 2, now()).is_ok());
+        s.close_stream(third.id, false, now());
     }
 }

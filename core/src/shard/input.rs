@@ -1,0 +1,103 @@
+//! The shard core's one way in: every input the driver has, with `now`.
+//!
+//! Each input changes the core's state and queues what the world must do about it (outputs,
+//! mesh messages); the driver then takes them with [`Shard::poll_output`] and
+//! [`Shard::outgoing`]. Questions that change nothing (a session's outbox, counts, lookups)
+//! are plain methods.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::{Packet, ReasonCode};
+use ringmq_proto::session::{CloseReason, Flow};
+
+use super::{ConnId, Shard, Slot};
+use crate::control::snapshot::Snapshot;
+use crate::mesh_msg::MeshMsg;
+
+/// Something that happened to the shard.
+#[derive(Debug)]
+pub enum Input {
+    /// A decoded packet from the connection attached to `slot`.
+    Packet {
+        /// The session.
+        slot: Slot,
+        /// The packet.
+        packet: Packet,
+    },
+    /// A connection's bytes did not decode: it is closed with `reason`.
+    Malformed {
+        /// The session.
+        slot: Slot,
+        /// The decoder's reason code (v5 DISCONNECT).
+        reason: ReasonCode,
+    },
+    /// The socket of `conn` is gone (read error, hang-up, write failure).
+    Lost {
+        /// The session.
+        slot: Slot,
+        /// The connection that was attached.
+        conn: ConnId,
+    },
+    /// `conn`'s writer finished a write: the session may move queued messages on.
+    Written {
+        /// The session.
+        slot: Slot,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A message from shard `from` (itself included).
+    Mesh {
+        /// The sending shard.
+        from: u16,
+        /// The message.
+        msg: MeshMsg,
+    },
+    /// Time passed: due timers run and stuck subscribers release their publishers.
+    Tick,
+    /// A new control-plane snapshot is in force.
+    Snapshot(Arc<Snapshot>),
+    /// A message published by the broker itself or over HTTP (not counted).
+    Publish(SharedMessage),
+}
+
+impl Shard {
+    /// Handles one input. For a packet, the flow says whether its connection goes on (a close
+    /// is already done: the session detached and [`super::Output::Close`] queued).
+    pub fn handle(&mut self, input: Input, now: Instant) -> Flow {
+        match input {
+            Input::Packet { slot, packet } => {
+                let flow = self.handle_packet(slot, packet, now);
+                match &flow {
+                    Flow::Continue => {}
+                    Flow::Close(CloseReason::ClientDisconnect { with_will }) => {
+                        self.end_connection(slot, None, *with_will, now);
+                    }
+                    Flow::Close(CloseReason::Violation { reason, text }) => {
+                        tracing::debug!(reason = reason.0, text, "closing on protocol violation");
+                        self.end_connection(slot, Some((*reason, *text)), true, now);
+                    }
+                }
+                return flow;
+            }
+            Input::Malformed { slot, reason } => {
+                self.end_connection(slot, Some((reason, "malformed packet")), true, now);
+            }
+            Input::Lost { slot, conn } => {
+                if self.entry_for_conn(slot, conn).is_some() {
+                    self.end_connection(slot, None, true, now);
+                }
+            }
+            Input::Written { slot, conn } => self.after_write(slot, conn, now),
+            Input::Mesh { from, msg } => self.handle_mesh(from, msg, now),
+            Input::Tick => {
+                self.run_timers(now);
+                self.check_stalls(now);
+            }
+            Input::Snapshot(snapshot) => self.set_snapshot(snapshot, now),
+            Input::Publish(message) => self.publish(message, now),
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,79 @@
+//! What the shard core asks of its IO driver: the outputs of the quinn-proto manner.
+//!
+//! The core never touches a socket, a waker or another thread. Every effect on the world is
+//! queued here and taken by the driver with [`Shard::poll_output`](super::Shard::poll_output)
+//! after each input; mesh messages for other shards wait in the core's outgoing lanes
+//! ([`Shard::outgoing`](super::Shard::outgoing)) until the driver moves them onto the mesh.
+
+use bytes::BytesMut;
+use ringmq_proto::message::SharedMessage;
+
+use super::{Slot, StreamEnd};
+
+/// A connection's id, unique on its shard (0 names the shard itself in message origins).
+pub type ConnId = u64;
+
+/// One effect for the IO driver.
+#[derive(Debug)]
+pub enum Output {
+    /// The session in `slot` has bytes in its outbox for connection `conn`: run its writer
+    /// (once per slot until the driver took this output, however many deliveries came).
+    Write {
+        /// The session.
+        slot: Slot,
+        /// The connection attached to it.
+        conn: ConnId,
+    },
+    /// Stop reading `conn` until a matching [`Output::Resume`] (pauses nest).
+    Pause(ConnId),
+    /// Undo one [`Output::Pause`] of `conn`.
+    Resume(ConnId),
+    /// Hold `conn`'s writer until `count` [`Output::FenceDone`]s arrived (a SUBACK waits for
+    /// every replica).
+    Fence {
+        /// The connection.
+        conn: ConnId,
+        /// Answers awaited.
+        count: u32,
+    },
+    /// One fence answer for `conn` arrived.
+    FenceDone(ConnId),
+    /// The session let go of `conn`: write `rest`, then close the socket.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Its last bytes (a DISCONNECT, unsent deliveries).
+        rest: BytesMut,
+    },
+    /// The pending CONNECT under this token was granted, refused or superseded: its task
+    /// reads the outcome from [`Shard::pending`](super::Shard::pending).
+    Connect(u64),
+    /// Every shard asked under this token answered ([`Shard::take_count`](super::Shard::take_count)).
+    Counted(u64),
+    /// A message for the stream `id`'s ring.
+    StreamItem {
+        /// The stream.
+        id: u32,
+        /// The message.
+        message: SharedMessage,
+        /// Sent from the retained store as the stream opened.
+        retained: bool,
+    },
+    /// The shard ended stream `id` (its client is told why, then the stream closes).
+    StreamEnded {
+        /// The stream.
+        id: u32,
+        /// Why.
+        why: StreamEnd,
+    },
+    /// Stream `id` is gone from the shard: its ring can go.
+    StreamRemoved(u32),
+    /// The number of connected clients of `org` changed by `delta` (the broker-wide count the
+    /// org's `connections_max` is checked against).
+    OrgConnections {
+        /// The org.
+        org: u32,
+        /// +1 or -1.
+        delta: i64,
+    },
+}

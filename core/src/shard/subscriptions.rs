@@ -1,0 +1,189 @@
+//! A connection's packets and what they do to the shard: publishes go to routing, SUBSCRIBE and
+//! UNSUBSCRIBE change the local index and every replica (fenced, so a SUBACK means "every
+//! later publish on any shard reaches me"), and retained messages answer a new subscription.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use ringmq_proto::mqtt::{ReasonCode, RetainHandling};
+use ringmq_proto::session::{Action, Queued, Subscription};
+use ringmq_router::split_shared;
+
+use super::*;
+use crate::mesh_msg::MeshMsg;
+
+impl Shard {
+    /// Handles the session's actions after a packet.
+    pub fn handle_packet(
+        &mut self,
+        slot: Slot,
+        packet: ringmq_proto::mqtt::Packet,
+        now: Instant,
+    ) -> ringmq_proto::session::Flow {
+        let mut actions = std::mem::take(&mut self.actions);
+        let rules = Rc::clone(&self.rules);
+        let retained = &self.retained;
+        let room = |topic: &str, payload: usize| retained.room(topic, payload);
+        let flow = match self.entries.get_mut(slot) {
+            Some(entry) => entry
+                .session
+                .handle_with(packet, now, &rules, &mut actions, &room),
+            None => {
+                ringmq_proto::session::Flow::Close(ringmq_proto::session::CloseReason::Violation {
+                    reason: ReasonCode::UNSPECIFIED_ERROR,
+                    text: "session gone",
+                })
+            }
+        };
+        let mut fence = false;
+        for action in actions.drain(..) {
+            match action {
+                Action::Publish(message) => {
+                    self.stats.messages_received.inc();
+                    self.count_in(ringmq_router::strip_scope(&message.topic).0);
+                    self.publish(message, now);
+                }
+                Action::Subscribe {
+                    filter,
+                    subscription,
+                    is_new,
+                } => {
+                    let held = !is_new && self.subscriptions.get(&filter, slot).is_some();
+                    if held {
+                        // A SUBSCRIBE of a filter it holds replaces the options in place: taken
+                        // out and put back, the filter would leave the other replicas for a
+                        // moment, and a message routed then would miss it (found by ringmq-sim).
+                        self.subscriptions.insert(&filter, slot, subscription);
+                    } else {
+                        // (Joining a shared group it is in already changes nothing: a member's
+                        // options are read from its session at delivery.)
+                        self.add_subscription(slot, &filter, subscription);
+                    }
+                    if !fence {
+                        // Hold the SUBACK until every replica has the filter, so "SUBACK
+                        // received" means "every later publish on any shard reaches me". Also
+                        // when this shard already held the filter: the announcement that made
+                        // it known (another session's, or a moved one's) may still be on its
+                        // way (found by ringmq-sim).
+                        fence = self.fence(slot);
+                    }
+                    self.send_retained(slot, &filter, subscription, is_new, now);
+                }
+                Action::Unsubscribe { filter } => self.remove_subscription(slot, &filter),
+            }
+        }
+        self.actions = actions;
+        if self
+            .entries
+            .get(slot)
+            .is_some_and(|entry| !entry.session.out.is_empty())
+        {
+            self.want_write(slot);
+        }
+        flow
+    }
+
+    /// Adds a subscription to the local index, telling the other replicas when it is this
+    /// shard's first on the filter (or first member of the group here).
+    pub(super) fn add_subscription(
+        &mut self,
+        slot: Slot,
+        filter: &str,
+        subscription: Subscription,
+    ) {
+        // The session validated the client's filter before putting it into its org's scope;
+        // `parse_shared` would refuse the scope's U+0000 (it did: every shared subscription
+        // of an org other than the default one was acknowledged and never joined its group).
+        match split_shared(filter) {
+            Some(shared) => {
+                if self.groups.join(shared.group, shared.filter, slot) {
+                    self.announce_shared(shared.group, shared.filter, true);
+                }
+            }
+            None => {
+                self.subscriptions.insert(filter, slot, subscription);
+                if self.filter_counts.increment(filter) {
+                    self.announce_filter(filter, true);
+                }
+            }
+        }
+    }
+
+    /// Holds the writer of `slot` until every other shard answers a fence sent after the index
+    /// updates just queued (mesh lanes are FIFO, so the answer proves they were applied).
+    pub(super) fn fence(&mut self, slot: Slot) -> bool {
+        if self.count < 2 {
+            return false;
+        }
+        let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn) else {
+            return false;
+        };
+        self.outputs.push_back(Output::Fence {
+            conn,
+            count: u32::from(self.count) - 1,
+        });
+        for shard in 0..self.count {
+            if shard != self.id {
+                self.send(
+                    shard,
+                    MeshMsg::Fence {
+                        reply_to: self.id,
+                        conn_id: conn,
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    pub(super) fn remove_subscription(&mut self, slot: Slot, filter: &str) {
+        match split_shared(filter) {
+            Some(shared) => {
+                if self.groups.leave(shared.group, shared.filter, slot) {
+                    self.announce_shared(shared.group, shared.filter, false);
+                }
+            }
+            None => {
+                if self.subscriptions.remove(filter, slot).is_some()
+                    && self.filter_counts.decrement(filter)
+                {
+                    self.announce_filter(filter, false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_retained(
+        &mut self,
+        slot: Slot,
+        filter: &str,
+        subscription: Subscription,
+        is_new: bool,
+        now: Instant,
+    ) {
+        let wanted = match subscription.options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => is_new,
+            RetainHandling::DoNotSend => false,
+        };
+        // Shared subscriptions never receive retained messages (MQTT 5, 4.8.2).
+        if !wanted || filter.starts_with("$share/") {
+            return;
+        }
+        let mut found = Vec::new();
+        self.retained
+            .for_each_match(filter, |message| found.push(message.clone()));
+        // In topic order, not the store's hash order: the same state sends the same bytes
+        // (which the simulator's replay relies on), at the cost of a sort per SUBSCRIBE.
+        found.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        for message in found {
+            let item = Queued {
+                qos: message.qos.min(subscription.options.qos),
+                retain: true,
+                subscription_ids: subscription.identifier.into_iter().collect(),
+                message,
+            };
+            self.deliver_to(slot, item, now);
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The shard core's unit tests: shards on a test mesh (inboxes moved by hand, so a test
+//! chooses every interleaving), connections as ids, effects read from the outputs.
+
+use super::*;
+use ringmq_proto::mqtt::{RetainHandling, Will};
+use ringmq_proto::session::Rules;
+
+/// `count` shards of one test mesh, with small settings and an empty snapshot.
+pub(crate) fn shard(count: usize) -> Vec<Shard> {
+    let settings = ShardSettings {
+        mesh_batch_max: 64,
+        read_buffer_bytes: 4096,
+        read_budget_bytes: 4096,
+        write_batch_bytes: 4096,
+        retained_messages_max: 100,
+        org_retained_bytes_max: 1 << 20,
+        org_offline_bytes_max: 1 << 20,
+        connections_max: 100,
+        connect_timeout: Duration::from_secs(1),
+        packet_size_max: 1024,
+        mesh_backlog_max: 64,
+        login_failures_per_minute_max: 10,
+    };
+    (0..count)
+        .map(|id| {
+            Shard::new(
+                (id as u16, count as u16),
+                Rules::default(),
+                settings.clone(),
+                Arc::new(ShardStats::default()),
+                Arc::new(Snapshot::empty_default()),
+                (Instant::now(), 1_700_000_000_000),
+            )
+        })
+        .collect()
+}
+
+/// Everything the core asked of its driver so far.
+pub(crate) fn outputs(s: &mut Shard) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+/// Shard `at` reads what the others sent it (the outgoing lanes are the test mesh's FIFO
+/// lanes), at most `mesh_batch_max` messages from each, then ends its round.
+pub(crate) fn poll_mesh(shards: &mut [Shard], at: usize, now: Instant) {
+    let batch = shards[at].settings.mesh_batch_max;
+    for from in 0..shards.len() {
+        if from == at {
+            continue;
+        }
+        let lane = &mut shards[from].outgoing()[at];
+        let taken: Vec<MeshMsg> = lane.drain(..batch.min(lane.len())).collect();
+        for msg in taken {
+            shards[at].handle_mesh(from as u16, msg, now);
+        }
+    }
+    shards[at].flush(now);
+}
+
+/// Rounds of every shard ending its round and reading its lanes, until all is said.
+pub(crate) fn pump(shards: &mut [Shard], now: Instant) {
+    for _ in 0..4 {
+        for at in 0..shards.len() {
+            poll_mesh(shards, at, now);
+        }
+    }
+}
+
+/// Regression: a claim whose takeover lands on the claiming connection's own shard, where the
+/// old session already ended, must be granted, not parked behind itself forever.
+#[test]
+fn stale_owner_takeover_grants_the_claiming_connection() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    let client_id = Str::from("device-1");
+    // The registry still names an ended connection (its Release not yet processed).
+    s.handle_mesh(
+        0,
+        MeshMsg::Claim {
+            client_id: client_id.clone(),
+            shard: 0,
+            token: 999,
+            clean_start: true,
+            owner: 0,
+        },
+        now,
+    );
+    s.flush(now);
+    let token = s.begin_connect(client_id, true, 0);
+    s.flush(now);
+    let pending = s
+        .pending
+        .get(&token)
+        .expect("still pending until the task takes it");
+    assert!(pending.grant.is_some(), "the claim was never granted");
+    assert!(pending.superseded.is_none());
+}
+
+/// A message on `topic` from client `p` of shard 0.
+pub(crate) fn test_message(
+    topic: &str,
+    payload: &'static [u8],
+    qos: QoS,
+    retain: bool,
+) -> SharedMessage {
+    Arc::new(Message {
+        topic: Str::from(topic),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: Default::default(),
+        expires_at: None,
+        publisher: Str::from("p"),
+        origin: Origin::BROKER,
+        namespace: None,
+        device: None,
+    })
+}
+
+/// An origin names its shard and connection exactly; the broker's own is connection 0.
+#[test]
+fn origins_round_trip() {
+    for (shard, conn) in [(0, 0), (0, 1), (3, 42), (u16::MAX, (1 << 48) - 1)] {
+        assert_eq!(origin_parts(origin_of(shard, conn)), (shard, conn));
+    }
+    assert_eq!(origin_of(0, 0), Origin::BROKER);
+    assert_ne!(origin_of(1, 7), origin_of(7, 1));
+}
+
+/// A client id's session belongs to the principal that claimed it: another principal's
+/// claim is refused at the home shard and the holder is not touched; the same principal
+/// takes it over.
+#[test]
+fn a_claim_by_another_principal_is_refused() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    let id = Str::from("device-1");
+    let alice = s.begin_connect(id.clone(), false, 7);
+    s.flush(now);
+    assert!(s.pending.get(&alice).is_some_and(|p| p.grant.is_some()));
+    let mallory = s.begin_connect(id.clone(), false, 8);
+    s.flush(now);
+    let refused = s.pending.get(&mallory).expect("pending");
+    assert!(refused.refused && refused.grant.is_none());
+    let anonymous = s.begin_connect(id.clone(), false, 0);
+    s.flush(now);
+    assert!(s.pending.get(&anonymous).is_some_and(|p| p.refused));
+    // The registry still names alice's claim: her own reconnect is a takeover.
+    assert_eq!(s.owners.get(&id).map(|(token, _)| *token), Some(alice));
+    let again = s.begin_connect(id.clone(), false, 7);
+    s.flush(now);
+    assert!(s.pending.get(&again).is_some_and(|p| !p.refused));
+    assert_eq!(s.owners.get(&id).map(|(token, _)| *token), Some(again));
+}
+
+/// What an org's disconnected sessions queue is bounded by its bytes quota on the shard;
+/// the bytes come back when the session ends.
+#[test]
+fn offline_queue_bytes_are_bounded_per_org() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    s.settings.org_offline_bytes_max = 30;
+    // The first connection claims the id (the registry then names it), then connects.
+    let first = s.begin_connect(Str::from("sleeper"), false, 0);
+    s.flush(now);
+    s.pending.remove(&first);
+    let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
+    subscribe(s, slot, "q/#", now);
+    s.end_connection(slot, None, true, now);
+    let msg = |payload: &'static [u8]| test_message("q/1", payload, QoS::AtLeastOnce, false);
+    for _ in 0..5 {
+        s.publish(msg(b"0123456789"), now);
+    }
+    let queued = s
+        .entry_mut(slot)
+        .expect("session")
+        .session
+        .state
+        .queue
+        .len();
+    assert_eq!(queued, 2, "two messages of 13 bytes fit in 30");
+    assert_eq!(s.offline_bytes.get(&0).copied(), Some(26));
+    s.end_session(slot, now);
+    assert_eq!(s.offline_bytes.get(&0), None);
+}
+
+/// A retained set on one shard reaches the other through the topic's home, in one order.
+#[test]
+fn retained_replicates_through_home() {
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let message = test_message("a/b", b"v1", QoS::AtLeastOnce, true);
+    shards[0].publish(message, now);
+    shards[0].flush(now);
+    pump(&mut shards, now);
+    for s in &shards {
+        assert_eq!(s.retained_count(), 1);
+    }
+}
+
+/// Connects a session on `s` the way a connection task does, with a fake socket.
+fn connect(
+    s: &mut Shard,
+    client_id: &str,
+    connect: ringmq_proto::mqtt::Connect,
+    now: Instant,
+) -> (Slot, ConnId) {
+    let token = s.next_token();
+    let (slot, conn, _present) = install(s, client_id, connect, token, None, now);
+    (slot, conn)
+}
+
+/// Installs and attaches a session the way a connection task does once its claim `token`
+/// was granted (`pending`: the grant's state and in-place resume); the third value is
+/// session-present.
+fn install(
+    s: &mut Shard,
+    client_id: &str,
+    connect: ringmq_proto::mqtt::Connect,
+    token: u64,
+    pending: Option<PendingConnect>,
+    now: Instant,
+) -> (Slot, ConnId, bool) {
+    let rules = Rc::clone(&s.rules);
+    let n = ringmq_proto::session::connect::negotiate(&connect, &rules, now, String::new)
+        .expect("accepted");
+    // A connection id of its own shard (a token carries its shard in the top bits).
+    let conn: ConnId = token & 0xFFFF_FFFF;
+    let (state, resume) = pending.map_or((None, None), |p| (p.grant.flatten(), p.resume));
+    let (slot, present) = s.install_session(
+        NewSession {
+            client_id: Str::from(client_id),
+            token,
+            state,
+            clean_start: n.clean_start,
+            expiry_interval_secs: n.expiry_interval_secs,
+            conn,
+            org: 0,
+            principal: None,
+            resume,
+        },
+        now,
+    );
+    let entry = s.entry_mut(slot).expect("installed");
+    entry.session.attach(n.link, present, now, &rules);
+    s.arm_keep_alive(slot, conn);
+    (slot, conn, present)
+}
+
+fn v5_connect(client_id: &str, keep_alive: u16, expiry: u32) -> ringmq_proto::mqtt::Connect {
+    let mut connect = ringmq_proto::mqtt::Connect {
+        version: ringmq_proto::mqtt::ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive,
+        client_id: Str::from(client_id),
+        ..Default::default()
+    };
+    connect.properties.session_expiry_interval = Some(expiry);
+    connect
+}
+
+fn subscribe(s: &mut Shard, slot: Slot, filter: &str, now: Instant) {
+    use ringmq_proto::mqtt::{Packet, Subscribe, SubscribeFilter, SubscriptionOptions};
+    let packet = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![SubscribeFilter {
+            filter: Str::from(filter),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::SendAtSubscribe,
+            },
+        }],
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+    });
+    s.handle_packet(slot, packet, now);
+    s.flush(now);
+}
+
+/// Regression (found by ringmq-sim): a shared subscription of an org other than the
+/// default one was acknowledged but never joined its group (the scope's U+0000 failed a
+/// client-input check), so nothing published to it was delivered.
+#[test]
+fn a_shared_subscription_in_another_org_receives() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    let (slot, _conn) = connect(s, "member", v5_connect("member", 0, 60), now);
+    let link = s.entry_mut(slot).and_then(|e| e.session.link.as_mut());
+    link.expect("connected").access = ringmq_proto::session::Access::org(1, None);
+    subscribe(s, slot, "$share/g/s/#", now);
+    s.entry_mut(slot).expect("member").session.out.clear();
+    let topic = ringmq_router::scoped(&ringmq_router::org_scope(1), "s/a");
+    s.publish(
+        test_message(&topic, b"for-the-group", QoS::AtLeastOnce, false),
+        now,
+    );
+    s.flush(now);
+    let out = &s.entry_mut(slot).expect("member").session.out;
+    assert!(
+        out.windows(13).any(|w| w == b"for-the-group"),
+        "not delivered"
+    );
+}
+
+/// Regression (found by ringmq-sim): a persistent session reconnecting on its own shard was
+/// moved out of the trie at the grant and back at the install; a QoS 1 message routed in
+/// between was acknowledged to its publisher and lost. It now stays in place and queues.
+#[test]
+fn a_message_routed_while_a_session_resumes_on_its_shard_is_kept() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    // The first connection claims the id (the registry then names it), then connects.
+    let first = s.begin_connect(Str::from("sleeper"), false, 0);
+    s.flush(now);
+    s.pending.remove(&first);
+    let (slot, _conn) = connect(s, "sleeper", v5_connect("sleeper", 0, 600), now);
+    subscribe(s, slot, "q/#", now);
+    s.end_connection(slot, None, true, now);
+    let token = s.begin_connect(Str::from("sleeper"), false, 0);
+    s.flush(now);
+    let pending = s.pending.remove(&token).expect("pending");
+    assert!(pending.grant.is_some(), "granted");
+    assert!(pending.resume.is_some(), "the session stays in place");
+    // Routed after the grant, before the new connection installs the session.
+    s.publish(
+        test_message("q/1", b"in-between", QoS::AtLeastOnce, false),
+        now,
+    );
+    s.flush(now);
+    let mut again = v5_connect("sleeper", 0, 600);
+    again.clean_start = false;
+    let (resumed, _conn, present) = install(s, "sleeper", again, token, Some(pending), now);
+    assert!(present);
+    assert_eq!(resumed, slot);
+    let out = &s.entry_mut(resumed).expect("resumed").session.out;
+    assert!(
+        out.windows(10).any(|w| w == b"in-between"),
+        "the message was lost"
+    );
+}
+
+/// Regression (found by ringmq-sim): a persistent session whose client reconnected on
+/// another shard lost the QoS 1/2 messages routed to its old shard while it moved. The old
+/// shard now forwards them until every replica routes to the new one.
+#[test]
+fn a_message_routed_while_a_session_moves_to_another_shard_is_kept() {
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let mut connect_packet = v5_connect("mover", 0, 600);
+    connect_packet.clean_start = false;
+    let claim =
+        |shards: &mut Vec<Shard>, on: usize| shards[on].begin_connect(Str::from("mover"), false, 0);
+    let first = claim(&mut shards, 0);
+    pump(&mut shards, now);
+    let pending = shards[0].pending.remove(&first);
+    let (slot, _conn, _) = install(
+        &mut shards[0],
+        "mover",
+        connect_packet.clone(),
+        first,
+        pending,
+        now,
+    );
+    subscribe(&mut shards[0], slot, "q/#", now);
+    pump(&mut shards, now);
+    shards[0].end_connection(slot, None, true, now);
+    // The client comes back on shard 1: once shard 0 has handed the session over, a publish
+    // there still finds it (its index still names shard 0).
+    let token = claim(&mut shards, 1);
+    for _ in 0..8 {
+        if shards[0].moves.counts().0 > 0 {
+            break;
+        }
+        for at in 0..shards.len() {
+            shards[at].flush(now);
+            poll_mesh(&mut shards, at, now);
+        }
+    }
+    assert!(
+        shards[0].moves.counts().0 > 0,
+        "shard 0 forwards while the session moves"
+    );
+    shards[0].publish(
+        test_message("q/1", b"on-the-way", QoS::AtLeastOnce, false),
+        now,
+    );
+    pump(&mut shards, now);
+    let pending = shards[1].pending.remove(&token).expect("pending");
+    let (moved, _conn, present) = install(
+        &mut shards[1],
+        "mover",
+        connect_packet,
+        token,
+        Some(pending),
+        now,
+    );
+    assert!(present);
+    let out = &shards[1].entry_mut(moved).expect("moved").session.out;
+    assert!(
+        out.windows(10).any(|w| w == b"on-the-way"),
+        "the message was lost"
+    );
+    pump(&mut shards, now);
+    assert!(
+        shards[0].moves.counts() == (0, 0),
+        "the forwarder ends once every replica routes to shard 1"
+    );
+    assert_eq!(shards[1].moves.counts(), (0, 0));
+    assert_eq!(shards[0].session_count() + shards[1].session_count(), 1);
+}
+
+/// Regression (found by ringmq-sim): a shared message sent to a member shard whose last
+/// member had just left (the publisher's replica not yet told) was dropped, though a member
+/// on another shard was there. That shard now passes it on.
+#[test]
+fn a_shared_message_for_a_shard_whose_member_left_reaches_another_member() {
+    use ringmq_proto::mqtt::{Packet, Unsubscribe};
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let (a, _a_conn) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
+    let (b, _b_conn) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
+    subscribe(&mut shards[0], a, "$share/g/jobs/#", now);
+    subscribe(&mut shards[1], b, "$share/g/jobs/#", now);
+    pump(&mut shards, now);
+    // b leaves; shard 0 has not heard of it yet when it routes.
+    let unsubscribe = Packet::Unsubscribe(Unsubscribe {
+        packet_id: 2,
+        filters: vec![Str::from("$share/g/jobs/#")],
+        user_properties: Vec::new(),
+    });
+    shards[1].handle_packet(b, unsubscribe, now);
+    shards[1].flush(now);
+    shards[0].entry_mut(a).expect("a").session.out.clear();
+    for payload in [&b"job-1"[..], b"job-2"] {
+        let message = Arc::new(Message {
+            payload: Bytes::from_static(payload),
+            ..(*test_message("jobs/x", b"", QoS::AtLeastOnce, false)).clone()
+        });
+        shards[0].publish(message, now);
+    }
+    pump(&mut shards, now);
+    let out = &shards[0].entry_mut(a).expect("a").session.out;
+    for job in [b"job-1", b"job-2"] {
+        assert!(
+            out.windows(5).any(|w| w == job),
+            "{} lost",
+            String::from_utf8_lossy(job)
+        );
+    }
+}
+
+/// Regressions (found by ringmq-sim): a SUBACK was not held when the shard already held the
+/// filter, though the announcement that made it known elsewhere could still be on its way;
+/// and a SUBSCRIBE of a filter a session held took it out of the index and put it back, so a
+/// message routed by another shard in between missed a subscription that never lapsed.
+#[test]
+fn subscriptions_are_fenced_and_a_resubscribe_never_lapses() {
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let (a, _a_conn) = connect(&mut shards[1], "a", v5_connect("a", 0, 0), now);
+    subscribe(&mut shards[1], a, "t/#", now);
+    pump(&mut shards, now);
+    // A second session on the same shard and filter: its SUBACK still waits for shard 0.
+    let (b, b_conn) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
+    subscribe(&mut shards[1], b, "t/#", now);
+    let fences = |outputs: &[Output]| {
+        outputs.iter().fold(0i64, |held, output| match output {
+            Output::Fence { conn, count } if *conn == b_conn => held + i64::from(*count),
+            Output::FenceDone(conn) if *conn == b_conn => held - 1,
+            _ => held,
+        })
+    };
+    let mut seen = outputs(&mut shards[1]);
+    assert!(fences(&seen) > 0, "the SUBACK waits for every replica");
+    pump(&mut shards, now);
+    seen.extend(outputs(&mut shards[1]));
+    assert_eq!(fences(&seen), 0, "every replica answered");
+    shards[1].end_connection(b, None, false, now);
+    pump(&mut shards, now);
+    // a subscribes to t/# again; shard 0 reads what shard 1 said one message at a time and
+    // routes between them: a is reached at every point.
+    subscribe(&mut shards[1], a, "t/#", now);
+    shards[0].settings.mesh_batch_max = 1;
+    shards[1].entry_mut(a).expect("a").session.out.clear();
+    for round in 0..4 {
+        poll_mesh(&mut shards, 0, now);
+        let payload: &'static [u8] = [&b"again-0"[..], b"again-1", b"again-2", b"again-3"][round];
+        let message = Arc::new(Message {
+            payload: Bytes::from_static(payload),
+            ..(*test_message("t/x", b"", QoS::AtLeastOnce, false)).clone()
+        });
+        shards[0].publish(message, now);
+        shards[0].flush(now);
+        poll_mesh(&mut shards, 1, now);
+        let out = &shards[1].entry_mut(a).expect("a").session.out;
+        assert!(
+            out.windows(7).any(|w| w == payload),
+            "round {round}: missed"
+        );
+    }
+}
+
+/// Will delay 3 s with session expiry 5 s: the will is published at 3 s, not before
+/// (simulated clock; MQTT 5 3.1.3.2.2).
+#[test]
+fn will_delay_fires_on_the_simulated_clock() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let t0 = Instant::now();
+    let (watcher, _watch_conn) = connect(s, "watcher", v5_connect("watcher", 0, 60), t0);
+    subscribe(s, watcher, "wills/#", t0);
+    s.entry_mut(watcher).expect("watcher").session.out.clear();
+    let mut connect_packet = v5_connect("device", 0, 5);
+    connect_packet.will = Some(Will {
+        topic: Str::from("wills/device"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        delay_interval: Some(3),
+        properties: Default::default(),
+    });
+    let (device, _conn) = connect(s, "device", connect_packet, t0);
+    s.end_connection(device, None, true, t0);
+    s.flush(t0);
+    s.run_timers(t0 + Duration::from_millis(2900));
+    assert!(
+        s.entry_mut(watcher)
+            .expect("watcher")
+            .session
+            .out
+            .is_empty(),
+        "will too early"
+    );
+    s.run_timers(t0 + Duration::from_millis(3100));
+    s.flush(t0 + Duration::from_millis(3100));
+    assert!(
+        !s.entry_mut(watcher)
+            .expect("watcher")
+            .session
+            .out
+            .is_empty(),
+        "no will"
+    );
+    // The session itself expires at 5 s and leaves the shard.
+    assert_eq!(s.session_count(), 2);
+    s.run_timers(t0 + Duration::from_millis(5100));
+    assert_eq!(s.session_count(), 1);
+}
+
+/// Keep-alive 10 s: the connection is closed at 15 s, not at 14.
+#[test]
+fn keep_alive_closes_at_one_and_a_half() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let t0 = Instant::now();
+    let (slot, conn) = connect(s, "sleepy", v5_connect("sleepy", 10, 0), t0);
+    s.run_timers(t0 + Duration::from_secs(14));
+    let closed = |s: &mut Shard| {
+        outputs(s)
+            .iter()
+            .any(|output| matches!(output, Output::Close { conn: c, .. } if *c == conn))
+    };
+    assert!(!closed(s));
+    s.run_timers(t0 + Duration::from_millis(15_100));
+    assert!(closed(s));
+    assert!(
+        s.entry_mut(slot).is_none(),
+        "a clean session ends with its connection"
+    );
+}
