@@ -1,19 +1,20 @@
-//! ringmq-core: the shard's state, sans IO: no sockets, no threads, no clock reads.
+//! ringmq-core: the shard as a sans-IO state machine: no sockets, threads, wakers or clock
+//! reads.
 //!
-//! What it holds now, the leaves the broker's shard is built from:
+//! - [`shard`]: one shard's state (sessions and client ids, the subscription index replica,
+//!   shared groups, retained, tenancy, streams, sessions moving between shards) behind one
+//!   entry point, [`shard::Shard::handle`], with `now` passed in; its effects come out as
+//!   [`shard::Output`]s and mesh messages for the driver to carry out.
 //! - [`mesh_msg`]: what shards send each other over the mesh.
 //! - [`stats`]: per-shard counters, written by their shard and read by `$SYS` and metrics.
 //! - [`slots`]: session entries by slot number, in pages that never move.
-//! - [`timers`]: the shard's timer heap (keep-alive, will delay, session expiry); the caller
-//!   passes `now`.
+//! - [`timers`]: the shard's timer heap (keep-alive, will delay, session expiry).
 //! - [`retained`]: the shard's replica of the retained messages, with each org's byte tally.
-//! - [`control`]: the control-plane data the shards read: compiled ACLs, the API's model and
-//!   the immutable snapshot logins and ACLs are checked against.
+//! - [`control`]: the control-plane data the shards read: compiled ACLs, the API's model, the
+//!   immutable snapshot logins and ACLs are checked against, the sessions API's questions.
 //!
-//! What is to come (DESIGN.md, "Workspace layout"): the shard state machine itself (sessions,
-//! the index replica, tenancy, streams), driven by inputs with `now` in and giving outputs out
-//! (bytes, mesh messages, pauses, closes, records to persist). The broker crate (`ringmq`)
-//! stays the only place where IO meets it.
+//! The broker crate (`ringmq`) is the only place where IO meets it; the simulator
+//! (`ringmq-sim`) drives it without any.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

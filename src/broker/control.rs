@@ -158,7 +158,7 @@ pub struct ControlHandle {
     /// `limits.connections_max`), for the org's `connections_max` setting.
     org_connections: RwLock<ahash::AHashMap<OrgNum, Arc<std::sync::atomic::AtomicI64>>>,
     /// REST publish state shared by the shards: rate limits, quotas, idempotency keys.
-    pub front: super::rest::FrontDoor,
+    pub front: super::front_door::FrontDoor,
     /// MQTT login attempts per source address, over all shards (a guesser spreads over them).
     login_attempts: LoginThrottle,
 }
@@ -425,7 +425,7 @@ pub fn start(
         usage: (0..shard_count).map(|_| Mutex::default()).collect(),
         persisted: Mutex::default(),
         login_attempts: LoginThrottle::default(),
-        front: super::rest::FrontDoor::default(),
+        front: super::front_door::FrontDoor::default(),
         org_connections: RwLock::default(),
     });
     let for_thread = Arc::clone(&handle);

@@ -2,7 +2,6 @@
 //! requests the control thread executes (see `control.rs`). REST publish and streams build on
 //! the same loop.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use ringmq_http::{parse_head, BodyDecoder, BodyEvent, Limits, Method, RequestHea
 use ringmq_io::{monoio, ConnReader, ConnStream};
 
 use super::control::{ControlHandle, ControlJob, Reply};
-use super::shard::Shard;
+use super::mailbox::ShardHandle;
+pub use super::web::HttpContext;
+use super::web::{bearer, json_error};
 use crate::control::api::{Api, ApiRequest, ApiResponse};
 use crate::control::snapshot::{KeyKind, Snapshot};
 
@@ -35,26 +36,17 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 const DRAIN_BYTES_MAX: usize = 256 * 1024;
 
-/// What the HTTP routes of one shard reach.
-pub struct HttpContext {
-    /// The shard serving the connection.
-    pub shard: Rc<RefCell<Shard>>,
-    /// Broker-wide state (control plane, stats of every shard).
-    pub(super) shared: Arc<super::Shared>,
-}
-
 /// Open HTTP connections per shard at most; more are answered 503 and closed. Idle keep-alive
 /// connections are closed after `IDLE_TIMEOUT`, so the bound frees itself.
 const HTTP_CONNECTIONS_MAX: usize = 16_384;
 
 /// Counts an open HTTP connection on its shard until dropped.
-struct HttpGuard(Rc<RefCell<Shard>>);
+struct HttpGuard(Rc<ShardHandle>);
 
 impl Drop for HttpGuard {
     fn drop(&mut self) {
-        if let Ok(mut shard) = self.0.try_borrow_mut() {
-            shard.http_connections = shard.http_connections.saturating_sub(1);
-        }
+        let open = &self.0.http_connections;
+        open.set(open.get().saturating_sub(1));
     }
 }
 
@@ -65,11 +57,9 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
     // A browser page's origin is judged against the scheme the request came in with.
     let tls = matches!(stream, ConnStream::Tls(_));
     let (mut reader, mut stream) = stream.into_split();
-    let full = {
-        let mut shard = context.shard.borrow_mut();
-        shard.http_connections += 1;
-        shard.http_connections > HTTP_CONNECTIONS_MAX
-    };
+    let open = &context.shard.http_connections;
+    open.set(open.get() + 1);
+    let full = open.get() > HTTP_CONNECTIONS_MAX;
     let _guard = HttpGuard(Rc::clone(&context.shard));
     if full {
         let mut out = BytesMut::new();
@@ -275,21 +265,6 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
     }
 }
 
-/// The key of `Authorization: Bearer KEY`, if the request has one.
-pub(super) fn bearer(head: &RequestHead) -> Option<String> {
-    let value = head.header("authorization")?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
-/// An error response in the API's shape: `{"error": CODE, "detail": "…"}`.
-pub(super) fn json_error(status: u16, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "detail": detail });
-    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
 /// Hands a `/v1/*` request to the control thread and waits for its answer.
 async fn management(head: &RequestHead, body: Bytes, control: &Arc<ControlHandle>) -> Response {
     let request = ApiRequest {
@@ -366,8 +341,8 @@ fn refuse_before_body(head: &RequestHead, context: &HttpContext) -> Option<Respo
                 let key = snapshot.key(&secret)?;
                 snapshot.org(key.org).map(|_| key.kind)
             };
-            let kind = kind_in(&context.shard.borrow().snapshot)
-                .or_else(|| kind_in(&context.shared.control.snapshot()));
+            // The control plane's newest snapshot: the shard's may be a moment behind.
+            let kind = kind_in(&context.shared.control.snapshot());
             match kind {
                 None => Some(json_error(
                     401,
@@ -384,7 +359,7 @@ fn refuse_before_body(head: &RequestHead, context: &HttpContext) -> Option<Respo
         }
     }?;
     if publish {
-        context.shared.stats[usize::from(context.shard.borrow().id)].count_rest(refusal.status);
+        context.shared.stats[usize::from(context.shard.id)].count_rest(refusal.status);
     }
     Some(with_cors(refusal))
 }
@@ -437,10 +412,7 @@ async fn mqtt_over_websocket(
     };
     // MQTT 5.0 section 6: the subprotocol is "mqtt" ("mqttv3.1" for old 3.1 clients).
     let protocol = ["mqtt", "mqttv3.1"].into_iter().find(|p| upgrade.offers(p));
-    let full = {
-        let shard = context.shard.borrow();
-        shard.live_connections >= shard.settings.connections_max || shard.shutting_down
-    };
+    let full = context.shard.full() || context.shard.shutting_down.get();
     if full {
         Response::text(503, "connection limit reached\n").encode(false, &mut out);
         let _ = writer.write_all(out).await;
@@ -451,7 +423,7 @@ async fn mqtt_over_websocket(
     if result.is_err() {
         return;
     }
-    let packet_size_max = context.shard.borrow().settings.packet_size_max as usize;
+    let packet_size_max = context.shard.settings.packet_size_max as usize;
     // One WebSocket message carries at most a packet plus slack for framing by the client.
     let (ws_reader, ws_writer) =
         super::ws_transport::wrap(reader, writer, rest, packet_size_max + 1024);

@@ -2,18 +2,18 @@
 //! argon2 check on a verifier thread (the task waits; the shard goes on) and failed logins
 //! throttled per source address over all shards.
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::control::{Reply, VerifyJob};
-use super::shard::{Admitted, Principal, Shard};
+use super::mailbox::ShardHandle;
 use crate::control::snapshot::UserAuth;
 use crate::mqtt::{Connect, ReasonCode, Str};
 use crate::session::connect::Refusal;
 use crate::session::Access;
+use ringmq_core::shard::{Admitted, Principal};
 
 /// How long a login waits for a verifier thread.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,13 +29,13 @@ fn refused(reason: ReasonCode, text: &'static str) -> Refusal {
 }
 
 /// Authenticates a CONNECT: anonymous (when allowed) or `username[@org]` + password against
-/// the snapshot, with the argon2 check on a verifier thread and failed logins throttled per
-/// source address. `identity` is the CN of a verified TLS client certificate: a CONNECT without
-/// a username logs in as the user it names, if that user exists and is enabled (the
+/// the shard's snapshot, with the argon2 check on a verifier thread and failed logins throttled
+/// per source address. `identity` is the CN of a verified TLS client certificate: a CONNECT
+/// without a username logs in as the user it names, if that user exists and is enabled (the
 /// certificate is the credential). A `foreign_origin` connection (a browser page of another
 /// origin, over WebSocket) must name a user: anonymous access is never granted to it.
 pub async fn authenticate(
-    shard: &Rc<RefCell<Shard>>,
+    handle: &Rc<ShardHandle>,
     connect: &Connect,
     peer: Option<IpAddr>,
     identity: Option<&str>,
@@ -48,10 +48,12 @@ pub async fn authenticate(
                 "a page of another origin must log in with a username and password",
             ));
         }
-        if let Some(user) = identity.and_then(|cn| certificate_user(shard, cn)) {
-            return admit_user(shard, user);
+        if let Some(cn) = identity {
+            if let Some(user) = certificate_user(handle, cn).await {
+                return admit_user(handle, user).await;
+            }
         }
-        if shard.borrow().rules.allow_anonymous {
+        if handle.rules.allow_anonymous {
             return Ok(Admitted {
                 access: Access::default(),
                 principal: None,
@@ -65,7 +67,7 @@ pub async fn authenticate(
     // Counted before any check, so parallel CONNECTs cannot outrun the limit; given back below
     // once the credentials pass.
     if let Some(peer) = peer {
-        if !shard.borrow_mut().login_begin(peer) {
+        if !login_begin(handle, peer) {
             return Err(refused(
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 "too many failed logins from this address; try again later",
@@ -83,26 +85,27 @@ pub async fn authenticate(
         None => (&**login, "default"),
     };
     let password = connect.password.as_deref().unwrap_or_default();
-    let (user, cached) = {
-        let s = shard.borrow();
-        let Some(org) = s.snapshot.org_num(org_id) else {
-            drop(s);
-            return Err(shard.borrow_mut().login_failed(peer, bad()));
-        };
-        let user = s.snapshot.user(org, username).cloned();
-        let Some(user) = user else {
-            drop(s);
-            return Err(shard.borrow_mut().login_failed(peer, bad()));
-        };
-        let cached = s.auth().password_known(&user, password);
-        (user, cached)
+    let lookup = {
+        let (username, org_id) = (username.to_owned(), org_id.to_owned());
+        let password = password.to_vec();
+        handle
+            .call(move |s| {
+                let org = s.snapshot.org_num(&org_id)?;
+                let user = s.snapshot.user(org, &username).cloned()?;
+                let cached = s.auth().password_known(&user, &password);
+                Some((user, cached))
+            })
+            .await
+            .flatten()
+    };
+    let Some((user, cached)) = lookup else {
+        return Err(login_failed(peer, bad()));
     };
     if !user.enabled || user.expires_at.is_some_and(|at| at <= now_unix()) {
-        return Err(shard.borrow_mut().login_failed(peer, bad()));
+        return Err(login_failed(peer, bad()));
     }
     if !cached {
-        let control = shard.borrow().control().cloned();
-        let Some(control) = control else {
+        let Some(control) = handle.control.clone() else {
             return Err(bad());
         };
         let reply = Reply::new();
@@ -112,35 +115,37 @@ pub async fn authenticate(
             reply: Arc::clone(&reply),
         };
         if control.verify(job).is_err() {
-            shard.borrow().login_give_back(peer);
+            login_give_back(handle, peer);
             return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again"));
         }
         match reply.recv(VERIFY_TIMEOUT).await {
-            Some(true) => shard
-                .borrow_mut()
-                .auth_mut()
-                .remember_password(&user, password),
-            Some(false) => return Err(shard.borrow_mut().login_failed(peer, bad())),
+            Some(true) => {
+                let (passed, password) = (Arc::clone(&user), password.to_vec());
+                handle.post(move |s| s.auth_mut().remember_password(&passed, &password));
+            }
+            Some(false) => return Err(login_failed(peer, bad())),
             None => {
-                shard.borrow().login_give_back(peer);
+                login_give_back(handle, peer);
                 return Err(refused(ReasonCode::SERVER_BUSY, "server busy; try again"));
             }
         }
     }
-    shard.borrow().login_give_back(peer);
-    admit_user(shard, user)
+    login_give_back(handle, peer);
+    admit_user(handle, user).await
 }
 
-/// The login of a verified client certificate whose CN (`name` or `name@org_id`) names an
-/// enabled, unexpired user; `None` sends the client to the anonymous rules.
-/// The enabled, unexpired user a verified client certificate's CN names, if any.
-fn certificate_user(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Arc<UserAuth>> {
+/// The enabled, unexpired user a verified client certificate's CN (`name` or `name@org_id`)
+/// names, if any; `None` sends the client to the anonymous rules.
+async fn certificate_user(handle: &Rc<ShardHandle>, cn: &str) -> Option<Arc<UserAuth>> {
     let (username, org_id) = cn.rsplit_once('@').unwrap_or((cn, "default"));
-    let user = {
-        let s = shard.borrow();
-        let org = s.snapshot.org_num(org_id)?;
-        s.snapshot.user(org, username).cloned()?
-    };
+    let (username, org_id) = (username.to_owned(), org_id.to_owned());
+    let user = handle
+        .call(move |s| {
+            let org = s.snapshot.org_num(&org_id)?;
+            s.snapshot.user(org, &username).cloned()
+        })
+        .await
+        .flatten()?;
     if !user.enabled || user.expires_at.is_some_and(|at| at <= now_unix()) {
         tracing::info!(cn, "certificate names a disabled or expired user");
         return None;
@@ -149,14 +154,18 @@ fn certificate_user(shard: &Rc<RefCell<Shard>>, cn: &str) -> Option<Arc<UserAuth
 }
 
 /// Admits an authenticated user: the org's connection limit, then its scope, ACL and namespace.
-fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitted, Refusal> {
+async fn admit_user(handle: &Rc<ShardHandle>, user: Arc<UserAuth>) -> Result<Admitted, Refusal> {
     if user.org != 0 {
-        let s = shard.borrow();
-        let limit = s
-            .snapshot
-            .org(user.org)
-            .map_or(u64::MAX, |org| org.settings.connections_max);
-        let connected = s.control().map_or(0, |control| {
+        let org = user.org;
+        let limit = handle
+            .call(move |s| {
+                s.snapshot
+                    .org(org)
+                    .map_or(u64::MAX, |org| org.settings.connections_max)
+            })
+            .await
+            .unwrap_or(u64::MAX);
+        let connected = handle.control.as_ref().map_or(0, |control| {
             control
                 .org_connections(user.org)
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -177,28 +186,28 @@ fn admit_user(shard: &Rc<RefCell<Shard>>, user: Arc<UserAuth>) -> Result<Admitte
     })
 }
 
-impl Shard {
-    /// Counts a login attempt of `peer` as it starts (over all shards); false when `peer` has
-    /// used up the current window's attempts.
-    fn login_begin(&mut self, peer: IpAddr) -> bool {
-        let max = self.settings.login_failures_per_minute_max;
-        self.control()
-            .map_or(true, |control| control.login_begin(peer, max))
-    }
+/// Counts a login attempt of `peer` as it starts (over all shards); false when `peer` has used
+/// up the current window's attempts.
+fn login_begin(handle: &ShardHandle, peer: IpAddr) -> bool {
+    let max = handle.settings.login_failures_per_minute_max;
+    handle
+        .control
+        .as_ref()
+        .map_or(true, |control| control.login_begin(peer, max))
+}
 
-    /// Gives back the attempt `login_begin` counted: the credentials passed, or were
-    /// never checked.
-    fn login_give_back(&self, peer: Option<IpAddr>) {
-        if let (Some(peer), Some(control)) = (peer, self.control()) {
-            control.login_give_back(peer);
-        }
+/// Gives back the attempt [`login_begin`] counted: the credentials passed, or were never
+/// checked.
+fn login_give_back(handle: &ShardHandle, peer: Option<IpAddr>) {
+    if let (Some(peer), Some(control)) = (peer, &handle.control) {
+        control.login_give_back(peer);
     }
+}
 
-    /// Logs a failed login of `peer` (counted already when it began) and passes the refusal
-    /// through.
-    fn login_failed(&mut self, peer: Option<IpAddr>, refusal: Refusal) -> Refusal {
-        let Some(peer) = peer else { return refusal };
-        tracing::info!(%peer, reason = refusal.text, "MQTT login refused");
-        refusal
-    }
+/// Logs a failed login of `peer` (counted already when it began) and passes the refusal
+/// through.
+fn login_failed(peer: Option<IpAddr>, refusal: Refusal) -> Refusal {
+    let Some(peer) = peer else { return refusal };
+    tracing::info!(%peer, reason = refusal.text, "MQTT login refused");
+    refusal
 }

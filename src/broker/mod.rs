@@ -10,19 +10,26 @@
 //! [`mesh_msg`], [`stats`] and [`slots`] (session entries in fixed pages) live in `ringmq-core`
 //! and are re-exported here, so their paths stay `crate::broker::…`.
 
+pub mod answer;
 pub mod conn;
 pub mod control;
+pub mod error;
+pub mod facts;
+pub mod front_door;
 pub mod http;
 pub mod local_notify;
 pub mod login;
+pub mod mailbox;
 pub mod ops;
 pub mod park;
 pub mod peer;
 pub mod rest;
 pub mod shard;
+pub mod shared;
 pub mod stream;
 pub mod stream_ring;
 pub mod sys;
+pub mod web;
 pub mod ws_transport;
 
 pub use ringmq_core::{mesh_msg, slots, stats};
@@ -41,8 +48,11 @@ use ringmq_io::{monoio, ConnStream, CrossNotify, Mesh, ShardConfig, ShardContext
 use crate::config::{Config, Placement, SlowConsumerPolicy};
 use crate::mqtt::QoS;
 use crate::session::{Qos0Overflow, Rules};
-use mesh_msg::MeshMsg;
+pub use error::BrokerError;
+use mailbox::ShardHandle;
 use shard::{Shard, ShardSettings};
+pub use shared::ShutdownHandle;
+use shared::{Handoff, Shared};
 use stats::ShardStats;
 
 /// Connections handed from the round-robin acceptor to one shard, at most this many waiting.
@@ -50,86 +60,6 @@ const HANDOFF_CAPACITY: usize = 4096;
 
 /// How long shutdown waits for outboxes to flush.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Errors that stop the broker from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// The runtime could not start.
-    #[error("runtime: {0}")]
-    Io(#[from] ringmq_io::IoError),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A shard thread panicked.
-    #[error("shard {0} panicked")]
-    ShardPanicked(usize),
-    /// Signal handling could not be installed.
-    #[error("signals: {0}")]
-    Signals(std::io::Error),
-    /// The data directory could not be created.
-    #[error("cannot create data dir {path}: {source}")]
-    DataDir {
-        /// Directory.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The control plane (store, auth providers) could not start.
-    #[error(transparent)]
-    Control(#[from] control::ControlError),
-    /// The TLS certificate, key or client CA could not be loaded.
-    #[error("TLS: {0}")]
-    Tls(#[from] ringmq_io::tls::TlsError),
-}
-
-/// Stops the broker from any thread.
-#[derive(Debug)]
-pub struct ShutdownHandle {
-    requested: AtomicBool,
-    notifies: Vec<CrossNotify>,
-}
-
-impl ShutdownHandle {
-    /// Asks every shard to stop accepting, disconnect clients and exit.
-    pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        for notify in &self.notifies {
-            notify.notify();
-        }
-    }
-
-    /// True once shutdown was asked for.
-    pub fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-}
-
-/// Connections accepted by the round-robin acceptor, waiting for their shard.
-struct Handoff {
-    queue: ArrayQueue<std::net::TcpStream>,
-    notify: CrossNotify,
-}
-
-/// What every shard thread shares.
-struct Shared {
-    config: Config,
-    rules: Rules,
-    mesh: Arc<Mesh<MeshMsg>>,
-    stats: Vec<Arc<ShardStats>>,
-    shutdown: Arc<ShutdownHandle>,
-    handoff: Vec<Handoff>,
-    started: Instant,
-    ready: std::sync::Mutex<mpsc::Sender<Result<(), BrokerError>>>,
-    conn_ids: AtomicU64,
-    control: Arc<control::ControlHandle>,
-    /// The TLS server configuration, when a TLS listener is on.
-    tls: Option<Arc<ReloadableTls>>,
-}
 
 /// Derives the session rules from the configuration.
 pub fn rules_from(config: &Config) -> Rules {
@@ -377,14 +307,22 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         mesh_backlog_max: config.shards.mesh_queue_capacity,
         login_failures_per_minute_max: config.auth.login_failures_per_minute_max,
     };
-    let shard = Rc::new(RefCell::new(Shard::new(
+    let facts = Rc::new(facts::ShardFacts::new(
+        id as u16,
+        (settings, Rc::new(shared.rules.clone())),
+        Arc::clone(&shared.stats[id]),
+        Some(Arc::clone(&shared.control)),
+    ));
+    let shard = Rc::new(ShardHandle::new(Rc::clone(&facts)));
+    // The loop task owns the shard's state; every other task reaches it through the mailbox.
+    let state = Shard::new(
         shared.mesh.endpoint(id),
         shared.rules.clone(),
-        settings,
         Arc::clone(&shared.stats[id]),
         Some(Arc::clone(&shared.control)),
         Instant::now(),
-    )));
+        facts,
+    );
     let report = |result: Result<(), BrokerError>| {
         if let Ok(tx) = shared.ready.lock() {
             let _ = tx.send(result);
@@ -460,7 +398,8 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         shared: Arc::clone(&shared),
     });
     monoio::spawn(accept_http(http_listener, Rc::clone(&stop), http_context));
-    monoio::spawn(mesh_loop(Rc::clone(&shard)));
+    let loop_stop = Rc::new(local_notify::LocalStop::default());
+    let shard_loop = monoio::spawn(shard_loop(state, Rc::clone(&shard), Rc::clone(&loop_stop)));
     let parks_stop = Rc::new(local_notify::LocalStop::default());
     let unpark = monoio::spawn(conn::unpark_loop(Rc::clone(&shard), Rc::clone(&parks_stop)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
@@ -472,12 +411,21 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     }
     stop.stop();
     shared.handoff[id].notify.notify();
-    shard.borrow_mut().shutdown_connections(Instant::now());
-    shard.borrow_mut().flush(Instant::now());
-    shard.borrow().wake_streams();
+    shard.shutting_down.set(true);
+    let _ = shard
+        .call(|s| {
+            let now = Instant::now();
+            s.shutdown_connections(now);
+            s.flush(now);
+            s.wake_streams();
+        })
+        .await;
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-    let busy = |s: &Shard| s.live_connections > 0 || s.attached_streams() > 0;
-    while busy(&shard.borrow()) && Instant::now() < deadline {
+    while Instant::now() < deadline {
+        let streams = shard.call(|s| s.attached_streams()).await.unwrap_or(0);
+        if shard.live_connections.get() == 0 && streams == 0 {
+            break;
+        }
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     // Parked connections needed the unpark loop through the drain. Its poll on the epoll
@@ -485,6 +433,8 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     // process exits kept the HTTP port bound for a moment, and a quick restart failed.
     parks_stop.stop();
     unpark.await;
+    loop_stop.stop();
+    shard_loop.await;
 }
 
 fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {
@@ -495,7 +445,7 @@ fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {
 }
 
 async fn accept_mqtt(
-    shard: Rc<RefCell<Shard>>,
+    shard: Rc<ShardHandle>,
     shared: Arc<Shared>,
     listener: monoio::net::TcpListener,
     stop: Rc<local_notify::LocalStop>,
@@ -519,13 +469,8 @@ async fn accept_mqtt(
     }
 }
 
-fn shard_full(shard: &Rc<RefCell<Shard>>) -> bool {
-    let s = shard.borrow();
-    s.live_connections >= s.settings.connections_max
-}
-
-fn start_connection(shard: &Rc<RefCell<Shard>>, shared: &Arc<Shared>, stream: ConnStream) {
-    if shard_full(shard) {
+fn start_connection(shard: &Rc<ShardHandle>, shared: &Arc<Shared>, stream: ConnStream) {
+    if shard.full() {
         tracing::warn!("connections_max reached; connection refused");
         return;
     }
@@ -534,7 +479,7 @@ fn start_connection(shard: &Rc<RefCell<Shard>>, shared: &Arc<Shared>, stream: Co
 }
 
 async fn receive_handoff(
-    shard: Rc<RefCell<Shard>>,
+    shard: Rc<ShardHandle>,
     shared: Arc<Shared>,
     id: usize,
     stop: Rc<local_notify::LocalStop>,
@@ -616,7 +561,7 @@ impl TlsCache {
 /// Accepts TLS connections: each handshake runs in its own task under the handshake timeout,
 /// then the connection is served exactly as a plain one.
 async fn accept_tls(
-    shard: Rc<RefCell<Shard>>,
+    shard: Rc<ShardHandle>,
     shared: Arc<Shared>,
     listener: monoio::net::TcpListener,
     (kind, cache): (TlsKind, Rc<TlsCache>),
@@ -637,7 +582,7 @@ async fn accept_tls(
                 continue;
             }
         };
-        if matches!(kind, TlsKind::Mqtt) && shard_full(&shard) {
+        if matches!(kind, TlsKind::Mqtt) && shard.full() {
             tracing::warn!("connections_max reached; connection refused");
             continue;
         }
@@ -676,67 +621,110 @@ async fn accept_tls(
     }
 }
 
-async fn mesh_loop(shard: Rc<RefCell<Shard>>) {
-    let (mesh, batch_max) = {
-        let s = shard.borrow();
-        (s.mesh_handle(), s.settings.mesh_batch_max)
-    };
+/// The shard's loop: it owns the shard's state and runs, in rounds, what the other shards sent
+/// (in lane order) and at most [`mailbox::JOBS_PER_ROUND`] jobs of the shard's tasks, then
+/// flushes the outputs once. Idle, it waits for a job or a mesh message.
+async fn shard_loop(mut shard: Shard, handle: Rc<ShardHandle>, stop: Rc<local_notify::LocalStop>) {
+    let mesh = shard.mesh_handle();
+    let batch_max = handle.settings.mesh_batch_max;
     let mut batch = Vec::with_capacity(batch_max);
+    let mut round = Vec::with_capacity(mailbox::JOBS_PER_ROUND);
     loop {
-        batch.clear();
-        mesh.recv_batch(&mut batch, batch_max).await;
-        let mut s = shard.borrow_mut();
-        let now = Instant::now();
-        // The control thread wakes shards through the mesh: a new snapshot or a question.
-        s.refresh_snapshot(now);
-        s.answer_control(now);
-        if batch.is_empty() {
-            continue;
+        if !handle.has_jobs() {
+            // Idle: the mesh is this loop's alone to read (lane order is the order of effects).
+            let arrived = std::future::poll_fn(|cx| {
+                if handle.arrived.take() || handle.has_jobs() {
+                    std::task::Poll::Ready(())
+                } else {
+                    handle.arrived.register(cx.waker());
+                    std::task::Poll::Pending
+                }
+            });
+            monoio::select! {
+                _ = arrived => {},
+                _ = mesh.recv_batch(&mut batch, batch_max) => {},
+                _ = stop.wait() => break,
+            }
+            let now = Instant::now();
+            // The control thread wakes shards through the mesh: a new snapshot or a question.
+            shard.refresh_snapshot(now);
+            shard.answer_control(now);
+            for (from, msg) in batch.drain(..) {
+                shard.handle(
+                    shard::Input::Mesh {
+                        from: from as u16,
+                        msg,
+                    },
+                    now,
+                );
+            }
         }
-        for (from, msg) in batch.drain(..) {
-            s.handle_mesh(from as u16, msg, now);
+        // Apply what other shards already said (a subscription made on another shard just
+        // before a publish, a pause) before the jobs of this round.
+        shard.poll_mesh(Instant::now());
+        handle.take_round(&mut round);
+        for job in round.drain(..) {
+            job(&mut shard);
         }
-        s.flush(now);
+        shard.flush(Instant::now());
+        if handle.has_jobs() {
+            // Let the tasks this round woke (writers, readers) run before the next one.
+            local_notify::yield_now().await;
+        }
     }
+    handle.close();
 }
 
 /// Timers (keep-alive, will delay, session expiry), gauges and `$SYS` publication.
-async fn housekeeping(shard: Rc<RefCell<Shard>>, shared: Arc<Shared>, id: usize) {
+async fn housekeeping(shard: Rc<ShardHandle>, shared: Arc<Shared>, id: usize) {
     let tick = Duration::from_millis(100);
     let sys_every = Duration::from_secs(u64::from(shared.config.mqtt.sys_interval_secs.max(1)));
-    let mut next_sys = Instant::now() + Duration::from_millis(500);
-    let mut next_second = Instant::now() + Duration::from_secs(1);
-    let mut doze_cursor = 0;
-    let mut sys_cursor = 0;
+    let next_sys = Rc::new(std::cell::Cell::new(
+        Instant::now() + Duration::from_millis(500),
+    ));
+    let next_second = Rc::new(std::cell::Cell::new(
+        Instant::now() + Duration::from_secs(1),
+    ));
+    let doze_cursor = Rc::new(std::cell::Cell::new(0));
+    let sys_cursor = Rc::new(std::cell::Cell::new(0));
     loop {
         monoio::time::sleep(tick).await;
-        let now = Instant::now();
-        let mut s = shard.borrow_mut();
-        s.run_timers(now);
-        conn::doze_parked(&mut s, &mut doze_cursor, now);
-        s.check_stalls(now);
-        s.refresh_gauges();
-        // An idle shard's mesh loop is the only other place that looks for a new snapshot.
-        s.refresh_snapshot(now);
-        if now >= next_second {
-            next_second = now + Duration::from_secs(1);
-            s.expire_credentials(now);
-            s.expire_streams(now);
-            s.report_usage();
+        let (next_sys, next_second) = (Rc::clone(&next_sys), Rc::clone(&next_second));
+        let (doze_cursor, sys_cursor) = (Rc::clone(&doze_cursor), Rc::clone(&sys_cursor));
+        let shared = Arc::clone(&shared);
+        let round = move |s: &mut Shard| {
+            let now = Instant::now();
+            s.handle(shard::Input::Tick, now);
+            let mut cursor = doze_cursor.get();
+            conn::doze_parked(s, &mut cursor, now);
+            doze_cursor.set(cursor);
+            s.refresh_gauges();
+            // An idle shard's loop is the only other place that looks for a new snapshot.
+            s.refresh_snapshot(now);
+            if now >= next_second.get() {
+                next_second.set(now + Duration::from_secs(1));
+                s.expire_credentials(now);
+                s.expire_streams(now);
+                s.report_usage();
+            }
+            if id == 0 && now >= next_sys.get() {
+                next_sys.set(now + sys_every);
+                let totals = stats::totals(&shared.stats);
+                let mut cursor = sys_cursor.get();
+                sys::publish(
+                    s,
+                    &totals,
+                    &shared.control,
+                    &mut cursor,
+                    shared.started,
+                    now,
+                );
+                sys_cursor.set(cursor);
+            }
+            s.flush(now);
+        };
+        if shard.call(round).await.is_none() {
+            return;
         }
-        if id == 0 && now >= next_sys {
-            next_sys = now + sys_every;
-            let totals = stats::totals(&shared.stats);
-            let control = &shared.control;
-            sys::publish(
-                &mut s,
-                &totals,
-                control,
-                &mut sys_cursor,
-                shared.started,
-                now,
-            );
-        }
-        s.flush(now);
     }
 }

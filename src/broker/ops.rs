@@ -1,14 +1,12 @@
 //! Operations endpoints: `/readyz` (every shard answers through the mesh) and `/metrics`
 //! (Prometheus text format).
 
-use std::cell::RefCell;
 use std::fmt::Write;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringmq_http::Response;
 
-use super::shard::{wait_counts, Shard};
+use super::mailbox::ShardHandle;
 use super::stats::{ShardStats, REST_STATUSES};
 
 /// One metric: name, help text, and how to read it from a shard's counters.
@@ -18,10 +16,12 @@ type Metric<T> = (&'static str, &'static str, fn(&ShardStats) -> T);
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// 200 once every other shard answered a ping through the mesh, else 503.
-pub async fn readyz(shard: &Rc<RefCell<Shard>>) -> Response {
-    let token = shard.borrow_mut().ping_all(Instant::now());
-    match wait_counts(shard, token, READY_TIMEOUT).await {
-        Some(_) if !shard.borrow().shutting_down => Response::text(200, "ready\n"),
+pub async fn readyz(shard: &ShardHandle) -> Response {
+    let Some(asked) = shard.call(|s| s.ping_all(Instant::now())).await else {
+        return Response::text(503, "shutting down\n");
+    };
+    match shard.wait_counts(asked, READY_TIMEOUT).await {
+        Some(_) if !shard.shutting_down.get() => Response::text(200, "ready\n"),
         Some(_) => Response::text(503, "shutting down\n"),
         None => Response::text(503, "a shard did not answer within 1 s\n"),
     }

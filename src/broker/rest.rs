@@ -11,155 +11,24 @@
 //! monthly quota (one per message), and an `Idempotency-Key` cache so a retried request is
 //! answered with the first response and publishes nothing twice.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
 use bytes::Bytes;
 use ringmq_http::publish::{parse_batch, parse_publish, PublishLimits, PublishRequest};
 use ringmq_http::{RequestHead, Response};
 use sha2::{Digest, Sha256};
 
-use super::http::{bearer, json_error as error, HttpContext};
-use super::shard::wait_counts;
-use crate::control::snapshot::{KeyKind, OrgNum};
+use super::front_door::{Remembered, IDEMPOTENCY_KEY_BYTES_MAX};
+use super::web::{bearer, json_error as error, HttpContext};
+use crate::control::snapshot::KeyKind;
 use crate::message::Message;
 use crate::mqtt::{PublishProperties, QoS, Str};
-use crate::ratelimit::{monotonic_nanos, Decision, RateLimits};
-
-/// Orgs with a rate-limit bucket at most.
-const RATE_LIMITED_ORGS_MAX: usize = 100_000;
-
-/// Idempotency keys remembered at most (over all orgs); the oldest go first.
-const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
-
-/// How long an `Idempotency-Key` is remembered.
-const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Longest `Idempotency-Key` accepted.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+use crate::ratelimit::{monotonic_nanos, Decision};
 
 /// How long a QoS 1 publish waits for the other shards to queue it.
 const QUEUED_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One org's use of its monthly quota, shared by every shard.
-#[derive(Debug, Default)]
-pub struct Quota {
-    /// `YYYYMM` the count belongs to.
-    month: AtomicU64,
-    /// Messages published over REST this month.
-    used: AtomicU64,
-    /// Set once the count includes what the store remembers from earlier runs.
-    seeded: AtomicBool,
-}
-
-impl Quota {
-    /// Takes `n` messages from the quota of `limit` this `month`; false (and nothing taken)
-    /// when they do not fit.
-    fn take(&self, n: u64, limit: u64, month: u64) -> bool {
-        if self.month.load(Ordering::Relaxed) != month {
-            // A new month: whoever sees it first starts the count over.
-            let old = self.month.swap(month, Ordering::Relaxed);
-            if old != month {
-                self.used.store(0, Ordering::Relaxed);
-            }
-        }
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before + n > limit {
-            self.used.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-}
-
-/// A stored answer to an idempotent request, or a marker that one is in progress.
-#[derive(Debug, Clone)]
-enum Remembered {
-    InProgress {
-        fingerprint: [u8; 32],
-    },
-    Done {
-        fingerprint: [u8; 32],
-        status: u16,
-        body: Bytes,
-    },
-}
-
-/// `Idempotency-Key` → first response, per org, for [`IDEMPOTENCY_WINDOW`].
-#[derive(Debug, Default)]
-struct IdempotencyCache {
-    entries: AHashMap<(OrgNum, String), (Remembered, Instant)>,
-    order: VecDeque<(Instant, OrgNum, String)>,
-}
-
-impl IdempotencyCache {
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, _, _)) = self.order.front() {
-            let full = self.order.len() > IDEMPOTENCY_KEYS_MAX;
-            if !full && now.duration_since(*at) < IDEMPOTENCY_WINDOW {
-                break;
-            }
-            if let Some((at, org, key)) = self.order.pop_front() {
-                if self
-                    .entries
-                    .get(&(org, key.clone()))
-                    .is_some_and(|e| e.1 == at)
-                {
-                    self.entries.remove(&(org, key));
-                }
-            }
-        }
-    }
-}
-
-/// What REST publishing shares across shards: rate limits, quotas, idempotency keys.
-#[derive(Debug)]
-pub struct FrontDoor {
-    /// Token bucket per org.
-    pub rate_limits: RateLimits,
-    quotas: RwLock<AHashMap<OrgNum, Arc<Quota>>>,
-    idempotency: Mutex<IdempotencyCache>,
-}
-
-impl Default for FrontDoor {
-    fn default() -> Self {
-        FrontDoor {
-            rate_limits: RateLimits::new(RATE_LIMITED_ORGS_MAX),
-            quotas: RwLock::default(),
-            idempotency: Mutex::default(),
-        }
-    }
-}
-
-impl FrontDoor {
-    /// The quota counter of `org`.
-    pub fn quota(&self, org: OrgNum) -> Arc<Quota> {
-        if let Some(quota) = self.quotas.read().ok().and_then(|q| q.get(&org).cloned()) {
-            return quota;
-        }
-        match self.quotas.write() {
-            Ok(mut quotas) => Arc::clone(quotas.entry(org).or_default()),
-            Err(_) => Arc::new(Quota::default()),
-        }
-    }
-
-    /// Adds what the store counted this month to quotas not seeded yet (control thread).
-    pub fn seed_quotas(&self, mut stored: impl FnMut(OrgNum) -> Option<u64>, orgs: &[OrgNum]) {
-        for org in orgs {
-            let quota = self.quota(*org);
-            if !quota.seeded.load(Ordering::Relaxed) {
-                if let Some(used) = stored(*org) {
-                    quota.used.fetch_add(used, Ordering::Relaxed);
-                    quota.seeded.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
 
 /// `YYYYMM` of now (UTC).
 fn month_now() -> u64 {
@@ -181,7 +50,7 @@ pub async fn publish(
     context: &HttpContext,
     batch: bool,
 ) -> Response {
-    let shard_stats = Arc::clone(&context.shared.stats[usize::from(context.shard.borrow().id)]);
+    let shard_stats = Arc::clone(&context.shared.stats[usize::from(context.shard.id)]);
     let response = publish_inner(head, body, context, batch).await;
     shard_stats.count_rest(response.status);
     response
@@ -198,11 +67,11 @@ async fn publish_inner(
         return error(401, "unauthorized", "missing Authorization: Bearer key");
     };
     let (key, settings, org_id) = {
-        let shard = context.shard.borrow();
-        let Some(key) = shard.snapshot.key(&secret).cloned() else {
+        let snapshot = context.shard.snapshot();
+        let Some(key) = snapshot.key(&secret).cloned() else {
             return error(401, "unauthorized", "unknown or revoked API key");
         };
-        let Some(org) = shard.snapshot.org(key.org) else {
+        let Some(org) = snapshot.org(key.org) else {
             return error(401, "unauthorized", "the key's org no longer exists");
         };
         (key, org.settings, org.id.clone())
@@ -227,7 +96,7 @@ async fn publish_inner(
     };
     let decision = bucket.try_take(1, monotonic_nanos());
     if !decision.allowed {
-        context.shared.stats[usize::from(context.shard.borrow().id)]
+        context.shared.stats[usize::from(context.shard.id)]
             .rate_limited
             .inc();
         let response = error(
@@ -355,7 +224,7 @@ async fn execute(
     org_id: &str,
     batch: bool,
 ) -> (u16, Bytes) {
-    let rules = Rc::clone(&context.shard.borrow().rules);
+    let rules = Rc::clone(&context.shard.rules);
     let limits = PublishLimits {
         payload_bytes_max: rules.packet_size_max as usize,
         topic_levels_max: rules.topic_levels_max,
@@ -377,7 +246,7 @@ async fn execute(
     let valid = requests.iter().filter(|r| r.is_ok()).count() as u64;
     let quota = context.shared.control.front.quota(key.org);
     if valid > 0 && !quota.take(valid, settings.monthly_quota, month_now()) {
-        context.shared.stats[usize::from(context.shard.borrow().id)]
+        context.shared.stats[usize::from(context.shard.id)]
             .rate_limited
             .inc();
         return problem(
@@ -455,51 +324,57 @@ async fn publish_one(
     let expires_at = request
         .message_expiry
         .map(|secs| now + Duration::from_secs(u64::from(secs)));
-    if request.retain
-        && !request.payload.is_empty()
-        && !context
-            .shard
-            .borrow()
-            .retained_room(&topic, request.payload.len())
-    {
-        return problem(
-            403,
-            "limit_exceeded",
-            "no room for this retained message: the org's org_limits.retained_bytes_max (or the \
-             broker's limits.retained_messages_max) is reached; clear retained topics or publish \
-             without retain"
-                .into(),
-        );
-    }
-    let token = {
-        let mut shard = context.shard.borrow_mut();
-        let message = Arc::new(Message {
-            topic,
-            payload: request.payload,
-            qos,
-            retain: request.retain,
-            properties,
-            expires_at,
-            publisher: Str::from_static(""),
-            origin: crate::broker::shard::origin_of(shard.id, 0),
-            namespace: None,
-            device: None,
-        });
-        shard.count_rest(key.org);
-        if qos == QoS::AtMostOnce {
-            shard.publish(message, now);
-            shard.flush(now);
-            None
-        } else {
-            Some(shard.publish_counted(message, now))
-        }
-    };
+    let message = Arc::new(Message {
+        topic,
+        payload: request.payload,
+        qos,
+        retain: request.retain,
+        properties,
+        expires_at,
+        publisher: Str::from_static(""),
+        origin: crate::broker::shard::origin_of(context.shard.id, 0),
+        namespace: None,
+        device: None,
+    });
+    let org = key.org;
+    let published = context
+        .shard
+        .call(move |shard| {
+            if message.retain
+                && !message.payload.is_empty()
+                && !shard.retained_room(&message.topic, message.payload.len())
+            {
+                return None;
+            }
+            shard.count_rest(org);
+            if message.qos == QoS::AtMostOnce {
+                shard.publish(message, now);
+                shard.flush(now);
+                Some(None)
+            } else {
+                Some(Some(shard.publish_counted(message, now)))
+            }
+        })
+        .await;
+    let token =
+        match published {
+            Some(Some(token)) => token,
+            Some(None) => return problem(
+                403,
+                "limit_exceeded",
+                "no room for this retained message: the org's org_limits.retained_bytes_max (or \
+                 the broker's limits.retained_messages_max) is reached; clear retained topics or \
+                 publish without retain"
+                    .into(),
+            ),
+            None => return problem(503, "unavailable", "the broker is shutting down".into()),
+        };
     match token {
         None => answer(
             202,
             serde_json::json!({ "status": "accepted", "topic": request.topic, "qos": 0 }),
         ),
-        Some(token) => match wait_counts(&context.shard, token, QUEUED_TIMEOUT).await {
+        Some(token) => match context.shard.wait_counts(token, QUEUED_TIMEOUT).await {
             Some(matched) => answer(
                 200,
                 serde_json::json!({
@@ -522,6 +397,7 @@ async fn publish_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::front_door::{IdempotencyCache, Quota, IDEMPOTENCY_WINDOW};
 
     #[test]
     fn quota_refuses_what_does_not_fit_and_restarts_each_month() {

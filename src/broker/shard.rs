@@ -6,16 +6,13 @@
 //! (also at the end of each round, in [`Shard::flush`], which then moves the core's outgoing
 //! mesh messages onto the mesh and wakes the shards that got some).
 
-use std::cell::RefCell;
-use std::future::poll_fn;
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ahash::AHashMap;
-use ringmq_io::{monoio, MeshEndpoint};
+use ringmq_io::MeshEndpoint;
 
 pub use ringmq_core::shard::{
     key_may_stream, origin_of, owner_tag, password_digest, Admitted, AuthState, ConnId, CountWait,
@@ -24,15 +21,14 @@ pub use ringmq_core::shard::{
     DETACHED_KEEP, DETACHED_MAX,
 };
 
-pub use super::login::authenticate;
-pub use super::stream_ring::StreamRing;
-
-use super::conn::ConnShared;
+use super::answer::Answer;
+use super::conn::link::ConnShared;
+use super::conn::parked::Parked;
 use super::control::ControlHandle;
-use super::local_notify::LocalNotify;
+use super::facts::ShardFacts;
 use super::mesh_msg::MeshMsg;
 use super::stats::ShardStats;
-use crate::control::snapshot::Snapshot;
+use super::stream_ring::StreamRing;
 use crate::session::Rules;
 
 /// The sans-IO shard state machine this driver runs.
@@ -45,23 +41,19 @@ pub struct Shard {
     /// Connections with a session attached, by id: what the core's outputs name.
     conns: AHashMap<ConnId, Rc<ConnShared>>,
     /// Tasks waiting for the grant of a pending CONNECT, by token.
-    grants: AHashMap<u64, Rc<LocalNotify>>,
+    grants: AHashMap<u64, Rc<Answer<Granted>>>,
     /// Tasks waiting for counts from other shards, by token.
-    counts: AHashMap<u64, Rc<LocalNotify>>,
+    counts: AHashMap<u64, Rc<Answer<u64>>>,
     /// Stream rings by stream id.
     rings: AHashMap<u32, Rc<StreamRing>>,
     /// Shards to wake after the mesh messages of this round went out.
     wake_mask: u64,
     /// Reused by [`Shard::poll_mesh`].
     mesh_scratch: Vec<(usize, MeshMsg)>,
-    /// Live connection tasks (for the shutdown drain).
-    pub live_connections: usize,
-    /// Open HTTP connections (streams and MQTT over WebSocket included).
-    pub http_connections: usize,
-    /// Woken when the mesh backlog drains, to resume reading publishers.
-    pub backlog_notify: Rc<LocalNotify>,
+    /// What the shard's tasks read without a job.
+    facts: Rc<ShardFacts>,
     /// Quiet connections waiting for data (`None`: no epoll instance, so none park).
-    pub parks: Option<super::park::ParkSet<super::conn::Parked>>,
+    pub parks: Option<super::park::ParkSet<Parked>>,
     /// The control plane (absent in unit tests).
     control: Option<Arc<ControlHandle>>,
 }
@@ -80,19 +72,33 @@ impl DerefMut for Shard {
     }
 }
 
+/// How a pending CONNECT ended.
+#[derive(Debug)]
+pub enum Granted {
+    /// The session (or nothing) is the connection's: install it. The second part is the
+    /// session left in place on this shard ([`PendingConnect::resume`]).
+    Session(
+        Option<Box<crate::session::SessionState>>,
+        Option<(Slot, u32)>,
+    ),
+    /// The client id's session belongs to another principal.
+    Refused,
+    /// A later connection took the id first.
+    Superseded,
+}
+
 impl Shard {
-    /// A shard on `mesh`'s endpoint; `now` starts its timer clock.
+    /// A shard on `mesh`'s endpoint; `now` starts its timer clock. Its tasks read `facts`.
     pub fn new(
         mesh: MeshEndpoint<MeshMsg>,
         rules: Rules,
-        settings: ShardSettings,
         stats: Arc<ShardStats>,
         control: Option<Arc<ControlHandle>>,
         now: Instant,
+        facts: Rc<ShardFacts>,
     ) -> Self {
-        let snapshot = control
-            .as_ref()
-            .map_or_else(|| Arc::new(Snapshot::empty_default()), |c| c.snapshot());
+        let settings = facts.settings.clone();
+        let snapshot = facts.snapshot();
         let ids = (mesh.shard_id() as u16, mesh.shard_count() as u16);
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -106,9 +112,7 @@ impl Shard {
             rings: AHashMap::new(),
             wake_mask: 0,
             mesh_scratch: Vec::new(),
-            live_connections: 0,
-            http_connections: 0,
-            backlog_notify: Rc::new(LocalNotify::default()),
+            facts,
             parks: match super::park::ParkSet::new() {
                 Ok(parks) => Some(parks),
                 Err(error) => {
@@ -160,13 +164,30 @@ impl Shard {
                     }
                 }
                 Output::Connect(token) => {
-                    if let Some(notify) = self.grants.get(&token) {
-                        notify.notify();
+                    let pending = self.core.pending.get_mut(&token);
+                    let outcome = match pending {
+                        None => Some(Granted::Superseded),
+                        Some(pending) if pending.refused => Some(Granted::Refused),
+                        Some(pending) => {
+                            let resume = pending.resume;
+                            pending
+                                .grant
+                                .take()
+                                .map(|grant| Granted::Session(grant, resume))
+                        }
+                    };
+                    if let Some(outcome) = outcome {
+                        self.core.pending.remove(&token);
+                        if let Some(waiting) = self.grants.remove(&token) {
+                            waiting.fill(outcome);
+                        }
                     }
                 }
                 Output::Counted(token) => {
-                    if let Some(notify) = self.counts.get(&token) {
-                        notify.notify();
+                    if let Some(count) = self.core.take_count(token) {
+                        if let Some(waiting) = self.counts.remove(&token) {
+                            waiting.fill(count);
+                        }
                     }
                 }
                 Output::StreamItem {
@@ -221,8 +242,10 @@ impl Shard {
             mask &= mask - 1;
             mesh.wake(to);
         }
-        if self.core.mesh_backlog() < self.core.settings.mesh_backlog_max {
-            self.backlog_notify.notify();
+        let backlog = self.core.mesh_backlog();
+        self.facts.backlog.set(backlog);
+        if backlog < self.core.settings.mesh_backlog_max {
+            self.facts.backlog_drained.notify();
         }
     }
 
@@ -251,18 +274,20 @@ impl Shard {
 
     // ----- connections ----------------------------------------------------------------------
 
-    /// Registers a pending CONNECT (see [`Core::begin_connect`]); `notify` wakes its task when
-    /// the grant (or a refusal) arrives.
+    /// Registers a pending CONNECT (see [`Core::begin_connect`]); the answer is filled in
+    /// when the grant (or a refusal) arrives.
     pub fn begin_connect(
         &mut self,
         client_id: crate::mqtt::Str,
         clean_start: bool,
         owner: u64,
-        notify: Rc<LocalNotify>,
-    ) -> u64 {
+        now: Instant,
+    ) -> (u64, Rc<Answer<Granted>>) {
         let token = self.core.begin_connect(client_id, clean_start, owner);
-        self.grants.insert(token, notify);
-        token
+        let answer = Rc::new(Answer::default());
+        self.grants.insert(token, Rc::clone(&answer));
+        self.flush(now);
+        (token, answer)
     }
 
     /// Forgets the pending CONNECT under `token` (granted, refused, or given up).
@@ -320,23 +345,39 @@ impl Shard {
     // ----- waits on other shards ------------------------------------------------------------
 
     /// Publishes `message` and counts its deliveries on every shard (see
-    /// [`Core::publish_counted`]); the asks leave at once. Await the token with [`wait_counts`].
-    pub fn publish_counted(&mut self, message: crate::message::SharedMessage, now: Instant) -> u64 {
+    /// [`Core::publish_counted`]); the asks leave at once. Await the count with `ShardHandle::wait_counts`.
+    pub fn publish_counted(
+        &mut self,
+        message: crate::message::SharedMessage,
+        now: Instant,
+    ) -> (u64, Rc<Answer<u64>>) {
         let token = self.core.publish_counted(message, now);
-        self.flush(now);
-        token
+        self.counted(token, now)
     }
 
     /// Asks every other shard to answer through the mesh (see [`Core::ping_all`]).
-    pub fn ping_all(&mut self, now: Instant) -> u64 {
+    pub fn ping_all(&mut self, now: Instant) -> (u64, Rc<Answer<u64>>) {
         let token = self.core.ping_all(now);
-        self.flush(now);
-        token
+        self.counted(token, now)
     }
 
-    /// Wakes `token`'s waiting task when its counts are in (see [`wait_counts`]).
-    fn count_notify(&mut self, token: u64) -> Rc<LocalNotify> {
-        Rc::clone(self.counts.entry(token).or_default())
+    /// The answer of counted request `token`, filled in once every shard asked answered.
+    fn counted(&mut self, token: u64, now: Instant) -> (u64, Rc<Answer<u64>>) {
+        let answer = Rc::new(Answer::default());
+        self.counts.insert(token, Rc::clone(&answer));
+        self.flush(now);
+        (token, answer)
+    }
+
+    /// Forgets counted request `token` (its task gave up).
+    pub fn forget_count(&mut self, token: u64) {
+        self.core.forget_count(token);
+        self.counts.remove(&token);
+    }
+
+    /// What the shard's tasks read without a job.
+    pub fn facts(&self) -> &Rc<ShardFacts> {
+        &self.facts
     }
 
     // ----- streams --------------------------------------------------------------------------
@@ -398,6 +439,7 @@ impl Shard {
             return;
         }
         let snapshot = control.snapshot();
+        self.facts.set_snapshot(Arc::clone(&snapshot));
         self.core.set_snapshot(snapshot, now);
         self.flush(now);
     }
@@ -435,27 +477,4 @@ impl Shard {
     pub fn control(&self) -> Option<&Arc<ControlHandle>> {
         self.control.as_ref()
     }
-}
-
-/// Waits until every asked shard answered `token`, at most `timeout`; the total count, or
-/// `None` on timeout (the wait is dropped either way).
-pub async fn wait_counts(shard: &Rc<RefCell<Shard>>, token: u64, timeout: Duration) -> Option<u64> {
-    let notify = shard.borrow_mut().count_notify(token);
-    let wait = poll_fn(|cx| {
-        notify.take();
-        let mut s = shard.borrow_mut();
-        if let Some(count) = s.core.take_count(token) {
-            return Poll::Ready(Some(count));
-        }
-        if !s.core.count_pending(token) {
-            return Poll::Ready(None);
-        }
-        notify.register(cx.waker());
-        Poll::Pending
-    });
-    let outcome = monoio::time::timeout(timeout, wait).await.ok().flatten();
-    let mut s = shard.borrow_mut();
-    s.core.forget_count(token);
-    s.counts.remove(&token);
-    outcome
 }

@@ -28,12 +28,12 @@ use ringmq_http::ws::{self, FrameDecoder, MessageAssembler, WsLimits};
 use ringmq_http::{sse, RequestHead, Response};
 use ringmq_io::{monoio, ConnReader, ConnWriter};
 
-use super::http::{bearer, json_error as error, HttpContext};
 use super::local_notify::LocalNotify;
 use super::shard::{
     key_may_stream, EventId, StreamEnd, StreamFilter, StreamItem, StreamOwner, StreamRefused,
-    StreamRing,
 };
+use super::stream_ring::StreamRing;
+use super::web::{bearer, json_error as error, HttpContext};
 use crate::control::secrets::key_hash;
 use crate::ratelimit::monotonic_nanos;
 
@@ -134,7 +134,7 @@ struct Admission {
     org_id: String,
 }
 
-fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, Response> {
+async fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, Response> {
     let query = parse_query(head.query.as_deref()).map_err(|e| error(400, "bad_request", &e))?;
     let Some(secret) = bearer(head).or(query.token) else {
         return Err(error(
@@ -144,16 +144,19 @@ fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, Respons
         ));
     };
     // A key revoked a moment ago must not open a stream on a shard that has not looked yet.
-    context.shard.borrow_mut().refresh_snapshot(Instant::now());
-    let shard = context.shard.borrow();
-    let Some(key) = shard.snapshot.key(&secret).cloned() else {
+    let _ = context
+        .shard
+        .call(|s| s.refresh_snapshot(Instant::now()))
+        .await;
+    let snapshot = context.shard.snapshot();
+    let Some(key) = snapshot.key(&secret).cloned() else {
         return Err(error(401, "unauthorized", "unknown or revoked API key"));
     };
-    let Some(org) = shard.snapshot.org(key.org) else {
+    let Some(org) = snapshot.org(key.org) else {
         return Err(error(401, "unauthorized", "the key's org no longer exists"));
     };
     let topic = query.topic.unwrap_or_else(|| "#".to_owned());
-    if ringmq_router::validate_filter(&topic, shard.rules.topic_levels_max).is_err()
+    if ringmq_router::validate_filter(&topic, context.shard.rules.topic_levels_max).is_err()
         || topic.starts_with(ringmq_router::SHARE_PREFIX)
     {
         return Err(error(
@@ -171,14 +174,14 @@ fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, Respons
     }
     let settings = org.settings;
     let org_id = org.id.clone();
-    drop(shard);
+    drop(snapshot);
     let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
     let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
     let front = &context.shared.control.front;
     if let Ok(bucket) = front.rate_limits.get_or_insert(key.org, rate, burst) {
         let decision = bucket.try_take(1, monotonic_nanos());
         if !decision.allowed {
-            context.shared.stats[usize::from(context.shard.borrow().id)]
+            context.shared.stats[usize::from(context.shard.id)]
                 .rate_limited
                 .inc();
             return Err(
@@ -214,7 +217,9 @@ fn refusal(refused: StreamRefused, org_id: &str) -> Response {
 (org_limits.streams_max); close one first"
             ),
         ),
-        StreamRefused::NoRandom => error(503, "unavailable", &refused.to_string()),
+        StreamRefused::NoRandom | StreamRefused::ShuttingDown => {
+            error(503, "unavailable", &refused.to_string())
+        }
     }
 }
 
@@ -352,7 +357,7 @@ pub async fn serve(
     } else {
         None
     };
-    let admission = match admit(&head, &context) {
+    let admission = match admit(&head, &context).await {
         Ok(admission) => admission,
         Err(response) => {
             let mut out = BytesMut::new();
@@ -364,12 +369,16 @@ pub async fn serve(
     let capacity = context.shared.config.limits.stream_ring_frames;
     let streams_max = context.shared.config.org_limits.streams_max;
     let opened = match kind {
-        Kind::WebSocket => context
-            .shard
-            .borrow_mut()
-            .open_stream(&admission.filter, &admission.owner, capacity, streams_max)
-            .map(|state| (state, false)),
-        Kind::Sse => resume_or_open(&head, &context, &admission, capacity, streams_max),
+        Kind::WebSocket => {
+            let (filter, owner) = (admission.filter.clone(), admission.owner.clone());
+            context
+                .shard
+                .call(move |s| s.open_stream(&filter, &owner, capacity, streams_max))
+                .await
+                .unwrap_or(Err(StreamRefused::ShuttingDown))
+                .map(|state| (state, false))
+        }
+        Kind::Sse => resume_or_open(&head, &context, &admission, capacity, streams_max).await,
     };
     let (state, gap) = match opened {
         Ok(opened) => opened,
@@ -427,34 +436,38 @@ X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n
     link.reader_wake.notify();
     tracing::info!(stream = id, dropped = state.dropped.get(), "stream closed");
     // A flooder's stream is not kept for a resume; an ended one is already gone from the shard.
-    context
-        .shard
-        .borrow_mut()
-        .close_stream(id, keep && !link.abandon.get());
+    let keep = keep && !link.abandon.get();
+    context.shard.post(move |s| s.close_stream(id, keep));
 }
 
 /// An SSE client sending `Last-Event-ID` of a stream still kept on this shard, with the same
 /// key, org and filter, gets what is left of it; anyone else a new stream, with a gap event
 /// when a `Last-Event-ID` was sent (whatever its value).
-fn resume_or_open(
+async fn resume_or_open(
     head: &RequestHead,
     context: &HttpContext,
     admission: &Admission,
     capacity: usize,
     streams_max: u64,
 ) -> Result<(Rc<StreamRing>, bool), StreamRefused> {
-    let mut shard = context.shard.borrow_mut();
     let asked = head.header("last-event-id").is_some();
-    if let Some(last) = sse::last_event_id(head).and_then(EventId::parse) {
-        if let Some(state) = shard.reattach_stream(last.token, &admission.filter, &admission.owner)
-        {
-            state.forget_through(last.seq);
-            let (gap, _) = state.since(last.seq);
-            return Ok((state, gap));
-        }
-    }
-    let state = shard.open_stream(&admission.filter, &admission.owner, capacity, streams_max)?;
-    Ok((state, asked))
+    let last = sse::last_event_id(head).and_then(EventId::parse);
+    let (filter, owner) = (admission.filter.clone(), admission.owner.clone());
+    let opened = context
+        .shard
+        .call(move |shard| {
+            if let Some(last) = last {
+                if let Some(state) = shard.reattach_stream(last.token, &filter, &owner) {
+                    state.forget_through(last.seq);
+                    let (gap, _) = state.since(last.seq);
+                    return Ok((state, gap));
+                }
+            }
+            let state = shard.open_stream(&filter, &owner, capacity, streams_max)?;
+            Ok((state, asked))
+        })
+        .await;
+    opened.unwrap_or(Err(StreamRefused::ShuttingDown))
 }
 
 /// Writes frames until the client or the shard ends the stream.
@@ -485,7 +498,7 @@ async fn write_loop(
             last_write_of(&mut writer, out).await;
             return;
         }
-        if context.shard.borrow().shutting_down {
+        if context.shard.shutting_down.get() {
             if kind == Kind::WebSocket {
                 ws::encode_close(ws::CLOSE_GOING_AWAY, "server shutting down", &mut out);
             }
@@ -520,7 +533,7 @@ async fn write_loop(
                 link.abandon.get()
                     || link.client_done.get()
                     || state.ended().is_some()
-                    || context.shard.borrow().shutting_down
+                    || context.shard.shutting_down.get()
             };
             let outcome = loop {
                 // Woken at least every STUCK_WRITE_FOR: a flood may stop arriving once TCP

@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::local_notify::LocalNotify;
-use super::shard::{ResumeToken, StreamEnd, StreamItem};
 use super::stats::ShardStats;
 use crate::message::SharedMessage;
+use ringmq_core::shard::{ResumeToken, StreamEnd, StreamItem};
 
 /// A stream's ring of frames, filled from the core's [`Output::StreamItem`]s and drained by the
 /// stream's connection task.

@@ -24,7 +24,7 @@ pub struct CountWait {
 
 impl Shard {
     /// Publishes `message` and registers a wait for the count of deliveries on every shard.
-    /// Returns the token to await with [`wait_counts`].
+    /// Returns the token; [`Output::Counted`] says when every shard answered.
     pub fn publish_counted(&mut self, message: SharedMessage, now: Instant) -> u64 {
         let token = self.next_token();
         let (local, asked) = self.route(message, Some(token), now);

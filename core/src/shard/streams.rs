@@ -108,6 +108,9 @@ pub enum StreamRefused {
     /// The operating system gave no random bytes for the resume token.
     #[error("no random bytes for the stream's resume token")]
     NoRandom,
+    /// The shard is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
 }
 
 /// Why the shard ended a stream its client still had open.

@@ -1,30 +1,36 @@
 //! A connection's handshake: CONNECT within the deadline, negotiation, the login, and the
 //! client-id claim at its home shard.
 
-use std::cell::RefCell;
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringmq_io::{monoio, ConnReader, ConnWriter};
 
-use super::read::ensure_spare;
-use super::*;
+use super::parked::ensure_spare;
+use crate::broker::login::authenticate;
+use crate::broker::mailbox::ShardHandle;
+use crate::broker::shard::{Granted, Principal, Slot};
+use crate::mqtt::{
+    decode_packet, encode_packet, ConnAck, ConnAckProperties, DecodeError, Packet, ProtocolVersion,
+    ReasonCode, Str,
+};
+use crate::session::connect::{connack_refused, negotiate};
+
+/// How long a connection waits for the client id's home shard to answer.
+pub(super) const GRANT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// CONNECT, negotiation and the client-id claim. Boxed by the caller, so the large state it
 /// holds while waiting (the CONNECT, the negotiation) is freed once the connection is up instead
 /// of staying in every connection's future.
 pub(super) async fn handshake(
-    shard: &Rc<RefCell<Shard>>,
-    settings: &crate::broker::shard::ShardSettings,
-    rules: &Rc<crate::session::Rules>,
+    handle: &Rc<ShardHandle>,
     reader: &mut ConnReader,
     writer: &mut ConnWriter,
     buf: &mut BytesMut,
     (conn_id, peer, identity, foreign_origin): (u64, Option<std::net::IpAddr>, Option<&str>, bool),
 ) -> Option<Handshake> {
+    let (settings, rules) = (&handle.settings, &handle.rules);
     // 1. CONNECT, within the deadline.
     let deadline = Instant::now() + settings.connect_timeout;
     let connect = loop {
@@ -94,7 +100,7 @@ pub(super) async fn handshake(
             return None;
         }
     };
-    if shard.borrow().shutting_down {
+    if handle.shutting_down.get() {
         return None;
     }
 
@@ -105,16 +111,13 @@ pub(super) async fn handshake(
         let _ = encode_packet(&Packet::ConnAck(ack), version, &mut out);
         out
     };
-    let admitted =
-        match crate::broker::shard::authenticate(shard, &connect, peer, identity, foreign_origin)
-            .await
-        {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                let _ = writer.write_all(refuse(refusal)).await;
-                return None;
-            }
-        };
+    let admitted = match authenticate(handle, &connect, peer, identity, foreign_origin).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let _ = writer.write_all(refuse(refusal)).await;
+            return None;
+        }
+    };
     let mut negotiated = negotiated;
     let mut access = admitted.access;
     // A verified client certificate names the device: streams filter on it (`?device=`).
@@ -139,50 +142,17 @@ pub(super) async fn handshake(
     negotiated.link.access = access;
 
     // 4. Claim the client id at its home shard; wait for the session (or nothing) to arrive.
-    let notify = Rc::new(LocalNotify::default());
-    let token = {
-        let mut s = shard.borrow_mut();
-        let owner = admitted
-            .principal
-            .as_ref()
-            .map_or(0, |principal| principal.owner());
-        let token = s.begin_connect(
-            scoped_id.clone(),
-            negotiated.clean_start,
-            owner,
-            Rc::clone(&notify),
-        );
-        s.flush(now);
-        token
-    };
-    let wait = poll_fn(|cx| {
-        notify.take();
-        let mut s = shard.borrow_mut();
-        match s.pending.get_mut(&token) {
-            None => {
-                s.end_pending(token);
-                Poll::Ready(None)
-            }
-            Some(pending) if pending.refused => {
-                s.end_pending(token);
-                Poll::Ready(Some(Err(())))
-            }
-            Some(pending) => match pending.grant.take() {
-                Some(grant) => {
-                    let resume = pending.resume;
-                    s.end_pending(token);
-                    Poll::Ready(Some(Ok((grant, resume))))
-                }
-                None => {
-                    notify.register(cx.waker());
-                    Poll::Pending
-                }
-            },
-        }
-    });
-    let (state, resume) = match monoio::time::timeout(GRANT_TIMEOUT, wait).await {
-        Ok(Some(Ok(granted))) => granted,
-        Ok(Some(Err(()))) => {
+    let owner = admitted
+        .principal
+        .as_ref()
+        .map_or(0, |principal| principal.owner());
+    let (claimed, clean_start) = (scoped_id.clone(), negotiated.clean_start);
+    let (token, granted) = handle
+        .call(move |s| s.begin_connect(claimed, clean_start, owner, Instant::now()))
+        .await?;
+    let (state, resume) = match monoio::time::timeout(GRANT_TIMEOUT, granted.wait()).await {
+        Ok(Granted::Session(state, resume)) => (state, resume),
+        Ok(Granted::Refused) => {
             let refusal = crate::session::connect::Refusal {
                 reason: ReasonCode::NOT_AUTHORIZED,
                 text: "client id in use by another user's session",
@@ -190,13 +160,13 @@ pub(super) async fn handshake(
             let _ = writer.write_all(refuse(refusal)).await;
             return None;
         }
-        Ok(None) => {
+        Ok(Granted::Superseded) => {
             tracing::debug!(client_id = %negotiated.client_id, "connection superseded before CONNACK");
             return None;
         }
         Err(_) => {
             tracing::warn!(client_id = %negotiated.client_id, "no grant from the home shard");
-            shard.borrow_mut().end_pending(token);
+            handle.post(move |s| s.end_pending(token));
             return None;
         }
     };
@@ -220,7 +190,7 @@ pub(super) struct Handshake {
     pub(super) state: Option<Box<crate::session::SessionState>>,
     /// The session stayed in place on this shard (see `PendingConnect::resume`).
     pub(super) resume: Option<(Slot, u32)>,
-    pub(super) admitted: (u32, Option<Rc<crate::broker::shard::Principal>>),
+    pub(super) admitted: (u32, Option<Rc<Principal>>),
 }
 
 /// The protocol level a (possibly malformed) CONNECT at the front of `buf` declares, if readable.

@@ -1,16 +1,22 @@
 //! What a connection's reader and writer tasks and the shard share: the socket's halves (or
 //! the sleeping socket), pauses, fences, the bytes to write before closing.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell};
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 
 use bytes::BytesMut;
-use ringmq_io::{monoio, ConnReader, ConnWriter, DormantTcp, SleepError};
+use ringmq_io::{ConnReader, ConnWriter, DormantTcp, SleepError};
 
-use super::write_loop;
 use crate::broker::local_notify::LocalNotify;
-use crate::broker::shard::{Shard, Slot};
+use ringmq_core::shard::Slot;
+
+/// What runs a connection's writer task when there is something to write (the shard's
+/// mailbox; a trait, so the shared half needs nothing of the shard).
+pub trait WriterHost {
+    /// Starts the writer of `conn`, attached to `slot`, with its write half.
+    fn spawn_writer(self: Rc<Self>, slot: Slot, conn: Rc<ConnShared>, writer: ConnWriter);
+}
 
 /// Where a connection's write half is.
 #[derive(Debug, Default)]
@@ -39,7 +45,7 @@ pub struct ConnShared {
     /// awake; the next read loop takes it.
     pub(super) spare_reader: Cell<Option<ConnReader>>,
     /// The shard and slot a writer task works for, set once the session is installed.
-    pub(super) owner: OnceCell<(Weak<RefCell<Shard>>, Slot)>,
+    pub(super) owner: OnceCell<(Weak<dyn WriterHost>, Slot)>,
     /// Bytes to write before closing (boxed: only closing connections have any, and every
     /// connection carries this field).
     pub(super) final_out: Cell<Option<Box<BytesMut>>>,
@@ -151,7 +157,7 @@ impl ConnShared {
                 return;
             }
         };
-        monoio::spawn(write_loop(shard, slot, Rc::clone(self), writer));
+        shard.spawn_writer(slot, Rc::clone(self), writer);
     }
 
     /// The read half for a read loop that starts without one: the spare one a writer left, or

@@ -1,7 +1,6 @@
-//! A connection's reading side: read rounds into the shard core, the adaptive read room, and
-//! the park set where quiet connections wait without a task or a buffer.
+//! A connection's reading side: read rounds run on the shard loop, and the park set where quiet
+//! connections wait without a task or a buffer.
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -10,118 +9,61 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ringmq_io::monoio;
 
-use super::*;
+use super::link::ConnShared;
+use super::parked::{ensure_spare, Connected, Parked, READ_SPARE_MIN};
+use crate::broker::facts::ShardFacts;
+use crate::broker::mailbox::ShardHandle;
+use crate::broker::shard::{Input, Shard, Slot};
+use crate::mqtt::decode_packet;
+use crate::session::Flow;
 
-pub(super) fn ensure_spare(buf: &mut BytesMut, chunk: usize) {
-    if buf.capacity() - buf.len() < READ_SPARE_MIN.min(chunk) {
-        buf.reserve(chunk);
+/// Packets handled from one connection before the shard serves its other tasks (the round's
+/// budget: bounds the latency one busy publisher adds to everyone else, and lets pauses from
+/// slow subscribers on other shards arrive before the publisher has run far ahead). Large
+/// enough that a fan-out publisher's round fills each subscriber's next write with many
+/// messages: 64 cut fan-out deliveries by a quarter (`ringmq-loadgen fanout --subs 1000`).
+pub(super) const PACKETS_PER_ROUND: usize = 1024;
+
+/// Parked connections looked at per [`doze_parked`] call (one per housekeeping tick): bounds
+/// the time one call takes while every parked connection is still reached within seconds.
+pub(super) const DOZE_SLOTS_PER_CALL: u32 = 4096;
+
+/// Decrements the shard's live connection count when the connection's reading ends.
+pub(super) struct LiveGuard(Option<Rc<ShardHandle>>);
+
+impl LiveGuard {
+    /// Counts a new connection.
+    pub(super) fn count(handle: &Rc<ShardHandle>) -> Self {
+        handle
+            .live_connections
+            .set(handle.live_connections.get() + 1);
+        handle.stats.sockets_open.add(1);
+        LiveGuard(Some(Rc::clone(handle)))
+    }
+
+    /// The guard of a connection coming back from the park set (still counted).
+    pub(super) fn resume(handle: &Rc<ShardHandle>) -> Self {
+        LiveGuard(Some(Rc::clone(handle)))
+    }
+
+    /// The connection parks: it stays counted while no task reads it.
+    pub(super) fn keep(mut self) {
+        self.0 = None;
     }
 }
 
-/// How much room the next read gets: an idle connection holds a small buffer (memory per idle
-/// connection is what a fleet broker is judged by); a connection whose reads fill the room gets
-/// twice as much next time, up to the read budget.
-pub(super) struct ReadRoom {
-    // u32: every connection's parked state carries these (the budget is far below 4 GiB).
-    pub(super) room: u32,
-    pub(super) min: u32,
-    pub(super) max: u32,
-    /// The connection is quiet: wait for data without a buffer (and without a reading task)
-    /// once what was read is handled. Set after a long wait for data, cleared by a read that
-    /// fills its room or by [`QUICK_WAKES_ACTIVE`] wake-ups in a row soon after parking.
-    pub(super) quiet: bool,
-    /// Wake-ups in a row that came soon after parking.
-    pub(super) quick_wakes: u8,
-}
-
-/// Wake-ups in a row soon after parking that make a connection active (it then reads the
-/// normal way instead of parking after each packet). More than one: a device that sends
-/// SUBSCRIBE right after its CONNACK, and maybe a PUBLISH, and then nothing for minutes must
-/// stay in the park set, or it keeps a pending read (a task, a buffer, an awake socket) until
-/// its next packet.
-pub(super) const QUICK_WAKES_ACTIVE: u8 = 3;
-
-impl ReadRoom {
-    pub(super) fn new(min: usize, max: usize) -> Self {
-        let max = u32::try_from(max).unwrap_or(u32::MAX);
-        let min = u32::try_from(min)
-            .unwrap_or(u32::MAX)
-            .clamp(64, max.max(64));
-        ReadRoom {
-            room: min,
-            min,
-            max: max.max(min),
-            // A new connection parks until its client sends more than its CONNECT: most idle
-            // fleet connections never do.
-            quiet: true,
-            quick_wakes: 0,
-        }
-    }
-
-    /// Prepares `buf` for the next read.
-    pub(super) fn prepare(&self, buf: &mut BytesMut) {
-        let room = self.room as usize;
-        if buf.is_empty() && buf.capacity() > room * 4 {
-            // Quiet again after a burst or a large packet: give the memory back.
-            *buf = BytesMut::with_capacity(room);
-        } else if buf.capacity() - buf.len() < room.min(READ_SPARE_MIN) {
-            buf.reserve(room);
-        }
-    }
-
-    /// Adapts to the last read: one that used all its room gets the whole read budget next; one
-    /// that waited a long time for data falls back to the minimum. A busy connection keeps its room even when
-    /// a read comes back short: shrinking it would cut a fan-out publisher's rounds to a few
-    /// messages and with them every subscriber's write coalescing (7 M → 1.6 M deliveries/s in
-    /// `ringmq-loadgen fanout --subs 1000`).
-    pub(super) fn after_read(&mut self, filled: bool, waited: Duration) {
-        if filled {
-            // Data is waiting: go straight to the full budget (doubling step by step left
-            // fan-out rounds small for too long).
-            self.room = self.max;
-            self.quiet = false;
-        } else if waited >= QUIET_AFTER {
-            self.room = self.min;
-            self.quiet = true;
-            self.quick_wakes = 0;
-        }
-    }
-
-    /// Adapts to a wake-up after `parked`: data that came soon after parking means the
-    /// connection is active again, and parking before every read would cost it a task and a
-    /// poll per packet.
-    pub(super) fn after_park(&mut self, parked: Duration) {
-        if parked >= QUIET_AFTER {
-            self.quick_wakes = 0;
-            return;
-        }
-        self.quick_wakes = self.quick_wakes.saturating_add(1);
-        if self.quick_wakes >= QUICK_WAKES_ACTIVE {
-            self.quiet = false;
-            self.quick_wakes = 0;
-        }
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let Some(handle) = self.0.take() else { return };
+        uncount(&handle);
     }
 }
 
-/// A connection's reading side while no task reads it: what the next read loop needs. This is
-/// what an idle connection keeps besides its session and socket, so it stays a few words.
-/// (Its read half waits in [`ConnShared`], or sleeps with the socket.)
-pub struct Parked {
-    pub(super) conn: Rc<ConnShared>,
-    pub(super) link: Connected,
-    /// When reading stopped (`None`: not yet started).
-    pub(super) since: Option<Instant>,
-}
-
-impl Parked {
-    /// Puts the socket to sleep if it has been parked a while and its writer is idle. `false`
-    /// when the socket turned out to be lost: the value must leave the park set.
-    fn doze(&mut self, now: Instant) -> bool {
-        let parked_long = self
-            .since
-            .is_some_and(|since| now.saturating_duration_since(since) >= DOZE_AFTER);
-        !parked_long || self.conn.doze().is_ok()
-    }
+/// A connection's reading ended (or a parked one was found lost).
+pub(super) fn uncount(handle: &ShardFacts) {
+    let live = handle.live_connections.get();
+    handle.live_connections.set(live.saturating_sub(1));
+    handle.stats.sockets_open.add(-1);
 }
 
 /// Walks on through the shard's parked connections and puts the sockets of those that have
@@ -140,8 +82,7 @@ pub fn doze_parked(s: &mut Shard, cursor: &mut u32, now: Instant) {
     );
     for parked in lost {
         // It was counted while parked (as its guard would have been dropped when reading).
-        s.live_connections = s.live_connections.saturating_sub(1);
-        s.stats.sockets_open.add(-1);
+        uncount(s.facts());
         end_lost(s, parked.link.slot, &parked.conn, now);
         parked.conn.reader_finished();
     }
@@ -151,26 +92,36 @@ pub fn doze_parked(s: &mut Shard, cursor: &mut u32, now: Instant) {
 pub(super) fn end_lost(s: &mut Shard, slot: Slot, conn: &Rc<ConnShared>, now: Instant) {
     if s.entry_for_conn(slot, conn).is_some() {
         tracing::debug!(slot, "connection lost");
-        s.end_connection(slot, None, true, now);
     }
+    s.handle(
+        Input::Lost {
+            slot,
+            conn: conn.id,
+        },
+        now,
+    );
+    s.flush(now);
 }
 
 /// Starts the read loops of parked connections whose sockets became ready (data, a hang-up or
 /// an error), until `stop`. One per shard; without it (no epoll instance) connections never park.
 pub async fn unpark_loop(
-    shard: Rc<RefCell<Shard>>,
+    handle: Rc<ShardHandle>,
     stop: Rc<crate::broker::local_notify::LocalStop>,
 ) {
-    let waiter = match shard.borrow().parks.as_ref().map(|parks| parks.waiter()) {
+    let waiter = handle
+        .call(|s| s.parks.as_ref().map(|parks| parks.waiter()))
+        .await
+        .flatten();
+    let waiter = match waiter {
         Some(Ok(waiter)) => waiter,
         Some(Err(error)) => {
             tracing::warn!(%error, "cannot wait on the park set; quiet connections keep reading");
-            shard.borrow_mut().parks = None;
+            handle.post(|s| s.parks = None);
             return;
         }
         None => return,
     };
-    let mut ready = Vec::new();
     loop {
         let readable = monoio::select! {
             readable = waiter.readable(false) => readable,
@@ -180,24 +131,45 @@ pub async fn unpark_loop(
             tracing::warn!(%error, "waiting on the park set failed");
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
-        let taken = match shard.borrow_mut().parks.as_mut() {
-            Some(parks) => parks.take_ready(&mut ready),
-            None => return,
+        let taken = handle
+            .call(|s| {
+                let mut ready = Vec::new();
+                let taken = s.parks.as_mut().map(|parks| parks.take_ready(&mut ready));
+                (taken, ready)
+            })
+            .await;
+        let Some((Some(taken), ready)) = taken else {
+            return;
         };
         if let Err(error) = taken {
             tracing::warn!(%error, "taking ready connections from the park set failed");
         }
-        for parked in ready.drain(..) {
-            let guard = LiveGuard::resume(&shard);
-            monoio::spawn(read_loop(Rc::clone(&shard), parked, BytesMut::new(), guard));
+        for parked in ready {
+            let guard = LiveGuard::resume(&handle);
+            monoio::spawn(read_loop(
+                Rc::clone(&handle),
+                parked,
+                BytesMut::new(),
+                guard,
+            ));
         }
     }
+}
+
+/// What one read round asks of the shard loop.
+struct Round {
+    /// The connection ended (closed by the client, the broker or a malformed packet).
+    stop: bool,
+    /// The round handled its packet budget: yield, then go on.
+    budget_spent: bool,
+    /// The read buffer, back with what was not decoded.
+    buf: BytesMut,
 }
 
 /// Step 5: reads packets until the connection ends or goes quiet (then it parks in the shard's
 /// park set, without a buffer or a task, until [`unpark_loop`] sees its socket ready).
 pub(super) async fn read_loop(
-    shard: Rc<RefCell<Shard>>,
+    handle: Rc<ShardHandle>,
     mut parked: Parked,
     mut buf: BytesMut,
     guard: LiveGuard,
@@ -211,14 +183,14 @@ pub(super) async fn read_loop(
         readable = true;
     }
     let conn = Rc::clone(&parked.conn);
-    let (shard, conn) = (&shard, &conn);
+    let (handle, conn) = (&handle, &conn);
     let Some(mut reader) = conn.take_reader() else {
         // The sleeping socket could not be woken: the connection is lost.
-        let mut s = shard.borrow_mut();
-        let now = Instant::now();
-        end_lost(&mut s, parked.link.slot, conn, now);
-        s.flush(now);
-        drop(s);
+        let lost = Rc::clone(conn);
+        let slot = parked.link.slot;
+        let _ = handle
+            .call(move |s| end_lost(s, slot, &lost, Instant::now()))
+            .await;
         conn.reader_finished();
         return;
     };
@@ -230,14 +202,13 @@ pub(super) async fn read_loop(
     } = parked.link;
     let mut peer_closed = false;
     loop {
-        let mut budget_spent = false;
-        let stop = {
-            let mut s = shard.borrow_mut();
+        let round_conn = Rc::clone(conn);
+        let round = move |s: &mut Shard| {
+            let conn = round_conn;
+            let mut buf = buf;
             let now = Instant::now();
-            // Apply what other shards already said (a subscription made on another shard just
-            // before this publish, a pause) before handling the new packets.
-            s.poll_mesh(now);
             let mut stop = false;
+            let mut budget_spent = false;
             let mut handled = 0;
             while !conn.is_closing() {
                 if handled == PACKETS_PER_ROUND {
@@ -264,13 +235,25 @@ pub(super) async fn read_loop(
                 }
             }
             s.flush(now);
-            stop || conn.is_closing()
+            Round {
+                stop: stop || conn.is_closing(),
+                budget_spent,
+                buf,
+            }
         };
-        if stop {
+        // The loop applies what other shards already said (a subscription made on another
+        // shard just before this publish, a pause) before it runs the round.
+        let Some(round) = handle.call(round).await else {
+            // The loop ended (shutdown).
+            conn.finish(BytesMut::new());
+            conn.reader_finished();
+            return;
+        };
+        buf = round.buf;
+        if round.stop {
             break;
         }
-        if budget_spent {
-            shard.borrow_mut().poll_mesh(Instant::now());
+        if round.budget_spent {
             crate::broker::local_notify::yield_now().await;
             continue;
         }
@@ -286,31 +269,24 @@ pub(super) async fn read_loop(
             })
             .await;
             // Packets may already be buffered: decode them before reading more.
-            if let Some(entry) = shard.borrow_mut().entry_for_conn(slot, conn) {
-                if let Some(link) = entry.session.link.as_mut() {
-                    link.last_rx = Instant::now();
+            let resumed = Rc::clone(conn);
+            handle.post(move |s| {
+                if let Some(entry) = s.entry_for_conn(slot, &resumed) {
+                    if let Some(link) = entry.session.link.as_mut() {
+                        link.last_rx = Instant::now();
+                    }
                 }
-            }
+            });
             continue;
         }
         // Overload: stop reading publishers while the mesh cannot take more (TCP pushes back).
-        loop {
-            let (backlog, max, notify) = {
-                let s = shard.borrow();
-                (
-                    s.mesh_backlog(),
-                    s.settings.mesh_backlog_max,
-                    Rc::clone(&s.backlog_notify),
-                )
-            };
-            if backlog < max {
-                break;
-            }
+        while handle.backlog.get() >= handle.settings.mesh_backlog_max {
+            let drained = &handle.backlog_drained;
             poll_fn(|cx| {
-                if notify.take() {
+                if drained.take() {
                     Poll::Ready(())
                 } else {
-                    notify.register(cx.waker());
+                    drained.register(cx.waker());
                     Poll::Pending
                 }
             })
@@ -323,36 +299,42 @@ pub(super) async fn read_loop(
             && reader.can_wait_readable()
             && !conn.is_closing()
         {
-            let mut s = shard.borrow_mut();
-            if let Some(entry) = s.entry_for_conn(slot, conn) {
-                // Quiet now: give back what an idle session need not hold (empty queues, an
-                // empty outbox's buffer). Once per park, so a busy subscriber keeps its buffers.
-                entry.session.state.release_empty();
-                if entry.session.out.is_empty() && entry.session.out.capacity() > 0 {
-                    entry.session.out = BytesMut::new();
-                }
-            }
-            match s.parks.as_mut() {
-                Some(parks) => {
-                    parked.since = Some(Instant::now());
-                    conn.spare_reader.set(Some(reader));
-                    match parks.park(conn.fd(), parked) {
-                        Ok(()) => {
-                            guard.keep();
-                            return;
-                        }
-                        Err((error, back)) => {
-                            tracing::debug!(%error, "cannot park; reading the normal way");
-                            match conn.spare_reader.take() {
-                                Some(back_reader) => reader = back_reader,
-                                None => unreachable!("the reader was put in just above"),
-                            }
-                            parked = back;
-                            parked.link.room.quiet = false;
-                        }
+            parked.since = Some(Instant::now());
+            conn.spare_reader.set(Some(reader));
+            let park = move |s: &mut Shard| {
+                let conn = Rc::clone(&parked.conn);
+                if let Some(entry) = s.entry_for_conn(slot, &conn) {
+                    // Quiet now: give back what an idle session need not hold (empty queues,
+                    // an empty outbox's buffer). Once per park, so a busy subscriber keeps its
+                    // buffers.
+                    entry.session.state.release_empty();
+                    if entry.session.out.is_empty() && entry.session.out.capacity() > 0 {
+                        entry.session.out = BytesMut::new();
                     }
                 }
-                None => parked.link.room.quiet = false,
+                match s.parks.as_mut() {
+                    Some(parks) => parks.park(conn.fd(), parked).map_err(|(error, back)| {
+                        tracing::debug!(%error, "cannot park; reading the normal way");
+                        back
+                    }),
+                    None => Err(parked),
+                }
+            };
+            match handle.call(park).await {
+                Some(Ok(())) => {
+                    guard.keep();
+                    return;
+                }
+                Some(Err(back)) => {
+                    parked = back;
+                    parked.link.room.quiet = false;
+                    match conn.spare_reader.take() {
+                        Some(back_reader) => reader = back_reader,
+                        None => unreachable!("the reader was put in just above"),
+                    }
+                }
+                // The loop ended (shutdown): the parked state went with it.
+                None => return,
             }
         }
         let room = &mut parked.link.room;
@@ -367,10 +349,10 @@ pub(super) async fn read_loop(
         match result {
             Ok(0) | Err(_) => {
                 peer_closed = true;
-                let mut s = shard.borrow_mut();
-                let now = Instant::now();
-                end_lost(&mut s, slot, conn, now);
-                s.flush(now);
+                let lost = Rc::clone(conn);
+                let _ = handle
+                    .call(move |s| end_lost(s, slot, &lost, Instant::now()))
+                    .await;
                 break;
             }
             Ok(_) => {}

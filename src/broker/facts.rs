@@ -1,0 +1,93 @@
+//! What a shard's tasks read without asking its loop: its id, settings and rules, a few
+//! counters, its snapshot, and how full its mesh lanes are. The loop and the tasks share it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ringmq_core::shard::ShardSettings;
+
+use super::control::ControlHandle;
+use super::local_notify::LocalNotify;
+use super::stats::ShardStats;
+use crate::control::snapshot::Snapshot;
+use crate::session::Rules;
+
+/// The facts of one shard.
+pub struct ShardFacts {
+    /// This shard's id.
+    pub id: u16,
+    /// Loop settings.
+    pub settings: ShardSettings,
+    /// Protocol rules.
+    pub rules: Rc<Rules>,
+    /// Live MQTT connection tasks (for `connections_max` and the shutdown drain).
+    pub live_connections: Cell<usize>,
+    /// Open HTTP connections (streams and MQTT over WebSocket included).
+    pub http_connections: Cell<usize>,
+    /// Set once shutdown begins.
+    pub shutting_down: Cell<bool>,
+    /// The shard's counters.
+    pub stats: Arc<ShardStats>,
+    /// The control plane (absent in unit tests).
+    pub control: Option<Arc<ControlHandle>>,
+    /// The control-plane snapshot the shard has in force (swapped by the loop).
+    snapshot: RefCell<Arc<Snapshot>>,
+    /// Mesh messages waiting for full lanes, as of the last flush.
+    pub backlog: Cell<usize>,
+    /// Woken when the mesh backlog drains, to resume reading publishers.
+    pub backlog_drained: LocalNotify,
+}
+
+impl std::fmt::Debug for ShardFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardFacts")
+            .field("id", &self.id)
+            .field("live_connections", &self.live_connections.get())
+            .field("http_connections", &self.http_connections.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardFacts {
+    /// The facts of shard `id` at start.
+    pub fn new(
+        id: u16,
+        (settings, rules): (ShardSettings, Rc<Rules>),
+        stats: Arc<ShardStats>,
+        control: Option<Arc<ControlHandle>>,
+    ) -> Self {
+        ShardFacts {
+            id,
+            settings,
+            rules,
+            live_connections: Cell::new(0),
+            http_connections: Cell::new(0),
+            shutting_down: Cell::new(false),
+            stats,
+            snapshot: RefCell::new(
+                control
+                    .as_ref()
+                    .map_or_else(|| Arc::new(Snapshot::empty_default()), |c| c.snapshot()),
+            ),
+            control,
+            backlog: Cell::new(0),
+            backlog_drained: LocalNotify::default(),
+        }
+    }
+
+    /// The control-plane snapshot the shard has in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.borrow())
+    }
+
+    /// The loop put `snapshot` in force.
+    pub(super) fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
+        *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// True once the shard is at its share of `connections_max`.
+    pub fn full(&self) -> bool {
+        self.live_connections.get() >= self.settings.connections_max
+    }
+}

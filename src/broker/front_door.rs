@@ -1,0 +1,141 @@
+//! What REST publishing shares across shards, kept by the control plane's handle: the per-org
+//! rate limits, monthly quotas and the `Idempotency-Key` cache.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::control::snapshot::OrgNum;
+use crate::ratelimit::RateLimits;
+
+/// Orgs with a rate-limit bucket at most.
+pub(super) const RATE_LIMITED_ORGS_MAX: usize = 100_000;
+
+/// Idempotency keys remembered at most (over all orgs); the oldest go first.
+pub(super) const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+
+/// How long an `Idempotency-Key` is remembered.
+pub(super) const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest `Idempotency-Key` accepted.
+pub(super) const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// One org's use of its monthly quota, shared by every shard.
+#[derive(Debug, Default)]
+pub struct Quota {
+    /// `YYYYMM` the count belongs to.
+    pub(super) month: AtomicU64,
+    /// Messages published over REST this month.
+    pub(super) used: AtomicU64,
+    /// Set once the count includes what the store remembers from earlier runs.
+    pub(super) seeded: AtomicBool,
+}
+
+impl Quota {
+    /// Takes `n` messages from the quota of `limit` this `month`; false (and nothing taken)
+    /// when they do not fit.
+    pub(super) fn take(&self, n: u64, limit: u64, month: u64) -> bool {
+        if self.month.load(Ordering::Relaxed) != month {
+            // A new month: whoever sees it first starts the count over.
+            let old = self.month.swap(month, Ordering::Relaxed);
+            if old != month {
+                self.used.store(0, Ordering::Relaxed);
+            }
+        }
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before + n > limit {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// A stored answer to an idempotent request, or a marker that one is in progress.
+#[derive(Debug, Clone)]
+pub(super) enum Remembered {
+    InProgress {
+        fingerprint: [u8; 32],
+    },
+    Done {
+        fingerprint: [u8; 32],
+        status: u16,
+        body: Bytes,
+    },
+}
+
+/// `Idempotency-Key` → first response, per org, for [`IDEMPOTENCY_WINDOW`].
+#[derive(Debug, Default)]
+pub(super) struct IdempotencyCache {
+    pub(super) entries: AHashMap<(OrgNum, String), (Remembered, Instant)>,
+    pub(super) order: VecDeque<(Instant, OrgNum, String)>,
+}
+
+impl IdempotencyCache {
+    pub(super) fn expire(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.order.front() {
+            let full = self.order.len() > IDEMPOTENCY_KEYS_MAX;
+            if !full && now.duration_since(*at) < IDEMPOTENCY_WINDOW {
+                break;
+            }
+            if let Some((at, org, key)) = self.order.pop_front() {
+                if self
+                    .entries
+                    .get(&(org, key.clone()))
+                    .is_some_and(|e| e.1 == at)
+                {
+                    self.entries.remove(&(org, key));
+                }
+            }
+        }
+    }
+}
+
+/// What REST publishing shares across shards: rate limits, quotas, idempotency keys.
+#[derive(Debug)]
+pub struct FrontDoor {
+    /// Token bucket per org.
+    pub rate_limits: RateLimits,
+    pub(super) quotas: RwLock<AHashMap<OrgNum, Arc<Quota>>>,
+    pub(super) idempotency: Mutex<IdempotencyCache>,
+}
+
+impl Default for FrontDoor {
+    fn default() -> Self {
+        FrontDoor {
+            rate_limits: RateLimits::new(RATE_LIMITED_ORGS_MAX),
+            quotas: RwLock::default(),
+            idempotency: Mutex::default(),
+        }
+    }
+}
+
+impl FrontDoor {
+    /// The quota counter of `org`.
+    pub fn quota(&self, org: OrgNum) -> Arc<Quota> {
+        if let Some(quota) = self.quotas.read().ok().and_then(|q| q.get(&org).cloned()) {
+            return quota;
+        }
+        match self.quotas.write() {
+            Ok(mut quotas) => Arc::clone(quotas.entry(org).or_default()),
+            Err(_) => Arc::new(Quota::default()),
+        }
+    }
+
+    /// Adds what the store counted this month to quotas not seeded yet (control thread).
+    pub fn seed_quotas(&self, mut stored: impl FnMut(OrgNum) -> Option<u64>, orgs: &[OrgNum]) {
+        for org in orgs {
+            let quota = self.quota(*org);
+            if !quota.seeded.load(Ordering::Relaxed) {
+                if let Some(used) = stored(*org) {
+                    quota.used.fetch_add(used, Ordering::Relaxed);
+                    quota.seeded.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
