@@ -10,24 +10,19 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringmq_core::control::snapshot::Snapshot;
-use ringmq_core::mesh_msg::MeshMsg;
-use ringmq_core::shard::{
-    owner_tag, ConnId, Input, NewSession, Output, Shard, ShardSettings, Slot,
-};
+use ringmq_core::shard::{Input, Shard, ShardSettings};
 use ringmq_core::stats::ShardStats;
-use ringmq_proto::mqtt::{decode_packet, Packet, ProtocolVersion, ReasonCode, Str};
-use ringmq_proto::session::connect::{
-    connack_accepted, connack_refused, negotiate, Negotiated, Refusal,
-};
-use ringmq_proto::session::{Access, Authorizer, Flow, Rules};
+use ringmq_proto::mqtt::{ProtocolVersion, Str};
+use ringmq_proto::session::{Access, Authorizer, Rules};
 
 use crate::client::{SimClient, Spec};
 use crate::oracle::{LiveSub, Oracle};
 use crate::rng::Rng;
 use crate::trace::Trace;
 
-/// Packets one connection's read round handles at most (as the broker's read loop).
-const PACKETS_PER_ROUND: usize = 16;
+mod driver;
+
+use driver::{Link, Phase, SimConn, SimMesh};
 
 /// Rounds the quiet phase runs at most.
 const QUIET_ROUNDS_MAX: u32 = 100_000;
@@ -65,87 +60,6 @@ impl Authorizer for SimAcl {
     }
     fn may_subscribe(&self, filter: &str, _client_id: &str) -> bool {
         self.admin || !filter.starts_with("secret/")
-    }
-}
-
-/// Where a connection is in its life.
-enum Phase {
-    /// Waiting for a whole CONNECT.
-    Handshake,
-    /// Claimed the client id at its home shard; waiting for the grant.
-    Pending {
-        token: u64,
-        negotiated: Box<Negotiated>,
-        scoped_id: Str,
-    },
-    /// Session installed in `slot`.
-    Live { slot: Slot },
-    /// Gone.
-    Dead,
-}
-
-/// One simulated socket between a client and a shard.
-struct SimConn {
-    client: usize,
-    shard: usize,
-    /// The connection's id on its shard, as the core's outputs name it.
-    id: ConnId,
-    /// What the core's outputs said of this connection (the broker keeps it in `ConnShared`).
-    link: Link,
-    phase: Phase,
-    /// Bytes the client sent that the shard has not read.
-    to_broker: BytesMut,
-    version: ProtocolVersion,
-}
-
-/// A connection's state as the core's outputs set it.
-#[derive(Debug, Default)]
-struct Link {
-    /// The core let go of it: write `final_out`, then close.
-    closing: bool,
-    final_out: BytesMut,
-    /// Fence answers the writer still waits for.
-    fences: u32,
-}
-
-/// The mesh between the simulated shards: a bounded FIFO lane per ordered pair, like the
-/// broker's; what a full lane cannot take waits in the sending core's outgoing queue.
-struct SimMesh {
-    /// `lanes[to][from]`.
-    lanes: Vec<Vec<VecDeque<MeshMsg>>>,
-    capacity: usize,
-}
-
-impl SimMesh {
-    /// Moves what `from` has for each shard onto the lanes, as far as they have room.
-    fn send(&mut self, from: usize, shard: &mut Shard) {
-        for (to, queue) in shard.outgoing().iter_mut().enumerate() {
-            let lane = &mut self.lanes[to][from];
-            while lane.len() < self.capacity {
-                let Some(msg) = queue.pop_front() else { break };
-                lane.push_back(msg);
-            }
-        }
-    }
-
-    /// Shard `to` reads at most `max` messages, lane by lane.
-    fn receive(&mut self, to: usize, shard: &mut Shard, max: usize, now: Instant) {
-        let mut left = max;
-        for from in 0..self.lanes.len() {
-            while left > 0 {
-                let Some(msg) = self.lanes[to][from].pop_front() else {
-                    break;
-                };
-                shard.handle(
-                    Input::Mesh {
-                        from: from as u16,
-                        msg,
-                    },
-                    now,
-                );
-                left -= 1;
-            }
-        }
     }
 }
 
@@ -479,26 +393,6 @@ impl World {
         self.lose(conn);
     }
 
-    /// The shard learns its connection is gone.
-    fn lose(&mut self, conn: usize) {
-        let now = self.now;
-        let sc = &mut self.conns[conn];
-        let s = &mut self.shards[sc.shard];
-        match sc.phase {
-            Phase::Live { slot } => {
-                s.handle(Input::Lost { slot, conn: sc.id }, now);
-                s.flush(now);
-                sc.phase = Phase::Dead;
-                let shard = sc.shard;
-                self.apply(shard);
-            }
-            // The connection task still installs the session once granted, then finds the
-            // socket gone (`read_side` ends it then).
-            Phase::Pending { .. } => {}
-            Phase::Handshake | Phase::Dead => sc.phase = Phase::Dead,
-        }
-    }
-
     /// Every shard polls its mesh (unless delayed) and runs its timers; every connection reads
     /// and writes a round; every client reads. `random`: in the seed's order (else in index order).
     pub fn run_round(&mut self, random: bool) {
@@ -560,234 +454,6 @@ impl World {
             client.ping(&mut out, now);
         }
         self.conns[conn].to_broker = out;
-    }
-
-    /// The shard's side of reading `conn`: the handshake, the grant, or a round of packets.
-    fn read_side(&mut self, conn: usize) {
-        let now = self.now;
-        let rules = Rc::clone(&self.rules);
-        let sc = &mut self.conns[conn];
-        let shard = &mut self.shards[sc.shard];
-        match &mut sc.phase {
-            Phase::Dead => {}
-            Phase::Handshake => {
-                let Some(client) = self.clients.get(sc.client) else {
-                    sc.phase = Phase::Dead;
-                    return;
-                };
-                let packet = match decode_packet(&mut sc.to_broker, ProtocolVersion::V311, 65536) {
-                    Ok(Some(Packet::Connect(connect))) => connect,
-                    Ok(None) => return,
-                    _ => {
-                        sc.phase = Phase::Dead;
-                        return;
-                    }
-                };
-                let negotiated = match negotiate(&packet, &rules, now, String::new) {
-                    Ok(n) => n,
-                    Err(refusal) => {
-                        refuse(&mut self.clients[sc.client], sc.version, &refusal);
-                        sc.phase = Phase::Dead;
-                        return;
-                    }
-                };
-                let org = client.spec.org;
-                let admin = client.spec.admin;
-                let mut negotiated = negotiated;
-                let access = Access::org(org, Some(Rc::new(SimAcl { admin })));
-                if let Some(will) = negotiated.link.will.as_mut() {
-                    will.topic = access.scope_topic(will.topic.clone());
-                }
-                let scoped_id = access.scope_topic(Str::from(&*negotiated.client_id));
-                negotiated.link.access = access;
-                let owner = owner_tag(org, &client.spec.username);
-                let token = shard.begin_connect(scoped_id.clone(), negotiated.clean_start, owner);
-                shard.flush(now);
-                sc.phase = Phase::Pending {
-                    token,
-                    negotiated: Box::new(negotiated),
-                    scoped_id,
-                };
-            }
-            Phase::Pending { token, .. } => {
-                let token = *token;
-                let (grant, resume) = match shard.pending.get_mut(&token) {
-                    None => {
-                        sc.phase = Phase::Dead; // superseded before CONNACK
-                        return;
-                    }
-                    Some(p) if p.refused => {
-                        shard.pending.remove(&token);
-                        let refusal = Refusal {
-                            reason: ReasonCode::NOT_AUTHORIZED,
-                            text: "client id in use by another user's session",
-                        };
-                        if let Some(client) = self.clients.get_mut(sc.client) {
-                            refuse(client, sc.version, &refusal);
-                        }
-                        sc.phase = Phase::Dead;
-                        return;
-                    }
-                    Some(p) => match p.grant.take() {
-                        Some(grant) => (grant, p.resume),
-                        None => return,
-                    },
-                };
-                shard.pending.remove(&token);
-                let Phase::Pending {
-                    negotiated,
-                    scoped_id,
-                    ..
-                } = std::mem::replace(&mut sc.phase, Phase::Dead)
-                else {
-                    return;
-                };
-                let negotiated = *negotiated;
-                let org = self.clients.get(sc.client).map_or(0, |c| c.spec.org);
-                let (slot, present) = shard.install_session(
-                    NewSession {
-                        client_id: scoped_id,
-                        token,
-                        state: grant,
-                        clean_start: negotiated.clean_start,
-                        expiry_interval_secs: negotiated.expiry_interval_secs,
-                        conn: sc.id,
-                        org,
-                        principal: None,
-                        resume,
-                    },
-                    now,
-                );
-                let ack = connack_accepted(&negotiated, present, &rules);
-                let version = negotiated.link.version;
-                if let Some(entry) = shard.entry_mut(slot) {
-                    entry.session.write_packet(&Packet::ConnAck(ack), version);
-                    entry.session.attach(negotiated.link, present, now, &rules);
-                }
-                shard.arm_keep_alive(slot, sc.id);
-                shard.flush(now);
-                sc.phase = Phase::Live { slot };
-                if sc.client == usize::MAX {
-                    self.lose(conn);
-                }
-            }
-            Phase::Live { slot } => {
-                let slot = *slot;
-                // The core's own state says what `ConnShared` says in the broker: a
-                // connection it let go of is no longer attached, and pauses are counted.
-                let (id, index) = (sc.id, sc.shard);
-                let closing = |shard: &mut Shard| shard.entry_for_conn(slot, id).is_none();
-                if sc.link.closing || closing(shard) || shard.is_paused(id) {
-                    return;
-                }
-                if self.mesh_delay[index] == 0 {
-                    let max = shard.settings.mesh_batch_max;
-                    self.mesh.receive(index, shard, max, now);
-                    shard.flush(now);
-                }
-                for _ in 0..PACKETS_PER_ROUND {
-                    if closing(shard) {
-                        break;
-                    }
-                    match decode_packet(&mut sc.to_broker, sc.version, 65536) {
-                        Ok(Some(packet)) => match shard.handle(Input::Packet { slot, packet }, now)
-                        {
-                            Flow::Continue if shard.is_paused(id) => break,
-                            Flow::Continue | Flow::Close(_) => {}
-                        },
-                        Ok(None) => break,
-                        Err(error) => {
-                            let reason = error.reason_code();
-                            shard.handle(Input::Malformed { slot, reason }, now);
-                        }
-                    }
-                }
-                shard.flush(now);
-            }
-        }
-        let shard = self.conns[conn].shard;
-        self.apply(shard);
-    }
-
-    /// Applies the outputs of shard `index` to its connections, as the broker's driver does,
-    /// and moves its mesh messages onto the lanes.
-    fn apply(&mut self, index: usize) {
-        let shard = &mut self.shards[index];
-        while let Some(output) = shard.poll_output() {
-            let named = match &output {
-                Output::Pause(conn)
-                | Output::Resume(conn)
-                | Output::FenceDone(conn)
-                | Output::Fence { conn, .. }
-                | Output::Close { conn, .. } => *conn,
-                _ => continue,
-            };
-            let Some(sc) = self
-                .conns
-                .iter_mut()
-                .find(|sc| sc.shard == index && sc.id == named && !sc.link.closing)
-            else {
-                continue;
-            };
-            match output {
-                Output::Fence { count, .. } => sc.link.fences += count,
-                Output::FenceDone(_) => sc.link.fences = sc.link.fences.saturating_sub(1),
-                Output::Close { rest, .. } => {
-                    sc.link.closing = true;
-                    sc.link.final_out.unsplit(rest);
-                }
-                // Pauses are read from the core (`is_paused`).
-                _ => {}
-            }
-        }
-        self.mesh.send(index, shard);
-    }
-
-    /// The shard's side of writing `conn`: the outbox to the client, then `after_write`.
-    fn write_side(&mut self, conn: usize) {
-        let now = self.now;
-        let sc = &mut self.conns[conn];
-        let Phase::Live { slot } = sc.phase else {
-            return;
-        };
-        let stuck = self.clients.get(sc.client).is_some_and(|c| c.stuck);
-        let shard = &mut self.shards[sc.shard];
-        if sc.link.closing {
-            let rest = std::mem::take(&mut sc.link.final_out);
-            if let Some(client) = self.clients.get_mut(sc.client) {
-                client.inbox.extend_from_slice(&rest);
-            }
-            sc.phase = Phase::Dead;
-            if let Some(client) = self.clients.get_mut(sc.client) {
-                // The client reads what was sent before the close, then sees the socket end.
-                let mut scratch = BytesMut::new();
-                let step = self.step;
-                client.read(&mut scratch, &mut self.oracle, &mut self.trace, step, now);
-                client.connection_ended(&mut self.oracle, now);
-                self.trace
-                    .event(step, format!("c{} connection closed", sc.client));
-            }
-            sc.client = usize::MAX;
-            return;
-        }
-        if stuck || sc.link.fences > 0 {
-            return;
-        }
-        let Some(entry) = shard.entry_for_conn(slot, sc.id) else {
-            return;
-        };
-        if entry.session.out.is_empty() {
-            return;
-        }
-        let chunk = entry.session.out.split();
-        self.moved += chunk.len() as u64;
-        if let Some(client) = self.clients.get_mut(sc.client) {
-            client.inbox.extend_from_slice(&chunk);
-        }
-        shard.handle(Input::Written { slot, conn: sc.id }, now);
-        shard.flush(now);
-        let index = sc.shard;
-        self.apply(index);
     }
 
     /// Memory per connection stays bounded: the outbox and the queue within their limits.
@@ -893,10 +559,4 @@ fn ringmq_router_scope(org: u32) -> String {
     let access = Access::org(org, None);
     let scoped = access.scope_topic(Str::from(""));
     scoped.to_string()
-}
-
-/// Writes a refusing CONNACK to the client.
-fn refuse(client: &mut SimClient, version: ProtocolVersion, refusal: &Refusal) {
-    let ack = connack_refused(version, refusal);
-    let _ = ringmq_proto::mqtt::encode_packet(&Packet::ConnAck(ack), version, &mut client.inbox);
 }

@@ -2,6 +2,7 @@
 //! chooses every interleaving), connections as ids, effects read from the outputs.
 
 use super::*;
+pub(crate) use crate::test_util::test_message;
 use ringmq_proto::mqtt::{RetainHandling, Will};
 use ringmq_proto::session::Rules;
 
@@ -95,27 +96,6 @@ fn stale_owner_takeover_grants_the_claiming_connection() {
         .expect("still pending until the task takes it");
     assert!(pending.grant.is_some(), "the claim was never granted");
     assert!(pending.superseded.is_none());
-}
-
-/// A message on `topic` from client `p` of shard 0.
-pub(crate) fn test_message(
-    topic: &str,
-    payload: &'static [u8],
-    qos: QoS,
-    retain: bool,
-) -> SharedMessage {
-    Arc::new(Message {
-        topic: Str::from(topic),
-        payload: Bytes::from_static(payload),
-        qos,
-        retain,
-        properties: Default::default(),
-        expires_at: None,
-        publisher: Str::from("p"),
-        origin: Origin::BROKER,
-        namespace: None,
-        device: None,
-    })
 }
 
 /// An origin names its shard and connection exactly; the broker's own is connection 0.
