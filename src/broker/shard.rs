@@ -314,11 +314,14 @@ impl Shard {
         self.core.entry_for_conn(slot, conn.id)
     }
 
-    /// Handles one input (see [`Core::handle`]); its effects (a pause, a close, a writer to
-    /// wake) are applied before this returns.
+    /// Handles one input (see [`Core::handle`]); a pause, a fence or a close it caused is
+    /// applied before this returns, writers to wake at the end of the round ([`Shard::flush`]).
+    #[inline(always)]
     pub fn handle(&mut self, input: Input, now: Instant) -> crate::session::Flow {
         let flow = self.core.handle(input, now);
-        self.apply_outputs();
+        if self.core.take_urgent() {
+            self.apply_outputs();
+        }
         flow
     }
 

@@ -65,6 +65,7 @@ pub enum Input {
 impl Shard {
     /// Handles one input. For a packet, the flow says whether its connection goes on (a close
     /// is already done: the session detached and [`super::Output::Close`] queued).
+    #[inline(always)]
     pub fn handle(&mut self, input: Input, now: Instant) -> Flow {
         match input {
             Input::Packet { slot, packet } => {

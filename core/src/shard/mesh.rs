@@ -35,9 +35,9 @@ impl Shard {
             } => self.deliver_shared(&message, group, filter, tried, now),
             MeshMsg::IndexUpdate { filter, shard, add } => {
                 if add {
-                    self.index.add(&filter, shard);
+                    self.replica.index.add(&filter, shard);
                 } else {
-                    self.index.remove(&filter, shard);
+                    self.replica.index.remove(&filter, shard);
                 }
             }
             MeshMsg::SharedUpdate {
@@ -47,14 +47,16 @@ impl Shard {
                 add,
             } => {
                 if add {
-                    self.shared_index.add_member(&group, &filter, shard);
+                    self.replica.shared_index.add_member(&group, &filter, shard);
                 } else {
-                    self.shared_index.remove_member(&group, &filter, shard);
+                    self.replica
+                        .shared_index
+                        .remove_member(&group, &filter, shard);
                 }
             }
             MeshMsg::RetainRequest { topic, message } => {
                 // This is the topic's home: its order is the order every replica applies.
-                self.retained.set(&topic, message.clone());
+                self.replica.retained.set(&topic, message.clone());
                 for shard in 0..self.count {
                     if shard != self.id {
                         self.send(
@@ -67,7 +69,7 @@ impl Shard {
                     }
                 }
             }
-            MeshMsg::RetainSet { topic, message } => self.retained.set(&topic, message),
+            MeshMsg::RetainSet { topic, message } => self.replica.retained.set(&topic, message),
             MeshMsg::Claim {
                 client_id,
                 shard,
@@ -163,7 +165,7 @@ impl Shard {
             }
             MeshMsg::FenceAck { conn_id } => {
                 if self.live_conns.contains_key(&conn_id) {
-                    self.outputs.push_back(Output::FenceDone(conn_id));
+                    self.emit_urgent(Output::FenceDone(conn_id));
                 }
             }
             MeshMsg::Pause { conn_id, pause } => self.pause_local(conn_id, pause),

@@ -153,6 +153,27 @@ pub struct ShardSettings {
     pub login_failures_per_minute_max: u32,
 }
 
+/// The shard's replica: the local subscriptions (by filter, the sessions of this shard), how
+/// many of them each filter has here, which shards have a filter (the index every shard keeps
+/// of every shard), shared-group members here and everywhere, and the retained messages.
+struct Replica {
+    subscriptions: SubscriptionTrie<Slot, Subscription>,
+    filter_counts: LocalFilterCounts,
+    index: ShardIndex,
+    shared_index: SharedIndex,
+    groups: LocalGroups<Slot>,
+    retained: retained::RetainedReplica,
+}
+
+/// The shard's stream subscribers: their entries, their org-scoped filters, and the resume
+/// tokens and per-org counts.
+#[derive(Default)]
+struct Streams {
+    entries: AHashMap<u32, StreamEntry>,
+    trie: SubscriptionTrie<u32, ()>,
+    book: streams::StreamBook,
+}
+
 /// All state of one shard.
 pub struct Shard {
     /// This shard's id.
@@ -166,12 +187,8 @@ pub struct Shard {
     entries: crate::slots::Slots<Entry>,
     generation_counter: u32,
     by_client_id: client_ids::ClientIds,
-    subscriptions: SubscriptionTrie<Slot, Subscription>,
-    filter_counts: LocalFilterCounts,
-    index: ShardIndex,
-    shared_index: SharedIndex,
-    groups: LocalGroups<Slot>,
-    retained: retained::RetainedReplica,
+    /// This shard's replica of what every shard subscribes to, and of the retained messages.
+    replica: Replica,
     /// Bytes queued for disconnected sessions while they were away, per org (this shard's).
     offline_bytes: AHashMap<u32, u64>,
     /// Claim tokens of the client ids homed here, by id (the claiming shard is in the token),
@@ -182,6 +199,9 @@ pub struct Shard {
     outgoing: Vec<VecDeque<MeshMsg>>,
     local_inbox: VecDeque<MeshMsg>,
     outputs: VecDeque<Output>,
+    /// An output the driver must apply before the connection's next packet (a pause, a fence,
+    /// a close) was queued since [`Shard::take_urgent`] last looked.
+    urgent: bool,
     timers: Timers,
     /// Unix time in milliseconds at `clock_base` (wall time is derived, never read here).
     clock_base: (Instant, u64),
@@ -203,12 +223,8 @@ pub struct Shard {
     auth: AuthState,
     /// Requests waiting for answers from other shards, by token.
     count_waits: AHashMap<u64, CountWait>,
-    /// WebSocket and SSE stream subscribers, by id.
-    streams: AHashMap<u32, StreamEntry>,
-    /// Their org-scoped filters.
-    stream_trie: SubscriptionTrie<u32, ()>,
-    /// Stream ids, resume tokens and per-org counts.
-    stream_book: streams::StreamBook,
+    /// WebSocket and SSE stream subscribers.
+    streams: Streams,
     /// Sessions moving to or from this shard (forwarders and transits).
     moves: moves::Moves,
 }
@@ -238,18 +254,21 @@ impl Shard {
             entries: crate::slots::Slots::default(),
             generation_counter: 0,
             by_client_id: client_ids::ClientIds::default(),
-            subscriptions: SubscriptionTrie::new(),
-            filter_counts: LocalFilterCounts::new(),
-            index: ShardIndex::new(),
-            shared_index: SharedIndex::new(),
-            groups: LocalGroups::new(),
-            retained,
+            replica: Replica {
+                subscriptions: SubscriptionTrie::new(),
+                filter_counts: LocalFilterCounts::new(),
+                index: ShardIndex::new(),
+                shared_index: SharedIndex::new(),
+                groups: LocalGroups::new(),
+                retained,
+            },
             owners: AHashMap::new(),
             offline_bytes: AHashMap::new(),
             pending: AHashMap::new(),
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
             local_inbox: VecDeque::new(),
             outputs: VecDeque::new(),
+            urgent: false,
             timers: Timers::new(now),
             clock_base: clock,
             next_token: 0,
@@ -262,9 +281,7 @@ impl Shard {
             snapshot,
             auth: AuthState::default(),
             count_waits: AHashMap::new(),
-            streams: AHashMap::new(),
-            stream_trie: SubscriptionTrie::new(),
-            stream_book: streams::StreamBook::default(),
+            streams: Streams::default(),
             moves: moves::Moves::default(),
         }
     }
@@ -278,6 +295,20 @@ impl Shard {
             }
         }
         Some(output)
+    }
+
+    /// True (once) when an output queued since the last call must be applied before the
+    /// connection's next packet is read: a pause, a fence or a close. Writers to wake, grants
+    /// and stream entries can wait for the end of the driver's round, where one
+    /// [`Output::Write`] per session covers everything the round delivered to it.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
+    }
+
+    /// Queues an output the driver must apply before reading on.
+    fn emit_urgent(&mut self, output: Output) {
+        self.urgent = true;
+        self.outputs.push_back(output);
     }
 
     /// The mesh messages waiting for each shard (index: the shard), for the driver to move onto
@@ -327,7 +358,7 @@ impl Shard {
             .add(subscriptions - stats.subscriptions.get());
         stats
             .retained
-            .add(self.retained.len() as i64 - stats.retained.get());
+            .add(self.replica.retained.len() as i64 - stats.retained.get());
     }
 
     /// A token unique across shards for a connection attempt.
@@ -428,7 +459,8 @@ impl Shard {
     /// simulator compares replicas with it).
     pub fn retained_matching(&self, filter: &str) -> Vec<(Str, Bytes)> {
         let mut found = Vec::new();
-        self.retained
+        self.replica
+            .retained
             .for_each_match(filter, |m| found.push((m.topic.clone(), m.payload.clone())));
         found.sort();
         found
@@ -436,12 +468,12 @@ impl Shard {
 
     /// Number of retained messages in this replica.
     pub fn retained_count(&self) -> usize {
-        self.retained.len()
+        self.replica.retained.len()
     }
 
     /// Number of local subscriptions.
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.len() + self.groups.len()
+        self.replica.subscriptions.len() + self.replica.groups.len()
     }
 }
 

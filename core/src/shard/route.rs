@@ -50,7 +50,7 @@ impl Shard {
             // One stored copy, set here and sent to the topic's home: every replica shares its
             // payload.
             let stored = stored_retained(&message);
-            self.retained.set(&message.topic, stored.clone());
+            self.replica.retained.set(&message.topic, stored.clone());
             let home = self.home_of(&message.topic);
             self.send(
                 home,
@@ -65,7 +65,7 @@ impl Shard {
         let shards = if self.count == 1 {
             1 << self.id
         } else {
-            self.index.matching_shards(&message.topic)
+            self.replica.index.matching_shards(&message.topic)
         };
         let mut mask = shards;
         let mut local = 0;
@@ -90,7 +90,8 @@ impl Shard {
             }
         }
         let mut picks: Vec<(Str, Str, u16)> = Vec::new();
-        self.shared_index
+        self.replica
+            .shared_index
             .route(&message.topic, |group, filter, shard| {
                 picks.push((Str::from(group), Str::from(filter), shard));
             });
@@ -106,12 +107,12 @@ impl Shard {
     /// this replica. A publish past either is refused to its publisher (0x97), so one org
     /// filling the store never silently costs another org its retained messages.
     pub fn retained_room(&self, topic: &str, payload: usize) -> bool {
-        self.retained.room(topic, payload)
+        self.replica.retained.room(topic, payload)
     }
 
     /// Drops every retained message of `org` from this replica (the org was deleted).
     pub(super) fn forget_org_retained(&mut self, org: u32) {
-        let dropped = self.retained.forget_org(org);
+        let dropped = self.replica.retained.forget_org(org);
         if dropped > 0 {
             tracing::info!(
                 org,
@@ -126,7 +127,8 @@ impl Shard {
         self.deliver_streams(message);
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
-        self.subscriptions
+        self.replica
+            .subscriptions
             .for_each_match(&message.topic, |slot, sub| matches.push((slot, *sub)));
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|(slot, _)| *slot);
@@ -210,14 +212,15 @@ impl Shard {
         let entries = &self.entries;
         let connected = |slot: Slot| entries.get(slot).is_some_and(|e| e.conn.is_some());
         let pick = self
+            .replica
             .groups
             .pick_where(&group, &filter, connected)
-            .or_else(|| self.groups.pick(&group, &filter));
+            .or_else(|| self.replica.groups.pick(&group, &filter));
         let Some(slot) = pick else {
             // The publisher's replica still counted a member that has left this shard: another
             // member shard gets it (each shard is tried once, so this ends).
             let tried = tried | 1u64.checked_shl(u32::from(self.id)).unwrap_or(0);
-            match self.shared_index.pick_other(&group, &filter, tried) {
+            match self.replica.shared_index.pick_other(&group, &filter, tried) {
                 Some(next) if next != self.id => {
                     self.send_shared(next, message, group, filter, tried, now);
                 }
@@ -408,10 +411,10 @@ impl Shard {
         };
         if pause {
             *pauses += 1;
-            self.outputs.push_back(Output::Pause(conn));
+            self.emit_urgent(Output::Pause(conn));
         } else if *pauses > 0 {
             *pauses -= 1;
-            self.outputs.push_back(Output::Resume(conn));
+            self.emit_urgent(Output::Resume(conn));
         }
     }
 }

@@ -190,6 +190,7 @@ impl Shard {
             entry.session.write_disconnect(reason, text);
         }
         let rest = entry.session.out.split();
+        self.urgent = true;
         self.outputs.push_back(Output::Close { conn, rest });
         // The will was allowed at CONNECT; the rules may have changed since.
         let will = entry
@@ -237,7 +238,7 @@ impl Shard {
         self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(std::mem::take(&mut entry.blocked));
         if let Some(conn) = entry.conn {
-            self.outputs.push_back(Output::Close {
+            self.emit_urgent(Output::Close {
                 conn,
                 rest: bytes::BytesMut::new(),
             });

@@ -234,7 +234,7 @@ impl Shard {
         streams_max: u64,
         now: Instant,
     ) -> Result<StreamState, StreamRefused> {
-        let open = self.stream_book.per_org.get(&filter.org).copied();
+        let open = self.streams.book.per_org.get(&filter.org).copied();
         if open.unwrap_or(0) >= streams_max && !self.drop_oldest_detached(filter.org) {
             return Err(StreamRefused::OrgStreamsFull { max: streams_max });
         }
@@ -243,11 +243,11 @@ impl Shard {
         let scoped = Str::from(ringmq_router::scoped(&scope, &filter.topic));
         // Ids only key the shard's tables; skipping the ones in use keeps a long-lived stream
         // safe from a wrapped counter.
-        let mut id = self.stream_book.counter.wrapping_add(1);
-        while self.streams.contains_key(&id) {
+        let mut id = self.streams.book.counter.wrapping_add(1);
+        while self.streams.entries.contains_key(&id) {
             id = id.wrapping_add(1);
         }
-        self.stream_book.counter = id;
+        self.streams.book.counter = id;
         let state = StreamState { id, token };
         let entry = StreamEntry {
             state,
@@ -257,7 +257,8 @@ impl Shard {
             owner: owner.clone(),
         };
         let mut retained = Vec::new();
-        self.retained
+        self.replica
+            .retained
             .for_each_match(&scoped, |message| retained.push(message.clone()));
         for message in retained {
             if entry.wants(&message) {
@@ -268,13 +269,13 @@ impl Shard {
                 });
             }
         }
-        self.stream_trie.insert(&scoped, id, ());
-        if self.filter_counts.increment(&scoped) {
+        self.streams.trie.insert(&scoped, id, ());
+        if self.replica.filter_counts.increment(&scoped) {
             self.announce_filter(&scoped, true);
         }
-        self.streams.insert(id, entry);
-        self.stream_book.tokens.insert(token, id);
-        *self.stream_book.per_org.entry(filter.org).or_insert(0) += 1;
+        self.streams.entries.insert(id, entry);
+        self.streams.book.tokens.insert(token, id);
+        *self.streams.book.per_org.entry(filter.org).or_insert(0) += 1;
         self.stats.stream_subscribers.add(1);
         self.flush(now);
         Ok(state)
@@ -289,8 +290,8 @@ impl Shard {
         filter: &StreamFilter,
         owner: &StreamOwner,
     ) -> Option<StreamState> {
-        let id = *self.stream_book.tokens.get(&token)?;
-        let entry = self.streams.get_mut(&id)?;
+        let id = *self.streams.book.tokens.get(&token)?;
+        let entry = self.streams.entries.get_mut(&id)?;
         entry.detached_at?;
         if entry.owner != *owner || entry.request != *filter {
             return None;
@@ -303,8 +304,8 @@ impl Shard {
     /// The client of a stream went away: drop it now, or (`keep`) after [`DETACHED_KEEP`].
     pub fn close_stream(&mut self, id: u32, keep: bool, now: Instant) {
         self.stats.stream_subscribers.add(-1);
-        if keep && self.streams.len() - self.attached_streams() < DETACHED_MAX {
-            if let Some(entry) = self.streams.get_mut(&id) {
+        if keep && self.streams.entries.len() - self.attached_streams() < DETACHED_MAX {
+            if let Some(entry) = self.streams.entries.get_mut(&id) {
                 entry.detached_at = Some(now);
                 return;
             }
@@ -313,19 +314,19 @@ impl Shard {
     }
 
     fn remove_stream(&mut self, id: u32) {
-        let Some(entry) = self.streams.remove(&id) else {
+        let Some(entry) = self.streams.entries.remove(&id) else {
             return;
         };
         self.outputs.push_back(Output::StreamRemoved(id));
-        self.stream_book.tokens.remove(&entry.state.token);
-        if let Some(open) = self.stream_book.per_org.get_mut(&entry.request.org) {
+        self.streams.book.tokens.remove(&entry.state.token);
+        if let Some(open) = self.streams.book.per_org.get_mut(&entry.request.org) {
             *open = open.saturating_sub(1);
             if *open == 0 {
-                self.stream_book.per_org.remove(&entry.request.org);
+                self.streams.book.per_org.remove(&entry.request.org);
             }
         }
-        self.stream_trie.remove(&entry.filter, id);
-        if self.filter_counts.decrement(&entry.filter) {
+        self.streams.trie.remove(&entry.filter, id);
+        if self.replica.filter_counts.decrement(&entry.filter) {
             self.announce_filter(&entry.filter, false);
         }
     }
@@ -335,6 +336,7 @@ impl Shard {
     fn drop_oldest_detached(&mut self, org: OrgNum) -> bool {
         let oldest = self
             .streams
+            .entries
             .iter()
             .filter(|(_, entry)| entry.request.org == org)
             .filter_map(|(id, entry)| entry.detached_at.map(|at| (at, *id)))
@@ -352,12 +354,13 @@ impl Shard {
     /// may no longer subscribe to its filter, under the current snapshot. The shard calls it
     /// whenever it swaps in a new snapshot, so a revocation reaches open streams at once.
     pub fn recheck_streams(&mut self, now: Instant) {
-        if self.streams.is_empty() {
+        if self.streams.entries.is_empty() {
             return;
         }
         let snapshot = std::sync::Arc::clone(&self.snapshot);
         let ended: Vec<(u32, StreamEnd)> = self
             .streams
+            .entries
             .iter()
             .filter_map(|(id, entry)| {
                 let owner = &entry.owner;
@@ -376,7 +379,7 @@ impl Shard {
             })
             .collect();
         for (id, why) in ended {
-            if self.streams.contains_key(&id) {
+            if self.streams.entries.contains_key(&id) {
                 tracing::info!(stream = id, reason = why.detail(), "stream ended");
                 self.outputs.push_back(Output::StreamEnded { id, why });
             }
@@ -390,6 +393,7 @@ impl Shard {
     /// Streams with a client attached.
     pub fn attached_streams(&self) -> usize {
         self.streams
+            .entries
             .values()
             .filter(|entry| entry.detached_at.is_none())
             .count()
@@ -399,6 +403,7 @@ impl Shard {
     pub fn expire_streams(&mut self, now: Instant) {
         let expired: Vec<u32> = self
             .streams
+            .entries
             .iter()
             .filter(|(_, entry)| {
                 entry
@@ -415,11 +420,11 @@ impl Shard {
 
     /// Hands a routed message to every matching stream on this shard.
     pub(super) fn deliver_streams(&mut self, message: &SharedMessage) {
-        if self.streams.is_empty() {
+        if self.streams.entries.is_empty() {
             return;
         }
-        let (streams, outputs) = (&self.streams, &mut self.outputs);
-        self.stream_trie.for_each_match(&message.topic, |id, _| {
+        let (streams, outputs) = (&self.streams.entries, &mut self.outputs);
+        self.streams.trie.for_each_match(&message.topic, |id, _| {
             if streams.get(&id).is_some_and(|entry| entry.wants(message)) {
                 outputs.push_back(Output::StreamItem {
                     id,
@@ -645,7 +650,7 @@ mod tests {
 
         s.snapshot = snapshot(2, &[0, 1, 2], &[&a, &b, &c]);
         s.recheck_streams(now());
-        assert_eq!(s.streams.len(), 4, "nothing changed");
+        assert_eq!(s.streams.entries.len(), 4, "nothing changed");
         assert!(ended(&mut s).is_empty());
 
         // a loses its right to fin/#.
@@ -673,12 +678,12 @@ mod tests {
         s.snapshot = snapshot(5, &[0, 1], &[&a_narrowed]);
         s.recheck_streams(now());
         assert_eq!(ended(&mut s), [(on_c.id, StreamEnd::OrgDeleted)]);
-        assert!(s.streams.is_empty() && s.stream_book.tokens.is_empty());
-        assert!(s.stream_book.per_org.is_empty());
+        assert!(s.streams.entries.is_empty() && s.streams.book.tokens.is_empty());
+        assert!(s.streams.book.per_org.is_empty());
         for state in [&on_a, &on_b, &on_c] {
             s.close_stream(state.id, true, now());
         }
-        assert!(s.streams.is_empty());
+        assert!(s.streams.entries.is_empty());
     }
 
     /// Finding 7: an org holds at most `streams_max` streams per shard; kept ones make room.

@@ -22,7 +22,7 @@ impl Shard {
     ) -> ringmq_proto::session::Flow {
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
-        let retained = &self.retained;
+        let retained = &self.replica.retained;
         let room = |topic: &str, payload: usize| retained.room(topic, payload);
         let flow = match self.entries.get_mut(slot) {
             Some(entry) => entry
@@ -48,12 +48,14 @@ impl Shard {
                     subscription,
                     is_new,
                 } => {
-                    let held = !is_new && self.subscriptions.get(&filter, slot).is_some();
+                    let held = !is_new && self.replica.subscriptions.get(&filter, slot).is_some();
                     if held {
                         // A SUBSCRIBE of a filter it holds replaces the options in place: taken
                         // out and put back, the filter would leave the other replicas for a
                         // moment, and a message routed then would miss it (found by ringmq-sim).
-                        self.subscriptions.insert(&filter, slot, subscription);
+                        self.replica
+                            .subscriptions
+                            .insert(&filter, slot, subscription);
                     } else {
                         // (Joining a shared group it is in already changes nothing: a member's
                         // options are read from its session at delivery.)
@@ -96,13 +98,15 @@ impl Shard {
         // of an org other than the default one was acknowledged and never joined its group).
         match split_shared(filter) {
             Some(shared) => {
-                if self.groups.join(shared.group, shared.filter, slot) {
+                if self.replica.groups.join(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, true);
                 }
             }
             None => {
-                self.subscriptions.insert(filter, slot, subscription);
-                if self.filter_counts.increment(filter) {
+                self.replica
+                    .subscriptions
+                    .insert(filter, slot, subscription);
+                if self.replica.filter_counts.increment(filter) {
                     self.announce_filter(filter, true);
                 }
             }
@@ -118,7 +122,7 @@ impl Shard {
         let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn) else {
             return false;
         };
-        self.outputs.push_back(Output::Fence {
+        self.emit_urgent(Output::Fence {
             conn,
             count: u32::from(self.count) - 1,
         });
@@ -139,13 +143,13 @@ impl Shard {
     pub(super) fn remove_subscription(&mut self, slot: Slot, filter: &str) {
         match split_shared(filter) {
             Some(shared) => {
-                if self.groups.leave(shared.group, shared.filter, slot) {
+                if self.replica.groups.leave(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, false);
                 }
             }
             None => {
-                if self.subscriptions.remove(filter, slot).is_some()
-                    && self.filter_counts.decrement(filter)
+                if self.replica.subscriptions.remove(filter, slot).is_some()
+                    && self.replica.filter_counts.decrement(filter)
                 {
                     self.announce_filter(filter, false);
                 }
@@ -171,7 +175,8 @@ impl Shard {
             return;
         }
         let mut found = Vec::new();
-        self.retained
+        self.replica
+            .retained
             .for_each_match(filter, |message| found.push(message.clone()));
         // In topic order, not the store's hash order: the same state sends the same bytes
         // (which the simulator's replay relies on), at the cost of a sort per SUBSCRIBE.
