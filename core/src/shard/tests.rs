@@ -555,3 +555,36 @@ fn keep_alive_closes_at_one_and_a_half() {
         "a clean session ends with its connection"
     );
 }
+
+/// A round's many deliveries to one session ask its writer once; a close is urgent (the
+/// driver applies it before the connection's next packet), a writer to wake is not.
+#[test]
+fn one_write_per_session_per_round_and_closes_are_urgent() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    let (slot, conn) = connect(s, "sub", v5_connect("sub", 0, 0), now);
+    subscribe(s, slot, "t/#", now);
+    outputs(s);
+    s.take_urgent();
+    for _ in 0..10 {
+        s.handle(
+            Input::Publish(test_message("t/x", b"m", QoS::AtMostOnce, false)),
+            now,
+        );
+    }
+    let writes = outputs(s)
+        .iter()
+        .filter(|output| matches!(output, Output::Write { slot: at, .. } if *at == slot))
+        .count();
+    assert_eq!(writes, 1, "one Write covers the round");
+    assert!(
+        !s.take_urgent(),
+        "waking a writer can wait for the round's end"
+    );
+    s.handle(Input::Lost { slot, conn }, now);
+    assert!(s.take_urgent(), "a close cannot wait");
+    assert!(outputs(s)
+        .iter()
+        .any(|output| matches!(output, Output::Close { conn: c, .. } if *c == conn)));
+}
