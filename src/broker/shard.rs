@@ -160,6 +160,7 @@ impl Shard {
                 }
                 Output::Close { conn, rest } => {
                     if let Some(conn) = self.conns.remove(&conn) {
+                        conn.unfence();
                         conn.finish(rest);
                     }
                 }

@@ -163,11 +163,7 @@ impl Shard {
             MeshMsg::Fence { reply_to, conn_id } => {
                 self.send(reply_to, MeshMsg::FenceAck { conn_id });
             }
-            MeshMsg::FenceAck { conn_id } => {
-                if self.live_conns.contains_key(&conn_id) {
-                    self.emit_urgent(Output::FenceDone(conn_id));
-                }
-            }
+            MeshMsg::FenceAck { conn_id } => self.fence_ack(conn_id),
             MeshMsg::Pause { conn_id, pause } => self.pause_local(conn_id, pause),
             MeshMsg::Refused { token } => {
                 if let Some(pending) = self.pending.get_mut(&token) {
@@ -187,6 +183,27 @@ impl Shard {
         }
     }
 
+    /// One more shard has the filters a connection's SUBACK waits for: the SUBACK may go once
+    /// every shard answered (and a connection that ended meanwhile closes then).
+    fn fence_ack(&mut self, conn: ConnId) {
+        if let Some(live) = self.live_conns.get_mut(&conn) {
+            live.fences = live.fences.saturating_sub(1);
+            self.emit_urgent(Output::FenceDone(conn));
+            return;
+        }
+        let Some((_, fences)) = self.fenced_closes.get_mut(&conn) else {
+            return;
+        };
+        *fences = fences.saturating_sub(1);
+        let last = *fences == 0;
+        self.emit_urgent(Output::FenceDone(conn));
+        if last {
+            if let Some((rest, _)) = self.fenced_closes.remove(&conn) {
+                self.emit_urgent(Output::Close { conn, rest });
+            }
+        }
+    }
+
     pub(super) fn takeover(
         &mut self,
         client_id: Str,
@@ -196,7 +213,7 @@ impl Shard {
         now: Instant,
     ) {
         if let Some(slot) = self.by_client_id.get(&self.entries, client_id.as_bytes()) {
-            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn().is_some());
             if connected {
                 self.end_connection(
                     slot,

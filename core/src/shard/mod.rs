@@ -9,6 +9,9 @@
 //! clock is touched here; wall-clock time is derived from `now` ([`Shard::unix_secs`]).
 
 use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,8 +60,9 @@ pub struct Entry {
     pub session: Session,
     /// Bumped each time the slot is reused, so stale timers are recognised.
     pub generation: u32,
-    /// The live connection.
-    pub conn: Option<ConnId>,
+    /// The live connection (a niche, not an `Option<u64>`: 8 bytes less per session, and
+    /// connection ids start at 1).
+    conn: Option<NonZeroU64>,
     /// An [`Output::Write`] for this slot waits in the output queue.
     write_queued: bool,
     /// Registry token of the connection that owns the client id.
@@ -82,6 +86,28 @@ pub struct Entry {
     pub principal: Option<Rc<Principal>>,
     /// When the current connection was made (unix seconds; 0 while none is attached).
     pub connected_at: u64,
+}
+
+/// What the core keeps of a live connection besides its session.
+#[derive(Debug, Default, Clone, Copy)]
+struct Live {
+    /// Pauses asked of it (by slow subscribers on any shard).
+    pauses: u32,
+    /// Fence answers its held SUBACK still waits for.
+    fences: u32,
+}
+
+impl Entry {
+    /// The live connection, if one is attached.
+    #[inline]
+    pub fn conn(&self) -> Option<ConnId> {
+        self.conn.map(NonZeroU64::get)
+    }
+
+    /// Detaches the live connection.
+    fn take_conn(&mut self) -> Option<ConnId> {
+        self.conn.take().map(NonZeroU64::get)
+    }
 }
 
 /// A connection waiting for the client id's home shard to grant it the session.
@@ -212,9 +238,13 @@ pub struct Shard {
     actions: Vec<Action>,
     /// Set once shutdown begins.
     pub shutting_down: bool,
-    /// Live connections by id (with the pauses asked of each), so a pause or resume from any
-    /// shard finds its publisher.
-    live_conns: AHashMap<ConnId, u32>,
+    /// Live connections by id (with the pauses asked of each and the fences they wait for), so
+    /// a pause or resume from any shard finds its publisher.
+    live_conns: AHashMap<ConnId, Live>,
+    /// Connections that ended while a SUBACK of theirs waited for its fence: their last bytes
+    /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
+    /// every shard" even for a client that disconnects at once (found by ringmq-sim).
+    fenced_closes: AHashMap<ConnId, (BytesMut, u32)>,
     /// Sessions holding paused publishers, checked for stalls by housekeeping.
     congested: Vec<(Slot, u32)>,
     /// The control-plane snapshot logins and ACLs are checked against.
@@ -277,6 +307,7 @@ impl Shard {
             actions: Vec::new(),
             shutting_down: false,
             live_conns: AHashMap::new(),
+            fenced_closes: AHashMap::new(),
             congested: Vec::new(),
             snapshot,
             auth: AuthState::default(),
@@ -334,7 +365,7 @@ impl Shard {
     /// Asks the driver to run the writer of `slot`'s connection, once until it takes the ask.
     fn want_write(&mut self, slot: Slot) {
         if let Some(entry) = self.entries.get_mut(slot) {
-            if let (Some(conn), false) = (entry.conn, entry.write_queued) {
+            if let (Some(conn), false) = (entry.conn(), entry.write_queued) {
                 entry.write_queued = true;
                 self.outputs.push_back(Output::Write { slot, conn });
             }
@@ -343,7 +374,9 @@ impl Shard {
 
     /// True while reading `conn` is paused for a slow subscriber.
     pub fn is_paused(&self, conn: ConnId) -> bool {
-        self.live_conns.get(&conn).is_some_and(|pauses| *pauses > 0)
+        self.live_conns
+            .get(&conn)
+            .is_some_and(|live| live.pauses > 0)
     }
 
     /// Refreshes the gauges housekeeping reports.
@@ -379,7 +412,7 @@ impl Shard {
 
     /// The entry in `slot` if `conn` is still the connection attached to it.
     pub fn entry_for_conn(&mut self, slot: Slot, conn: ConnId) -> Option<&mut Entry> {
-        self.entry_mut(slot).filter(|e| e.conn == Some(conn))
+        self.entry_mut(slot).filter(|e| e.conn() == Some(conn))
     }
 
     /// Home shard of a client id or topic (stable hash, so every shard agrees).

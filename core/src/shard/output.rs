@@ -10,7 +10,8 @@ use ringmq_proto::message::SharedMessage;
 
 use super::{Slot, StreamEnd};
 
-/// A connection's id, unique on its shard (0 names the shard itself in message origins).
+/// A connection's id, unique on its shard and never 0 (drivers count from 1; 0 names the
+/// shard itself in message origins).
 pub type ConnId = u64;
 
 /// One effect for the IO driver.

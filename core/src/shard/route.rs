@@ -17,7 +17,7 @@ use crate::mesh_msg::MeshMsg;
 impl Entry {
     /// True when this connected session is behind: its outbox or queue passed the high-water mark.
     fn congested(&self, rules: &Rules) -> bool {
-        self.conn.is_some()
+        self.conn().is_some()
             && (self.session.out.len() >= outbox_high_water(rules)
                 || self.session.state.queue.len() >= queue_high_water(rules))
     }
@@ -210,7 +210,7 @@ impl Shard {
         now: Instant,
     ) {
         let entries = &self.entries;
-        let connected = |slot: Slot| entries.get(slot).is_some_and(|e| e.conn.is_some());
+        let connected = |slot: Slot| entries.get(slot).is_some_and(|e| e.conn().is_some());
         let pick = self
             .replica
             .groups
@@ -267,7 +267,7 @@ impl Shard {
         let origin = origin_parts(item.message.origin);
         // A disconnected session's QoS 1/2 queue is bounded per session by count, and per org
         // by bytes, so one tenant's offline devices cannot spend the memory another's need.
-        let offline = if entry.conn.is_none() && item.qos != QoS::AtMostOnce {
+        let offline = if entry.conn().is_none() && item.qos != QoS::AtMostOnce {
             let size = item.message.topic.len() + item.message.payload.len();
             let held = self.offline_bytes.get(&entry.org).copied().unwrap_or(0);
             if held + size as u64 > self.settings.org_offline_bytes_max
@@ -290,7 +290,7 @@ impl Shard {
         match outcome {
             Delivered::Sent => {
                 stats.messages_sent.inc();
-                if let (Some(conn), false) = (entry.conn, entry.write_queued) {
+                if let (Some(conn), false) = (entry.conn(), entry.write_queued) {
                     entry.write_queued = true;
                     self.outputs.push_back(Output::Write { slot, conn });
                 }
@@ -299,7 +299,7 @@ impl Shard {
             Delivered::Dropped => stats.messages_dropped.inc(),
             Delivered::Overflow => {
                 stats.messages_dropped.inc();
-                if entry.conn.is_some() {
+                if entry.conn().is_some() {
                     tracing::warn!(client_id = %entry.session.client_id, "queue full; disconnecting slow consumer");
                     self.end_connection(
                         slot,
@@ -406,14 +406,14 @@ impl Shard {
 
     /// Pauses (or resumes) reading a connection of this shard, if it is still live.
     pub(super) fn pause_local(&mut self, conn: ConnId, pause: bool) {
-        let Some(pauses) = self.live_conns.get_mut(&conn) else {
+        let Some(live) = self.live_conns.get_mut(&conn) else {
             return;
         };
         if pause {
-            *pauses += 1;
+            live.pauses += 1;
             self.emit_urgent(Output::Pause(conn));
-        } else if *pauses > 0 {
-            *pauses -= 1;
+        } else if live.pauses > 0 {
+            live.pauses -= 1;
             self.emit_urgent(Output::Resume(conn));
         }
     }

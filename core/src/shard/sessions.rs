@@ -123,13 +123,14 @@ impl Shard {
         principal: Option<Rc<Principal>>,
         now: Instant,
     ) -> Entry {
+        debug_assert_ne!(conn, 0, "connection ids start at 1");
         self.generation_counter = self.generation_counter.wrapping_add(1);
         session.origin = origin_of(self.id, conn);
-        self.live_conns.insert(conn, 0);
+        self.live_conns.insert(conn, Live::default());
         Entry {
             session,
             generation: self.generation_counter,
-            conn: Some(conn),
+            conn: NonZeroU64::new(conn),
             write_queued: false,
             token,
             pending_will: None,
@@ -148,7 +149,7 @@ impl Shard {
     /// resuming connection; `None` when that session is gone.
     pub(super) fn unseat(&mut self, (slot, generation): (Slot, u32)) -> Option<(Slot, Session)> {
         let entry = self.entries.get_mut(slot)?;
-        if entry.generation != generation || entry.conn.is_some() {
+        if entry.generation != generation || entry.conn().is_some() {
             return None;
         }
         let (org, bytes) = (entry.org, entry.offline_bytes);
@@ -182,7 +183,7 @@ impl Shard {
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
-        let Some(conn) = entry.conn.take() else {
+        let Some(conn) = entry.take_conn() else {
             return;
         };
         let blocked = std::mem::take(&mut entry.blocked);
@@ -190,8 +191,16 @@ impl Shard {
             entry.session.write_disconnect(reason, text);
         }
         let rest = entry.session.out.split();
-        self.urgent = true;
-        self.outputs.push_back(Output::Close { conn, rest });
+        match self.live_conns.get(&conn).map_or(0, |live| live.fences) {
+            0 => {
+                self.urgent = true;
+                self.outputs.push_back(Output::Close { conn, rest });
+            }
+            // A SUBACK in `rest` waits for its fence: the close goes out with the last answer.
+            fences => {
+                self.fenced_closes.insert(conn, (rest, fences));
+            }
+        }
         // The will was allowed at CONNECT; the rules may have changed since.
         let will = entry
             .session
@@ -237,7 +246,7 @@ impl Shard {
         self.forget_transit(slot);
         self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(std::mem::take(&mut entry.blocked));
-        if let Some(conn) = entry.conn {
+        if let Some(conn) = entry.conn() {
             self.emit_urgent(Output::Close {
                 conn,
                 rest: bytes::BytesMut::new(),
@@ -318,12 +327,12 @@ impl Shard {
             }
             match timer.kind {
                 TimerKind::KeepAlive => {
-                    let current = entry.conn;
+                    let current = entry.conn();
                     if current.map(|id| id as u32) != Some(timer.conn) {
                         continue;
                     }
                     let live = &self.live_conns;
-                    let paused = |conn| live.get(&conn).is_some_and(|pauses| *pauses > 0);
+                    let paused = |conn| live.get(&conn).is_some_and(|l| l.pauses > 0);
                     if current.is_some_and(paused) {
                         // We stopped reading this client, so its silence is ours: look again later.
                         self.timers.rearm(timer, now + Duration::from_secs(1));
@@ -354,7 +363,7 @@ impl Shard {
                     }
                 }
                 TimerKind::SessionExpiry => {
-                    if entry.conn.is_none() {
+                    if entry.conn().is_none() {
                         if let Some(at) = entry.session.expiry_deadline() {
                             if at <= now {
                                 self.end_session(timer.slot, now);
@@ -377,7 +386,7 @@ impl Shard {
     pub fn shutdown_connections(&mut self, now: Instant) {
         self.shutting_down = true;
         for slot in 0..self.entries.bound() {
-            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn().is_some());
             if connected {
                 // A shutdown is not the client's fault: wills of persistent sessions stay pending.
                 self.end_connection(

@@ -119,9 +119,12 @@ impl Shard {
         if self.count < 2 {
             return false;
         }
-        let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn) else {
+        let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn()) else {
             return false;
         };
+        if let Some(live) = self.live_conns.get_mut(&conn) {
+            live.fences += u32::from(self.count) - 1;
+        }
         self.emit_urgent(Output::Fence {
             conn,
             count: u32::from(self.count) - 1,

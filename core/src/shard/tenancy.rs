@@ -202,7 +202,7 @@ impl Shard {
             self.refilter_session(slot);
         }
         for (slot, gone) in closing {
-            let connected = self.entry_mut(slot).is_some_and(|e| e.conn.is_some());
+            let connected = self.entry_mut(slot).is_some_and(|e| e.conn().is_some());
             if connected {
                 tracing::info!(slot, "credentials revoked; closing the connection");
                 self.end_connection(
@@ -276,7 +276,7 @@ impl Shard {
         let now_secs = self.unix_secs(now);
         let mut expired = Vec::new();
         for (slot, entry) in self.entries.iter() {
-            if entry.conn.is_some()
+            if entry.conn().is_some()
                 && entry
                     .principal
                     .as_ref()
@@ -310,7 +310,7 @@ impl Shard {
                     if entry.org != org || self.is_forwarder(slot) {
                         continue;
                     }
-                    let connected = entry.conn.is_some();
+                    let connected = entry.conn().is_some();
                     let wanted = match state {
                         ListState::Active => connected,
                         ListState::Disconnected => !connected,
@@ -330,7 +330,7 @@ impl Shard {
             SessionsOp::Disconnect { client_id } | SessionsOp::Delete { client_id } => {
                 if let Some(slot) = self.org_session(org, &scope, client_id) {
                     answer.found = true;
-                    if self.entry_mut(slot).is_some_and(|e| e.conn.is_some()) {
+                    if self.entry_mut(slot).is_some_and(|e| e.conn().is_some()) {
                         self.end_connection(
                             slot,
                             Some((
@@ -393,10 +393,10 @@ impl Shard {
                 .principal
                 .as_ref()
                 .map(|principal| principal.user.username.clone()),
-            connected: entry.conn.is_some(),
+            connected: entry.conn().is_some(),
             shard: self.id,
             address: None,
-            conn_id: entry.conn,
+            conn_id: entry.conn(),
             connected_at: (entry.connected_at != 0).then_some(entry.connected_at),
             subscriptions,
             queued: session.state.queue.len() + session.state.inflight.len(),
@@ -433,7 +433,7 @@ impl Shard {
     pub fn usage(&self) -> AHashMap<OrgNum, OrgCounters> {
         let mut connections: AHashMap<OrgNum, u64> = AHashMap::new();
         for (_, entry) in self.entries.iter() {
-            if entry.conn.is_some() {
+            if entry.conn().is_some() {
                 *connections.entry(entry.org).or_default() += 1;
             }
         }

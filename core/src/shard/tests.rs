@@ -588,3 +588,54 @@ fn one_write_per_session_per_round_and_closes_are_urgent() {
         .iter()
         .any(|output| matches!(output, Output::Close { conn: c, .. } if *c == conn)));
 }
+
+/// Regression (found by ringmq-sim, seed 4014 on 4 shards): a client that subscribed and
+/// disconnected at once got its SUBACK with the close, before the other replicas had the
+/// filter, so a publish on a shard that had not heard of it yet missed its persistent
+/// session. The close now waits for the fence: the SUBACK leaves only once every replica has
+/// the subscription.
+#[test]
+fn a_close_waits_for_the_fence_of_its_suback() {
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let (b, b_conn) = connect(&mut shards[1], "b", v5_connect("b", 0, 600), now);
+    outputs(&mut shards[1]);
+    subscribe(&mut shards[1], b, "t/#", now);
+    shards[1].end_connection(b, None, false, now);
+    let closed = |outputs: &[Output]| {
+        outputs.iter().find_map(|output| match output {
+            Output::Close { conn, rest } if *conn == b_conn => Some(rest.clone()),
+            _ => None,
+        })
+    };
+    let early = outputs(&mut shards[1]);
+    assert!(closed(&early).is_none(), "no close before shard 0 answered");
+    // Shard 0 has the filter before it answers: a publish there now reaches b's session.
+    poll_mesh(&mut shards, 0, now);
+    poll_mesh(&mut shards, 1, now);
+    let late = outputs(&mut shards[1]);
+    let rest = closed(&late).expect("closed with the last answer");
+    assert!(
+        rest.first().is_some_and(|b| b >> 4 == 9),
+        "the SUBACK goes out with the close: {rest:?}"
+    );
+    let done = late
+        .iter()
+        .position(|o| matches!(o, Output::FenceDone(c) if *c == b_conn));
+    let close = late
+        .iter()
+        .position(|o| matches!(o, Output::Close { conn, .. } if *conn == b_conn));
+    assert!(
+        done < close,
+        "the driver's fence is released before the close"
+    );
+    shards[0].publish(test_message("t/x", b"after", QoS::AtLeastOnce, false), now);
+    shards[0].flush(now);
+    poll_mesh(&mut shards, 1, now);
+    let entry = shards[1].entry_mut(b).expect("b's session lives on");
+    assert_eq!(
+        entry.session.state.queue.len(),
+        1,
+        "queued for the offline session"
+    );
+}

@@ -294,6 +294,9 @@ impl World {
                 Output::Fence { count, .. } => sc.link.fences += count,
                 Output::FenceDone(_) => sc.link.fences = sc.link.fences.saturating_sub(1),
                 Output::Close { rest, .. } => {
+                    // As the broker's driver: the core closes only after a held SUBACK's
+                    // fence answers (or drops the SUBACK with its session).
+                    sc.link.fences = 0;
                     sc.link.closing = true;
                     sc.link.final_out.unsplit(rest);
                 }

@@ -127,6 +127,12 @@ impl ConnShared {
         }
     }
 
+    /// The core closed the connection: no fence holds its last bytes any more (a SUBACK that
+    /// waited went out with the answers before the close, or was dropped with its session).
+    pub fn unfence(&self) {
+        self.fences.set(0);
+    }
+
     /// There is something to write: start a writer task unless one runs (a running one sees
     /// the new data when its current write completes).
     pub fn wake_writer(self: &Rc<Self>) {

@@ -39,9 +39,10 @@ pub(super) enum Next {
 fn next(s: &mut Shard, slot: Slot, conn: &Rc<ConnShared>, writer: ConnWriter) -> Next {
     let batch = s.settings.write_batch_bytes.max(1);
     let mut out = s.entry_for_conn(slot, conn).map(|e| &mut e.session.out);
-    if conn.fences.get() > 0 && !conn.is_closing() {
+    if conn.fences.get() > 0 {
         // A SUBACK waits until every shard's replica has the new subscription; the last fence
-        // answer starts a writer again.
+        // answer starts a writer again. Also while closing: the core sends the close, with
+        // the SUBACK in its last bytes, only after the answers.
     } else if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
         let len = out.len().min(batch);
         return Next::Chunk(out.split_to(len), writer);
