@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    Anonymous, Auth, Delivery, HttpOptions, Limits, Listeners, MqttOptions, OptionalAddr,
-    OrgLimits, Placement, ShardCount, Shards, SlowConsumerPolicy, Tls, TlsClientAuth,
+    Anonymous, Auth, Delivery, Durability, DurabilityMode, HttpOptions, Limits, Listeners,
+    MqttOptions, OptionalAddr, OrgLimits, Placement, ShardCount, Shards, SlowConsumerPolicy, Tls,
+    TlsClientAuth,
 };
 
 /// The complete base layer; a unit test proves it sets every knob and validates.
@@ -79,6 +80,9 @@ pub struct Config {
     pub org_limits: OrgLimits,
     /// The HTTP front door: browser origins, request deadlines.
     pub http: HttpOptions,
+    /// What survives a restart: retained messages, persistent sessions.
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 /// Settings given on the command line; each `Some` overrides every file layer.
@@ -102,6 +106,10 @@ pub struct ServeOverrides {
     pub profile: Option<String>,
     /// `--config`: a partial config file applied after the profile.
     pub config: Option<PathBuf>,
+    /// `--durability`: overrides `durability.mode`.
+    pub durability: Option<DurabilityMode>,
+    /// `--repair`: sets `durability.repair`.
+    pub repair: bool,
 }
 
 /// Why a configuration could not be loaded.

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod durable;
 pub mod mesh_msg;
 pub mod retained;
 pub mod shard;

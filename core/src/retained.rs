@@ -56,6 +56,11 @@ impl RetainedReplica {
         self.store.get(topic)
     }
 
+    /// Calls `f` with every retained topic (scoped) and message.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &SharedMessage)) {
+        self.store.for_each(|topic, message| f(topic, message));
+    }
+
     /// Calls `f` with every retained message whose topic `filter` (scoped) matches.
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&SharedMessage)) {
         self.store.for_each_match(filter, |_, message| f(message));
@@ -108,9 +113,9 @@ impl RetainedReplica {
     }
 
     /// Drops every retained message of `org` (the org was deleted); returns how many.
-    pub fn forget_org(&mut self, org: u32) -> usize {
+    pub fn forget_org(&mut self, org: u32) -> Vec<Str> {
         if org == 0 || !self.bytes.contains_key(&org) {
-            return 0;
+            return Vec::new();
         }
         let filter = ringmq_router::scoped(&ringmq_router::org_scope(org), "#");
         let mut topics: Vec<Str> = Vec::new();
@@ -120,7 +125,7 @@ impl RetainedReplica {
             self.set(topic, None);
         }
         self.bytes.remove(&org);
-        topics.len()
+        topics
     }
 }
 
@@ -156,7 +161,7 @@ mod tests {
         assert!(r.room(&t2, 10));
         r.set(&t2, Some(retained(&t2, b"0123")));
         r.set("t/0", Some(retained("t/0", b"0123")));
-        assert_eq!(r.forget_org(2), 1);
+        assert_eq!(r.forget_org(2).len(), 1);
         assert_eq!(r.org_bytes(2), 0);
         assert!(r.get(&t2).is_none() && r.get("t/0").is_some());
     }

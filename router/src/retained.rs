@@ -109,6 +109,28 @@ impl<V> RetainedStore<V> {
         match_node(&self.root, filter, Position::Root, buffer, &mut f);
     }
 
+    /// Calls `f(topic, value)` for every retained topic, `$` topics included (a dump for
+    /// the durable log's compaction, not a subscription).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        // `top`: the root's children start the topic (an empty first level is a level too).
+        fn walk<V>(node: &Node<V>, top: bool, topic: &mut String, f: &mut impl FnMut(&str, &V)) {
+            for (level, child) in &node.children {
+                let len = topic.len();
+                if !top {
+                    topic.push('/');
+                }
+                topic.push_str(level);
+                if let Some(value) = &child.value {
+                    f(topic, value);
+                }
+                walk(child, false, topic, f);
+                topic.truncate(len);
+            }
+        }
+        let mut topic = String::new();
+        walk(&self.root, true, &mut topic, &mut f);
+    }
+
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.len
@@ -257,6 +279,22 @@ mod tests {
             store.insert(topic, i as u32);
         }
         store
+    }
+
+    #[test]
+    fn for_each_lists_every_topic_as_stored() {
+        let topics = ["/a", "a", "a/b", "$SYS/x", "a//b", "/", "\0o1\0t/x"];
+        let store = store_of(&topics);
+        let mut seen = Vec::new();
+        store.for_each(|topic, &value| seen.push((topic.to_owned(), value)));
+        seen.sort();
+        let mut expected: Vec<(String, u32)> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 
     #[test]

@@ -38,4 +38,7 @@ pub enum BrokerError {
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] ringmq_io::tls::TlsError),
+    /// The durable logs could not be read or written at start.
+    #[error("durability: {0}")]
+    Journal(#[from] super::journal::JournalError),
 }

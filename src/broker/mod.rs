@@ -17,6 +17,7 @@ pub mod error;
 pub mod facts;
 pub mod front_door;
 pub mod http;
+pub mod journal;
 pub mod local_notify;
 pub mod login;
 pub mod mailbox;
@@ -45,7 +46,7 @@ use crossbeam_queue::ArrayQueue;
 use ringmq_io::tls::ReloadableTls;
 use ringmq_io::{monoio, ConnStream, CrossNotify, Mesh, ShardConfig, ShardContext};
 
-use crate::config::{Config, Placement, SlowConsumerPolicy};
+use crate::config::{Config, DurabilityMode, Placement, SlowConsumerPolicy};
 use crate::mqtt::QoS;
 use crate::session::{Qos0Overflow, Rules};
 pub use error::BrokerError;
@@ -134,6 +135,22 @@ impl Broker {
             source,
         })?;
         let control = control::start(&config, Arc::clone(&mesh), shard_count)?;
+        let clock = (
+            Instant::now(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        );
+        // Before any listener: every replica is rebuilt before the first client.
+        let journal = match config.durability.mode {
+            DurabilityMode::Memory => None,
+            DurabilityMode::Periodic | DurabilityMode::Sync => Some(journal::recover(
+                &config.data_dir,
+                &config.durability,
+                shard_count,
+                ringmq_core::durable::Clock { base: clock },
+            )?),
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             control,
@@ -151,6 +168,8 @@ impl Broker {
             ready: std::sync::Mutex::new(ready_tx),
             conn_ids: AtomicU64::new(1),
             tls: tls.clone(),
+            clock,
+            journal,
             config,
         });
         if !shared.config.shards.huge_pages {
@@ -315,18 +334,30 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     ));
     let shard = Rc::new(ShardHandle::new(Rc::clone(&facts)));
     // The loop task owns the shard's state; every other task reaches it through the mailbox.
-    let state = Shard::new(
+    let mut state = Shard::new(
         shared.mesh.endpoint(id),
         shared.rules.clone(),
         Arc::clone(&shared.stats[id]),
         Some(Arc::clone(&shared.control)),
-        Instant::now(),
+        shared.clock,
         facts,
     );
     let report = |result: Result<(), BrokerError>| {
         if let Ok(tx) = shared.ready.lock() {
             let _ = tx.send(result);
         }
+    };
+    // Durable state first, before any listener: this shard's sessions, and every retained
+    // message and subscription in its replica.
+    let log = match &shared.journal {
+        Some(startup) => match open_journal(&mut state, startup, id) {
+            Ok(log) => Some(log),
+            Err(error) => {
+                report(Err(error.into()));
+                return;
+            }
+        },
+        None => None,
     };
 
     // Listeners: each shard binds its own with SO_REUSEPORT, unless one acceptor hands out.
@@ -403,6 +434,21 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     let parks_stop = Rc::new(local_notify::LocalStop::default());
     let unpark = monoio::spawn(conn::unpark_loop(Rc::clone(&shard), Rc::clone(&parks_stop)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
+    let journal_stop = Rc::new(local_notify::LocalStop::default());
+    let journal = log.map(|(file, len)| {
+        let settings = journal::JournalSettings {
+            interval: Duration::from_millis(shared.config.durability.sync_interval_ms),
+            compact_bytes: shared.config.durability.compact_log_bytes,
+            path: file.1,
+        };
+        monoio::spawn(journal::journal_loop(
+            Rc::clone(&shard),
+            file.0,
+            len,
+            settings,
+            Rc::clone(&journal_stop),
+        ))
+    });
     report(Ok(()));
 
     // Run until shutdown is asked for.
@@ -433,8 +479,67 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     // process exits kept the HTTP port bound for a moment, and a quick restart failed.
     parks_stop.stop();
     unpark.await;
+    // The last checkpoint (every session is offline now) and sync, while the loop still runs.
+    journal_stop.stop();
+    if let Some(journal) = journal {
+        journal.await;
+    }
     loop_stop.stop();
     shard_loop.await;
+}
+
+/// Restores this shard's part of the recovered state, writes it as the first records of its
+/// log in this run's generation, and waits for every shard to have done so (the last one
+/// marks the generation complete). Returns the open log, its path and its length.
+fn open_journal(
+    state: &mut Shard,
+    startup: &journal::Startup,
+    id: usize,
+) -> Result<((std::fs::File, std::path::PathBuf), u64), journal::JournalError> {
+    let now = Instant::now();
+    let recovered = startup
+        .recovered
+        .lock()
+        .ok()
+        .and_then(|held| held.as_ref().map(Arc::clone));
+    if let Some(recovered) = &recovered {
+        let restored = state.restore(recovered, now);
+        if restored > 0 {
+            tracing::info!(shard = id, sessions = restored, "sessions restored");
+        }
+    }
+    state.enable_journal();
+    let mut snapshot = Vec::new();
+    state.full_records(now, &mut snapshot);
+    let opened = journal::open_log(&startup.dir, id, &snapshot);
+    // Every shard passes the barrier, also one that failed (the others would wait forever);
+    // the generation is sealed only if every log is in place.
+    drop(recovered);
+    let failed = opened.is_err();
+    if failed {
+        startup.failed.store(true, Ordering::SeqCst);
+    }
+    if startup.barrier.wait().is_leader() {
+        // Every shard took its part: the recovered copy is freed.
+        if let Ok(mut held) = startup.recovered.lock() {
+            held.take();
+        }
+        if !startup.failed.load(Ordering::SeqCst) {
+            if let Err(error) = journal::seal(startup) {
+                startup.failed.store(true, Ordering::SeqCst);
+                tracing::error!(%error, "cannot complete the journal generation");
+            }
+        }
+    }
+    startup.barrier.wait();
+    let (file, len) = opened?;
+    if startup.failed.load(Ordering::SeqCst) {
+        return Err(journal::JournalError::Io {
+            path: startup.dir.display().to_string(),
+            source: std::io::Error::other("another shard could not write its log"),
+        });
+    }
+    Ok(((file, startup.dir.join(format!("shard-{id}.log"))), len))
 }
 
 fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {

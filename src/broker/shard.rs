@@ -88,23 +88,22 @@ pub enum Granted {
 }
 
 impl Shard {
-    /// A shard on `mesh`'s endpoint; `now` starts its timer clock. Its tasks read `facts`.
+    /// A shard on `mesh`'s endpoint; `clock` (an instant and its unix ms, the same for every
+    /// shard: record versions compare across shards) starts its timer clock. Its tasks read
+    /// `facts`.
     pub fn new(
         mesh: MeshEndpoint<MeshMsg>,
         rules: Rules,
         stats: Arc<ShardStats>,
         control: Option<Arc<ControlHandle>>,
-        now: Instant,
+        clock: (Instant, u64),
         facts: Rc<ShardFacts>,
     ) -> Self {
         let settings = facts.settings.clone();
         let snapshot = facts.snapshot();
         let ids = (mesh.shard_id() as u16, mesh.shard_count() as u16);
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Shard {
-            core: Core::new(ids, rules, settings, stats, snapshot, (now, unix_ms)),
+            core: Core::new(ids, rules, settings, stats, snapshot, clock),
             mesh: Rc::new(mesh),
             conns: AHashMap::new(),
             grants: AHashMap::new(),

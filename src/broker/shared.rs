@@ -58,4 +58,8 @@ pub struct Shared {
     pub(super) control: Arc<ControlHandle>,
     /// The TLS server configuration, when a TLS listener is on.
     pub(super) tls: Option<Arc<ReloadableTls>>,
+    /// An instant and the unix ms it stood for, the same for every shard.
+    pub(super) clock: (Instant, u64),
+    /// What the start recovered and where the logs go (`None`: durability mode `memory`).
+    pub(super) journal: Option<super::journal::Startup>,
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Placement, ServeOverrides, ShardCount};
+use crate::config::{DurabilityMode, Placement, ServeOverrides, ShardCount};
 
 pub use self::client::ClientCommand;
 
@@ -120,6 +120,17 @@ pub struct ServeArgs {
     /// How connections reach shards [default from profile: reuse-port].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub placement: Option<Placement>,
+
+    /// What survives a restart: `memory` (nothing but the control plane), `periodic` (logged,
+    /// synced every durability.sync_interval_ms: a crash loses at most that) or `sync`
+    /// (for now as periodic) [default from profile: periodic].
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<DurabilityMode>,
+
+    /// Start even if a shard's log is damaged in the middle, dropping what follows the damage
+    /// (without it, such a start stops and names the file).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// IANA's port for MQTT over TLS.
@@ -160,6 +171,8 @@ impl ServeArgs {
             placement: self.placement,
             profile: self.profile.clone(),
             config: self.config.clone(),
+            durability: self.durability,
+            repair: self.repair,
         }
     }
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::validate::invalid;
-use super::{Config, ConfigError, ServeOverrides, ShardCount, DEFAULT_TOML, EMBEDDED_PROFILES};
+use super::{
+    Config, ConfigError, DurabilityMode, ServeOverrides, ShardCount, DEFAULT_TOML,
+    EMBEDDED_PROFILES,
+};
 
 impl Config {
     /// Loads default → profile → config file → flags, then validates the result.
@@ -210,6 +213,21 @@ fn overrides_table(overrides: &ServeOverrides) -> Result<toml::Table, ConfigErro
             ));
         };
         root.insert("data_dir".into(), toml::Value::String(text.to_string()));
+    }
+    if overrides.durability.is_some() || overrides.repair {
+        let mut durability = toml::Table::new();
+        if let Some(mode) = overrides.durability {
+            let name = match mode {
+                DurabilityMode::Memory => "memory",
+                DurabilityMode::Periodic => "periodic",
+                DurabilityMode::Sync => "sync",
+            };
+            durability.insert("mode".into(), toml::Value::String(name.into()));
+        }
+        if overrides.repair {
+            durability.insert("repair".into(), toml::Value::Boolean(true));
+        }
+        root.insert("durability".into(), toml::Value::Table(durability));
     }
     Ok(root)
 }

@@ -381,3 +381,59 @@ pub struct MqttOptions {
     /// Highest QoS granted (v5 Maximum QoS).
     pub maximum_qos: u8,
 }
+
+/// What survives a restart, and at what cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Durability {
+    /// `memory`, `periodic` or `sync` (see [`DurabilityMode`]).
+    pub mode: DurabilityMode,
+    /// How often each shard checkpoints its changed sessions and syncs its log (periodic mode:
+    /// the most a kill -9 or a power cut loses).
+    pub sync_interval_ms: u64,
+    /// A shard's log is compacted (rewritten as its live state) once it exceeds this many
+    /// bytes and four times the size of its last compaction.
+    pub compact_log_bytes: u64,
+    /// Start even when a log is damaged in the middle, dropping what follows the damage (said
+    /// in the log); without it such a start stops with a message naming the file.
+    pub repair: bool,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            mode: DurabilityMode::Periodic,
+            sync_interval_ms: 1000,
+            compact_log_bytes: 64 << 20,
+            repair: false,
+        }
+    }
+}
+
+/// What the broker writes to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityMode {
+    /// Nothing: a restart forgets retained messages and sessions (the control plane stays).
+    Memory,
+    /// Every change is logged and synced every `sync_interval_ms`: a clean stop loses nothing,
+    /// a crash at most one interval.
+    Periodic,
+    /// Reserved for acknowledgements held until their sync (runs as `periodic` for now).
+    Sync,
+}
+
+impl std::str::FromStr for DurabilityMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(DurabilityMode::Memory),
+            "periodic" => Ok(DurabilityMode::Periodic),
+            "sync" => Ok(DurabilityMode::Sync),
+            other => Err(format!(
+                "unknown durability mode `{other}`; expected memory, periodic or sync"
+            )),
+        }
+    }
+}

@@ -112,8 +112,16 @@ fn overlay_order_is_default_profile_config_flags() {
         http_listen: None,
         mqtts_listen: None,
         https_listen: None,
+        durability: Some(DurabilityMode::Memory),
+        repair: true,
     };
     let config = Config::load(&overrides).unwrap();
+    assert_eq!(config.durability.mode, DurabilityMode::Memory);
+    assert!(config.durability.repair);
+    assert_eq!(
+        config.durability.sync_interval_ms, 1000,
+        "the profile's, untouched"
+    );
     // From the profile (not overridden later).
     assert_eq!(config.shards.mesh_batch_max, 32);
     assert_eq!(
@@ -256,6 +264,14 @@ fn invalid_values_are_rejected_with_the_key() {
         (|c| c.listeners.backlog = 0, "listeners.backlog"),
         (|c| c.listeners.http = c.listeners.mqtt, "both"),
         (|c| c.data_dir = PathBuf::new(), "data_dir"),
+        (
+            |c| c.durability.sync_interval_ms = 5,
+            "durability.sync_interval_ms",
+        ),
+        (
+            |c| c.durability.compact_log_bytes = 1000,
+            "durability.compact_log_bytes",
+        ),
         (
             |c| c.listeners.mqtts = OptionalAddr(Some(c.listeners.http)),
             "listeners.http and listeners.mqtts",

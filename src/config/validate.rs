@@ -201,6 +201,18 @@ impl Config {
             100,
             600_000,
         )?;
+        check_range(
+            "durability.sync_interval_ms",
+            self.durability.sync_interval_ms,
+            10,
+            60_000,
+        )?;
+        check_range(
+            "durability.compact_log_bytes",
+            self.durability.compact_log_bytes,
+            1 << 20,
+            u64::MAX,
+        )?;
 
         let delivery = &self.delivery;
         check_range(

@@ -131,8 +131,10 @@ class Broker:
         if not os.access(binary, os.X_OK):
             pytest.exit(f"ringmq binary not found or not executable at {binary}: build it with "
                         f"`cargo build` or point RINGMQ_BIN at it", returncode=3)
+        # Two shards unless the test names its own count.
+        shards = [] if "--shards" in self.extra_args else ["--shards", "2"]
         cmd = [binary, "serve", "--mqtt-listen", f"{self.host}:{self.port}",
-               "--http-listen", f"{self.host}:{self.http_port}", "--shards", "2",
+               "--http-listen", f"{self.host}:{self.http_port}", *shards,
                "--placement", "round-robin", "--data-dir", str(self.data_dir)]
         if self.profile:
             cmd += ["--profile", self.profile]
@@ -220,7 +222,8 @@ def broker(request, tmp_path):
     marker = request.node.get_closest_marker("broker_config")
     kw = dict(marker.kwargs) if marker else {}
     config = {section: dict(kw.pop(section, {}) or {})
-              for section in ("limits", "mqtt", "auth", "listeners", "tls", "org_limits", "http")}
+              for section in ("limits", "mqtt", "auth", "listeners", "tls", "org_limits", "http",
+                              "durability")}
     b = Broker(BROKER_KIND, tmp_path, config=config, **kw)
     b.start()
     yield b

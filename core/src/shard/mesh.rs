@@ -55,7 +55,9 @@ impl Shard {
                 }
             }
             MeshMsg::RetainRequest { topic, message } => {
-                // This is the topic's home: its order is the order every replica applies.
+                // This is the topic's home: its order is the order every replica applies, and
+                // the one its log keeps.
+                self.record_retained(&topic, &message);
                 self.replica.retained.set(&topic, message.clone());
                 for shard in 0..self.count {
                     if shard != self.id {

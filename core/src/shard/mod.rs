@@ -25,6 +25,7 @@ use crate::timers::Timers;
 
 mod client_ids;
 mod counted;
+mod durability;
 mod input;
 mod mesh;
 mod moves;
@@ -65,6 +66,10 @@ pub struct Entry {
     conn: Option<NonZeroU64>,
     /// An [`Output::Write`] for this slot waits in the output queue.
     write_queued: bool,
+    /// Changed since its last checkpoint (listed in the journal's dirty list).
+    dirty: bool,
+    /// A checkpoint of it is in the log (its end must be recorded too).
+    persisted: bool,
     /// Registry token of the connection that owns the client id.
     pub token: u64,
     /// A will waiting for its delay (or for the session to end).
@@ -245,6 +250,8 @@ pub struct Shard {
     /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
     /// every shard" even for a client that disconnects at once (found by ringmq-sim).
     fenced_closes: AHashMap<ConnId, (BytesMut, u32)>,
+    /// The log side, when durability is on.
+    journal: Option<durability::Journal>,
     /// Sessions holding paused publishers, checked for stalls by housekeeping.
     congested: Vec<(Slot, u32)>,
     /// The control-plane snapshot logins and ACLs are checked against.
@@ -308,6 +315,7 @@ impl Shard {
             shutting_down: false,
             live_conns: AHashMap::new(),
             fenced_closes: AHashMap::new(),
+            journal: None,
             congested: Vec::new(),
             snapshot,
             auth: AuthState::default(),

@@ -169,6 +169,8 @@ impl Shard {
             generation,
             conn: None,
             write_queued: false,
+            dirty: false,
+            persisted: true,
             token,
             pending_will: None,
             blocked: Vec::new(),
@@ -183,6 +185,7 @@ impl Shard {
         for (filter, subscription) in subscriptions {
             self.add_subscription(slot, &filter, subscription);
         }
+        self.touch(slot);
         // If its connection never attaches, it expires like any offline session.
         let at = now + Duration::from_secs(u64::from(expiry));
         self.timers

@@ -113,12 +113,17 @@ impl Shard {
     /// Drops every retained message of `org` from this replica (the org was deleted).
     pub(super) fn forget_org_retained(&mut self, org: u32) {
         let dropped = self.replica.retained.forget_org(org);
-        if dropped > 0 {
+        if !dropped.is_empty() {
             tracing::info!(
                 org,
-                retained = dropped,
+                retained = dropped.len(),
                 "org deleted; its retained messages dropped"
             );
+        }
+        for topic in dropped {
+            if self.home_of(&topic) == self.id {
+                self.record_retained(&topic, &None);
+            }
         }
     }
 
@@ -282,6 +287,7 @@ impl Shard {
         } else {
             None
         };
+        let durable = item.qos != QoS::AtMostOnce;
         let outcome = entry.session.deliver(item, now, &rules);
         if let (Some(size), Delivered::Queued) = (offline, &outcome) {
             entry.offline_bytes += size as u32;
@@ -327,6 +333,9 @@ impl Shard {
             }
             self.pause_publisher(origin);
         }
+        if durable {
+            self.touch(slot);
+        }
     }
 
     /// After the writer flushed: move queued messages into the window.
@@ -336,7 +345,8 @@ impl Shard {
             return;
         };
         entry.last_progress = now;
-        if !entry.session.state.queue.is_empty() || !entry.session.state.qos0_queue.is_empty() {
+        let pumped = !entry.session.state.queue.is_empty();
+        if pumped || !entry.session.state.qos0_queue.is_empty() {
             entry.session.pump(now, &rules);
         }
         if entry.caught_up(&rules) {
@@ -345,6 +355,9 @@ impl Shard {
                 let blocked = std::mem::take(&mut entry.blocked);
                 self.release(blocked);
             }
+        }
+        if pumped {
+            self.touch(slot);
         }
     }
 

@@ -109,6 +109,13 @@ impl Shard {
         }
         self.stats.add_connection(1);
         self.count_org_connection(org, 1);
+        if let Some(entry) = self.entries.get_mut(slot) {
+            // Who may claim it later, also after a move or a restart.
+            entry.session.state.owner = entry.principal.as_ref().map_or(0, |p| p.owner());
+            // A session that existed before may be in the log (its end must be recorded).
+            entry.persisted |= present;
+        }
+        self.touch(slot);
         (slot, present)
     }
 
@@ -132,6 +139,8 @@ impl Shard {
             generation: self.generation_counter,
             conn: NonZeroU64::new(conn),
             write_queued: false,
+            dirty: false,
+            persisted: false,
             token,
             pending_will: None,
             blocked: Vec::new(),
@@ -208,6 +217,7 @@ impl Shard {
             .filter(|will| will_allowed(entry, will));
         self.live_conns.remove(&conn);
         self.release(blocked);
+        self.touch(slot);
         let Some(entry) = self.entry_mut(slot) else {
             return;
         };
@@ -264,6 +274,8 @@ impl Shard {
         }
         self.by_client_id
             .remove(entry.session.client_id.as_bytes(), slot);
+        let persisted = entry.persisted || entry.session.state.expiry_interval_secs > 0;
+        self.record_session_end(&entry.session.client_id, persisted, now);
         let home = self.home_of(&entry.session.client_id);
         self.send(
             home,
@@ -358,6 +370,7 @@ impl Shard {
                             if let Some(pending) = entry.pending_will.take() {
                                 let (will, _) = *pending;
                                 self.publish_will(Box::new(will), now);
+                                self.touch(timer.slot);
                             }
                         }
                     }

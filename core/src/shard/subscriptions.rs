@@ -35,6 +35,7 @@ impl Shard {
                 })
             }
         };
+        self.touch(slot);
         let mut fence = false;
         for action in actions.drain(..) {
             match action {

@@ -639,3 +639,120 @@ fn a_close_waits_for_the_fence_of_its_suback() {
         "queued for the offline session"
     );
 }
+
+/// Reads what shards recorded, as a restart would: every log into one replay.
+fn replay_of(shards: &mut [Shard]) -> crate::durable::Recovered {
+    let mut replay = crate::durable::Replay::default();
+    for s in shards.iter_mut() {
+        let clock = s.wall_clock();
+        let mut log = Vec::new();
+        s.take_records(&mut log);
+        let end = crate::durable::frame::scan(&log, |_, payload| {
+            replay.apply(crate::durable::Record::decode(payload, &clock)?);
+            Ok::<(), crate::durable::DecodeError>(())
+        })
+        .expect("records decode");
+        assert_eq!(end, crate::durable::frame::End::Clean);
+    }
+    replay.finish()
+}
+
+/// A persistent session with a subscription and queued messages, and a retained message,
+/// survive a restart through the log, also onto another shard count; a session that ended
+/// does not come back.
+#[test]
+fn what_the_log_keeps_comes_back_on_any_shard_count() {
+    let mut shards = shard(2);
+    for s in shards.iter_mut() {
+        s.enable_journal();
+    }
+    let now = Instant::now();
+    let (keeper, _) = connect(&mut shards[1], "keeper", v5_connect("keeper", 0, 3600), now);
+    subscribe(&mut shards[1], keeper, "t/#", now);
+    let (gone, _) = connect(&mut shards[0], "gone", v5_connect("gone", 0, 3600), now);
+    subscribe(&mut shards[0], gone, "t/#", now);
+    pump(&mut shards, now);
+    shards[1].end_connection(keeper, None, false, now);
+    let retained = Arc::new(Message {
+        retain: true,
+        ..(*test_message("t/r", b"kept", QoS::AtLeastOnce, true)).clone()
+    });
+    shards[0].publish(retained, now);
+    for payload in [&b"one"[..], b"two"] {
+        let message = Arc::new(Message {
+            payload: Bytes::from_static(payload),
+            ..(*test_message("t/q", b"", QoS::AtLeastOnce, false)).clone()
+        });
+        shards[0].publish(message, now);
+    }
+    shards[0].flush(now);
+    pump(&mut shards, now);
+    // "gone" ends: its end is recorded after its checkpoint.
+    for s in shards.iter_mut() {
+        s.checkpoint(now);
+    }
+    shards[0].end_connection(gone, None, false, now);
+    shards[0].end_session(gone, now);
+    pump(&mut shards, now);
+    let later = now + Duration::from_secs(5);
+    for s in shards.iter_mut() {
+        s.checkpoint(later);
+    }
+    let recovered = replay_of(&mut shards);
+    assert_eq!(
+        recovered.sessions.len(),
+        1,
+        "only the live persistent session"
+    );
+    assert_eq!(recovered.retained.len(), 1);
+    // The retained message and the two others, queued while it was away.
+    let queued = recovered.sessions[0].state.queue.len();
+    assert_eq!(queued, 3);
+
+    for count in [1, 3] {
+        let mut fresh = shard(count);
+        let restart = later + Duration::from_secs(10);
+        let restored: usize = fresh
+            .iter_mut()
+            .map(|s| s.restore(&recovered, restart))
+            .sum();
+        assert_eq!(restored, 1, "{count} shards");
+        let home = fresh[0].home_of("keeper") as usize;
+        let slot = fresh[home]
+            .by_client_id
+            .get(&fresh[home].entries, b"keeper")
+            .expect("seated on its home");
+        let entry = fresh[home].entry_mut(slot).expect("entry");
+        assert_eq!(
+            entry.session.state.queue.len(),
+            queued,
+            "queued messages kept"
+        );
+        assert!(entry.conn().is_none());
+        // Every shard routes a new publish to it, and has the retained message.
+        for (i, s) in fresh.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            s.replica
+                .retained
+                .for_each_match("t/#", |m| got.push(m.payload.clone()));
+            assert_eq!(got, vec![Bytes::from_static(b"kept")], "shard {i}");
+            assert!(
+                s.replica.index.matching_shards("t/new") & (1 << home) != 0,
+                "shard {i} routes to the session's home"
+            );
+        }
+        let publisher = (home + 1) % count;
+        fresh[publisher].publish(
+            test_message("t/new", b"3", QoS::AtLeastOnce, false),
+            restart,
+        );
+        fresh[publisher].flush(restart);
+        pump(&mut fresh, restart);
+        let entry = fresh[home].entry_mut(slot).expect("entry");
+        assert_eq!(
+            entry.session.state.queue.len(),
+            queued + 1,
+            "{count} shards"
+        );
+    }
+}

@@ -78,6 +78,9 @@ pub struct SessionState {
     pub expiry_interval_secs: u32,
     /// Messages dropped because the queue was full.
     pub dropped_queue_full: u64,
+    /// Tag of the principal the session belongs to (0: anonymous); it moves with the session
+    /// and is stored with it, so after a move or a restart another login is still refused.
+    pub owner: u64,
 }
 
 impl SessionState {

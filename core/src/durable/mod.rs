@@ -1,0 +1,112 @@
+//! Durability, the sans-IO half: the records a shard writes to its log, their frames, and the
+//! replay that turns every shard's log back into one state.
+//!
+//! The core produces framed records (a retained message set at its topic's home, a
+//! persistent session's checkpoint, a session's end) into a buffer the driver takes; the
+//! driver owns the files, the writes and the syncs. At start the driver reads every log into
+//! a [`Replay`], and each shard core restores its part of the result ([`Recovered`]).
+
+pub mod codec;
+pub mod frame;
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::Str;
+
+pub use codec::{encode_session, Clock, DecodeError, Record, SessionRecord, SessionView};
+
+/// The state every log holds together: the latest record per key.
+#[derive(Debug, Default)]
+pub struct Replay {
+    retained: AHashMap<Str, Option<SharedMessage>>,
+    sessions: AHashMap<Str, Session>,
+    /// Records read (all logs).
+    pub records: u64,
+}
+
+/// A session key's latest record: its state, or its end.
+#[derive(Debug)]
+enum Session {
+    Live(Box<SessionRecord>),
+    Ended(u64),
+}
+
+impl Session {
+    fn version(&self) -> u64 {
+        match self {
+            Session::Live(record) => record.version,
+            Session::Ended(version) => *version,
+        }
+    }
+}
+
+impl Replay {
+    /// Applies one record: a later retained record for a topic replaces an earlier one; a
+    /// session keeps its highest version (a session that moved between shards has records in
+    /// both logs), an end at the same version beats the state.
+    pub fn apply(&mut self, record: Record) {
+        self.records += 1;
+        match record {
+            Record::Retained { topic, message } => {
+                self.retained.insert(topic, message);
+            }
+            Record::Session(session) => {
+                let newer = self
+                    .sessions
+                    .get(&session.client_id)
+                    .map_or(true, |held| session.version > held.version());
+                if newer {
+                    self.sessions
+                        .insert(session.client_id.clone(), Session::Live(session));
+                }
+            }
+            Record::SessionEnded { client_id, version } => {
+                let newer = self
+                    .sessions
+                    .get(&client_id)
+                    .map_or(true, |held| version >= held.version());
+                if newer {
+                    self.sessions.insert(client_id, Session::Ended(version));
+                }
+            }
+        }
+    }
+
+    /// The state to restore: retained messages and live sessions, ends dropped.
+    pub fn finish(self) -> Recovered {
+        let mut retained: Vec<(Str, SharedMessage)> = self
+            .retained
+            .into_iter()
+            .filter_map(|(topic, message)| Some((topic, message?)))
+            .collect();
+        retained.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut sessions: Vec<Box<SessionRecord>> = self
+            .sessions
+            .into_values()
+            .filter_map(|session| match session {
+                Session::Live(record) => Some(record),
+                Session::Ended(_) => None,
+            })
+            .collect();
+        sessions.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        Recovered { retained, sessions }
+    }
+}
+
+/// What a start recovered from the logs, shared by every shard: each restores the sessions
+/// homed on it and every retained message and subscription into its replica.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Retained messages by scoped topic.
+    pub retained: Vec<(Str, SharedMessage)>,
+    /// Live persistent sessions, sorted by client id.
+    pub sessions: Vec<Box<SessionRecord>>,
+}
+
+/// The handle shards share.
+pub type SharedRecovered = Arc<Recovered>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! What the shard writes to its log, and how it comes back at start.
+//!
+//! Retained messages are recorded at their topic's home shard as they are set (the home's
+//! order is every replica's order). Persistent sessions are *checkpointed*: a change marks a
+//! session dirty, and [`Shard::checkpoint`] (the driver calls it every sync interval, and at
+//! shutdown) writes each dirty session's whole state once, so a subscriber that takes 100k
+//! messages a second costs one record a second, not 100k. A record's version is the wall
+//! clock in nanoseconds from a clock base every shard shares: a session that moved has its
+//! newer checkpoint on its new shard, and replay keeps the newest.
+
+use std::time::{Duration, Instant};
+
+use ahash::AHashSet;
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::{QoS, Str};
+use ringmq_proto::session::Session;
+use ringmq_router::split_shared;
+
+use super::*;
+use crate::durable::{encode_session, frame, Clock, Record, Recovered, SessionRecord, SessionView};
+use crate::timers::TimerKind;
+
+/// The shard's log side, while durability is on.
+#[derive(Debug, Default)]
+pub(super) struct Journal {
+    /// Framed records the driver has not taken yet.
+    pending: Vec<u8>,
+    /// Sessions changed since their last checkpoint (slot, generation).
+    dirty: Vec<(Slot, u32)>,
+}
+
+impl Shard {
+    /// Turns the log side on: from now on changes are recorded for [`Shard::take_records`].
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// True when changes are recorded.
+    pub fn journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The clock that turns `Instant`s into the wall time records hold.
+    pub fn wall_clock(&self) -> Clock {
+        Clock {
+            base: self.clock_base,
+        }
+    }
+
+    /// Appends the records made since the last call to `out` (framed, ready to write).
+    pub fn take_records(&mut self, out: &mut Vec<u8>) {
+        if let Some(journal) = self.journal.as_mut() {
+            if out.is_empty() {
+                std::mem::swap(out, &mut journal.pending);
+            } else {
+                out.append(&mut journal.pending);
+            }
+        }
+    }
+
+    /// Bytes of records waiting for the driver (it writes early when they pile up).
+    pub fn records_waiting(&self) -> usize {
+        self.journal.as_ref().map_or(0, |j| j.pending.len())
+    }
+
+    /// Marks `slot`'s session changed, if it is one the log keeps (persistent, or persisted
+    /// before and now ending).
+    pub(super) fn touch(&mut self, slot: Slot) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        if entry.dirty || (entry.session.state.expiry_interval_secs == 0 && !entry.persisted) {
+            return;
+        }
+        entry.dirty = true;
+        journal.dirty.push((slot, entry.generation));
+    }
+
+    /// Writes every session changed since the last checkpoint.
+    pub fn checkpoint(&mut self, now: Instant) {
+        let Some(mut journal) = self.journal.take() else {
+            return;
+        };
+        let clock = self.wall_clock();
+        let version = clock.unix_nanos(now);
+        let mut dirty = std::mem::take(&mut journal.dirty);
+        for (slot, _) in dirty.drain(..) {
+            if self.is_forwarder(slot) {
+                // Moved away: its new shard writes it (with a later version).
+                if let Some(entry) = self.entries.get_mut(slot) {
+                    entry.dirty = false;
+                }
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(slot) else {
+                continue;
+            };
+            if !entry.dirty {
+                continue;
+            }
+            entry.dirty = false;
+            if entry.session.state.expiry_interval_secs > 0 {
+                entry.persisted = true;
+                let view = session_view(entry, version, now, &clock);
+                frame::append_with(&mut journal.pending, |out| {
+                    encode_session(&view, &clock, out)
+                });
+            } else if entry.persisted {
+                // A reconnect made it non-persistent: the stored one must not come back.
+                entry.persisted = false;
+                let ended = Record::SessionEnded {
+                    client_id: entry.session.client_id.clone(),
+                    version,
+                };
+                frame::append_with(&mut journal.pending, |out| ended.encode(&clock, out));
+            }
+        }
+        journal.dirty = dirty;
+        self.journal = Some(journal);
+    }
+
+    /// Records that the session of `entry` ended (at `now`).
+    pub(super) fn record_session_end(&mut self, client_id: &Str, persisted: bool, now: Instant) {
+        if !persisted {
+            return;
+        }
+        let clock = self.wall_clock();
+        if let Some(journal) = self.journal.as_mut() {
+            let ended = Record::SessionEnded {
+                client_id: client_id.clone(),
+                version: clock.unix_nanos(now),
+            };
+            frame::append_with(&mut journal.pending, |out| ended.encode(&clock, out));
+        }
+    }
+
+    /// Records a retained message set (or cleared) at its home.
+    pub(super) fn record_retained(&mut self, topic: &Str, message: &Option<SharedMessage>) {
+        let clock = self.wall_clock();
+        if let Some(journal) = self.journal.as_mut() {
+            let record = Record::Retained {
+                topic: topic.clone(),
+                message: message.clone(),
+            };
+            frame::append_with(&mut journal.pending, |out| record.encode(&clock, out));
+        }
+    }
+
+    /// Everything this shard holds that the log keeps, as records: its persistent sessions and
+    /// the retained messages homed here (a compacted log is this and nothing else).
+    pub fn full_records(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let clock = self.wall_clock();
+        let version = clock.unix_nanos(now);
+        for slot in 0..self.entries.bound() {
+            if self.is_forwarder(slot) {
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(slot) else {
+                continue;
+            };
+            if entry.session.state.expiry_interval_secs == 0 {
+                continue;
+            }
+            entry.persisted = true;
+            let view = session_view(entry, version, now, &clock);
+            frame::append_with(out, |buf| encode_session(&view, &clock, buf));
+        }
+        let mut all = Vec::new();
+        self.replica.retained.for_each(|topic, message| {
+            all.push((Str::from(topic), message.clone()));
+        });
+        let homed: Vec<_> = all
+            .into_iter()
+            .filter(|(topic, _)| self.home_of(topic) == self.id)
+            .collect();
+        for (topic, message) in homed {
+            let record = Record::Retained {
+                topic,
+                message: Some(message),
+            };
+            frame::append_with(out, |buf| record.encode(&clock, buf));
+        }
+    }
+
+    /// Rebuilds this shard's part of `recovered` before any connection: the sessions homed
+    /// here (offline, expiring from when they went down), every retained message and every
+    /// subscription into the replica (each shard computes the same placement, so no mesh
+    /// message is needed). Returns the sessions restored here.
+    pub fn restore(&mut self, recovered: &Recovered, now: Instant) -> usize {
+        let clock = self.wall_clock();
+        for (topic, message) in &recovered.retained {
+            if message.is_expired(now) {
+                continue;
+            }
+            self.replica.retained.set(topic, Some(message.clone()));
+        }
+        let mut announced: AHashSet<(Str, u16)> = AHashSet::new();
+        let mut restored = 0;
+        for record in &recovered.sessions {
+            let home = self.home_of(&record.client_id);
+            let offline_since = clock.instant(record.offline_since_ms);
+            let expiry = Duration::from_secs(u64::from(record.state.expiry_interval_secs));
+            let expired = offline_since + expiry <= now;
+            if home == self.id {
+                if expired {
+                    // Expired while the broker was down: its will (a delayed one still
+                    // pending) goes now, as it would have at expiry.
+                    if let Some((will, _)) = &record.will {
+                        self.publish_will(Box::new(will.clone()), now);
+                    }
+                    continue;
+                }
+                self.restore_session(record, offline_since, now);
+                restored += 1;
+            } else if !expired {
+                for filter in record.state.subscriptions.keys() {
+                    if announced.insert((filter.clone(), home)) {
+                        self.index_remote(filter, home);
+                    }
+                }
+            }
+        }
+        restored
+    }
+
+    /// Puts a remote shard's filter into this replica's index (what its announcement does).
+    fn index_remote(&mut self, filter: &str, home: u16) {
+        match split_shared(filter) {
+            Some(shared) => self
+                .replica
+                .shared_index
+                .add_member(shared.group, shared.filter, home),
+            None => self.replica.index.add(filter, home),
+        }
+    }
+
+    fn restore_session(&mut self, record: &SessionRecord, offline_since: Instant, now: Instant) {
+        let client_id = record.client_id.clone();
+        let mut session = Session::from_state(client_id.clone(), record.state.clone());
+        session.disconnected_at = Some(offline_since);
+        let queued: usize = session
+            .state
+            .queue
+            .iter()
+            .chain(session.state.inflight.iter().map(|f| &f.item))
+            .filter(|item| item.qos != QoS::AtMostOnce)
+            .map(|item| item.message.topic.len() + item.message.payload.len())
+            .sum();
+        let offline_bytes = u32::try_from(queued).unwrap_or(u32::MAX);
+        self.generation_counter = self.generation_counter.wrapping_add(1);
+        let generation = self.generation_counter;
+        let token = self.next_token();
+        let owner = session.state.owner;
+        let subscriptions: Vec<_> = session
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        let pending_will = record.will.as_ref().map(|(will, due)| {
+            let at = clock_instant(self, *due).max(now);
+            Box::new((will.clone(), at))
+        });
+        let will_at = pending_will.as_ref().map(|p| p.1);
+        let slot = self.entries.insert(Entry {
+            session,
+            generation,
+            conn: None,
+            write_queued: false,
+            dirty: false,
+            persisted: true,
+            token,
+            pending_will,
+            blocked: Vec::new(),
+            last_progress: now,
+            lossy: false,
+            org: record.org,
+            offline_bytes,
+            principal: None,
+            connected_at: 0,
+        });
+        *self.offline_bytes.entry(record.org).or_insert(0) += u64::from(offline_bytes);
+        self.by_client_id.insert(&self.entries, slot);
+        self.owners.insert(client_id, (token, owner));
+        for (filter, subscription) in subscriptions {
+            // Quietly: every other shard puts this filter into its index itself.
+            match split_shared(&filter) {
+                Some(shared) => {
+                    if self.replica.groups.join(shared.group, shared.filter, slot) {
+                        self.replica
+                            .shared_index
+                            .add_member(shared.group, shared.filter, self.id);
+                    }
+                }
+                None => {
+                    self.replica
+                        .subscriptions
+                        .insert(&filter, slot, subscription);
+                    if self.replica.filter_counts.increment(&filter) {
+                        self.replica.index.add(&filter, self.id);
+                    }
+                }
+            }
+        }
+        let expiry = Duration::from_secs(u64::from(record.state.expiry_interval_secs));
+        self.timers.push(
+            offline_since + expiry,
+            TimerKind::SessionExpiry,
+            slot,
+            generation,
+            0,
+        );
+        if let Some(at) = will_at {
+            self.timers
+                .push(at, TimerKind::WillDelay, slot, generation, 0);
+        }
+    }
+}
+
+fn clock_instant(shard: &Shard, unix_ms: u64) -> Instant {
+    shard.wall_clock().instant(unix_ms)
+}
+
+/// A live session as checkpoint `version` writes it.
+fn session_view<'a>(
+    entry: &'a Entry,
+    version: u64,
+    now: Instant,
+    clock: &Clock,
+) -> SessionView<'a> {
+    let offline_since = entry
+        .session
+        .disconnected_at
+        .filter(|_| entry.conn().is_none());
+    SessionView {
+        client_id: &entry.session.client_id,
+        version,
+        org: entry.org,
+        offline_since_ms: clock.unix_ms(offline_since.unwrap_or(now)),
+        will: entry
+            .pending_will
+            .as_ref()
+            .map(|pending| (&pending.0, clock.unix_ms(pending.1))),
+        state: &entry.session.state,
+    }
+}

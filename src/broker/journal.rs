@@ -1,0 +1,365 @@
+//! The durable logs on disk: recovery at start, one log per shard written by its own task.
+//!
+//! Layout under `data_dir/journal/`: one directory per *generation* (`gen-00000007/`), holding
+//! `shard-N.log` for each shard and, once every shard's opening snapshot is synced, a
+//! `COMPLETE` marker. A start reads the newest complete generation (every shard's log, so a
+//! change of `--shards` re-homes the state), and each shard writes the part it restored as
+//! the first records of its log in the next generation; the older generations are removed
+//! once the new one is complete. A start that dies halfway leaves an incomplete generation,
+//! which the next start ignores and removes.
+//!
+//! While the broker runs, a shard's journal task takes the core's records every sync
+//! interval (after a checkpoint of its changed sessions), appends them through the shard's
+//! io_uring and syncs; it rewrites the log as a snapshot when it grows past its bound, and
+//! writes and syncs once more at shutdown.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmq_core::durable::{frame, Clock, Record, Recovered, Replay};
+use ringmq_io::monoio;
+
+use super::local_notify::LocalStop;
+use super::mailbox::ShardHandle;
+use crate::config::Durability;
+
+/// The marker of a generation whose every log holds its opening snapshot.
+const COMPLETE: &str = "COMPLETE";
+
+/// Why the logs could not be read or written at start.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file or directory could not be read, written or created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A log is damaged before its end.
+    #[error(
+        "{path} is damaged at byte {offset} ({why}); nothing after it was read. Restore the \
+         data directory from a backup, or start with --repair to drop what follows the damage"
+    )]
+    Damaged {
+        /// The log.
+        path: String,
+        /// Where its first bad record starts.
+        offset: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What a start recovered, and where this run's logs go.
+#[derive(Debug)]
+pub struct Startup {
+    /// The state to restore, until every shard took its part.
+    pub recovered: std::sync::Mutex<Option<Arc<Recovered>>>,
+    /// This run's generation directory.
+    pub dir: PathBuf,
+    /// Generations to remove once this one is complete.
+    pub old: Vec<PathBuf>,
+    /// Waits for every shard's opening snapshot.
+    pub barrier: std::sync::Barrier,
+    /// Set by a shard that could not write its log (the generation is not sealed).
+    pub failed: std::sync::atomic::AtomicBool,
+}
+
+/// Reads the newest complete generation under `data_dir/journal` and prepares the next one.
+pub fn recover(
+    data_dir: &Path,
+    durability: &Durability,
+    shards: usize,
+    clock: Clock,
+) -> Result<Startup, JournalError> {
+    let started = Instant::now();
+    let root = data_dir.join("journal");
+    std::fs::create_dir_all(&root).map_err(io_error(&root))?;
+    let mut generations: Vec<(u64, PathBuf, bool)> = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(io_error(&root))? {
+        let entry = entry.map_err(io_error(&root))?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let complete = path.join(COMPLETE).exists();
+        generations.push((number, path, complete));
+    }
+    generations.sort_by_key(|(number, _, _)| *number);
+    let newest = generations
+        .iter()
+        .rev()
+        .find(|(_, _, complete)| *complete)
+        .map(|(number, path, _)| (*number, path.clone()));
+    let mut replay = Replay::default();
+    if let Some((_, dir)) = &newest {
+        read_generation(dir, durability.repair, clock, &mut replay)?;
+    }
+    let records = replay.records;
+    let recovered = replay.finish();
+    let next = generations.last().map_or(1, |(number, _, _)| number + 1);
+    let dir = root.join(format!("gen-{next:08}"));
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let old = generations
+        .into_iter()
+        .map(|(_, path, _)| path)
+        .filter(|path| *path != dir)
+        .collect();
+    tracing::info!(
+        records,
+        sessions = recovered.sessions.len(),
+        retained = recovered.retained.len(),
+        from = ?newest.as_ref().map(|(_, dir)| dir.display().to_string()),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "durable state read"
+    );
+    Ok(Startup {
+        recovered: std::sync::Mutex::new(Some(Arc::new(recovered))),
+        dir,
+        old,
+        barrier: std::sync::Barrier::new(shards),
+        failed: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+/// Replays every shard log of `dir`, in name order.
+fn read_generation(
+    dir: &Path,
+    repair: bool,
+    clock: Clock,
+    replay: &mut Replay,
+) -> Result<(), JournalError> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    for path in logs {
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        let name = path.display().to_string();
+        let scanned = frame::scan(&bytes, |_, payload| {
+            Record::decode(payload, &clock).map(|record| replay.apply(record))
+        });
+        let damage = match scanned {
+            Ok(frame::End::Clean) => None,
+            Ok(frame::End::TornTail { len }) => {
+                tracing::warn!(
+                    log = %name,
+                    kept = len,
+                    cut = bytes.len() - len,
+                    "the last record was cut short (a crash while writing); ignored"
+                );
+                None
+            }
+            Ok(frame::End::Damaged { offset }) => Some((offset, "checksum mismatch".to_owned())),
+            Err((offset, error)) => Some((offset, error.to_string())),
+        };
+        if let Some((offset, why)) = damage {
+            if !repair {
+                return Err(JournalError::Damaged {
+                    path: name,
+                    offset,
+                    why,
+                });
+            }
+            tracing::error!(
+                log = %name,
+                offset,
+                %why,
+                dropped = bytes.len() - offset,
+                "--repair: the log is damaged; what follows the damage is dropped"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes shard `id`'s opening snapshot into this run's generation and syncs it; returns the
+/// log, open for appending, and its length.
+pub fn open_log(
+    dir: &Path,
+    id: usize,
+    snapshot: &[u8],
+) -> Result<(std::fs::File, u64), JournalError> {
+    use std::io::Write;
+    let path = dir.join(format!("shard-{id}.log"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.write_all(snapshot).map_err(io_error(&path))?;
+    file.sync_all().map_err(io_error(&path))?;
+    Ok((file, snapshot.len() as u64))
+}
+
+/// Marks this run's generation complete and removes the older ones (the leader of the start
+/// barrier calls it, once every shard's snapshot is synced).
+pub fn seal(startup: &Startup) -> Result<(), JournalError> {
+    let marker = startup.dir.join(COMPLETE);
+    std::fs::write(&marker, b"").map_err(io_error(&marker))?;
+    sync_dir(&startup.dir)?;
+    for old in &startup.old {
+        if let Err(error) = std::fs::remove_dir_all(old) {
+            tracing::warn!(dir = %old.display(), %error, "could not remove an old journal generation");
+        }
+    }
+    if let Some(root) = startup.dir.parent() {
+        sync_dir(root)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// The journal task's settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    /// Checkpoint and sync every this long.
+    pub interval: Duration,
+    /// Rewrite the log as a snapshot past this length (and four times the last snapshot).
+    pub compact_bytes: u64,
+    /// The log's path (compaction writes next to it and renames over it).
+    pub path: PathBuf,
+}
+
+/// Appends the core's records to the shard's log every interval, syncs, compacts, and writes
+/// once more when `stop` fires (after the shutdown's last checkpoint).
+pub async fn journal_loop(
+    handle: Rc<ShardHandle>,
+    file: std::fs::File,
+    mut len: u64,
+    settings: JournalSettings,
+    stop: Rc<LocalStop>,
+) {
+    let mut file = match monoio::fs::File::from_std(file) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::error!(%error, log = %settings.path.display(), "cannot use the log; durability is off for this shard");
+            return;
+        }
+    };
+    let mut compacted = len;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut failing = false;
+    loop {
+        let stopping = monoio::select! {
+            _ = monoio::time::sleep(settings.interval) => false,
+            _ = stop.wait() => true,
+        };
+        let taken = std::mem::take(&mut buf);
+        let Some(taken) = handle
+            .call(move |s| {
+                let mut taken = taken;
+                s.checkpoint(Instant::now());
+                s.take_records(&mut taken);
+                taken
+            })
+            .await
+        else {
+            return;
+        };
+        buf = taken;
+        if !buf.is_empty() {
+            let (result, back) = file.write_all_at(std::mem::take(&mut buf), len).await;
+            buf = back;
+            match result {
+                Ok(()) => {
+                    len += buf.len() as u64;
+                    buf.clear();
+                    if failing {
+                        tracing::info!(log = %settings.path.display(), "the log is written again");
+                        failing = false;
+                    }
+                }
+                Err(error) => {
+                    // Kept and tried again next interval (disk full is an operating condition).
+                    if !failing {
+                        tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; retrying every interval");
+                        failing = true;
+                    }
+                }
+            }
+        }
+        if let Err(error) = file.sync_data().await {
+            tracing::error!(%error, log = %settings.path.display(), "cannot sync the log");
+        }
+        if stopping {
+            return;
+        }
+        if !failing && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
+            match compact(&handle, &settings.path).await {
+                Some(Ok((new_file, new_len))) => {
+                    tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted");
+                    file = new_file;
+                    len = new_len;
+                    compacted = new_len;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, log = %settings.path.display(), "compaction failed; the log keeps growing");
+                    compacted = len;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Rewrites the log as the shard's live state: written next to it, synced, renamed over it.
+/// Records made meanwhile stay in the core and go to the new log next interval.
+async fn compact(
+    handle: &Rc<ShardHandle>,
+    path: &Path,
+) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
+    let snapshot = handle
+        .call(|s| {
+            let mut out = Vec::new();
+            s.full_records(Instant::now(), &mut out);
+            out
+        })
+        .await?;
+    let temp = path.with_extension("log.compact");
+    let result = async {
+        let file = monoio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&temp)
+            .await?;
+        let len = snapshot.len() as u64;
+        let (result, _) = file.write_all_at(snapshot, 0).await;
+        result?;
+        file.sync_all().await?;
+        std::fs::rename(&temp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok((file, len))
+    }
+    .await;
+    Some(result)
+}

@@ -1,0 +1,281 @@
+"""Durability: retained messages and persistent sessions (subscriptions, queued and in-flight
+messages, expiry) survive a restart in `periodic` mode (the default), also a kill -9 once a sync
+interval has passed and a change of the shard count; `memory` forgets; a torn last record is cut
+off, damage in the middle stops the start unless --repair."""
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import mqttraw as mr
+from helpers import is_ringmq, unique
+
+pytestmark = pytest.mark.skipif(not is_ringmq(), reason="ringmq's durability modes and logs")
+
+
+def wait_ports_free(broker, timeout: float = 5.0) -> None:
+    """After a kill -9 the kernel tears the io_uring instance down asynchronously: its pending
+    accepts keep the listening ports for a moment."""
+    deadline = time.monotonic() + timeout
+    for port in (broker.port, broker.http_port):
+        while True:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((broker.host, port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"port {port} still bound"
+                time.sleep(0.05)
+            finally:
+                s.close()
+
+
+def logs(broker) -> list[Path]:
+    return sorted((broker.data_dir / "journal").glob("gen-*/shard-*.log"))
+
+
+def raw(broker, client_id: str, expiry: int = 600, clean: bool = False):
+    r = broker.raw(5)
+    ack = r.connect(client_id, clean=clean, props={"session_expiry_interval": expiry})
+    return r, ack
+
+
+def subscribe_offline(broker, client_id: str, *filters, qos: int = 1, expiry: int = 600):
+    r, _ = raw(broker, client_id, expiry)
+    r.subscribe(*filters, qos=qos)
+    r.disconnect()
+
+
+def publish(broker, topic: str, payloads, qos: int = 1, retain: bool = False):
+    r = broker.raw(5)
+    r.connect(unique("pub"))
+    for payload in payloads:
+        r.publish(topic, payload, qos=qos, retain=retain)
+    r.disconnect()
+
+
+def receive(r, n: int) -> list:
+    """The next `n` PUBLISHes, each acknowledged (QoS 2: PUBREC, and PUBCOMP for each PUBREL
+    as it comes: the broker may send more PUBLISHes first)."""
+    got = []
+    while len(got) < n:
+        p = r.recv()
+        if p.type == mr.PUBREL:
+            r.send(mr.ack_packet(mr.PUBCOMP, p.packet_id, version=r.version))
+            continue
+        assert p.type == mr.PUBLISH, p
+        got.append(p)
+        if p.qos == 1:
+            r.send(mr.ack_packet(mr.PUBACK, p.packet_id, version=r.version))
+        elif p.qos == 2:
+            r.send(mr.ack_packet(mr.PUBREC, p.packet_id, version=r.version))
+    return got
+
+
+def test_retained_and_queued_messages_survive_sigterm(broker):
+    cid = unique("dur")
+    subscribe_offline(broker, cid, "dur/q/#", qos=2)
+    publish(broker, "dur/r/1", [b"kept"], retain=True)
+    publish(broker, "dur/q/a", [b"q1-%d" % i for i in range(5)], qos=1)
+    publish(broker, "dur/q/b", [b"q2-%d" % i for i in range(3)], qos=2)
+
+    broker.restart()
+
+    r, ack = raw(broker, cid)
+    assert ack.session_present, "the persistent session came back"
+    got = receive(r, 8)
+    assert [p.payload for p in got if p.topic == "dur/q/a"] == [b"q1-%d" % i for i in range(5)]
+    assert [p.payload for p in got if p.topic == "dur/q/b"] == [b"q2-%d" % i for i in range(3)]
+    assert {p.topic: p.qos for p in got} == {"dur/q/a": 1, "dur/q/b": 2}
+    # Its subscription is in force without a new SUBSCRIBE, on every shard.
+    publish(broker, "dur/q/c", [b"after"])
+    assert receive(r, 1)[0].payload == b"after"
+    r.close()
+
+    w = broker.raw(5)
+    w.connect(unique("watch"))
+    w.subscribe("dur/r/#")
+    p = w.expect(mr.PUBLISH)
+    assert (p.topic, p.payload, p.retain) == ("dur/r/1", b"kept", True)
+    w.close()
+
+
+def test_in_flight_messages_are_sent_again_with_dup(broker):
+    cid = unique("infl")
+    subscribe_offline(broker, cid, "infl/#", qos=1)
+    r, _ = raw(broker, cid)
+    publish(broker, "infl/x", [b"unacked-0", b"unacked-1"])
+    first = [r.expect(mr.PUBLISH) for _ in range(2)]  # received, never acknowledged
+    assert [p.payload for p in first] == [b"unacked-0", b"unacked-1"]
+    r.abort()
+    time.sleep(0.2)
+
+    broker.restart()
+
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    again = receive(r, 2)
+    assert [(p.payload, p.dup, p.packet_id) for p in again] == [
+        (p.payload, True, p.packet_id) for p in first
+    ], "the same packet ids, marked DUP"
+    r.expect_silence(0.3)
+    r.close()
+
+
+def test_an_ended_session_and_a_cleared_retained_message_stay_gone(broker):
+    cid = unique("gone")
+    subscribe_offline(broker, cid, "gone/#")
+    publish(broker, "gone/r", [b"x"], retain=True)
+    publish(broker, "gone/r", [b""], retain=True)  # cleared
+    # A clean start ends the stored session.
+    r, _ = raw(broker, cid, clean=True, expiry=0)
+    r.disconnect()
+
+    broker.restart()
+
+    r, ack = raw(broker, cid)
+    assert not ack.session_present
+    r.subscribe("gone/#")
+    r.expect_silence(0.3)
+    r.close()
+
+
+def test_session_expiry_counts_the_time_the_broker_was_down(broker):
+    cid = unique("exp")
+    subscribe_offline(broker, cid, "exp/#", expiry=2)
+    broker.stop()
+    time.sleep(2.5)
+    broker.start()
+    r, ack = raw(broker, cid)
+    assert not ack.session_present, "expired while the broker was down"
+    r.close()
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100})
+def test_kill_9_loses_nothing_older_than_an_interval(broker):
+    cid = unique("k9")
+    subscribe_offline(broker, cid, "k9/#")
+    publish(broker, "k9/q", [b"m%d" % i for i in range(10)])
+    publish(broker, "k9/r", [b"kept"], retain=True)
+    time.sleep(0.6)  # several sync intervals
+    broker.signal(signal.SIGKILL)
+    broker.proc.wait(5)
+    wait_ports_free(broker)
+    broker.start()
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    got = receive(r, 11)
+    assert [p.payload for p in got if p.topic == "k9/q"] == [b"m%d" % i for i in range(10)]
+    assert [p.payload for p in got if p.topic == "k9/r"] == [b"kept"], "retained, via t/# match"
+    r.close()
+
+
+@pytest.mark.parametrize("shards", ["1", "3"])
+def test_state_is_rehomed_when_the_shard_count_changes(broker, shards):
+    cids = [unique("rh") for _ in range(6)]
+    for cid in cids:
+        subscribe_offline(broker, cid, "rh/" + cid)
+        publish(broker, "rh/" + cid, [cid.encode()])
+    publish(broker, "rh-r/1", [b"one"], retain=True)
+
+    broker.restart(extra_args=["--shards", shards])
+
+    for cid in cids:
+        r, ack = raw(broker, cid)
+        assert ack.session_present, cid
+        assert receive(r, 1)[0].payload == cid.encode()
+        # A new publish from any shard reaches it.
+        publish(broker, "rh/" + cid, [b"new"])
+        assert receive(r, 1)[0].payload == b"new"
+        r.close()
+    w = broker.raw(5)
+    w.connect(unique("w"))
+    w.subscribe("rh-r/#")
+    assert w.expect(mr.PUBLISH).payload == b"one"
+    w.close()
+
+
+def test_memory_mode_forgets(broker):
+    broker.restart(extra_args=["--durability", "memory"])
+    cid = unique("mem")
+    subscribe_offline(broker, cid, "mem/#")
+    publish(broker, "mem/r", [b"x"], retain=True)
+    broker.restart()
+    r, ack = raw(broker, cid)
+    assert not ack.session_present, "memory mode keeps nothing across a restart"
+    r.subscribe("mem/#")
+    r.expect_silence(0.3)
+    r.close()
+
+
+def test_a_torn_last_record_is_cut_off(broker):
+    cid = unique("torn")
+    subscribe_offline(broker, cid, "torn/#")
+    publish(broker, "torn/q", [b"kept"])
+    broker.stop()
+    # A crash while writing: a frame header promising more than was written.
+    with open(logs(broker)[0], "ab") as log:
+        log.write(b"\x40\x00\x00\x00\xde\xad\xbe\xefpartial")
+    broker.start()
+    assert "cut short" in broker.log_tail(200)
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    assert receive(r, 1)[0].payload == b"kept"
+    r.close()
+
+
+def test_damage_in_the_middle_stops_the_start_unless_repair(broker):
+    cid = unique("dmg")
+    subscribe_offline(broker, cid, "dmg/#")
+    for i in range(20):
+        publish(broker, "dmg/r%d" % i, [b"retained %d" % i], retain=True)
+    broker.stop()
+    damaged = max(logs(broker), key=lambda p: p.stat().st_size)
+    data = bytearray(damaged.read_bytes())
+    assert len(data) > 64
+    data[12] ^= 0xFF  # inside the first record's payload: later records follow
+    damaged.write_bytes(bytes(data))
+
+    out = subprocess.run(broker.command(), capture_output=True, text=True, timeout=30)
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said[-2000:]
+    assert str(damaged) in said and "--repair" in said, said[-2000:]
+
+    broker.extra_args = ["--repair"]
+    broker.start()
+    assert "damaged" in broker.log_tail(200)
+    w = broker.raw(5)
+    w.connect(unique("w"))
+    w.ping()
+    w.close()
+
+
+def test_a_paho_session_survives_a_restart(broker, version):
+    """The same with paho-mqtt, MQTT 3.1.1 (clean session 0) and 5 (Session Expiry)."""
+    persist = {"clean": False, "session_expiry": 600} if version == 5 else {"clean": False}
+    cid = unique("paho")
+    sub = broker.client(cid, version=version, **persist).connect()
+    sub.subscribe("pd/#", qos=1)
+    sub.disconnect()
+    sub.close()
+    pub = broker.client(unique("pp"), version=version).connect()
+    pub.publish("pd/a", b"one", qos=1)
+    pub.publish("pd/b", b"two", qos=1)
+    pub.publish("pdr/x", b"ret", qos=1, retain=True)
+    pub.disconnect()
+    pub.close()
+
+    broker.restart()
+
+    back = broker.client(cid, version=version, **persist).connect()
+    assert back.session_present
+    assert [m.payload for m in back.get_n(2)] == [b"one", b"two"]
+    back.subscribe("pdr/#", qos=1)
+    m = back.get()
+    assert (m.topic, m.payload, m.retain) == ("pdr/x", b"ret", True)
+    back.close()
