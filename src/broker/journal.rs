@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use ringmq_io::monoio;
 
 use super::local_notify::LocalStop;
 use super::mailbox::ShardHandle;
+use super::shard::Shard;
 use crate::config::Durability;
 
 /// The marker of a generation whose every log holds its opening snapshot.
@@ -233,6 +235,60 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir))
+}
+
+/// Restores this shard's part of the recovered state, writes it as the first records of its
+/// log in this run's generation, and waits for every shard to have done so (the last one
+/// marks the generation complete). Returns the open log, its path and its length.
+pub fn open(
+    state: &mut Shard,
+    startup: &Startup,
+    id: usize,
+) -> Result<((std::fs::File, std::path::PathBuf), u64), JournalError> {
+    let now = Instant::now();
+    let recovered = startup
+        .recovered
+        .lock()
+        .ok()
+        .and_then(|held| held.as_ref().map(Arc::clone));
+    if let Some(recovered) = &recovered {
+        let restored = state.restore(recovered, now);
+        if restored > 0 {
+            tracing::info!(shard = id, sessions = restored, "sessions restored");
+        }
+    }
+    state.enable_journal();
+    let mut snapshot = Vec::new();
+    state.full_records(now, &mut snapshot);
+    let opened = open_log(&startup.dir, id, &snapshot);
+    // Every shard passes the barrier, also one that failed (the others would wait forever);
+    // the generation is sealed only if every log is in place.
+    drop(recovered);
+    let failed = opened.is_err();
+    if failed {
+        startup.failed.store(true, Ordering::SeqCst);
+    }
+    if startup.barrier.wait().is_leader() {
+        // Every shard took its part: the recovered copy is freed.
+        if let Ok(mut held) = startup.recovered.lock() {
+            held.take();
+        }
+        if !startup.failed.load(Ordering::SeqCst) {
+            if let Err(error) = seal(startup) {
+                startup.failed.store(true, Ordering::SeqCst);
+                tracing::error!(%error, "cannot complete the journal generation");
+            }
+        }
+    }
+    startup.barrier.wait();
+    let (file, len) = opened?;
+    if startup.failed.load(Ordering::SeqCst) {
+        return Err(JournalError::Io {
+            path: startup.dir.display().to_string(),
+            source: std::io::Error::other("another shard could not write its log"),
+        });
+    }
+    Ok(((file, startup.dir.join(format!("shard-{id}.log"))), len))
 }
 
 /// The journal task's settings.

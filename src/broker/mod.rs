@@ -350,7 +350,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     // Durable state first, before any listener: this shard's sessions, and every retained
     // message and subscription in its replica.
     let log = match &shared.journal {
-        Some(startup) => match open_journal(&mut state, startup, id) {
+        Some(startup) => match journal::open(&mut state, startup, id) {
             Ok(log) => Some(log),
             Err(error) => {
                 report(Err(error.into()));
@@ -486,60 +486,6 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     }
     loop_stop.stop();
     shard_loop.await;
-}
-
-/// Restores this shard's part of the recovered state, writes it as the first records of its
-/// log in this run's generation, and waits for every shard to have done so (the last one
-/// marks the generation complete). Returns the open log, its path and its length.
-fn open_journal(
-    state: &mut Shard,
-    startup: &journal::Startup,
-    id: usize,
-) -> Result<((std::fs::File, std::path::PathBuf), u64), journal::JournalError> {
-    let now = Instant::now();
-    let recovered = startup
-        .recovered
-        .lock()
-        .ok()
-        .and_then(|held| held.as_ref().map(Arc::clone));
-    if let Some(recovered) = &recovered {
-        let restored = state.restore(recovered, now);
-        if restored > 0 {
-            tracing::info!(shard = id, sessions = restored, "sessions restored");
-        }
-    }
-    state.enable_journal();
-    let mut snapshot = Vec::new();
-    state.full_records(now, &mut snapshot);
-    let opened = journal::open_log(&startup.dir, id, &snapshot);
-    // Every shard passes the barrier, also one that failed (the others would wait forever);
-    // the generation is sealed only if every log is in place.
-    drop(recovered);
-    let failed = opened.is_err();
-    if failed {
-        startup.failed.store(true, Ordering::SeqCst);
-    }
-    if startup.barrier.wait().is_leader() {
-        // Every shard took its part: the recovered copy is freed.
-        if let Ok(mut held) = startup.recovered.lock() {
-            held.take();
-        }
-        if !startup.failed.load(Ordering::SeqCst) {
-            if let Err(error) = journal::seal(startup) {
-                startup.failed.store(true, Ordering::SeqCst);
-                tracing::error!(%error, "cannot complete the journal generation");
-            }
-        }
-    }
-    startup.barrier.wait();
-    let (file, len) = opened?;
-    if startup.failed.load(Ordering::SeqCst) {
-        return Err(journal::JournalError::Io {
-            path: startup.dir.display().to_string(),
-            source: std::io::Error::other("another shard could not write its log"),
-        });
-    }
-    Ok(((file, startup.dir.join(format!("shard-{id}.log"))), len))
 }
 
 fn bind_error(addr: SocketAddr, error: ringmq_io::IoError) -> BrokerError {

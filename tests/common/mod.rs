@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -65,6 +64,29 @@ impl Broker {
         std::fs::create_dir_all(dir.join("data")).expect("create test dir");
         let port = free_port();
         let http_port = free_port();
+        if !config.is_empty() {
+            std::fs::write(dir.join("config.toml"), config).expect("write config");
+        }
+        let mut broker = Broker {
+            child: None,
+            port,
+            http_port,
+            dir,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// SIGTERM (asserting a clean exit), then the same broker again: same ports, data and
+    /// configuration.
+    pub fn restart(&mut self) {
+        let status = self.stop().expect("stopped within 10 s");
+        assert!(status.success(), "exit {status}:\n{}", self.log_tail());
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let (dir, port, http_port) = (self.dir.clone(), self.port, self.http_port);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ringmq"));
         command
             .arg("serve")
@@ -78,26 +100,23 @@ impl Broker {
             .arg("round-robin")
             .arg("--data-dir")
             .arg(dir.join("data"));
-        if !config.is_empty() {
-            let path = dir.join("config.toml");
-            std::fs::write(&path, config).expect("write config");
+        let path = dir.join("config.toml");
+        if path.exists() {
             command.arg("--config").arg(path);
         }
-        let log = File::create(dir.join("broker.log")).expect("create log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .expect("open log");
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
             .spawn()
             .expect("spawn ringmq");
-        let mut broker = Broker {
-            child: Some(child),
-            port,
-            http_port,
-            dir,
-        };
-        broker.wait_ready();
-        broker
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
