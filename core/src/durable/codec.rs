@@ -372,8 +372,11 @@ impl Reader<'_> {
     }
 
     fn str(&mut self) -> Result<Str, DecodeError> {
-        let bytes = self.bytes()?;
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid("UTF-8"))?;
+        let n = self.u32()? as usize;
+        self.need(n)?;
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        let text = std::str::from_utf8(head).map_err(|_| DecodeError::Invalid("UTF-8"))?;
         Ok(Str::from(text))
     }
 

@@ -274,7 +274,7 @@ impl Shard {
             persisted: true,
             token,
             pending_will,
-            blocked: Vec::new(),
+            blocked: Blocked::default(),
             last_progress: now,
             lossy: false,
             org: record.org,

@@ -75,7 +75,7 @@ pub struct Entry {
     /// A will waiting for its delay (or for the session to end).
     pub pending_will: Option<Box<(Will, Instant)>>,
     /// Publishers (shard, connection id) paused until this session catches up.
-    pub blocked: Vec<(u16, u64)>,
+    pub blocked: Blocked,
     /// When the writer last completed a write (a subscriber that makes no progress for
     /// `STALL_GRACE` is stuck, not slow).
     pub last_progress: Instant,
@@ -91,6 +91,35 @@ pub struct Entry {
     pub principal: Option<Rc<Principal>>,
     /// When the current connection was made (unix seconds; 0 while none is attached).
     pub connected_at: u64,
+}
+
+/// Publishers (shard, connection id) a session holds paused: empty for almost every session,
+/// so one pointer instead of a `Vec`'s three words (16 bytes less per session).
+// The box is the point: `Option<Box<Vec>>` is one word where empty, a `Vec` three.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct Blocked(Option<Box<Vec<(u16, u64)>>>);
+
+impl Blocked {
+    /// True when it holds no publisher.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().map_or(true, |v| v.is_empty())
+    }
+
+    /// True when it holds `origin`.
+    pub fn contains(&self, origin: &(u16, u64)) -> bool {
+        self.0.as_ref().is_some_and(|v| v.contains(origin))
+    }
+
+    /// Adds a publisher.
+    pub fn push(&mut self, origin: (u16, u64)) {
+        self.0.get_or_insert_with(Box::default).push(origin);
+    }
+
+    /// Takes every publisher out (freeing the list).
+    pub fn take(&mut self) -> Vec<(u16, u64)> {
+        self.0.take().map(|v| *v).unwrap_or_default()
+    }
 }
 
 /// What the core keeps of a live connection besides its session.

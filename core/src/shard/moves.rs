@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::timers::TimerKind;
 use ahash::AHashMap;
 
-use super::{Entry, MeshMsg, Shard, Slot};
+use super::{Blocked, Entry, MeshMsg, Shard, Slot};
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::{QoS, Str};
 use ringmq_proto::session::{Queued, Session, SessionState};
@@ -122,7 +122,7 @@ impl Shard {
         let session = std::mem::replace(&mut entry.session, stand_in);
         let (org, bytes) = (entry.org, entry.offline_bytes);
         entry.offline_bytes = 0;
-        let blocked = std::mem::take(&mut entry.blocked);
+        let blocked = entry.blocked.take();
         self.uncount_offline(org, bytes);
         self.release(blocked);
         self.by_client_id.remove(session.client_id.as_bytes(), slot);
@@ -173,7 +173,7 @@ impl Shard {
             persisted: true,
             token,
             pending_will: None,
-            blocked: Vec::new(),
+            blocked: Blocked::default(),
             last_progress: now,
             lossy: false,
             org,

@@ -352,7 +352,7 @@ impl Shard {
         if entry.caught_up(&rules) {
             entry.lossy = false;
             if !entry.blocked.is_empty() {
-                let blocked = std::mem::take(&mut entry.blocked);
+                let blocked = entry.blocked.take();
                 self.release(blocked);
             }
         }
@@ -378,7 +378,7 @@ impl Shard {
             }
             tracing::warn!(client_id = %entry.session.client_id, "subscriber stalled; releasing its publishers");
             entry.lossy = true;
-            stalled.append(&mut entry.blocked);
+            stalled.extend(entry.blocked.take());
             false
         });
         self.release(stalled);

@@ -143,7 +143,7 @@ impl Shard {
             persisted: false,
             token,
             pending_will: None,
-            blocked: Vec::new(),
+            blocked: Blocked::default(),
             last_progress: now,
             lossy: false,
             org,
@@ -195,7 +195,7 @@ impl Shard {
         let Some(conn) = entry.take_conn() else {
             return;
         };
-        let blocked = std::mem::take(&mut entry.blocked);
+        let blocked = entry.blocked.take();
         if let Some((reason, text)) = disconnect {
             entry.session.write_disconnect(reason, text);
         }
@@ -255,7 +255,7 @@ impl Shard {
         };
         self.forget_transit(slot);
         self.uncount_offline(entry.org, entry.offline_bytes);
-        self.release(std::mem::take(&mut entry.blocked));
+        self.release(entry.blocked.take());
         if let Some(conn) = entry.conn() {
             self.emit_urgent(Output::Close {
                 conn,
