@@ -168,14 +168,13 @@ impl Shard {
             let view = session_view(entry, version, now, &clock);
             frame::append_with(out, |buf| encode_session(&view, &clock, buf));
         }
-        let mut all = Vec::new();
+        // Only the topics homed here are copied out (every replica holds them all).
+        let mut homed = Vec::new();
         self.replica.retained.for_each(|topic, message| {
-            all.push((Str::from(topic), message.clone()));
+            if self.home_of(topic) == self.id {
+                homed.push((Str::from(topic), message.clone()));
+            }
         });
-        let homed: Vec<_> = all
-            .into_iter()
-            .filter(|(topic, _)| self.home_of(topic) == self.id)
-            .collect();
         for (topic, message) in homed {
             let record = Record::Retained {
                 topic,
@@ -261,26 +260,15 @@ impl Shard {
             .map(|(f, s)| (f.clone(), *s))
             .collect();
         let pending_will = record.will.as_ref().map(|(will, due)| {
-            let at = clock_instant(self, *due).max(now);
+            let at = self.wall_clock().instant(*due).max(now);
             Box::new((will.clone(), at))
         });
         let will_at = pending_will.as_ref().map(|p| p.1);
         let slot = self.entries.insert(Entry {
-            session,
-            generation,
-            conn: None,
-            write_queued: false,
-            dirty: false,
             persisted: true,
-            token,
             pending_will,
-            blocked: Blocked::default(),
-            last_progress: now,
-            lossy: false,
-            org: record.org,
             offline_bytes,
-            principal: None,
-            connected_at: 0,
+            ..Entry::offline(session, generation, token, record.org, now)
         });
         *self.offline_bytes.entry(record.org).or_insert(0) += u64::from(offline_bytes);
         self.by_client_id.insert(&self.entries, slot);
@@ -318,10 +306,6 @@ impl Shard {
                 .push(at, TimerKind::WillDelay, slot, generation, 0);
         }
     }
-}
-
-fn clock_instant(shard: &Shard, unix_ms: u64) -> Instant {
-    shard.wall_clock().instant(unix_ms)
 }
 
 /// A live session as checkpoint `version` writes it.

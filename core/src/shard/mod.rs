@@ -132,6 +132,28 @@ struct Live {
 }
 
 impl Entry {
+    /// An offline entry for `session` (no connection, nothing queued or held), persisted or
+    /// not; callers set what differs.
+    fn offline(session: Session, generation: u32, token: u64, org: u32, now: Instant) -> Entry {
+        Entry {
+            session,
+            generation,
+            conn: None,
+            write_queued: false,
+            dirty: false,
+            persisted: false,
+            token,
+            pending_will: None,
+            blocked: Blocked::default(),
+            last_progress: now,
+            lossy: false,
+            org,
+            offline_bytes: 0,
+            principal: None,
+            connected_at: 0,
+        }
+    }
+
     /// The live connection, if one is attached.
     #[inline]
     pub fn conn(&self) -> Option<ConnId> {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::timers::TimerKind;
 use ahash::AHashMap;
 
-use super::{Blocked, Entry, MeshMsg, Shard, Slot};
+use super::{Entry, MeshMsg, Shard, Slot};
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::{QoS, Str};
 use ringmq_proto::session::{Queued, Session, SessionState};
@@ -164,22 +164,10 @@ impl Shard {
             .iter()
             .map(|(f, s)| (f.clone(), *s))
             .collect();
+        // It came from another shard, where it may have been checkpointed.
         let slot = self.entries.insert(Entry {
-            session,
-            generation,
-            conn: None,
-            write_queued: false,
-            dirty: false,
             persisted: true,
-            token,
-            pending_will: None,
-            blocked: Blocked::default(),
-            last_progress: now,
-            lossy: false,
-            org,
-            offline_bytes: 0,
-            principal: None,
-            connected_at: 0,
+            ..Entry::offline(session, generation, token, org, now)
         });
         self.by_client_id.insert(&self.entries, slot);
         for (filter, subscription) in subscriptions {

@@ -135,21 +135,10 @@ impl Shard {
         session.origin = origin_of(self.id, conn);
         self.live_conns.insert(conn, Live::default());
         Entry {
-            session,
-            generation: self.generation_counter,
             conn: NonZeroU64::new(conn),
-            write_queued: false,
-            dirty: false,
-            persisted: false,
-            token,
-            pending_will: None,
-            blocked: Blocked::default(),
-            last_progress: now,
-            lossy: false,
-            org,
-            offline_bytes: 0,
             principal,
             connected_at: self.unix_secs(now),
+            ..Entry::offline(session, self.generation_counter, token, org, now)
         }
     }
 
