@@ -245,20 +245,24 @@ impl Shard {
                 return None;
             }
         }
-        match self.moves.forwarders.get(&slot) {
-            Some(forwarder) => {
-                let (to, token) = (forwarder.to, forwarder.token);
-                self.send(
-                    to,
-                    MeshMsg::Forward {
-                        token,
-                        item: Box::new(item),
-                    },
-                );
-                None
-            }
-            None => Some(item),
-        }
+        self.forward_if_moved(slot, item)
+    }
+
+    /// Sends `item` on to the session's new shard if `slot` is a forwarder; otherwise gives
+    /// it back.
+    fn forward_if_moved(&mut self, slot: Slot, item: Queued) -> Option<Queued> {
+        let Some(forwarder) = self.moves.forwarders.get(&slot) else {
+            return Some(item);
+        };
+        let (to, token) = (forwarder.to, forwarder.token);
+        self.send(
+            to,
+            MeshMsg::Forward {
+                token,
+                item: Box::new(item),
+            },
+        );
+        None
     }
 
     /// Step 3, on the new shard: a delivery forwarded by the old one.
@@ -381,18 +385,9 @@ impl Shard {
     /// Delivers past the new shard's hold (forwarded or released items), still forwarding if
     /// the session has moved on again.
     fn deliver_routed(&mut self, slot: Slot, item: Queued, now: Instant) {
-        if let Some(forwarder) = self.moves.forwarders.get(&slot) {
-            let (to, token) = (forwarder.to, forwarder.token);
-            self.send(
-                to,
-                MeshMsg::Forward {
-                    token,
-                    item: Box::new(item),
-                },
-            );
-            return;
+        if let Some(item) = self.forward_if_moved(slot, item) {
+            self.deliver_now(slot, item, now);
         }
-        self.deliver_now(slot, item, now);
     }
 
     /// True for a slot that only forwards (not a session: lists and counts skip it).
