@@ -1,5 +1,6 @@
 //! What shards say to each other over the mesh.
 
+use crate::shard::ConnAt;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 use ringmq_proto::session::{Queued, SessionState};
@@ -98,17 +99,17 @@ pub enum MeshMsg {
         /// Shard to answer.
         reply_to: u16,
         /// Connection whose SUBACK waits.
-        conn_id: u64,
+        at: ConnAt,
     },
     /// The answer to a `Fence`.
     FenceAck {
         /// Connection whose SUBACK waits.
-        conn_id: u64,
+        at: ConnAt,
     },
     /// To a publisher's shard: pause (or resume) reading that connection; pauses count up.
     Pause {
-        /// Connection id of the publisher.
-        conn_id: u64,
+        /// The publisher, as the local part of its origin names it (slot and generation).
+        publisher: u64,
         /// Pause (true) or resume (false).
         pause: bool,
     },

@@ -12,6 +12,7 @@
 
 pub mod answer;
 pub mod conn;
+pub mod conn_table;
 pub mod control;
 pub mod error;
 pub mod facts;

@@ -332,7 +332,7 @@ async fn publish_one(
         properties,
         expires_at,
         publisher: Str::from_static(""),
-        origin: crate::broker::shard::origin_of(context.shard.id, 0),
+        origin: crate::broker::shard::shard_origin(context.shard.id),
         namespace: None,
         device: None,
     });

@@ -15,15 +15,16 @@ use ahash::AHashMap;
 use ringmq_io::MeshEndpoint;
 
 pub use ringmq_core::shard::{
-    key_may_stream, origin_of, owner_tag, password_digest, Admitted, AuthState, ConnId, CountWait,
-    Entry, EventId, Input, NewSession, Output, PendingConnect, Principal, ResumeToken,
-    ShardSettings, Slot, StreamEnd, StreamFilter, StreamItem, StreamOwner, StreamRefused,
-    DETACHED_KEEP, DETACHED_MAX,
+    key_may_stream, origin_of, owner_tag, password_digest, shard_origin, Admitted, AuthState,
+    ConnAt, ConnId, CountWait, Entry, EventId, Input, NewSession, Output, PendingConnect,
+    Principal, ResumeToken, ShardSettings, Slot, StreamEnd, StreamFilter, StreamItem, StreamOwner,
+    StreamRefused, DETACHED_KEEP, DETACHED_MAX,
 };
 
 use super::answer::Answer;
 use super::conn::link::ConnShared;
 use super::conn::parked::Parked;
+use super::conn_table::ConnTable;
 use super::control::ControlHandle;
 use super::facts::ShardFacts;
 use super::mesh_msg::MeshMsg;
@@ -38,8 +39,8 @@ pub type Core = ringmq_core::shard::Shard;
 pub struct Shard {
     core: Core,
     mesh: Rc<MeshEndpoint<MeshMsg>>,
-    /// Connections with a session attached, by id: what the core's outputs name.
-    conns: AHashMap<ConnId, Rc<ConnShared>>,
+    /// Connections with a session attached, by slot: what the core's outputs name.
+    conns: ConnTable,
     /// Tasks waiting for the grant of a pending CONNECT, by token.
     grants: AHashMap<u64, Rc<Answer<Granted>>>,
     /// Tasks waiting for counts from other shards, by token.
@@ -105,7 +106,7 @@ impl Shard {
         Shard {
             core: Core::new(ids, rules, settings, stats, snapshot, clock),
             mesh: Rc::new(mesh),
-            conns: AHashMap::new(),
+            conns: ConnTable::default(),
             grants: AHashMap::new(),
             counts: AHashMap::new(),
             rings: AHashMap::new(),
@@ -132,33 +133,33 @@ impl Shard {
     pub fn apply_outputs(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Write { conn, .. } => {
-                    if let Some(conn) = self.conns.get(&conn) {
+                Output::Write { slot, conn } => {
+                    if let Some(conn) = self.conns.get(ConnAt { slot, conn }) {
                         conn.wake_writer();
                     }
                 }
-                Output::Pause(conn) => {
-                    if let Some(conn) = self.conns.get(&conn) {
+                Output::Pause(at) => {
+                    if let Some(conn) = self.conns.get(at) {
                         conn.pause();
                     }
                 }
-                Output::Resume(conn) => {
-                    if let Some(conn) = self.conns.get(&conn) {
+                Output::Resume(at) => {
+                    if let Some(conn) = self.conns.get(at) {
                         conn.resume();
                     }
                 }
-                Output::Fence { conn, count } => {
-                    if let Some(conn) = self.conns.get(&conn) {
+                Output::Fence { at, count } => {
+                    if let Some(conn) = self.conns.get(at) {
                         conn.fence_add(count);
                     }
                 }
-                Output::FenceDone(conn) => {
-                    if let Some(conn) = self.conns.get(&conn) {
+                Output::FenceDone(at) => {
+                    if let Some(conn) = self.conns.get(at) {
                         conn.fence_done();
                     }
                 }
-                Output::Close { conn, rest } => {
-                    if let Some(conn) = self.conns.remove(&conn) {
+                Output::Close { at, rest } => {
+                    if let Some(conn) = self.conns.remove(at) {
                         conn.unfence();
                         conn.finish(rest);
                     }
@@ -303,8 +304,9 @@ impl Shard {
         conn: &Rc<ConnShared>,
         now: Instant,
     ) -> (Slot, bool) {
-        self.conns.insert(conn.id, Rc::clone(conn));
         let installed = self.core.install_session(new, now);
+        // Before the outputs: those of the install name the new connection.
+        self.conns.insert(installed.0, conn);
         self.apply_outputs();
         installed
     }
@@ -458,7 +460,7 @@ impl Shard {
                     let mut reply = self.core.sessions_op(org, &op, now);
                     self.flush(now);
                     for info in &mut reply.sessions {
-                        let conn = info.conn_id.and_then(|id| self.conns.get(&id));
+                        let conn = info.conn.and_then(|at| self.conns.get(at));
                         info.address = conn
                             .and_then(|conn| super::peer::peer_address(conn.fd()))
                             .map(|addr| addr.to_string());

@@ -65,7 +65,7 @@ pub struct SessionInfo {
     pub address: Option<String>,
     /// The attached connection, for the driver to look the address up by.
     #[serde(skip)]
-    pub conn_id: Option<u64>,
+    pub conn: Option<crate::shard::ConnAt>,
     /// When the connection was made (unix seconds).
     pub connected_at: Option<u64>,
     /// Subscriptions (filters as the client sent them) and their granted QoS.

@@ -162,11 +162,11 @@ impl Shard {
             }
             MeshMsg::MoveFenceAck { token } => self.move_fence_ack(token),
             MeshMsg::ForwardEnd { token } => self.forward_end(token, now),
-            MeshMsg::Fence { reply_to, conn_id } => {
-                self.send(reply_to, MeshMsg::FenceAck { conn_id });
+            MeshMsg::Fence { reply_to, at } => {
+                self.send(reply_to, MeshMsg::FenceAck { at });
             }
-            MeshMsg::FenceAck { conn_id } => self.fence_ack(conn_id),
-            MeshMsg::Pause { conn_id, pause } => self.pause_local(conn_id, pause),
+            MeshMsg::FenceAck { at } => self.fence_ack(at),
+            MeshMsg::Pause { publisher, pause } => self.pause_local(publisher, pause),
             MeshMsg::Refused { token } => {
                 if let Some(pending) = self.pending.get_mut(&token) {
                     pending.refused = true;
@@ -187,21 +187,27 @@ impl Shard {
 
     /// One more shard has the filters a connection's SUBACK waits for: the SUBACK may go once
     /// every shard answered (and a connection that ended meanwhile closes then).
-    fn fence_ack(&mut self, conn: ConnId) {
-        if let Some(live) = self.live_conns.get_mut(&conn) {
-            live.fences = live.fences.saturating_sub(1);
-            self.emit_urgent(Output::FenceDone(conn));
-            return;
+    fn fence_ack(&mut self, at: ConnAt) {
+        if let Some(entry) = self.entries.get_mut(at.slot) {
+            if entry.conn() == Some(at.conn) {
+                entry.fences = entry.fences.saturating_sub(1);
+                self.emit_urgent(Output::FenceDone(at));
+                return;
+            }
         }
-        let Some((_, fences)) = self.fenced_closes.get_mut(&conn) else {
+        let Some((slot, _, fences)) = self.fenced_closes.get_mut(&at.conn) else {
             return;
+        };
+        let at = ConnAt {
+            slot: *slot,
+            conn: at.conn,
         };
         *fences = fences.saturating_sub(1);
         let last = *fences == 0;
-        self.emit_urgent(Output::FenceDone(conn));
+        self.emit_urgent(Output::FenceDone(at));
         if last {
-            if let Some((rest, _)) = self.fenced_closes.remove(&conn) {
-                self.emit_urgent(Output::Close { conn, rest });
+            if let Some((_, rest, _)) = self.fenced_closes.remove(&at.conn) {
+                self.emit_urgent(Output::Close { at, rest });
             }
         }
     }

@@ -38,7 +38,7 @@ mod tenancy;
 
 pub use counted::CountWait;
 pub use input::Input;
-pub use output::{ConnId, Output};
+pub use output::{ConnAt, ConnId, Output};
 pub use streams::{
     key_may_stream, EventId, ResumeToken, StreamEnd, StreamEntry, StreamFilter, StreamItem,
     StreamOwner, StreamRefused, StreamState, DETACHED_KEEP, DETACHED_MAX,
@@ -91,6 +91,11 @@ pub struct Entry {
     pub principal: Option<Rc<Principal>>,
     /// When the current connection was made (unix seconds; 0 while none is attached).
     pub connected_at: u64,
+    /// Pauses asked of the attached connection (by slow subscribers on any shard); kept here
+    /// rather than in a map by connection id, which cost every connection a hash-map slot.
+    pauses: u32,
+    /// Fence answers the attached connection's held SUBACK still waits for.
+    fences: u32,
 }
 
 /// Publishers (shard, connection id) a session holds paused: empty for almost every session,
@@ -122,15 +127,6 @@ impl Blocked {
     }
 }
 
-/// What the core keeps of a live connection besides its session.
-#[derive(Debug, Default, Clone, Copy)]
-struct Live {
-    /// Pauses asked of it (by slow subscribers on any shard).
-    pauses: u32,
-    /// Fence answers its held SUBACK still waits for.
-    fences: u32,
-}
-
 impl Entry {
     /// An offline entry for `session` (no connection, nothing queued or held), persisted or
     /// not; callers set what differs.
@@ -151,6 +147,8 @@ impl Entry {
             offline_bytes: 0,
             principal: None,
             connected_at: 0,
+            pauses: 0,
+            fences: 0,
         }
     }
 
@@ -160,8 +158,10 @@ impl Entry {
         self.conn.map(NonZeroU64::get)
     }
 
-    /// Detaches the live connection.
+    /// Detaches the live connection, with the pauses and fences that were its own.
     fn take_conn(&mut self) -> Option<ConnId> {
+        self.pauses = 0;
+        self.fences = 0;
         self.conn.take().map(NonZeroU64::get)
     }
 }
@@ -294,13 +294,10 @@ pub struct Shard {
     actions: Vec<Action>,
     /// Set once shutdown begins.
     pub shutting_down: bool,
-    /// Live connections by id (with the pauses asked of each and the fences they wait for), so
-    /// a pause or resume from any shard finds its publisher.
-    live_conns: AHashMap<ConnId, Live>,
     /// Connections that ended while a SUBACK of theirs waited for its fence: their last bytes
     /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
     /// every shard" even for a client that disconnects at once (found by ringmq-sim).
-    fenced_closes: AHashMap<ConnId, (BytesMut, u32)>,
+    fenced_closes: AHashMap<ConnId, (Slot, BytesMut, u32)>,
     /// The log side, when durability is on.
     journal: Option<durability::Journal>,
     /// Sessions holding paused publishers, checked for stalls by housekeeping.
@@ -364,7 +361,6 @@ impl Shard {
             matches: Vec::new(),
             actions: Vec::new(),
             shutting_down: false,
-            live_conns: AHashMap::new(),
             fenced_closes: AHashMap::new(),
             journal: None,
             congested: Vec::new(),
@@ -431,11 +427,11 @@ impl Shard {
         }
     }
 
-    /// True while reading `conn` is paused for a slow subscriber.
-    pub fn is_paused(&self, conn: ConnId) -> bool {
-        self.live_conns
-            .get(&conn)
-            .is_some_and(|live| live.pauses > 0)
+    /// True while reading `conn` (attached to `slot`) is paused for a slow subscriber.
+    pub fn is_paused(&self, slot: Slot, conn: ConnId) -> bool {
+        self.entries
+            .get(slot)
+            .is_some_and(|e| e.conn() == Some(conn) && e.pauses > 0)
     }
 
     /// Refreshes the gauges housekeeping reports.
@@ -569,24 +565,45 @@ impl Shard {
     }
 }
 
-/// Bits of an [`Origin`] that carry the connection id; the shard id sits above them
-/// (connection ids are counted from 1 by one process: 2^48 of them are never reached).
-const ORIGIN_CONN_BITS: u32 = 48;
+/// Bits of an [`Origin`] that name the publisher on its shard; the shard id sits above them.
+const ORIGIN_LOCAL_BITS: u32 = 48;
 
-/// The origin of connection `conn_id` of shard `shard` (connection 0: the shard itself).
-pub fn origin_of(shard: u16, conn_id: u64) -> Origin {
-    debug_assert!(
-        conn_id < 1 << ORIGIN_CONN_BITS,
-        "connection id {conn_id} out of range"
-    );
-    Origin((u64::from(shard) << ORIGIN_CONN_BITS) | (conn_id & ((1 << ORIGIN_CONN_BITS) - 1)))
+/// Bits of the local part that carry the publisher's generation (the slot sits above them).
+const ORIGIN_GENERATION_BITS: u32 = 16;
+
+/// The origin of the connection attached to `slot` in `generation` on shard `shard`.
+///
+/// It names the publisher by its session's slot (plus one, so that 0 stays the shard itself)
+/// and the low bits of the generation, not by connection id: a pause from another shard then
+/// finds its publisher's entry directly, with no map from connection ids to slots. A slot
+/// reused 65,536 attaches later could match a stale pause's generation bits; the worst that
+/// does is resume another publisher early (flow control only: every queue keeps its bound).
+pub fn origin_of(shard: u16, slot: Slot, generation: u32) -> Origin {
+    let local = ((u64::from(slot) + 1) << ORIGIN_GENERATION_BITS)
+        | u64::from(generation & ((1 << ORIGIN_GENERATION_BITS) - 1));
+    debug_assert!(local < 1 << ORIGIN_LOCAL_BITS, "slot {slot} out of range");
+    Origin((u64::from(shard) << ORIGIN_LOCAL_BITS) | (local & ((1 << ORIGIN_LOCAL_BITS) - 1)))
 }
 
-/// The shard and connection id an origin names.
+/// The origin of shard `shard` itself (wills, REST publishes): it names no connection, so
+/// nothing pauses it.
+pub fn shard_origin(shard: u16) -> Origin {
+    Origin(u64::from(shard) << ORIGIN_LOCAL_BITS)
+}
+
+/// The shard and local publisher key an origin names (key 0: the shard itself).
 fn origin_parts(origin: Origin) -> (u16, u64) {
     (
-        (origin.0 >> ORIGIN_CONN_BITS) as u16,
-        origin.0 & ((1 << ORIGIN_CONN_BITS) - 1),
+        (origin.0 >> ORIGIN_LOCAL_BITS) as u16,
+        origin.0 & ((1 << ORIGIN_LOCAL_BITS) - 1),
+    )
+}
+
+/// The slot and generation bits a nonzero local publisher key names.
+fn publisher_of(key: u64) -> (Slot, u32) {
+    (
+        ((key >> ORIGIN_GENERATION_BITS) as Slot).wrapping_sub(1),
+        (key & ((1 << ORIGIN_GENERATION_BITS) - 1)) as u32,
     )
 }
 

@@ -14,6 +14,18 @@ use super::{Slot, StreamEnd};
 /// shard itself in message origins).
 pub type ConnId = u64;
 
+/// A live connection as the core names it to its driver: the slot of the session it is
+/// attached to (so a driver can keep its connections in a slot-indexed table, not a second
+/// hash map) and its id (so an output meant for a connection that already left the slot is
+/// recognised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnAt {
+    /// The session's slot.
+    pub slot: Slot,
+    /// The connection.
+    pub conn: ConnId,
+}
+
 /// One effect for the IO driver.
 #[derive(Debug)]
 pub enum Output {
@@ -25,24 +37,25 @@ pub enum Output {
         /// The connection attached to it.
         conn: ConnId,
     },
-    /// Stop reading `conn` until a matching [`Output::Resume`] (pauses nest).
-    Pause(ConnId),
-    /// Undo one [`Output::Pause`] of `conn`.
-    Resume(ConnId),
-    /// Hold `conn`'s writer until `count` [`Output::FenceDone`]s arrived (a SUBACK waits for
-    /// every replica).
+    /// Stop reading the connection until a matching [`Output::Resume`] (pauses nest).
+    Pause(ConnAt),
+    /// Undo one [`Output::Pause`] of the connection.
+    Resume(ConnAt),
+    /// Hold the connection's writer until `count` [`Output::FenceDone`]s arrived (a SUBACK
+    /// waits for every replica).
     Fence {
         /// The connection.
-        conn: ConnId,
+        at: ConnAt,
         /// Answers awaited.
         count: u32,
     },
-    /// One fence answer for `conn` arrived.
-    FenceDone(ConnId),
-    /// The session let go of `conn`: write `rest`, then close the socket.
+    /// One fence answer for the connection arrived.
+    FenceDone(ConnAt),
+    /// The session let go of the connection: write `rest`, then close the socket. The slot
+    /// may already hold a newer connection (a close that waited for a SUBACK's fence).
     Close {
         /// The connection.
-        conn: ConnId,
+        at: ConnAt,
         /// Its last bytes (a DISCONNECT, unsent deliveries).
         rest: BytesMut,
     },

@@ -386,14 +386,14 @@ impl Shard {
     }
 
     /// Pauses reading a publisher, on this shard or (through the mesh) on its own.
-    pub(super) fn pause_publisher(&mut self, (shard, conn_id): (u16, u64)) {
+    pub(super) fn pause_publisher(&mut self, (shard, publisher): (u16, u64)) {
         if shard == self.id {
-            self.pause_local(conn_id, true);
+            self.pause_local(publisher, true);
         } else {
             self.send(
                 shard,
                 MeshMsg::Pause {
-                    conn_id,
+                    publisher,
                     pause: true,
                 },
             );
@@ -402,14 +402,14 @@ impl Shard {
 
     /// Resumes every publisher in `blocked` (each was paused once for this session).
     pub(super) fn release(&mut self, blocked: Vec<(u16, u64)>) {
-        for (shard, conn_id) in blocked {
+        for (shard, publisher) in blocked {
             if shard == self.id {
-                self.pause_local(conn_id, false);
+                self.pause_local(publisher, false);
             } else {
                 self.send(
                     shard,
                     MeshMsg::Pause {
-                        conn_id,
+                        publisher,
                         pause: false,
                     },
                 );
@@ -417,17 +417,26 @@ impl Shard {
         }
     }
 
-    /// Pauses (or resumes) reading a connection of this shard, if it is still live.
-    pub(super) fn pause_local(&mut self, conn: ConnId, pause: bool) {
-        let Some(live) = self.live_conns.get_mut(&conn) else {
+    /// Pauses (or resumes) reading the publisher of this shard that `publisher` (the local part
+    /// of its origin) names, if that connection is still attached.
+    pub(super) fn pause_local(&mut self, publisher: u64, pause: bool) {
+        let (slot, generation) = publisher_of(publisher);
+        let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
+        let Some(conn) = entry.conn() else {
+            return;
+        };
+        if entry.generation & 0xFFFF != generation {
+            return;
+        }
+        let at = ConnAt { slot, conn };
         if pause {
-            live.pauses += 1;
-            self.emit_urgent(Output::Pause(conn));
-        } else if live.pauses > 0 {
-            live.pauses -= 1;
-            self.emit_urgent(Output::Resume(conn));
+            entry.pauses += 1;
+            self.emit_urgent(Output::Pause(at));
+        } else if entry.pauses > 0 {
+            entry.pauses -= 1;
+            self.emit_urgent(Output::Resume(at));
         }
     }
 }

@@ -83,6 +83,10 @@ impl Shard {
                 (slot, present)
             }
         };
+        let shard = self.id;
+        if let Some(entry) = self.entries.get_mut(slot) {
+            entry.session.origin = origin_of(shard, slot, entry.generation);
+        }
         if present {
             // The rules may have changed while the session was away: it resumes only what its
             // user may still subscribe to and read.
@@ -132,8 +136,8 @@ impl Shard {
     ) -> Entry {
         debug_assert_ne!(conn, 0, "connection ids start at 1");
         self.generation_counter = self.generation_counter.wrapping_add(1);
-        session.origin = origin_of(self.id, conn);
-        self.live_conns.insert(conn, Live::default());
+        // The origin names the slot, set once the entry is placed (`install_session`).
+        session.origin = Origin::BROKER;
         Entry {
             conn: NonZeroU64::new(conn),
             principal,
@@ -181,6 +185,7 @@ impl Shard {
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
+        let fences = entry.fences;
         let Some(conn) = entry.take_conn() else {
             return;
         };
@@ -189,14 +194,15 @@ impl Shard {
             entry.session.write_disconnect(reason, text);
         }
         let rest = entry.session.out.split();
-        match self.live_conns.get(&conn).map_or(0, |live| live.fences) {
+        match fences {
             0 => {
                 self.urgent = true;
-                self.outputs.push_back(Output::Close { conn, rest });
+                let at = ConnAt { slot, conn };
+                self.outputs.push_back(Output::Close { at, rest });
             }
             // A SUBACK in `rest` waits for its fence: the close goes out with the last answer.
             fences => {
-                self.fenced_closes.insert(conn, (rest, fences));
+                self.fenced_closes.insert(conn, (slot, rest, fences));
             }
         }
         // The will was allowed at CONNECT; the rules may have changed since.
@@ -204,7 +210,6 @@ impl Shard {
             .session
             .detach(now)
             .filter(|will| will_allowed(entry, will));
-        self.live_conns.remove(&conn);
         self.release(blocked);
         self.touch(slot);
         let Some(entry) = self.entry_mut(slot) else {
@@ -247,10 +252,9 @@ impl Shard {
         self.release(entry.blocked.take());
         if let Some(conn) = entry.conn() {
             self.emit_urgent(Output::Close {
-                conn,
+                at: ConnAt { slot, conn },
                 rest: bytes::BytesMut::new(),
             });
-            self.live_conns.remove(&conn);
             self.stats.add_connection(-1);
             self.count_org_connection(entry.org, -1);
         }
@@ -310,7 +314,7 @@ impl Shard {
             properties: will.properties,
             expires_at,
             publisher: Str::from_static(""),
-            origin: origin_of(self.id, 0),
+            origin: shard_origin(self.id),
             namespace: None,
             device: None,
         };
@@ -332,9 +336,7 @@ impl Shard {
                     if current.map(|id| id as u32) != Some(timer.conn) {
                         continue;
                     }
-                    let live = &self.live_conns;
-                    let paused = |conn| live.get(&conn).is_some_and(|l| l.pauses > 0);
-                    if current.is_some_and(paused) {
+                    if current.is_some() && entry.pauses > 0 {
                         // We stopped reading this client, so its silence is ours: look again later.
                         self.timers.rearm(timer, now + Duration::from_secs(1));
                         continue;

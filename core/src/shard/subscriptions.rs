@@ -120,23 +120,23 @@ impl Shard {
         if self.count < 2 {
             return false;
         }
-        let Some(conn) = self.entry_mut(slot).and_then(|e| e.conn()) else {
+        let others = u32::from(self.count) - 1;
+        let Some(entry) = self.entry_mut(slot) else {
             return false;
         };
-        if let Some(live) = self.live_conns.get_mut(&conn) {
-            live.fences += u32::from(self.count) - 1;
-        }
-        self.emit_urgent(Output::Fence {
-            conn,
-            count: u32::from(self.count) - 1,
-        });
+        let Some(conn) = entry.conn() else {
+            return false;
+        };
+        entry.fences += others;
+        let at = ConnAt { slot, conn };
+        self.emit_urgent(Output::Fence { at, count: others });
         for shard in 0..self.count {
             if shard != self.id {
                 self.send(
                     shard,
                     MeshMsg::Fence {
                         reply_to: self.id,
-                        conn_id: conn,
+                        at,
                     },
                 );
             }

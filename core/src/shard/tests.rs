@@ -98,14 +98,25 @@ fn stale_owner_takeover_grants_the_claiming_connection() {
     assert!(pending.superseded.is_none());
 }
 
-/// An origin names its shard and connection exactly; the broker's own is connection 0.
+/// An origin names its shard and its publisher's slot and generation exactly; the shard's
+/// own names no publisher, and a slot's next connection is another publisher.
 #[test]
 fn origins_round_trip() {
-    for (shard, conn) in [(0, 0), (0, 1), (3, 42), (u16::MAX, (1 << 48) - 1)] {
-        assert_eq!(origin_parts(origin_of(shard, conn)), (shard, conn));
+    for (shard, slot, generation) in [
+        (0, 0, 0),
+        (0, 1, 7),
+        (3, 42, 0x1_2345),
+        (u16::MAX, u32::MAX - 1, u32::MAX),
+    ] {
+        let (back_shard, key) = origin_parts(origin_of(shard, slot, generation));
+        assert_eq!(back_shard, shard);
+        assert_ne!(key, 0, "a connection is never the shard itself");
+        assert_eq!(publisher_of(key), (slot, generation & 0xFFFF));
     }
-    assert_eq!(origin_of(0, 0), Origin::BROKER);
-    assert_ne!(origin_of(1, 7), origin_of(7, 1));
+    assert_eq!(shard_origin(0), Origin::BROKER);
+    assert_eq!(origin_parts(shard_origin(9)), (9, 0));
+    assert_ne!(origin_of(1, 7, 1), origin_of(7, 1, 1));
+    assert_ne!(origin_of(1, 7, 1), origin_of(1, 7, 2));
 }
 
 /// A client id's session belongs to the principal that claimed it: another principal's
@@ -452,8 +463,8 @@ fn subscriptions_are_fenced_and_a_resubscribe_never_lapses() {
     subscribe(&mut shards[1], b, "t/#", now);
     let fences = |outputs: &[Output]| {
         outputs.iter().fold(0i64, |held, output| match output {
-            Output::Fence { conn, count } if *conn == b_conn => held + i64::from(*count),
-            Output::FenceDone(conn) if *conn == b_conn => held - 1,
+            Output::Fence { at, count } if at.conn == b_conn => held + i64::from(*count),
+            Output::FenceDone(at) if at.conn == b_conn => held - 1,
             _ => held,
         })
     };
@@ -545,7 +556,7 @@ fn keep_alive_closes_at_one_and_a_half() {
     let closed = |s: &mut Shard| {
         outputs(s)
             .iter()
-            .any(|output| matches!(output, Output::Close { conn: c, .. } if *c == conn))
+            .any(|output| matches!(output, Output::Close { at, .. } if at.conn == conn))
     };
     assert!(!closed(s));
     s.run_timers(t0 + Duration::from_millis(15_100));
@@ -586,7 +597,7 @@ fn one_write_per_session_per_round_and_closes_are_urgent() {
     assert!(s.take_urgent(), "a close cannot wait");
     assert!(outputs(s)
         .iter()
-        .any(|output| matches!(output, Output::Close { conn: c, .. } if *c == conn)));
+        .any(|output| matches!(output, Output::Close { at, .. } if at.conn == conn)));
 }
 
 /// Regression (found by ringmq-sim, seed 4014 on 4 shards): a client that subscribed and
@@ -604,7 +615,7 @@ fn a_close_waits_for_the_fence_of_its_suback() {
     shards[1].end_connection(b, None, false, now);
     let closed = |outputs: &[Output]| {
         outputs.iter().find_map(|output| match output {
-            Output::Close { conn, rest } if *conn == b_conn => Some(rest.clone()),
+            Output::Close { at, rest } if at.conn == b_conn => Some(rest.clone()),
             _ => None,
         })
     };
@@ -621,10 +632,10 @@ fn a_close_waits_for_the_fence_of_its_suback() {
     );
     let done = late
         .iter()
-        .position(|o| matches!(o, Output::FenceDone(c) if *c == b_conn));
+        .position(|o| matches!(o, Output::FenceDone(at) if at.conn == b_conn));
     let close = late
         .iter()
-        .position(|o| matches!(o, Output::Close { conn, .. } if *conn == b_conn));
+        .position(|o| matches!(o, Output::Close { at, .. } if at.conn == b_conn));
     assert!(
         done < close,
         "the driver's fence is released before the close"
@@ -637,6 +648,84 @@ fn a_close_waits_for_the_fence_of_its_suback() {
         entry.session.state.queue.len(),
         1,
         "queued for the offline session"
+    );
+}
+
+/// A close that waits for its SUBACK's fence still reaches its own connection when the
+/// client resumed the session in the same slot meanwhile (the driver keeps connections by
+/// slot): the old connection gets its close, the new one keeps the slot and owes no fence.
+#[test]
+fn a_fenced_close_reaches_its_connection_after_the_slot_is_resumed() {
+    let mut shards = shard(2);
+    let now = Instant::now();
+    let id = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|id| shards[1].home_of(id) == 1)
+        .expect("some id is homed on shard 1");
+    let first = shards[1].begin_connect(Str::from(id.as_str()), false, 0);
+    shards[1].flush(now);
+    shards[1].pending.remove(&first);
+    let (slot, old) = connect(&mut shards[1], &id, v5_connect(&id, 0, 600), now);
+    subscribe(&mut shards[1], slot, "t/#", now);
+    shards[1].end_connection(slot, None, false, now);
+    outputs(&mut shards[1]);
+    // Resumed in place before shard 0 answered the fence.
+    let token = shards[1].begin_connect(Str::from(id.as_str()), false, 0);
+    shards[1].flush(now);
+    let pending = shards[1].pending.remove(&token).expect("pending");
+    assert!(pending.resume.is_some(), "the session stays in place");
+    let mut again = v5_connect(&id, 0, 600);
+    again.clean_start = false;
+    let (resumed, new, _) = install(&mut shards[1], &id, again, token, Some(pending), now);
+    assert_eq!(resumed, slot);
+    assert_ne!(new, old);
+    poll_mesh(&mut shards, 0, now);
+    poll_mesh(&mut shards, 1, now);
+    let late = outputs(&mut shards[1]);
+    let old_at = ConnAt { slot, conn: old };
+    assert!(
+        late.iter()
+            .any(|o| matches!(o, Output::Close { at, .. } if *at == old_at)),
+        "the old connection is closed once the fence is answered: {late:?}"
+    );
+    assert!(
+        !late.iter().any(|o| matches!(o,
+            Output::Close { at, .. } | Output::FenceDone(at) if at.conn == new)),
+        "nothing of the old connection's lands on the new one: {late:?}"
+    );
+    assert_eq!(
+        shards[1].entry_for_conn(slot, new).map(|e| e.fences),
+        Some(0)
+    );
+}
+
+/// A pause names its publisher by slot and generation: it reaches the connection it was
+/// meant for, and a late pause or resume for a publisher that left does nothing to the
+/// next connection in its slot.
+#[test]
+fn a_pause_reaches_its_publisher_and_not_the_next_in_its_slot() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    let now = Instant::now();
+    let (slot, first) = connect(s, "p1", v5_connect("p1", 0, 0), now);
+    let key = origin_parts(s.entry_mut(slot).expect("p1").session.origin).1;
+    outputs(s);
+    s.pause_local(key, true);
+    assert!(s.is_paused(slot, first));
+    let at = ConnAt { slot, conn: first };
+    assert!(outputs(s)
+        .iter()
+        .any(|o| matches!(o, Output::Pause(p) if *p == at)));
+    s.end_connection(slot, None, false, now);
+    let (again, second) = connect(s, "p2", v5_connect("p2", 0, 0), now);
+    assert_eq!(again, slot, "the freed slot is reused");
+    outputs(s);
+    s.pause_local(key, true);
+    s.pause_local(key, false);
+    assert!(!s.is_paused(slot, second));
+    assert!(
+        outputs(s).is_empty(),
+        "nothing reached the second connection"
     );
 }
 
@@ -755,4 +844,12 @@ fn what_the_log_keeps_comes_back_on_any_shard_count() {
             "{count} shards"
         );
     }
+}
+
+/// Every session pays for its entry, connected or not (the pauses and fences of a connection
+/// live in it, instead of a map by connection id): it must not grow unnoticed.
+#[test]
+fn an_entry_stays_small() {
+    let size = std::mem::size_of::<Entry>();
+    assert!(size <= 344, "Entry is {size} bytes");
 }

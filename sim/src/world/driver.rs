@@ -238,7 +238,7 @@ impl World {
                 // connection it let go of is no longer attached, and pauses are counted.
                 let (id, index) = (sc.id, sc.shard);
                 let closing = |shard: &mut Shard| shard.entry_for_conn(slot, id).is_none();
-                if sc.link.closing || closing(shard) || shard.is_paused(id) {
+                if sc.link.closing || closing(shard) || shard.is_paused(slot, id) {
                     return;
                 }
                 if self.mesh_delay[index] == 0 {
@@ -253,7 +253,7 @@ impl World {
                     match decode_packet(&mut sc.to_broker, sc.version, 65536) {
                         Ok(Some(packet)) => match shard.handle(Input::Packet { slot, packet }, now)
                         {
-                            Flow::Continue if shard.is_paused(id) => break,
+                            Flow::Continue if shard.is_paused(slot, id) => break,
                             Flow::Continue | Flow::Close(_) => {}
                         },
                         Ok(None) => break,
@@ -276,11 +276,11 @@ impl World {
         let shard = &mut self.shards[index];
         while let Some(output) = shard.poll_output() {
             let named = match &output {
-                Output::Pause(conn)
-                | Output::Resume(conn)
-                | Output::FenceDone(conn)
-                | Output::Fence { conn, .. }
-                | Output::Close { conn, .. } => *conn,
+                Output::Pause(at)
+                | Output::Resume(at)
+                | Output::FenceDone(at)
+                | Output::Fence { at, .. }
+                | Output::Close { at, .. } => at.conn,
                 _ => continue,
             };
             let Some(sc) = self
