@@ -106,6 +106,19 @@ pub enum MeshMsg {
         /// Connection whose SUBACK waits.
         at: ConnAt,
     },
+    /// `sync` durability: answer `CommitAck` once the log holds everything sent before this
+    /// (the next sync after reading it).
+    CommitFence {
+        /// Shard to answer.
+        reply_to: u16,
+        /// The asking shard's commit.
+        id: u64,
+    },
+    /// The answer to a `CommitFence`.
+    CommitAck {
+        /// The asking shard's commit.
+        id: u64,
+    },
     /// To a publisher's shard: pause (or resume) reading that connection; pauses count up.
     Pause {
         /// The publisher, as the local part of its origin names it (slot and generation).

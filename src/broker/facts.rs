@@ -37,6 +37,8 @@ pub struct ShardFacts {
     pub backlog: Cell<usize>,
     /// Woken when the mesh backlog drains, to resume reading publishers.
     pub backlog_drained: LocalNotify,
+    /// `sync` durability: acknowledgements wait for the log (the journal task writes now).
+    pub commit_wanted: LocalNotify,
 }
 
 impl std::fmt::Debug for ShardFacts {
@@ -73,6 +75,7 @@ impl ShardFacts {
             control,
             backlog: Cell::new(0),
             backlog_drained: LocalNotify::default(),
+            commit_wanted: LocalNotify::default(),
         }
     }
 

@@ -302,8 +302,10 @@ pub struct JournalSettings {
     pub path: PathBuf,
 }
 
-/// Appends the core's records to the shard's log every interval, syncs, compacts, and writes
-/// once more when `stop` fires (after the shutdown's last checkpoint).
+/// Appends the core's records to the shard's log every interval (and at once when an
+/// acknowledgement waits for it: `sync` durability's group commit), syncs, reports the batch
+/// synced, compacts, and writes once more when `stop` fires (after the shutdown's last
+/// checkpoint).
 pub async fn journal_loop(
     handle: Rc<ShardHandle>,
     file: std::fs::File,
@@ -318,21 +320,26 @@ pub async fn journal_loop(
             return;
         }
     };
+    let facts = Rc::clone(handle.facts());
     let mut compacted = len;
     let mut buf: Vec<u8> = Vec::new();
     let mut failing = false;
+    // Bytes written since the last sync: a round with nothing new reports its batch synced
+    // without asking the disk (a commit that only needed the other shards' logs).
+    let mut unsynced = false;
     loop {
         let stopping = monoio::select! {
             _ = monoio::time::sleep(settings.interval) => false,
+            _ = facts.commit_wanted.notified() => false,
             _ = stop.wait() => true,
         };
         let taken = std::mem::take(&mut buf);
-        let Some(taken) = handle
+        let Some((taken, batch)) = handle
             .call(move |s| {
                 let mut taken = taken;
                 s.checkpoint(Instant::now());
-                s.take_records(&mut taken);
-                taken
+                let batch = s.take_records(&mut taken);
+                (taken, batch)
             })
             .await
         else {
@@ -346,22 +353,34 @@ pub async fn journal_loop(
                 Ok(()) => {
                     len += buf.len() as u64;
                     buf.clear();
+                    unsynced = true;
                     if failing {
                         tracing::info!(log = %settings.path.display(), "the log is written again");
                         failing = false;
                     }
                 }
                 Err(error) => {
-                    // Kept and tried again next interval (disk full is an operating condition).
+                    // Kept and tried again (disk full is an operating condition); nothing
+                    // waiting for this batch is acknowledged meanwhile.
                     if !failing {
-                        tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; retrying every interval");
+                        tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; retrying");
                         failing = true;
                     }
                 }
             }
         }
-        if let Err(error) = file.sync_data().await {
-            tracing::error!(%error, log = %settings.path.display(), "cannot sync the log");
+        let mut synced = !failing;
+        if unsynced {
+            match file.sync_data().await {
+                Ok(()) => unsynced = false,
+                Err(error) => {
+                    synced = false;
+                    tracing::error!(%error, log = %settings.path.display(), "cannot sync the log");
+                }
+            }
+        }
+        if synced && handle.call(move |s| s.synced(batch)).await.is_none() {
+            return;
         }
         if stopping {
             return;
@@ -380,6 +399,10 @@ pub async fn journal_loop(
                 }
                 None => return,
             }
+        }
+        if failing {
+            // Not at full speed against a full disk: the interval paces the retries.
+            monoio::time::sleep(settings.interval.min(Duration::from_millis(100))).await;
         }
     }
 }

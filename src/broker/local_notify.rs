@@ -38,6 +38,21 @@ impl LocalNotify {
         self.pending.replace(false)
     }
 
+    /// Resolves at the next notification (or at once if one is pending), consuming it.
+    pub fn notified(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.take() {
+                return std::task::Poll::Ready(());
+            }
+            self.register(cx.waker());
+            if self.take() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
     /// Registers the task to wake on the next notification.
     pub fn register(&self, waker: &Waker) {
         let registered = match self.waker.take() {

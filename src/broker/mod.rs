@@ -352,7 +352,12 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     // message and subscription in its replica.
     let log = match &shared.journal {
         Some(startup) => match journal::open(&mut state, startup, id) {
-            Ok(log) => Some(log),
+            Ok(log) => {
+                if config.durability.mode == DurabilityMode::Sync {
+                    state.enable_commit();
+                }
+                Some(log)
+            }
             Err(error) => {
                 report(Err(error.into()));
                 return;

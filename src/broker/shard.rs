@@ -164,6 +164,7 @@ impl Shard {
                         conn.finish(rest);
                     }
                 }
+                Output::Commit => self.facts.commit_wanted.notify(),
                 Output::Connect(token) => {
                     let pending = self.core.pending.get_mut(&token);
                     let outcome = match pending {

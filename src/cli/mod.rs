@@ -123,7 +123,8 @@ pub struct ServeArgs {
 
     /// What survives a restart: `memory` (nothing but the control plane), `periodic` (logged,
     /// synced every durability.sync_interval_ms: a crash loses at most that) or `sync`
-    /// (for now as periodic) [default from profile: periodic].
+    /// (acknowledgements wait for the sync: a crash loses nothing acknowledged) [default from
+    /// profile: periodic].
     #[arg(long, value_name = "MODE")]
     pub durability: Option<DurabilityMode>,
 

@@ -419,7 +419,7 @@ pub enum DurabilityMode {
     /// Every change is logged and synced every `sync_interval_ms`: a clean stop loses nothing,
     /// a crash at most one interval.
     Periodic,
-    /// Reserved for acknowledgements held until their sync (runs as `periodic` for now).
+    /// As `Periodic`, and acknowledgements of QoS 1/2 publishes wait for the logs' sync.
     Sync,
 }
 

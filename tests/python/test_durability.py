@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import mqttraw as mr
-from helpers import is_ringmq, unique
+from helpers import Client, is_ringmq, unique
 
 pytestmark = pytest.mark.skipif(not is_ringmq(), reason="ringmq's durability modes and logs")
 
@@ -307,3 +307,65 @@ def test_a_log_past_its_bound_is_compacted_and_still_complete(broker):
     got = {p.topic: p.payload for p in receive(w, 50)}
     assert got == {"cmp/%d" % i: payload + b"79" for i in range(50)}
     w.close()
+
+
+def kill_9_and_start(broker) -> None:
+    broker.signal(signal.SIGKILL)
+    broker.proc.wait(5)
+    wait_ports_free(broker)
+    broker.start()
+
+
+@pytest.mark.parametrize("shards", ["1", "3"])
+@pytest.mark.broker_config(durability={"mode": "sync", "sync_interval_ms": 60000})
+def test_sync_mode_loses_nothing_acknowledged_to_kill_9(broker, shards):
+    """With a sync interval of a minute, `periodic` would lose all of this to a kill -9: in
+    `sync` every PUBACK, PUBREC and REST `qos: 1` answer came after the logs holding the
+    message were synced, on every shard (the subscribers' sessions are spread over them)."""
+    from test_control_plane import api, root_key
+
+    broker.restart(extra_args=["--shards", shards])
+    cids = [unique("sy") for _ in range(4)]
+    for cid in cids:
+        subscribe_offline(broker, cid, "sy/#", qos=2)
+    publish(broker, "sy/q1", [b"a%d" % i for i in range(5)], qos=1)
+    publish(broker, "sy/q2", [b"b%d" % i for i in range(3)], qos=2)
+    publish(broker, "sy/r", [b"kept"], qos=1, retain=True)
+    with api(broker, root_key(broker)) as rest:
+        answer = rest.post("/v1/publish", json={"topic": "sy/rest", "payload": "r1", "qos": 1})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["matched"] == len(cids)
+
+    kill_9_and_start(broker)
+
+    for cid in cids:
+        r, ack = raw(broker, cid)
+        assert ack.session_present, cid
+        got = receive(r, 10)
+        assert [p.payload for p in got if p.topic == "sy/q1"] == [b"a%d" % i for i in range(5)]
+        assert [p.payload for p in got if p.topic == "sy/q2"] == [b"b%d" % i for i in range(3)]
+        assert [p.payload for p in got if p.topic == "sy/rest"] == [b"r1"]
+        assert [p.payload for p in got if p.topic == "sy/r"] == [b"kept"]
+        r.close()
+    w = broker.raw(5)
+    w.connect(unique("w"))
+    w.subscribe("sy/r")
+    assert w.expect(mr.PUBLISH).payload == b"kept", "the retained message survived"
+    w.close()
+
+
+@pytest.mark.broker_config(durability={"mode": "sync"})
+def test_sync_mode_acknowledges_a_stream_of_publishes(broker):
+    """Group commit keeps a pipelining publisher moving: 200 QoS 1 publishes in flight at once
+    (paho's own flow) are all acknowledged, and a subscriber gets them in order."""
+    s = Client(broker.host, broker.port, unique("sys")).connect()
+    assert s.subscribe("sys/#", qos=1) == [1]
+    p = Client(broker.host, broker.port, unique("syp")).connect()
+    infos = [p.publish("sys/x", b"%d" % i, qos=1, wait=False) for i in range(200)]
+    for info in infos:
+        info.wait_for_publish(10)
+        assert info.is_published()
+    got = s.get_n(200, timeout=10)
+    assert [m.payload for m in got] == [b"%d" % i for i in range(200)]
+    p.disconnect()
+    s.disconnect()

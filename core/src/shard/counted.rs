@@ -28,14 +28,16 @@ impl Shard {
     pub fn publish_counted(&mut self, message: SharedMessage, now: Instant) -> u64 {
         let token = self.next_token();
         let (local, asked) = self.route(message, Some(token), now);
+        // `sync` durability: the answer also waits for every log to hold the copies.
+        let commit = u32::from(self.count_commit(token));
         self.count_waits.insert(
             token,
             CountWait {
-                pending: asked.count_ones(),
+                pending: asked.count_ones() + commit,
                 count: local,
             },
         );
-        if asked == 0 {
+        if asked == 0 && commit == 0 {
             self.outputs.push_back(Output::Counted(token));
         }
         self.flush(now);

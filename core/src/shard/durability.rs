@@ -27,6 +27,8 @@ pub(super) struct Journal {
     pending: Vec<u8>,
     /// Sessions changed since their last checkpoint (slot, generation).
     dirty: Vec<(Slot, u32)>,
+    /// `sync` durability's group commit, when on.
+    pub(super) commit: Option<super::commit::Commit>,
 }
 
 impl Shard {
@@ -47,8 +49,9 @@ impl Shard {
         }
     }
 
-    /// Appends the records made since the last call to `out` (framed, ready to write).
-    pub fn take_records(&mut self, out: &mut Vec<u8>) {
+    /// Appends the records made since the last call to `out` (framed, ready to write);
+    /// returns the batch's number, which [`Shard::synced`] reports back once it is on disk.
+    pub fn take_records(&mut self, out: &mut Vec<u8>) -> u64 {
         if let Some(journal) = self.journal.as_mut() {
             if out.is_empty() {
                 std::mem::swap(out, &mut journal.pending);
@@ -56,6 +59,7 @@ impl Shard {
                 out.append(&mut journal.pending);
             }
         }
+        self.batch_taken()
     }
 
     /// Bytes of records waiting for the driver (it writes early when they pile up).

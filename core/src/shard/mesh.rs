@@ -166,6 +166,8 @@ impl Shard {
                 self.send(reply_to, MeshMsg::FenceAck { at });
             }
             MeshMsg::FenceAck { at } => self.fence_ack(at),
+            MeshMsg::CommitFence { reply_to, id } => self.commit_fence(reply_to, id),
+            MeshMsg::CommitAck { id } => self.commit_ack(id),
             MeshMsg::Pause { publisher, pause } => self.pause_local(publisher, pause),
             MeshMsg::Refused { token } => {
                 if let Some(pending) = self.pending.get_mut(&token) {
@@ -187,7 +189,7 @@ impl Shard {
 
     /// One more shard has the filters a connection's SUBACK waits for: the SUBACK may go once
     /// every shard answered (and a connection that ended meanwhile closes then).
-    fn fence_ack(&mut self, at: ConnAt) {
+    pub(super) fn fence_ack(&mut self, at: ConnAt) {
         if let Some(entry) = self.entries.get_mut(at.slot) {
             if entry.conn() == Some(at.conn) {
                 entry.fences = entry.fences.saturating_sub(1);

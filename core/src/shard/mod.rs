@@ -24,6 +24,7 @@ use crate::retained;
 use crate::timers::Timers;
 
 mod client_ids;
+mod commit;
 mod counted;
 mod durability;
 mod input;
@@ -536,6 +537,7 @@ impl Shard {
                 break;
             }
         }
+        self.close_commit_round();
     }
 
     /// Number of sessions (connected or not) on this shard.

@@ -62,6 +62,9 @@ pub enum Output {
     /// The pending CONNECT under this token was granted, refused or superseded: its task
     /// reads the outcome from [`Shard::pending`](super::Shard::pending).
     Connect(u64),
+    /// `sync` durability: acknowledgements wait for the log; write and sync it now (then
+    /// report with [`Shard::synced`](super::Shard::synced)).
+    Commit,
     /// Every shard asked under this token answered ([`Shard::take_count`](super::Shard::take_count)).
     Counted(u64),
     /// A message for the stream `id`'s ring.

@@ -42,7 +42,12 @@ impl Shard {
                 Action::Publish(message) => {
                     self.stats.messages_received.inc();
                     self.count_in(ringmq_router::strip_scope(&message.topic).0);
+                    let acknowledged = message.qos != QoS::AtMostOnce;
                     self.publish(message, now);
+                    if acknowledged {
+                        // `sync` durability: its PUBACK or PUBREC waits for the logs.
+                        self.hold_for_commit(slot);
+                    }
                 }
                 Action::Subscribe {
                     filter,

@@ -193,7 +193,7 @@ fn retained_replicates_through_home() {
 }
 
 /// Connects a session on `s` the way a connection task does, with a fake socket.
-fn connect(
+pub(crate) fn connect(
     s: &mut Shard,
     client_id: &str,
     connect: ringmq_proto::mqtt::Connect,
@@ -241,7 +241,11 @@ fn install(
     (slot, conn, present)
 }
 
-fn v5_connect(client_id: &str, keep_alive: u16, expiry: u32) -> ringmq_proto::mqtt::Connect {
+pub(crate) fn v5_connect(
+    client_id: &str,
+    keep_alive: u16,
+    expiry: u32,
+) -> ringmq_proto::mqtt::Connect {
     let mut connect = ringmq_proto::mqtt::Connect {
         version: ringmq_proto::mqtt::ProtocolVersion::V5,
         clean_start: true,
@@ -253,7 +257,7 @@ fn v5_connect(client_id: &str, keep_alive: u16, expiry: u32) -> ringmq_proto::mq
     connect
 }
 
-fn subscribe(s: &mut Shard, slot: Slot, filter: &str, now: Instant) {
+pub(crate) fn subscribe(s: &mut Shard, slot: Slot, filter: &str, now: Instant) {
     use ringmq_proto::mqtt::{Packet, Subscribe, SubscribeFilter, SubscriptionOptions};
     let packet = Packet::Subscribe(Subscribe {
         packet_id: 1,
