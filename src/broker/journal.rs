@@ -323,29 +323,41 @@ pub async fn journal_loop(
     let facts = Rc::clone(handle.facts());
     let mut compacted = len;
     let mut buf: Vec<u8> = Vec::new();
+    let mut batch = 0;
+    // The log could not be written (disk full): the shard refuses what would need it, and the
+    // records already taken are tried again (no new ones are taken, so memory stays bounded:
+    // sessions stay marked dirty in the core, and it takes no new retained messages).
     let mut failing = false;
     // Bytes written since the last sync: a round with nothing new reports its batch synced
     // without asking the disk (a commit that only needed the other shards' logs).
     let mut unsynced = false;
     loop {
+        let pause = if failing {
+            settings.interval.min(FULL_RETRY)
+        } else {
+            settings.interval
+        };
         let stopping = monoio::select! {
-            _ = monoio::time::sleep(settings.interval) => false,
+            _ = monoio::time::sleep(pause) => false,
             _ = facts.commit_wanted.notified() => false,
             _ = stop.wait() => true,
         };
-        let taken = std::mem::take(&mut buf);
-        let Some((taken, batch)) = handle
-            .call(move |s| {
-                let mut taken = taken;
-                s.checkpoint(Instant::now());
-                let batch = s.take_records(&mut taken);
-                (taken, batch)
-            })
-            .await
-        else {
-            return;
-        };
-        buf = taken;
+        if !failing {
+            let taken = std::mem::take(&mut buf);
+            let Some((taken, taken_batch)) = handle
+                .call(move |s| {
+                    let mut taken = taken;
+                    s.checkpoint(Instant::now());
+                    let batch = s.take_records(&mut taken);
+                    (taken, batch)
+                })
+                .await
+            else {
+                return;
+            };
+            buf = taken;
+            batch = taken_batch;
+        }
         if !buf.is_empty() {
             let (result, back) = file.write_all_at(std::mem::take(&mut buf), len).await;
             buf = back;
@@ -355,16 +367,20 @@ pub async fn journal_loop(
                     buf.clear();
                     unsynced = true;
                     if failing {
-                        tracing::info!(log = %settings.path.display(), "the log is written again");
                         failing = false;
+                        tracing::warn!(log = %settings.path.display(), "the log is written again; storing and acknowledging resume");
+                        if handle.call(|s| s.set_storage_full(false)).await.is_none() {
+                            return;
+                        }
                     }
                 }
                 Err(error) => {
-                    // Kept and tried again (disk full is an operating condition); nothing
-                    // waiting for this batch is acknowledged meanwhile.
                     if !failing {
-                        tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; retrying");
                         failing = true;
+                        tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; QoS 1/2 publishes are refused until it can be written (retrying)");
+                        if handle.call(|s| s.set_storage_full(true)).await.is_none() {
+                            return;
+                        }
                     }
                 }
             }
@@ -383,6 +399,9 @@ pub async fn journal_loop(
             return;
         }
         if stopping {
+            if failing {
+                tracing::error!(log = %settings.path.display(), bytes = buf.len(), "stopping with records the full disk did not take");
+            }
             return;
         }
         if !failing && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
@@ -400,12 +419,11 @@ pub async fn journal_loop(
                 None => return,
             }
         }
-        if failing {
-            // Not at full speed against a full disk: the interval paces the retries.
-            monoio::time::sleep(settings.interval.min(Duration::from_millis(100))).await;
-        }
     }
 }
+
+/// How often a log that could not be written is tried again (at most; the interval if shorter).
+const FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// Rewrites the log as the shard's live state: written next to it, synced, renamed over it.
 /// Records made meanwhile stay in the core and go to the new log next interval.

@@ -168,6 +168,7 @@ impl Broker {
             started: Instant::now(),
             ready: std::sync::Mutex::new(ready_tx),
             conn_ids: AtomicU64::new(1),
+            storage_failing: Arc::default(),
             tls: tls.clone(),
             clock,
             journal,
@@ -353,6 +354,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     let log = match &shared.journal {
         Some(startup) => match journal::open(&mut state, startup, id) {
             Ok(log) => {
+                state.share_storage_health(Arc::clone(&shared.storage_failing));
                 if config.durability.mode == DurabilityMode::Sync {
                     state.enable_commit();
                 }

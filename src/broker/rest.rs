@@ -340,26 +340,38 @@ async fn publish_one(
     let published = context
         .shard
         .call(move |shard| {
+            if shard.storage_full() && (message.qos != QoS::AtMostOnce || message.retain) {
+                return Err(Unstored::StorageFull);
+            }
             if message.retain
                 && !message.payload.is_empty()
                 && !shard.retained_room(&message.topic, message.payload.len())
             {
-                return None;
+                return Err(Unstored::NoRetainedRoom);
             }
             shard.count_rest(org);
             if message.qos == QoS::AtMostOnce {
                 shard.publish(message, now);
                 shard.flush(now);
-                Some(None)
+                Ok(None)
             } else {
-                Some(Some(shard.publish_counted(message, now)))
+                Ok(Some(shard.publish_counted(message, now)))
             }
         })
         .await;
     let token =
         match published {
-            Some(Some(token)) => token,
-            Some(None) => return problem(
+            Some(Ok(token)) => token,
+            Some(Err(Unstored::StorageFull)) => {
+                return problem(
+                    507,
+                    "insufficient_storage",
+                    "the broker cannot write its log (disk full): nothing that needs storing is \
+                 accepted until it can; QoS 0 publishes without retain still are"
+                        .into(),
+                )
+            }
+            Some(Err(Unstored::NoRetainedRoom)) => return problem(
                 403,
                 "limit_exceeded",
                 "no room for this retained message: the org's org_limits.retained_bytes_max (or \
@@ -392,6 +404,14 @@ async fn publish_one(
             ),
         },
     }
+}
+
+/// Why a REST publish was not taken.
+enum Unstored {
+    /// The log cannot be written: a QoS 1 or retained publish could not be kept.
+    StorageFull,
+    /// The org's or the broker's retained cap is reached.
+    NoRetainedRoom,
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub struct Shared {
     pub(super) tls: Option<Arc<ReloadableTls>>,
     /// An instant and the unix ms it stood for, the same for every shard.
     pub(super) clock: (Instant, u64),
+    /// Shards whose log cannot be written (disk full): while any, every shard refuses what
+    /// would need storing.
+    pub(super) storage_failing: Arc<std::sync::atomic::AtomicUsize>,
     /// What the start recovered and where the logs go (`None`: durability mode `memory`).
     pub(super) journal: Option<super::journal::Startup>,
 }

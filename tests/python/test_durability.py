@@ -3,6 +3,7 @@ messages, expiry) survive a restart in `periodic` mode (the default), also a kil
 interval has passed and a change of the shard count; `memory` forgets; a torn last record is cut
 off, damage in the middle stops the start unless --repair."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -369,3 +370,136 @@ def test_sync_mode_acknowledges_a_stream_of_publishes(broker):
     assert [m.payload for m in got] == [b"%d" % i for i in range(200)]
     p.disconnect()
     s.disconnect()
+
+
+@pytest.fixture
+def small_disk(broker):
+    """The broker's data dir on a 4 MiB tmpfs (needs root; skipped where it cannot be mounted)."""
+    broker.stop()
+    mount = broker.data_dir
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        broker.start()
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        broker.start()
+        yield mount
+    finally:
+        if broker.alive():
+            broker.stop()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Writes a file until the filesystem is full; returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def publish_until(r, payload: bytes, want: int, acked: list, timeout: float = 5.0) -> None:
+    """QoS 1 publishes until one is answered with reason `want` (0 or 0x97, the other one on the
+    way); the payloads acknowledged with success go to `acked`."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        body = b"%s-%d" % (payload, n)
+        pid = r.publish("full/q", body, qos=1, wait=False)
+        ack = r.expect(mr.PUBACK)
+        assert ack.packet_id == pid
+        if ack.reason_code == 0:
+            acked.append(body)
+        if ack.reason_code == want:
+            return
+        assert ack.reason_code in (0, 0x97), ack
+        n += 1
+        assert time.monotonic() < deadline, f"no PUBACK with reason {want:#x} in {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100})
+def test_a_full_disk_refuses_what_it_cannot_keep_and_recovers(broker, small_disk):
+    from test_control_plane import api, root_key
+
+    key = root_key(broker)
+    cid = unique("full")
+    subscribe_offline(broker, cid, "full/#")
+    acked = []
+    publish(broker, "full/q", [b"before"])
+    acked.append(b"before")
+    time.sleep(0.3)
+    filler = fill(small_disk)
+    # The next changes need the log (retained messages at their topics' home shards, more than
+    # a log's last page holds): the disk is found full, and every shard refuses.
+    for n in range(8):
+        publish(broker, f"trigger/{n}", [b"t" * 2048], qos=0, retain=True)
+    p5 = broker.raw(5)
+    p5.connect(unique("p5"))
+    publish_until(p5, b"probe", 0x97, acked)
+    refused = p5.publish("full/q", b"refused", qos=2, wait=False)
+    rec = p5.expect(mr.PUBREC)
+    assert (rec.packet_id, rec.reason_code) == (refused, 0x97)
+    # v3 has no negative acknowledgement: the connection is closed, nothing acknowledged.
+    p3 = broker.raw(4)
+    p3.connect(unique("p3"))
+    p3.send(mr.publish_packet("full/q", b"refused-v3", qos=1, packet_id=1, version=4))
+    assert all(p.type != mr.PUBACK for p in p3.expect_closed())
+    with api(broker, key) as rest:
+        answer = rest.post("/v1/publish", json={"topic": "full/q", "payload": "refused", "qos": 1})
+        assert answer.status_code == 507, answer.text
+        assert answer.json()["error"] == "insufficient_storage"
+        # QoS 0 without retain needs no storage: still taken.
+        assert rest.post("/v1/publish", json={"topic": "live/x", "payload": "x"}).status_code == 202
+
+    # Room again: the broker finds out by itself.
+    filler.unlink()
+    publish_until(p5, b"after", 0, acked)
+    p5.disconnect()
+
+    broker.restart()
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    got = [p.payload for p in receive(r, len(acked)) if p.topic == "full/q"]
+    r.expect_silence(0.3)
+    assert got == acked, "every acknowledged message, and none refused"
+    r.close()
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100})
+def test_wills_of_clients_connected_at_a_kill_9_go_out_after_restart(broker):
+    """A crash ends every connection without DISCONNECT: after the restart the wills go out, at
+    once for a session that ended with the connection (expiry 0, v3 and v5), at its delay for a
+    persistent one; a client that said DISCONNECT before the crash leaves none."""
+    watcher = unique("watch")
+    subscribe_offline(broker, watcher, "will/#")
+    v3 = broker.raw(4)
+    v3.connect(unique("w3"), will={"topic": "will/v3", "payload": b"gone-v3", "qos": 1})
+    v5 = broker.raw(5)
+    v5.connect(unique("w5"), will={"topic": "will/v5", "payload": b"gone-v5", "qos": 1})
+    late = broker.raw(5)
+    late.connect(unique("wl"), clean=False, props={"session_expiry_interval": 600},
+                 will={"topic": "will/late", "payload": b"late", "qos": 1,
+                       "props": {"will_delay_interval": 3}})
+    polite = broker.raw(5)
+    polite.connect(unique("wp"), will={"topic": "will/polite", "payload": b"never", "qos": 1})
+    polite.disconnect()
+    time.sleep(0.5)  # several sync intervals
+
+    kill_9_and_start(broker)
+
+    r, ack = raw(broker, watcher)
+    assert ack.session_present
+    got = {p.topic: p.payload for p in receive(r, 2)}
+    assert got == {"will/v3": b"gone-v3", "will/v5": b"gone-v5"}, "the delayed one waits"
+    p = receive(r, 1)[0]
+    assert (p.topic, p.payload) == ("will/late", b"late")
+    r.expect_silence(0.3)
+    r.close()

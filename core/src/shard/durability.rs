@@ -8,11 +8,13 @@
 //! clock in nanoseconds from a clock base every shard shares: a session that moved has its
 //! newer checkpoint on its new shard, and replay keeps the newest.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashSet;
 use ringmq_proto::message::SharedMessage;
-use ringmq_proto::mqtt::{QoS, Str};
+use ringmq_proto::mqtt::{QoS, Str, Will};
 use ringmq_proto::session::Session;
 use ringmq_router::split_shared;
 
@@ -29,12 +31,48 @@ pub(super) struct Journal {
     dirty: Vec<(Slot, u32)>,
     /// `sync` durability's group commit, when on.
     pub(super) commit: Option<super::commit::Commit>,
+    /// This shard's log cannot be written (disk full).
+    full: bool,
+    /// Shards whose log cannot be written, shared by every shard of the broker (they share the
+    /// disk): while any cannot, every shard refuses what would need storing.
+    failing: Arc<AtomicUsize>,
 }
 
 impl Shard {
     /// Turns the log side on: from now on changes are recorded for [`Shard::take_records`].
     pub fn enable_journal(&mut self) {
         self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// The driver could not write the log (`true`), or could again (`false`). While it cannot,
+    /// QoS 1/2 publishes are refused (v5 0x97, v3 closed, REST 507) and QoS 0 ones are not
+    /// kept as retained: nothing is acknowledged that could not be kept.
+    pub fn set_storage_full(&mut self, full: bool) {
+        if let Some(journal) = self.journal.as_mut() {
+            if journal.full != full {
+                journal.full = full;
+                if full {
+                    journal.failing.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    journal.failing.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Shares the count of shards whose log cannot be written with the other shards (the
+    /// driver gives every shard the same counter).
+    pub fn share_storage_health(&mut self, failing: Arc<AtomicUsize>) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.failing = failing;
+        }
+    }
+
+    /// True while the log of any shard sharing this one's counter cannot be written.
+    pub fn storage_full(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.failing.load(Ordering::Relaxed) > 0)
     }
 
     /// True when changes are recorded.
@@ -76,7 +114,7 @@ impl Shard {
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
-        if entry.dirty || (entry.session.state.expiry_interval_secs == 0 && !entry.persisted) {
+        if entry.dirty || !(kept(entry) || entry.persisted) {
             return;
         }
         entry.dirty = true;
@@ -106,7 +144,7 @@ impl Shard {
                 continue;
             }
             entry.dirty = false;
-            if entry.session.state.expiry_interval_secs > 0 {
+            if kept(entry) {
                 entry.persisted = true;
                 let view = session_view(entry, version, now, &clock);
                 frame::append_with(&mut journal.pending, |out| {
@@ -202,6 +240,8 @@ impl Shard {
         }
         let mut announced: AHashSet<(Str, u16)> = AHashSet::new();
         let mut restored = 0;
+        // Published once every session and filter is back, so each reaches its subscribers.
+        let mut wills = Vec::new();
         for record in &recovered.sessions {
             let home = self.home_of(&record.client_id);
             let offline_since = clock.instant(record.offline_since_ms);
@@ -212,7 +252,7 @@ impl Shard {
                     // Expired while the broker was down: its will (a delayed one still
                     // pending) goes now, as it would have at expiry.
                     if let Some((will, _)) = &record.will {
-                        self.publish_will(Box::new(will.clone()), now);
+                        wills.push(Box::new(will.clone()));
                     }
                     continue;
                 }
@@ -225,6 +265,9 @@ impl Shard {
                     }
                 }
             }
+        }
+        for will in wills {
+            self.publish_will(will, now);
         }
         restored
     }
@@ -313,6 +356,18 @@ impl Shard {
 }
 
 /// A live session as checkpoint `version` writes it.
+/// True for a session the log keeps: a persistent one, or one whose live connection has a
+/// will (a crash ends that connection without DISCONNECT: the will goes out at restart).
+fn kept(entry: &Entry) -> bool {
+    entry.session.state.expiry_interval_secs > 0 || live_will(entry).is_some()
+}
+
+/// The will of the session's live connection, if it has one.
+fn live_will(entry: &Entry) -> Option<&Will> {
+    entry.conn()?;
+    entry.session.link.as_ref()?.will.as_deref()
+}
+
 fn session_view<'a>(
     entry: &'a Entry,
     version: u64,
@@ -328,10 +383,21 @@ fn session_view<'a>(
         version,
         org: entry.org,
         offline_since_ms: clock.unix_ms(offline_since.unwrap_or(now)),
+        // A live connection's will is kept as if the connection ended at this checkpoint:
+        // after a crash it goes out at its delay (or at once, with the session, at expiry 0).
         will: entry
             .pending_will
             .as_ref()
-            .map(|pending| (&pending.0, clock.unix_ms(pending.1))),
+            .map(|pending| (&pending.0, clock.unix_ms(pending.1)))
+            .or_else(|| {
+                live_will(entry).map(|will| {
+                    let delay = will
+                        .delay_interval
+                        .unwrap_or(0)
+                        .min(entry.session.state.expiry_interval_secs);
+                    (will, clock.unix_ms(now) + u64::from(delay) * 1000)
+                })
+            }),
         state: &entry.session.state,
     }
 }

@@ -161,8 +161,10 @@ impl Shard {
         Some((slot, session))
     }
 
-    /// Schedules the keep-alive check of a newly attached connection.
+    /// Schedules the keep-alive check of a newly attached connection, and marks its session
+    /// for the log (the link is attached now: its will must survive a crash).
     pub fn arm_keep_alive(&mut self, slot: Slot, conn_id: u64) {
+        self.touch(slot);
         let Some(entry) = self.entry_mut(slot) else {
             return;
         };

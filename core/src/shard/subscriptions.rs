@@ -23,7 +23,11 @@ impl Shard {
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
         let retained = &self.replica.retained;
-        let room = |topic: &str, payload: usize| retained.room(topic, payload);
+        let retained_room = |topic: &str, payload: usize| retained.room(topic, payload);
+        let room = ringmq_proto::session::Room {
+            retained: &retained_room,
+            storage_full: self.storage_full(),
+        };
         let flow = match self.entries.get_mut(slot) {
             Some(entry) => entry
                 .session

@@ -857,3 +857,23 @@ fn an_entry_stays_small() {
     let size = std::mem::size_of::<Entry>();
     assert!(size <= 344, "Entry is {size} bytes");
 }
+
+/// A full disk is the broker's, not one shard's: a shard that cannot write its log makes every
+/// shard sharing its counter refuse what needs storing, until it can write again.
+#[test]
+fn a_full_log_on_one_shard_is_full_for_every_shard() {
+    let mut shards = shard(2);
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for s in &mut shards {
+        s.enable_journal();
+        s.share_storage_health(std::sync::Arc::clone(&failing));
+    }
+    shards[1].set_storage_full(true);
+    shards[1].set_storage_full(true);
+    assert!(shards[0].storage_full() && shards[1].storage_full());
+    shards[0].set_storage_full(true);
+    shards[1].set_storage_full(false);
+    assert!(shards[1].storage_full(), "shard 0 still cannot write");
+    shards[0].set_storage_full(false);
+    assert!(!shards[0].storage_full() && !shards[1].storage_full());
+}

@@ -131,6 +131,16 @@ pub enum Delivered {
     Overflow,
 }
 
+/// What the shard says about room for the PUBLISHes a session is about to accept.
+pub struct Room<'a> {
+    /// Room for one more retained message of this scoped topic and payload size (the org's
+    /// and the broker's caps).
+    pub retained: &'a dyn Fn(&str, usize) -> bool,
+    /// The shard's log cannot be written (disk full): QoS 1/2 publishes are refused (v5 0x97,
+    /// v3 closed) and QoS 0 ones are not kept as retained.
+    pub storage_full: bool,
+}
+
 /// One client's session: persistent state plus, while connected, its link and outbox.
 #[derive(Debug)]
 pub struct Session {
@@ -274,28 +284,30 @@ impl Session {
         rules: &Rules,
         actions: &mut Vec<Action>,
     ) -> Flow {
-        self.handle_with(packet, now, rules, actions, &|_, _| true)
+        let room = Room {
+            retained: &|_, _| true,
+            storage_full: false,
+        };
+        self.handle_with(packet, now, rules, actions, &room)
     }
 
-    /// Handles one packet from the client; `retain_room(scoped topic, payload bytes)` says
-    /// whether the org may keep one more retained message of that size (its quota), else the
-    /// PUBLISH is refused with 0x97 Quota exceeded.
+    /// Handles one packet from the client; `room` says whether the org may keep one more
+    /// retained message of a size (its quota) and whether the shard can store at all, else the
+    /// PUBLISH is refused with 0x97 Quota exceeded (see [`Room`]).
     pub fn handle_with(
         &mut self,
         packet: Packet,
         now: Instant,
         rules: &Rules,
         actions: &mut Vec<Action>,
-        retain_room: &dyn Fn(&str, usize) -> bool,
+        room: &Room<'_>,
     ) -> Flow {
         let Some(link) = self.link.as_mut() else {
             return violation(ReasonCode::PROTOCOL_ERROR, "no connection");
         };
         link.last_rx = now;
         match packet {
-            Packet::Publish(publish) => {
-                self.handle_publish(publish, now, rules, actions, retain_room)
-            }
+            Packet::Publish(publish) => self.handle_publish(publish, now, rules, actions, room),
             Packet::PubAck(ack) => {
                 if let Some(pos) = self.state.inflight_position(ack.packet_id) {
                     if self.state.inflight[pos].stage == Stage::AwaitPubAck {
@@ -361,11 +373,11 @@ impl Session {
 
     fn handle_publish(
         &mut self,
-        publish: Publish,
+        mut publish: Publish,
         now: Instant,
         rules: &Rules,
         actions: &mut Vec<Action>,
-        retain_room: &dyn Fn(&str, usize) -> bool,
+        room: &Room<'_>,
     ) -> Flow {
         let Some(link) = self.link.as_mut() else {
             return Flow::Continue;
@@ -424,9 +436,29 @@ impl Session {
             );
         }
         let topic = link.access.scope_topic(topic);
+        if room.storage_full && publish.qos != QoS::AtMostOnce {
+            // Nothing is acknowledged that cannot be stored. v3 has no negative acknowledgement
+            // (an acknowledged drop would be a loss): its connection is closed instead.
+            if version != ProtocolVersion::V5 {
+                return violation(ReasonCode::QUOTA_EXCEEDED, "the broker's storage is full");
+            }
+            let plain = ringmq_router::strip_scope(&topic).1.to_owned();
+            return self.refuse_publish(
+                publish.qos,
+                publish.packet_id,
+                &plain,
+                rules,
+                ReasonCode::QUOTA_EXCEEDED,
+            );
+        }
+        if room.storage_full && publish.retain {
+            // QoS 0 promises nothing: delivered live, not kept as retained (it could not be
+            // stored, and a retained value that vanishes at restart would mislead).
+            publish.retain = false;
+        }
         if publish.retain
             && !publish.payload.is_empty()
-            && !retain_room(&topic, publish.payload.len())
+            && !(room.retained)(&topic, publish.payload.len())
         {
             let plain = ringmq_router::strip_scope(&topic).1.to_owned();
             return self.refuse_publish(

@@ -716,9 +716,13 @@ fn retained_publish_over_the_org_quota_is_refused_with_0x97() {
         let connect = connect_packet(version, "dev1", true);
         let mut session = attached(&connect, &rules, now);
         let asked = std::cell::Cell::new(0);
-        let full = |_: &str, _: usize| {
+        let no_room = |_: &str, _: usize| {
             asked.set(asked.get() + 1);
             false
+        };
+        let full = Room {
+            retained: &no_room,
+            storage_full: false,
         };
         let mut actions = Vec::new();
         let mut retained = publish_packet("r/1", QoS::AtLeastOnce, 9);
@@ -747,5 +751,56 @@ fn retained_publish_over_the_org_quota_is_refused_with_0x97() {
         session.handle_with(clear, now, &rules, &mut actions, &full);
         assert_eq!(actions.len(), 2, "plain and clearing publishes are routed");
         assert_eq!(asked.get(), 1, "only the retained set asked for room");
+    }
+}
+
+/// A full disk: a QoS 1/2 PUBLISH is refused with 0x97 on v5 and closes a v3 connection
+/// (acknowledging it would promise what cannot be kept); QoS 0 goes on, not kept as retained.
+#[test]
+fn a_full_store_refuses_what_it_cannot_keep() {
+    let rules = Rules::default();
+    let now = Instant::now();
+    let full = Room {
+        retained: &|_, _| true,
+        storage_full: true,
+    };
+    for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let connect = connect_packet(version, "dev1", true);
+        let mut session = attached(&connect, &rules, now);
+        let mut actions = Vec::new();
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let flow = session.handle_with(
+                publish_packet("d/1", qos, 9),
+                now,
+                &rules,
+                &mut actions,
+                &full,
+            );
+            assert!(actions.is_empty(), "nothing unstorable is routed");
+            if version == ProtocolVersion::V5 {
+                assert_eq!(flow, Flow::Continue);
+                match drain(&mut session, version).as_slice() {
+                    [Packet::PubAck(a)] | [Packet::PubRec(a)] => {
+                        assert_eq!((a.packet_id, a.reason), (9, ReasonCode::QUOTA_EXCEEDED))
+                    }
+                    other => panic!("expected one negative acknowledgement, got {other:?}"),
+                }
+            } else {
+                assert!(matches!(flow, Flow::Close(_)), "v3 is closed: {flow:?}");
+                assert!(
+                    drain(&mut session, version).is_empty(),
+                    "and never acknowledged"
+                );
+            }
+        }
+        let mut retained = publish_packet("d/2", QoS::AtMostOnce, 0);
+        if let Packet::Publish(p) = &mut retained {
+            p.retain = true;
+        }
+        session.handle_with(retained, now, &rules, &mut actions, &full);
+        match actions.as_slice() {
+            [Action::Publish(m)] => assert!(!m.retain, "QoS 0 goes on, not retained"),
+            other => panic!("expected the QoS 0 publish routed, got {other:?}"),
+        }
     }
 }
