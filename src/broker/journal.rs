@@ -395,8 +395,9 @@ pub async fn journal_loop(
                 }
             }
         }
-        if synced && handle.call(move |s| s.synced(batch)).await.is_none() {
-            return;
+        if synced {
+            // Posted, not awaited: the next batch may be taken at once (jobs run in order).
+            handle.post(move |s| s.synced(batch));
         }
         if stopping {
             if failing {

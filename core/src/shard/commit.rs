@@ -4,17 +4,22 @@
 //!
 //! A publish changes several shards: the publisher's own (its QoS 2 receipt, local
 //! subscribers), every shard a copy was routed to, and the topic's home (a retained message).
-//! The publisher's shard holds the connection's writer (a fence, as for a SUBACK) and, at the
-//! end of the round, sends one `CommitFence` to every other shard. Mesh lanes are FIFO, so a
-//! shard reads the fence after the copies sent before it; it answers `CommitAck` once its next
-//! sync is done. With its own next sync done too and every answer in, the writer goes on.
+//! The publisher's shard takes the acknowledgement out of the session's outbox as the session
+//! writes it, and, at the end of the round, sends one `CommitFence` to every other shard. Mesh
+//! lanes are FIFO, so a shard reads the fence after the copies sent before it; it answers
+//! `CommitAck` once its next sync is done. With its own next sync done too and every answer
+//! in, the held acknowledgements go back into their outboxes, in order.
 //!
-//! One fence covers every connection of the shard that got an acknowledgement in that round,
-//! and a shard's one sync answers every fence that reached it before the sync began: a sync
-//! per shard per round, whatever the number of connections and publishes (group commit).
-//! The driver runs its log as soon as [`Output::Commit`] asks, not on its interval.
+//! Only acknowledgements wait: deliveries to the same client go on, and while one round's
+//! commit syncs the next round's publishes are already read and routed (their commit is the
+//! next sync). One fence covers every connection of the shard that got an acknowledgement in
+//! that round, and a shard's one sync answers every fence that reached it before the sync
+//! began: a sync per shard per round, whatever the number of connections and publishes (group
+//! commit). The driver runs its log as soon as [`Output::Commit`] asks, not on its interval.
 
 use std::collections::VecDeque;
+
+use bytes::BytesMut;
 
 use super::{ConnAt, Output, Shard, Slot};
 use crate::mesh_msg::MeshMsg;
@@ -37,10 +42,10 @@ pub(super) struct Commit {
 }
 
 /// What waits for a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Waiter {
-    /// A connection's writer (its acknowledgements are in its outbox).
-    Conn(ConnAt),
+    /// Acknowledgements (encoded PUBACKs and PUBRECs, in order) for a connection's outbox.
+    Acks(ConnAt, BytesMut),
     /// A counted REST publish (one more answer to its count).
     Count(u64),
 }
@@ -71,10 +76,12 @@ impl Shard {
         self.journal.as_ref().is_some_and(|j| j.commit.is_some())
     }
 
-    /// Holds the writer of the connection in `slot` until this round's commit: an
-    /// acknowledgement for a QoS 1/2 publish was just put in its outbox.
-    pub(super) fn hold_for_commit(&mut self, slot: Slot) {
-        if !self.commits() {
+    /// Takes what the session in `slot` wrote into its outbox since `from` (the PUBACK or
+    /// PUBREC of a QoS 1/2 PUBLISH, granted or refused: the order of acknowledgements is the
+    /// order of the PUBLISHes) and holds it for this round's commit. While the disk is full
+    /// nothing is held: a refusal must reach the client, and no commit completes meanwhile.
+    pub(super) fn hold_ack(&mut self, slot: Slot, from: usize) {
+        if !self.commits() || self.storage_full() {
             return;
         }
         let Some(entry) = self.entries.get_mut(slot) else {
@@ -83,19 +90,19 @@ impl Shard {
         let Some(conn) = entry.conn() else {
             return;
         };
+        if entry.session.out.len() <= from {
+            return;
+        }
+        let acks = entry.session.out.split_off(from);
         let at = ConnAt { slot, conn };
         let Some(commit) = self.commit_mut() else {
             return;
         };
-        // A connection's packets of one round come together: one fence covers them all.
-        if commit.round.last() == Some(&Waiter::Conn(at)) {
-            return;
+        // A connection's packets of one round come together: one entry holds them all.
+        match commit.round.last_mut() {
+            Some(Waiter::Acks(last, held)) if *last == at => held.extend_from_slice(&acks),
+            _ => commit.round.push(Waiter::Acks(at, acks)),
         }
-        commit.round.push(Waiter::Conn(at));
-        if let Some(entry) = self.entries.get_mut(slot) {
-            entry.fences += 1;
-        }
-        self.emit_urgent(Output::Fence { at, count: 1 });
     }
 
     /// Makes the counted publish under `token` wait for this round's commit too (its count
@@ -214,11 +221,24 @@ impl Shard {
             };
             for waiter in wait.waiters {
                 match waiter {
-                    Waiter::Conn(at) => self.fence_ack(at),
+                    Waiter::Acks(at, acks) => self.release_acks(at, &acks),
                     Waiter::Count(token) => self.counted(token, 0),
                 }
             }
         }
+    }
+
+    /// Puts committed acknowledgements into their connection's outbox (dropped if it left:
+    /// not acknowledged, so its client sends the PUBLISH again).
+    fn release_acks(&mut self, at: ConnAt, acks: &[u8]) {
+        let Some(entry) = self.entries.get_mut(at.slot) else {
+            return;
+        };
+        if entry.conn() != Some(at.conn) {
+            return;
+        }
+        entry.session.out.extend_from_slice(acks);
+        self.want_write(at.slot);
     }
 
     fn commit_mut(&mut self) -> Option<&mut Commit> {
@@ -231,11 +251,10 @@ mod tests {
     use std::time::Instant;
 
     use bytes::Bytes;
-    use ringmq_proto::mqtt::{Packet, Publish, QoS, Str};
+    use ringmq_proto::mqtt::{decode_packet, Packet, ProtocolVersion, Publish, QoS, Str};
 
     use super::super::tests::{connect, outputs, poll_mesh, pump, shard, subscribe, v5_connect};
     use super::*;
-    use crate::shard::ConnId;
     use crate::test_util::test_message;
 
     fn committing(count: usize) -> Vec<Shard> {
@@ -259,13 +278,17 @@ mod tests {
         s.flush(now);
     }
 
-    /// Fence answers `conn`'s writer still waits for, by the outputs seen.
-    fn held(seen: &[Output], conn: ConnId) -> i64 {
-        seen.iter().fold(0, |held, output| match output {
-            Output::Fence { at, count } if at.conn == conn => held + i64::from(*count),
-            Output::FenceDone(at) if at.conn == conn => held - 1,
-            _ => held,
-        })
+    /// The acknowledgements (PUBACK, PUBREC) in the outbox of `slot`, by packet id, taken out.
+    fn acks(s: &mut Shard, slot: Slot) -> Vec<u16> {
+        let entry = s.entry_mut(slot).expect("the session");
+        let mut out = std::mem::take(&mut entry.session.out);
+        let mut ids = Vec::new();
+        while let Ok(Some(packet)) = decode_packet(&mut out, ProtocolVersion::V5, 1 << 20) {
+            if let Packet::PubAck(ack) | Packet::PubRec(ack) = packet {
+                ids.push(ack.packet_id);
+            }
+        }
+        ids
     }
 
     /// What the driver's journal task does: checkpoint, take, (write, sync,) report.
@@ -288,22 +311,30 @@ mod tests {
         subscribe(&mut shards[0], sub, "t/#", now);
         pump(&mut shards, now);
         sync(&mut shards[0], now);
-        let (publisher, conn) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
+        let (publisher, _) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
         outputs(&mut shards[1]);
         publish(&mut shards[1], publisher, "t/1", QoS::AtLeastOnce, 1, now);
-        let mut seen = outputs(&mut shards[1]);
-        assert_eq!(held(&seen, conn), 1, "the PUBACK is held");
-        assert!(seen.iter().any(|o| matches!(o, Output::Commit)));
+        assert!(
+            acks(&mut shards[1], publisher).is_empty(),
+            "the PUBACK is held"
+        );
+        assert!(outputs(&mut shards[1])
+            .iter()
+            .any(|o| matches!(o, Output::Commit)));
         assert!(shards[1].commit_wanted());
         sync(&mut shards[1], now);
-        seen.extend(outputs(&mut shards[1]));
-        assert_eq!(held(&seen, conn), 1, "shard 0 has not synced the copy");
+        assert!(
+            acks(&mut shards[1], publisher).is_empty(),
+            "shard 0 has not synced the copy"
+        );
         // Shard 0 reads the copy, then the fence: it answers after its next sync only.
         poll_mesh(&mut shards, 0, now);
         assert!(shards[0].commit_wanted());
         poll_mesh(&mut shards, 1, now);
-        seen.extend(outputs(&mut shards[1]));
-        assert_eq!(held(&seen, conn), 1, "answered before the sync");
+        assert!(
+            acks(&mut shards[1], publisher).is_empty(),
+            "answered before the sync"
+        );
         let records = sync(&mut shards[0], now);
         assert!(
             !records.is_empty(),
@@ -311,8 +342,14 @@ mod tests {
         );
         assert!(!shards[0].commit_wanted());
         poll_mesh(&mut shards, 1, now);
-        seen.extend(outputs(&mut shards[1]));
-        assert_eq!(held(&seen, conn), 0, "every log holds it: the PUBACK goes");
+        assert_eq!(
+            acks(&mut shards[1], publisher),
+            [1],
+            "every log holds it: the PUBACK goes"
+        );
+        assert!(outputs(&mut shards[1])
+            .iter()
+            .any(|o| matches!(o, Output::Write { slot, .. } if *slot == publisher)));
     }
 
     /// One commit covers every publish of a round, and a later round waits for its own
@@ -322,28 +359,23 @@ mod tests {
         let mut shards = committing(1);
         let s = &mut shards[0];
         let now = Instant::now();
-        let (publisher, conn) = connect(s, "pub", v5_connect("pub", 0, 0), now);
-        outputs(s);
+        let (publisher, _) = connect(s, "pub", v5_connect("pub", 0, 0), now);
         publish(s, publisher, "t/1", QoS::AtLeastOnce, 1, now);
         publish(s, publisher, "t/2", QoS::ExactlyOnce, 2, now);
-        let mut seen = outputs(s);
-        assert_eq!(held(&seen, conn), 2, "one fence per round");
-        // The driver took its batch before the second round's fence... and reports it late.
+        assert!(acks(s, publisher).is_empty());
+        // The driver took its batch before the third round... and reports it after.
         s.checkpoint(now);
         let mut records = Vec::new();
         let first = s.take_records(&mut records);
         publish(s, publisher, "t/3", QoS::AtLeastOnce, 3, now);
-        seen.extend(outputs(s));
         s.synced(first);
-        seen.extend(outputs(s));
         assert_eq!(
-            held(&seen, conn),
-            1,
-            "the third publish waits for the next batch"
+            acks(s, publisher),
+            [1, 2],
+            "in order; the third waits for the next batch"
         );
         sync(s, now);
-        seen.extend(outputs(s));
-        assert_eq!(held(&seen, conn), 0);
+        assert_eq!(acks(s, publisher), [3]);
     }
 
     /// A REST `qos: 1` publish is answered once the logs hold its copies.
@@ -365,20 +397,32 @@ mod tests {
         assert_eq!(s.take_count(token), Some(0));
     }
 
-    /// Without `sync` durability nothing is held (and QoS 0 never is).
+    /// Without `sync` durability nothing is held, nor while the disk is full (a refusal must
+    /// reach the client); a connection that left before its commit is not acknowledged.
     #[test]
-    fn nothing_is_held_without_commits_or_at_qos_0() {
-        let mut plain = shard(1);
+    fn what_is_never_held_and_what_is_dropped() {
         let now = Instant::now();
-        let (slot, conn) = connect(&mut plain[0], "p", v5_connect("p", 0, 0), now);
-        outputs(&mut plain[0]);
+        let mut plain = shard(1);
+        let (slot, _) = connect(&mut plain[0], "p", v5_connect("p", 0, 0), now);
         publish(&mut plain[0], slot, "t/1", QoS::AtLeastOnce, 1, now);
-        assert_eq!(held(&outputs(&mut plain[0]), conn), 0);
+        assert_eq!(acks(&mut plain[0], slot), [1]);
         let mut shards = committing(1);
-        let (slot, conn) = connect(&mut shards[0], "p", v5_connect("p", 0, 0), now);
-        outputs(&mut shards[0]);
-        publish(&mut shards[0], slot, "t/1", QoS::AtMostOnce, 0, now);
-        assert_eq!(held(&outputs(&mut shards[0]), conn), 0);
-        assert!(!shards[0].commit_wanted());
+        let s = &mut shards[0];
+        let (slot, _) = connect(s, "p", v5_connect("p", 0, 600), now);
+        publish(s, slot, "t/1", QoS::AtMostOnce, 0, now);
+        assert!(!s.commit_wanted(), "QoS 0 asks for no commit");
+        s.set_storage_full(true);
+        publish(s, slot, "t/2", QoS::AtLeastOnce, 2, now);
+        assert_eq!(acks(s, slot), [2], "the 0x97 refusal goes at once");
+        s.set_storage_full(false);
+        publish(s, slot, "t/3", QoS::AtLeastOnce, 3, now);
+        s.end_connection(slot, None, false, now);
+        let (again, _) = connect(s, "p", v5_connect("p", 0, 600), now);
+        sync(s, now);
+        assert!(
+            acks(s, slot).is_empty(),
+            "the offline session's outbox gets nothing"
+        );
+        assert!(acks(s, again).is_empty(), "nor the new connection");
     }
 }

@@ -20,6 +20,16 @@ impl Shard {
         packet: ringmq_proto::mqtt::Packet,
         now: Instant,
     ) -> ringmq_proto::session::Flow {
+        // What the log keeps of a session changes with every packet but a QoS 0/1 PUBLISH
+        // (which leaves no receipt) and PINGREQ: those never mark it dirty, so a publishing
+        // persistent session is not rewritten at every checkpoint (every commit, in `sync`).
+        let changes = match &packet {
+            ringmq_proto::mqtt::Packet::PingReq => false,
+            ringmq_proto::mqtt::Packet::Publish(p) => p.qos == QoS::ExactlyOnce,
+            _ => true,
+        };
+        let acknowledged = matches!(&packet,
+            ringmq_proto::mqtt::Packet::Publish(p) if p.qos != QoS::AtMostOnce);
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
         let retained = &self.replica.retained;
@@ -28,30 +38,36 @@ impl Shard {
             retained: &retained_room,
             storage_full: self.storage_full(),
         };
-        let flow = match self.entries.get_mut(slot) {
-            Some(entry) => entry
-                .session
-                .handle_with(packet, now, &rules, &mut actions, &room),
-            None => {
+        let (flow, before) = match self.entries.get_mut(slot) {
+            Some(entry) => {
+                let before = entry.session.out.len();
+                let flow = entry
+                    .session
+                    .handle_with(packet, now, &rules, &mut actions, &room);
+                (flow, before)
+            }
+            None => (
                 ringmq_proto::session::Flow::Close(ringmq_proto::session::CloseReason::Violation {
                     reason: ReasonCode::UNSPECIFIED_ERROR,
                     text: "session gone",
-                })
-            }
+                }),
+                0,
+            ),
         };
-        self.touch(slot);
+        if acknowledged && flow == ringmq_proto::session::Flow::Continue {
+            // `sync` durability: the PUBACK or PUBREC just written waits for the logs.
+            self.hold_ack(slot, before);
+        }
+        if changes {
+            self.touch(slot);
+        }
         let mut fence = false;
         for action in actions.drain(..) {
             match action {
                 Action::Publish(message) => {
                     self.stats.messages_received.inc();
                     self.count_in(ringmq_router::strip_scope(&message.topic).0);
-                    let acknowledged = message.qos != QoS::AtMostOnce;
                     self.publish(message, now);
-                    if acknowledged {
-                        // `sync` durability: its PUBACK or PUBREC waits for the logs.
-                        self.hold_for_commit(slot);
-                    }
                 }
                 Action::Subscribe {
                     filter,
