@@ -1378,3 +1378,29 @@ def test_a_session_reconnecting_on_the_other_shard_loses_nothing(broker):
     assert not missing, f"{len(missing)} acknowledged messages lost, first {missing[:5]}"
     sub.close()
     publisher.close()
+
+
+def test_a_client_id_stays_its_owners_across_a_restart_fails(broker, admin):
+    """Finding 3 after a restart: the session comes back from the log with its owner, so
+    another user is still refused it (and does not get its queued message)."""
+    _user(admin, "alice", "fin/#")
+    _user(admin, "mallory", "fin/#")
+    cid = unique("kept-id")
+    alice = mqtt(broker, "alice", client_id=cid, clean=False, session_expiry=600)
+    alice.subscribe("fin/#", qos=1)
+    alice.disconnect()
+    payer = mqtt(broker, "alice", client_id=unique("payer"))
+    payer.publish("fin/pay", b"salary", qos=1).wait_for_publish(5)
+    payer.close()
+
+    broker.restart()
+
+    mallory = mqtt(broker, "mallory", client_id=cid, clean=False, session_expiry=600,
+                   expect_rc=0x87)
+    mallory.expect_none(0.5)
+    mallory.close()
+    back = mqtt(broker, "alice", client_id=cid, clean=False, session_expiry=600)
+    assert back.session_present is True
+    msg = back.get()
+    assert (msg.topic, msg.payload) == ("fin/pay", b"salary")
+    back.close()
