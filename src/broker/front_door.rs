@@ -11,6 +11,8 @@ use bytes::Bytes;
 
 use crate::control::snapshot::OrgNum;
 use crate::ratelimit::RateLimits;
+use ringmq_core::durable::{frame, Clock, IdempotentAnswer, Record};
+use ringmq_proto::mqtt::Str;
 
 /// Orgs with a rate-limit bucket at most.
 pub(super) const RATE_LIMITED_ORGS_MAX: usize = 100_000;
@@ -93,6 +95,72 @@ impl IdempotencyCache {
             }
         }
     }
+}
+
+impl IdempotencyCache {
+    /// Puts back the answers a restart recovered from the logs (those still in their window).
+    pub(super) fn load(&mut self, answers: &[Box<IdempotentAnswer>], clock: &Clock, now: Instant) {
+        for answer in answers {
+            let at = clock.instant(answer.at_ms);
+            if now.saturating_duration_since(at) >= IDEMPOTENCY_WINDOW {
+                continue;
+            }
+            let slot = (answer.org, answer.key.to_string());
+            let remembered = Remembered::Done {
+                fingerprint: answer.fingerprint,
+                status: answer.status,
+                body: answer.body.clone(),
+            };
+            self.entries.insert(slot.clone(), (remembered, at));
+            self.order.push_back((at, slot.0, slot.1));
+        }
+        self.expire(now);
+    }
+
+    /// Appends, framed, the answers still in their window whose key is homed on `shard` of
+    /// `shards` (each shard's log snapshot carries its share, so a compaction keeps them).
+    pub(super) fn dump(
+        &self,
+        (shard, shards): (usize, usize),
+        clock: &Clock,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
+        for ((org, key), (remembered, at)) in &self.entries {
+            let Remembered::Done {
+                fingerprint,
+                status,
+                body,
+            } = remembered
+            else {
+                continue;
+            };
+            if now.saturating_duration_since(*at) >= IDEMPOTENCY_WINDOW
+                || key_home(*org, key, shards) != shard
+            {
+                continue;
+            }
+            let record = Record::Idempotent(Box::new(IdempotentAnswer {
+                org: *org,
+                key: Str::from(key.as_str()),
+                fingerprint: *fingerprint,
+                status: *status,
+                body: body.clone(),
+                at_ms: clock.unix_ms(*at),
+            }));
+            frame::append_with(out, |out| record.encode(clock, out));
+        }
+    }
+}
+
+/// The shard whose log snapshot carries an idempotency key (FNV-1a: stable across runs).
+fn key_home(org: OrgNum, key: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in org.to_le_bytes().iter().chain(key.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    (hash % shards.max(1) as u64) as usize
 }
 
 /// What REST publishing shares across shards: rate limits, quotas, idempotency keys.

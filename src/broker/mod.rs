@@ -152,6 +152,16 @@ impl Broker {
                 ringmq_core::durable::Clock { base: clock },
             )?),
         };
+        // REST idempotency keys answered before the restart answer the same again.
+        if let Some(recovered) = journal
+            .as_ref()
+            .and_then(|startup| startup.recovered.lock().ok()?.clone())
+        {
+            if let Ok(mut cache) = control.front.idempotency.lock() {
+                let clock = ringmq_core::durable::Clock { base: clock };
+                cache.load(&recovered.idempotent, &clock, Instant::now());
+            }
+        }
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             control,

@@ -172,8 +172,9 @@ async fn publish_inner(
     let (status, body) = execute(&body, context, &key, &settings, &org_id, batch).await;
 
     if let Some(idempotency_key) = idempotency {
+        let mut first_at = None;
         if let Ok(mut cache) = front.idempotency.lock() {
-            let slot = (key.org, idempotency_key);
+            let slot = (key.org, idempotency_key.clone());
             // Server-side failures are not remembered: a retry may succeed.
             if status >= 500 {
                 cache.entries.remove(&slot);
@@ -183,6 +184,41 @@ async fn publish_inner(
                     status,
                     body: body.clone(),
                 };
+                first_at = Some(entry.1);
+            }
+        }
+        // Into the log too, so a retry after a restart gets the same answer (in `sync` mode
+        // this answer waits until the log holds it).
+        if let Some(at) = first_at {
+            let (org, remembered) = (key.org, body.clone());
+            let wait = context
+                .shard
+                .call(move |s| {
+                    let answer = Box::new(ringmq_core::durable::IdempotentAnswer {
+                        org,
+                        key: ringmq_proto::mqtt::Str::from(idempotency_key.as_str()),
+                        fingerprint,
+                        status,
+                        body: remembered,
+                        at_ms: s.wall_clock().unix_ms(at),
+                    });
+                    s.remember_idempotent(answer, Instant::now())
+                })
+                .await
+                .flatten();
+            if let Some(wait) = wait {
+                if context
+                    .shard
+                    .wait_counts(wait, QUEUED_TIMEOUT)
+                    .await
+                    .is_none()
+                {
+                    return error(
+                        503,
+                        "unavailable",
+                        "the answer could not be stored in time; retry with the same key",
+                    );
+                }
             }
         }
     }

@@ -375,6 +375,30 @@ impl Shard {
         (token, answer)
     }
 
+    /// Records the first answer to a REST request with an `Idempotency-Key` in the log; in
+    /// `sync` mode returns the wait for its commit (see [`Core::record_idempotent`]).
+    pub fn remember_idempotent(
+        &mut self,
+        answer: Box<ringmq_core::durable::IdempotentAnswer>,
+        now: Instant,
+    ) -> Option<(u64, Rc<Answer<u64>>)> {
+        let token = self.core.record_idempotent(answer, now)?;
+        Some(self.counted(token, now))
+    }
+
+    /// Appends, framed, the idempotency answers whose keys are homed on this shard (its share
+    /// of a log snapshot).
+    pub fn dump_idempotent(&self, now: Instant, out: &mut Vec<u8>) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        let Ok(cache) = control.front.idempotency.lock() else {
+            return;
+        };
+        let place = (usize::from(self.core.id), usize::from(self.core.count));
+        cache.dump(place, &self.core.wall_clock(), now, out);
+    }
+
     /// Forgets counted request `token` (its task gave up).
     pub fn forget_count(&mut self, token: u64) {
         self.core.forget_count(token);

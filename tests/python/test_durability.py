@@ -503,3 +503,37 @@ def test_wills_of_clients_connected_at_a_kill_9_go_out_after_restart(broker):
     assert (p.topic, p.payload) == ("will/late", b"late")
     r.expect_silence(0.3)
     r.close()
+
+
+@pytest.mark.parametrize("mode", ["periodic", "sync"])
+def test_an_idempotency_key_answers_the_same_after_a_restart(broker, mode):
+    """A retried REST publish after a restart (SIGTERM in `periodic`, kill -9 in `sync`, whose
+    answer waited for the log) gets the first answer again and publishes nothing twice."""
+    from test_control_plane import api, root_key
+
+    broker.restart(extra_args=["--durability", mode])
+    cid = unique("idem")
+    subscribe_offline(broker, cid, "idem/#")
+    key = unique("order")
+    body = {"topic": "idem/x", "payload": "once", "qos": 1}
+    with api(broker, root_key(broker)) as rest:
+        first = rest.post("/v1/publish", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 200, first.text
+
+    if mode == "sync":
+        kill_9_and_start(broker)
+    else:
+        broker.restart()
+
+    with api(broker, root_key(broker)) as rest:
+        again = rest.post("/v1/publish", json=body, headers={"Idempotency-Key": key})
+        assert (again.status_code, again.json()) == (first.status_code, first.json())
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        other = rest.post("/v1/publish", json={**body, "payload": "twice"},
+                          headers={"Idempotency-Key": key})
+        assert other.status_code == 422, other.text
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    assert [p.payload for p in receive(r, 1)] == [b"once"]
+    r.expect_silence(0.3)
+    r.close()

@@ -18,6 +18,7 @@ use ringmq_proto::session::{InFlight, Queued, SessionState, Stage, Subscription}
 const RETAINED: u8 = 0x11;
 const SESSION: u8 = 0x12;
 const SESSION_ENDED: u8 = 0x13;
+const IDEMPOTENT: u8 = 0x14;
 
 /// Bounds a record read back must respect (a damaged length must not allocate gigabytes).
 const ITEMS_MAX: u32 = 1 << 20;
@@ -147,6 +148,26 @@ pub enum Record {
         /// The session's version when it ended.
         version: u64,
     },
+    /// The first answer to a REST request with an `Idempotency-Key`.
+    Idempotent(Box<IdempotentAnswer>),
+}
+
+/// The first answer to a REST publish with an `Idempotency-Key`: a retry with the same key and
+/// body gets it again, also after a restart, for the key's window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentAnswer {
+    /// The org the key belongs to.
+    pub org: u32,
+    /// The key as the client sent it.
+    pub key: Str,
+    /// SHA-256 of the request (kind and body): another body under the same key is refused.
+    pub fingerprint: [u8; 32],
+    /// The answer's HTTP status.
+    pub status: u16,
+    /// The answer's JSON body.
+    pub body: Bytes,
+    /// Unix ms of the first answer (the window counts from it).
+    pub at_ms: u64,
 }
 
 impl Record {
@@ -170,6 +191,15 @@ impl Record {
                 put_str(out, client_id);
                 out.put_u64_le(*version);
             }
+            Record::Idempotent(answer) => {
+                out.put_u8(IDEMPOTENT);
+                out.put_u32_le(answer.org);
+                put_str(out, &answer.key);
+                out.put_slice(&answer.fingerprint);
+                out.put_u16_le(answer.status);
+                put_bytes(out, &answer.body);
+                out.put_u64_le(answer.at_ms);
+            }
         }
     }
 
@@ -191,6 +221,22 @@ impl Record {
                 client_id: r.str()?,
                 version: r.u64()?,
             },
+            IDEMPOTENT => {
+                let org = r.u32()?;
+                let key = r.str()?;
+                let mut fingerprint = [0; 32];
+                for byte in &mut fingerprint {
+                    *byte = r.u8()?;
+                }
+                Record::Idempotent(Box::new(IdempotentAnswer {
+                    org,
+                    key,
+                    fingerprint,
+                    status: r.u16()?,
+                    body: r.bytes()?,
+                    at_ms: r.u64()?,
+                }))
+            }
             _ => return Err(DecodeError::Invalid("record kind")),
         };
         if !r.0.is_empty() {

@@ -15,13 +15,16 @@ use ahash::AHashMap;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 
-pub use codec::{encode_session, Clock, DecodeError, Record, SessionRecord, SessionView};
+pub use codec::{
+    encode_session, Clock, DecodeError, IdempotentAnswer, Record, SessionRecord, SessionView,
+};
 
 /// The state every log holds together: the latest record per key.
 #[derive(Debug, Default)]
 pub struct Replay {
     retained: AHashMap<Str, Option<SharedMessage>>,
     sessions: AHashMap<Str, Session>,
+    idempotent: AHashMap<(u32, Str), Box<IdempotentAnswer>>,
     /// Records read (all logs).
     pub records: u64,
 }
@@ -71,6 +74,17 @@ impl Replay {
                     self.sessions.insert(client_id, Session::Ended(version));
                 }
             }
+            Record::Idempotent(answer) => {
+                // The first answer stands (a compaction may write it again later).
+                let slot = (answer.org, answer.key.clone());
+                let older = self
+                    .idempotent
+                    .get(&slot)
+                    .map_or(true, |held| answer.at_ms < held.at_ms);
+                if older {
+                    self.idempotent.insert(slot, answer);
+                }
+            }
         }
     }
 
@@ -91,7 +105,13 @@ impl Replay {
             })
             .collect();
         sessions.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
-        Recovered { retained, sessions }
+        let mut idempotent: Vec<Box<IdempotentAnswer>> = self.idempotent.into_values().collect();
+        idempotent.sort_unstable_by_key(|answer| answer.at_ms);
+        Recovered {
+            retained,
+            sessions,
+            idempotent,
+        }
     }
 }
 
@@ -103,6 +123,9 @@ pub struct Recovered {
     pub retained: Vec<(Str, SharedMessage)>,
     /// Live persistent sessions, sorted by client id.
     pub sessions: Vec<Box<SessionRecord>>,
+    /// First answers to REST requests with an `Idempotency-Key`, oldest first (the driver
+    /// keeps those still in their window).
+    pub idempotent: Vec<Box<IdempotentAnswer>>,
 }
 
 /// The handle shards share.

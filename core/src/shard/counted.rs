@@ -44,6 +44,25 @@ impl Shard {
         token
     }
 
+    /// `sync` durability: a token whose count ([`Output::Counted`], 0) comes once every log
+    /// holds what was recorded so far; `None` when commits are off.
+    pub fn commit_wait(&mut self, now: Instant) -> Option<u64> {
+        if !self.commits() {
+            return None;
+        }
+        let token = self.next_token();
+        self.count_commit(token);
+        self.count_waits.insert(
+            token,
+            CountWait {
+                pending: 1,
+                count: 0,
+            },
+        );
+        self.flush(now);
+        Some(token)
+    }
+
     /// Asks every other shard to answer (through the mesh); returns the token to await.
     pub fn ping_all(&mut self, now: Instant) -> u64 {
         let token = self.next_token();

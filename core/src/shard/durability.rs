@@ -164,6 +164,21 @@ impl Shard {
         self.journal = Some(journal);
     }
 
+    /// Records the first answer to a REST request with an `Idempotency-Key`; in `sync` mode
+    /// returns a token whose count ([`Output::Counted`]) says the log holds it (the answer
+    /// waits for it, as a publish's does).
+    pub fn record_idempotent(
+        &mut self,
+        answer: Box<crate::durable::IdempotentAnswer>,
+        now: Instant,
+    ) -> Option<u64> {
+        let clock = self.wall_clock();
+        let journal = self.journal.as_mut()?;
+        let record = Record::Idempotent(answer);
+        frame::append_with(&mut journal.pending, |out| record.encode(&clock, out));
+        self.commit_wait(now)
+    }
+
     /// Records that the session of `entry` ended (at `now`).
     pub(super) fn record_session_end(&mut self, client_id: &Str, persisted: bool, now: Instant) {
         if !persisted {
