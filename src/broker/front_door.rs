@@ -117,11 +117,11 @@ impl IdempotencyCache {
         self.expire(now);
     }
 
-    /// Appends, framed, the answers still in their window whose key is homed on `shard` of
-    /// `shards` (each shard's log snapshot carries its share, so a compaction keeps them).
+    /// Appends, framed, the answers still in their window whose key `homed` accepts (each
+    /// shard's log snapshot carries its share, so a compaction keeps them).
     pub(super) fn dump(
         &self,
-        (shard, shards): (usize, usize),
+        homed: impl Fn(&str) -> bool,
         clock: &Clock,
         now: Instant,
         out: &mut Vec<u8>,
@@ -135,9 +135,7 @@ impl IdempotencyCache {
             else {
                 continue;
             };
-            if now.saturating_duration_since(*at) >= IDEMPOTENCY_WINDOW
-                || key_home(*org, key, shards) != shard
-            {
+            if now.saturating_duration_since(*at) >= IDEMPOTENCY_WINDOW || !homed(key) {
                 continue;
             }
             let record = Record::Idempotent(Box::new(IdempotentAnswer {
@@ -151,16 +149,6 @@ impl IdempotencyCache {
             frame::append_with(out, |out| record.encode(clock, out));
         }
     }
-}
-
-/// The shard whose log snapshot carries an idempotency key (FNV-1a: stable across runs).
-fn key_home(org: OrgNum, key: &str, shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for byte in org.to_le_bytes().iter().chain(key.as_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    (hash % shards.max(1) as u64) as usize
 }
 
 /// What REST publishing shares across shards: rate limits, quotas, idempotency keys.

@@ -259,8 +259,7 @@ pub fn open(
     }
     state.enable_journal();
     let mut snapshot = Vec::new();
-    state.full_records(now, &mut snapshot);
-    state.dump_idempotent(now, &mut snapshot);
+    state.log_snapshot(now, &mut snapshot);
     let opened = open_log(&startup.dir, id, &snapshot);
     // Every shard passes the barrier, also one that failed (the others would wait forever);
     // the generation is sealed only if every log is in place.
@@ -436,9 +435,7 @@ async fn compact(
     let snapshot = handle
         .call(|s| {
             let mut out = Vec::new();
-            let now = Instant::now();
-            s.full_records(now, &mut out);
-            s.dump_idempotent(now, &mut out);
+            s.log_snapshot(Instant::now(), &mut out);
             out
         })
         .await?;

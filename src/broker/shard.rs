@@ -386,17 +386,23 @@ impl Shard {
         Some(self.counted(token, now))
     }
 
-    /// Appends, framed, the idempotency answers whose keys are homed on this shard (its share
-    /// of a log snapshot).
-    pub fn dump_idempotent(&self, now: Instant, out: &mut Vec<u8>) {
+    /// Appends, framed, this shard's log snapshot: the core's live state and the idempotency
+    /// answers whose keys are homed here (by the hash that homes client ids and topics).
+    pub fn log_snapshot(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.core.full_records(now, out);
         let Some(control) = &self.control else {
             return;
         };
         let Ok(cache) = control.front.idempotency.lock() else {
             return;
         };
-        let place = (usize::from(self.core.id), usize::from(self.core.count));
-        cache.dump(place, &self.core.wall_clock(), now, out);
+        let core = &self.core;
+        cache.dump(
+            |key| core.home_of(key) == core.id,
+            &core.wall_clock(),
+            now,
+            out,
+        );
     }
 
     /// Forgets counted request `token` (its task gave up).

@@ -581,8 +581,7 @@ const ORIGIN_GENERATION_BITS: u32 = 16;
 /// reused 65,536 attaches later could match a stale pause's generation bits; the worst that
 /// does is resume another publisher early (flow control only: every queue keeps its bound).
 pub fn origin_of(shard: u16, slot: Slot, generation: u32) -> Origin {
-    let local = ((u64::from(slot) + 1) << ORIGIN_GENERATION_BITS)
-        | u64::from(generation & ((1 << ORIGIN_GENERATION_BITS) - 1));
+    let local = publisher_key(slot, generation);
     debug_assert!(local < 1 << ORIGIN_LOCAL_BITS, "slot {slot} out of range");
     Origin((u64::from(shard) << ORIGIN_LOCAL_BITS) | (local & ((1 << ORIGIN_LOCAL_BITS) - 1)))
 }
@@ -599,6 +598,12 @@ fn origin_parts(origin: Origin) -> (u16, u64) {
         (origin.0 >> ORIGIN_LOCAL_BITS) as u16,
         origin.0 & ((1 << ORIGIN_LOCAL_BITS) - 1),
     )
+}
+
+/// The local part of the origin of the connection attached to `slot` in `generation`.
+fn publisher_key(slot: Slot, generation: u32) -> u64 {
+    ((u64::from(slot) + 1) << ORIGIN_GENERATION_BITS)
+        | u64::from(generation & ((1 << ORIGIN_GENERATION_BITS) - 1))
 }
 
 /// The slot and generation bits a nonzero local publisher key names.

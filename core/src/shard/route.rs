@@ -420,14 +420,14 @@ impl Shard {
     /// Pauses (or resumes) reading the publisher of this shard that `publisher` (the local part
     /// of its origin) names, if that connection is still attached.
     pub(super) fn pause_local(&mut self, publisher: u64, pause: bool) {
-        let (slot, generation) = publisher_of(publisher);
+        let (slot, _) = publisher_of(publisher);
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
         let Some(conn) = entry.conn() else {
             return;
         };
-        if entry.generation & 0xFFFF != generation {
+        if publisher_key(slot, entry.generation) != publisher {
             return;
         }
         let at = ConnAt { slot, conn };

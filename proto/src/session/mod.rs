@@ -436,29 +436,21 @@ impl Session {
             );
         }
         let topic = link.access.scope_topic(topic);
-        if room.storage_full && publish.qos != QoS::AtMostOnce {
-            // Nothing is acknowledged that cannot be stored. v3 has no negative acknowledgement
-            // (an acknowledged drop would be a loss): its connection is closed instead.
-            if version != ProtocolVersion::V5 {
-                return violation(ReasonCode::QUOTA_EXCEEDED, "the broker's storage is full");
-            }
-            let plain = ringmq_router::strip_scope(&topic).1.to_owned();
-            return self.refuse_publish(
-                publish.qos,
-                publish.packet_id,
-                &plain,
-                rules,
-                ReasonCode::QUOTA_EXCEEDED,
-            );
+        // Nothing is acknowledged that cannot be stored. v3 has no negative acknowledgement
+        // (an acknowledged drop would be a loss): its connection is closed instead.
+        let unstorable = room.storage_full && publish.qos != QoS::AtMostOnce;
+        if unstorable && version != ProtocolVersion::V5 {
+            return violation(ReasonCode::QUOTA_EXCEEDED, "the broker's storage is full");
         }
-        if room.storage_full && publish.retain {
+        if room.storage_full && publish.qos == QoS::AtMostOnce {
             // QoS 0 promises nothing: delivered live, not kept as retained (it could not be
             // stored, and a retained value that vanishes at restart would mislead).
             publish.retain = false;
         }
-        if publish.retain
-            && !publish.payload.is_empty()
-            && !(room.retained)(&topic, publish.payload.len())
+        if unstorable
+            || (publish.retain
+                && !publish.payload.is_empty()
+                && !(room.retained)(&topic, publish.payload.len()))
         {
             let plain = ringmq_router::strip_scope(&topic).1.to_owned();
             return self.refuse_publish(
