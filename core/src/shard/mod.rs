@@ -418,9 +418,13 @@ impl Shard {
         }
     }
 
-    /// Asks the driver to run the writer of `slot`'s connection, once until it takes the ask.
+    /// Asks the driver to run the writer of `slot`'s connection when it has packets to send,
+    /// once until it takes the ask.
     fn want_write(&mut self, slot: Slot) {
         if let Some(entry) = self.entries.get_mut(slot) {
+            if entry.session.out.is_empty() {
+                return;
+            }
             if let (Some(conn), false) = (entry.conn(), entry.write_queued) {
                 entry.write_queued = true;
                 self.outputs.push_back(Output::Write { slot, conn });

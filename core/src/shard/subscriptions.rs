@@ -101,13 +101,7 @@ impl Shard {
             }
         }
         self.actions = actions;
-        if self
-            .entries
-            .get(slot)
-            .is_some_and(|entry| !entry.session.out.is_empty())
-        {
-            self.want_write(slot);
-        }
+        self.want_write(slot);
         flow
     }
 
