@@ -65,4 +65,4 @@ run() {
 echo "== $retained retained, $sessions sessions x $subs subscriptions, --shards $shards"
 run "from the fixture"
 run "from its own logs"
-grep -E "durable state read|sessions restored" "$work/broker.log" | tail -4 | sed 's/\x1b\[[0-9;]*m//g'
+grep -E "durable state read|state restored|opening snapshot" "$work/broker.log" | tail -6 | sed 's/\x1b\[[0-9;]*m//g'

@@ -9,6 +9,7 @@
 
 use ahash::AHashMap;
 use ringmq_router::RetainedStore;
+use std::time::Instant;
 
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
@@ -37,6 +38,21 @@ impl RetainedReplica {
             bytes: AHashMap::new(),
             messages_max,
             org_bytes_max,
+        }
+    }
+
+    /// An empty replica with the same bounds.
+    pub fn emptied(&self) -> RetainedReplica {
+        RetainedReplica::new(self.messages_max, self.org_bytes_max)
+    }
+
+    /// Fills the replica with the retained messages a start recovered (those not expired).
+    /// Needs no other shard state, so a driver may run it on a thread of its own.
+    pub fn restore(&mut self, recovered: &crate::durable::Recovered, now: Instant) {
+        for (topic, message) in &recovered.retained {
+            if !message.is_expired(now) {
+                self.set(topic, Some(message.clone()));
+            }
         }
     }
 

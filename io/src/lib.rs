@@ -32,12 +32,15 @@ pub mod tls;
 pub use buf::read_append;
 pub use dormant::{DormantTcp, SleepError};
 pub use error::IoError;
-pub use listener::{adopt_stream, bind_tcp, detach_stream, process_rss_bytes, tune_accepted};
+pub use listener::{
+    adopt_stream, bind_tcp, detach_stream, process_rss_bytes, retry_in_use, tune_accepted,
+    BIND_RETRY,
+};
 pub use mesh::{Mesh, MeshEndpoint};
 pub use notify::{CrossNotify, Notified};
 pub use runtime::{
-    disable_transparent_huge_pages, spawn_shards, transparent_huge_pages_disabled, DriverKind,
-    ShardConfig, ShardContext,
+    disable_transparent_huge_pages, spawn_shards, transparent_huge_pages_disabled,
+    unpin_current_thread, DriverKind, ShardConfig, ShardContext,
 };
 pub use tls::{
     ConnReader, ConnStream, ConnWriter, FramedRead, FramedWrite, Layered, LocalIoFuture,

@@ -26,7 +26,30 @@ pub fn bind_tcp(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<TcpL
         .reuse_port(reuse_port)
         .reuse_addr(true)
         .backlog(backlog);
-    TcpListener::bind_with_config(addr, &options).map_err(|source| IoError::Bind { addr, source })
+    retry_in_use(|| TcpListener::bind_with_config(addr, &options))
+        .map_err(|source| IoError::Bind { addr, source })
+}
+
+/// How long a bind is retried while its address is in use.
+pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `bind`, again every 50 ms while it fails with "address in use", for at most
+/// [`BIND_RETRY`]: a broker restarted at once can find its ports still held by the process
+/// before it, whose io_uring instance (and the listener a pending accept holds) the kernel
+/// tears down asynchronously after the exit. Blocks the calling thread (a start only).
+pub fn retry_in_use<T>(mut bind: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    loop {
+        match bind() {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sets the options every accepted stream gets (TCP_NODELAY: the writer coalesces, so Nagle only adds latency).

@@ -142,7 +142,17 @@ fn driver_kind(runtime: &ShardRuntime) -> DriverKind {
 
 /// The CPUs this thread may run on, from `/proc/thread-self/status` (respects taskset and cpusets).
 pub fn allowed_cores() -> Vec<usize> {
-    let parsed = std::fs::read_to_string("/proc/thread-self/status")
+    cores_in("/proc/thread-self/status")
+}
+
+/// Lets the calling thread run on every CPU the process may (those of its main thread): a
+/// helper thread that a pinned shard spawns inherits the shard's one core. Best effort.
+pub fn unpin_current_thread() {
+    let _ = monoio::utils::bind_to_cpu_set(cores_in("/proc/self/status"));
+}
+
+fn cores_in(status_path: &str) -> Vec<usize> {
+    let parsed = std::fs::read_to_string(status_path)
         .ok()
         .and_then(|status| {
             status

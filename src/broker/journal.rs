@@ -5,8 +5,10 @@
 //! `COMPLETE` marker. A start reads the newest complete generation (every shard's log, so a
 //! change of `--shards` re-homes the state), and each shard writes the part it restored as
 //! the first records of its log in the next generation; the older generations are removed
-//! once the new one is complete. A start that dies halfway leaves an incomplete generation,
-//! which the next start ignores and removes.
+//! once the new one is complete. When the shard count did not change, each shard's log is
+//! already in place: it is hard-linked into the next generation and carried on (no rewrite;
+//! compaction bounds it as it grows). A start that dies halfway leaves an incomplete
+//! generation, which the next start ignores and removes.
 //!
 //! While the broker runs, a shard's journal task takes the core's records every sync
 //! interval (after a checkpoint of its changed sessions), appends them through the shard's
@@ -76,6 +78,11 @@ pub struct Startup {
     pub barrier: std::sync::Barrier,
     /// Set by a shard that could not write its log (the generation is not sealed).
     pub failed: std::sync::atomic::AtomicBool,
+    /// When the last run had as many shards, each shard's log and the length of it to keep
+    /// (cut at a torn tail, or at damage under `--repair`): each shard's records are already
+    /// homed where this run homes them, so the log carries on under the new generation
+    /// (hard-linked) instead of being rewritten as a snapshot.
+    pub reuse: Option<Vec<(PathBuf, u64)>>,
 }
 
 /// Reads the newest complete generation under `data_dir/journal` and prepares the next one.
@@ -110,9 +117,17 @@ pub fn recover(
         .find(|(_, _, complete)| *complete)
         .map(|(number, path, _)| (*number, path.clone()));
     let mut replay = Replay::default();
+    let mut logs = Vec::new();
     if let Some((_, dir)) = &newest {
-        read_generation(dir, durability.repair, clock, &mut replay)?;
+        logs = read_generation(dir, durability.repair, clock, &mut replay)?;
     }
+    let expected: Vec<PathBuf> = newest.as_ref().map_or_else(Vec::new, |(_, dir)| {
+        (0..shards)
+            .map(|id| dir.join(format!("shard-{id}.log")))
+            .collect()
+    });
+    let reuse =
+        (!logs.is_empty() && logs.iter().map(|(path, _)| path).eq(expected.iter())).then_some(logs);
     let records = replay.records;
     let recovered = replay.finish();
     let next = generations.last().map_or(1, |(number, _, _)| number + 1);
@@ -137,31 +152,37 @@ pub fn recover(
         old,
         barrier: std::sync::Barrier::new(shards),
         failed: std::sync::atomic::AtomicBool::new(false),
+        reuse,
     })
 }
 
-/// Replays every shard log of `dir`, in name order.
+/// Replays every shard log of `dir`, in shard order; returns each log with the length of it
+/// that holds whole records (what a reused log is cut to).
 fn read_generation(
     dir: &Path,
     repair: bool,
     clock: Clock,
     replay: &mut Replay,
-) -> Result<(), JournalError> {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+) -> Result<Vec<(PathBuf, u64)>, JournalError> {
+    let mut logs: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .map(|path| (shard_of_log(&path).unwrap_or(usize::MAX), path))
         .collect();
     logs.sort();
-    for path in logs {
+    let mut kept = Vec::with_capacity(logs.len());
+    for (_, path) in logs {
         let bytes = std::fs::read(&path).map_err(io_error(&path))?;
         let name = path.display().to_string();
         let scanned = frame::scan(&bytes, |_, payload| {
             Record::decode(payload, &clock).map(|record| replay.apply(record))
         });
+        let mut keep = bytes.len();
         let damage = match scanned {
             Ok(frame::End::Clean) => None,
             Ok(frame::End::TornTail { len }) => {
+                keep = len;
                 tracing::warn!(
                     log = %name,
                     kept = len,
@@ -174,6 +195,7 @@ fn read_generation(
             Err((offset, error)) => Some((offset, error.to_string())),
         };
         if let Some((offset, why)) = damage {
+            keep = offset;
             if !repair {
                 return Err(JournalError::Damaged {
                     path: name,
@@ -189,8 +211,43 @@ fn read_generation(
                 "--repair: the log is damaged; what follows the damage is dropped"
             );
         }
+        kept.push((path, keep as u64));
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// The shard number of a log named `shard-N.log`.
+fn shard_of_log(path: &Path) -> Option<usize> {
+    path.file_stem()?
+        .to_str()?
+        .strip_prefix("shard-")?
+        .parse()
+        .ok()
+}
+
+/// Carries shard `id`'s log of the last run on as its log in this run's generation: linked
+/// under the new name (the old generation's removal then only drops the old name), cut to
+/// its whole records and synced. Nothing is appended before the generation is sealed, so a
+/// start that dies before that leaves the last generation as it was, but for the cut.
+pub fn reuse_log(
+    dir: &Path,
+    id: usize,
+    old: &Path,
+    keep: u64,
+) -> Result<(std::fs::File, u64), JournalError> {
+    let path = dir.join(format!("shard-{id}.log"));
+    std::fs::hard_link(old, &path).map_err(io_error(&path))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    let len = file.metadata().map_err(io_error(&path))?.len();
+    if len > keep {
+        file.set_len(keep).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+    }
+    Ok((file, keep))
 }
 
 /// Writes shard `id`'s opening snapshot into this run's generation and syncs it; returns the
@@ -251,16 +308,40 @@ pub fn open(
         .lock()
         .ok()
         .and_then(|held| held.as_ref().map(Arc::clone));
-    if let Some(recovered) = &recovered {
-        let restored = state.restore(recovered, now);
-        if restored > 0 {
-            tracing::info!(shard = id, sessions = restored, "sessions restored");
-        }
+    let reuse = startup.reuse.as_ref().and_then(|logs| logs.get(id));
+    if reuse.is_some() {
+        // On before the restore: what the restore changes (sessions that expired while the
+        // broker was down, the wills it publishes) goes into the log after its old records.
+        state.enable_journal();
     }
-    state.enable_journal();
-    let mut snapshot = Vec::new();
-    state.log_snapshot(now, &mut snapshot);
-    let opened = open_log(&startup.dir, id, &snapshot);
+    if let Some(recovered) = &recovered {
+        let restored = restore(state, recovered, now);
+        tracing::info!(
+            shard = id,
+            sessions = restored,
+            elapsed_ms = now.elapsed().as_millis() as u64,
+            "state restored"
+        );
+    }
+    let opened = match reuse {
+        Some((old, keep)) => reuse_log(&startup.dir, id, old, *keep),
+        None => {
+            state.enable_journal();
+            let started = Instant::now();
+            let mut snapshot = Vec::new();
+            state.log_snapshot(now, &mut snapshot);
+            let encoded_ms = started.elapsed().as_millis() as u64;
+            let opened = open_log(&startup.dir, id, &snapshot);
+            tracing::info!(
+                shard = id,
+                bytes = snapshot.len(),
+                encoded_ms,
+                written_ms = started.elapsed().as_millis() as u64 - encoded_ms,
+                "opening snapshot written"
+            );
+            opened
+        }
+    };
     // Every shard passes the barrier, also one that failed (the others would wait forever);
     // the generation is sealed only if every log is in place.
     drop(recovered);
@@ -289,6 +370,39 @@ pub fn open(
         });
     }
     Ok(((file, startup.dir.join(format!("shard-{id}.log"))), len))
+}
+
+/// Restores the shard's part of `recovered`: its retained replica on a helper thread (on any
+/// core: the shard's may be pinned) while this one restores the sessions and subscriptions,
+/// since the two touch nothing in common and a start is otherwise one core's work.
+fn restore(state: &mut Shard, recovered: &Recovered, now: Instant) -> usize {
+    let mut retained = state.take_retained();
+    let filled = std::thread::scope(|scope| {
+        let filler = std::thread::Builder::new()
+            .name("ringmq-restore".into())
+            .spawn_scoped(scope, move || {
+                ringmq_io::unpin_current_thread();
+                retained.restore(recovered, now);
+                retained
+            });
+        let sessions = state.restore_sessions(recovered, now);
+        let retained = match filler {
+            Ok(filler) => filler.join().ok(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a restore thread; restoring on the shard's");
+                None
+            }
+        };
+        (retained, sessions)
+    });
+    let (retained, sessions) = filled;
+    let retained = retained.unwrap_or_else(|| {
+        // The thread did not run (or panicked, its replica lost): fill one here.
+        let mut retained = state.take_retained();
+        retained.restore(recovered, now);
+        retained
+    });
+    state.finish_restore(retained, sessions, now)
 }
 
 /// The journal task's settings.

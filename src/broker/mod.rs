@@ -118,7 +118,7 @@ impl Broker {
         // of the same user: probe each address without it first, so a clash is an error.
         for addr in config.listen_addrs() {
             if addr.port() != 0 {
-                std::net::TcpListener::bind(addr)
+                ringmq_io::retry_in_use(|| std::net::TcpListener::bind(addr))
                     .map_err(|source| BrokerError::Bind { addr, source })?;
             }
         }
@@ -297,8 +297,8 @@ fn reload_tls(tls: Option<&ReloadableTls>) {
 
 fn spawn_acceptor(shared: Arc<Shared>) -> Result<(), BrokerError> {
     let addr = shared.config.listeners.mqtt;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    let listener = ringmq_io::retry_in_use(|| std::net::TcpListener::bind(addr))
+        .map_err(|source| BrokerError::Bind { addr, source })?;
     std::thread::Builder::new()
         .name("ringmq-acceptor".to_owned())
         .spawn(move || {

@@ -227,6 +227,14 @@ def test_a_torn_last_record_is_cut_off(broker):
     r, ack = raw(broker, cid)
     assert ack.session_present
     assert receive(r, 1)[0].payload == b"kept"
+    r.disconnect()
+    # The log carried on from the cut: what is written after it reads back whole.
+    publish(broker, "torn/q", [b"after"])
+    broker.stop()
+    broker.start()
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    assert receive(r, 1)[0].payload == b"after"
     r.close()
 
 
@@ -536,4 +544,39 @@ def test_an_idempotency_key_answers_the_same_after_a_restart(broker, mode):
     assert ack.session_present
     assert [p.payload for p in receive(r, 1)] == [b"once"]
     r.expect_silence(0.3)
+    r.close()
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100})
+def test_a_will_sent_at_a_restart_is_not_sent_again_at_the_next(broker):
+    """The logs carry on across starts (same shard count): a session that ended while the
+    broker was down (its will sent at the restart) must not come back at the next one."""
+    watcher = unique("watch")
+    subscribe_offline(broker, watcher, "will2/#")
+    gone = broker.raw(5)
+    gone.connect(unique("wg"), will={"topic": "will2/gone", "payload": b"once", "qos": 1})
+    expiring = unique("we")
+    subscribe_offline(broker, expiring, "x/#", expiry=1)
+    time.sleep(0.5)  # several sync intervals
+    broker.signal(signal.SIGKILL)
+    broker.proc.wait(5)
+    time.sleep(1.2)  # `expiring` expires while the broker is down
+    wait_ports_free(broker)
+    broker.start()
+
+    r, ack = raw(broker, watcher)
+    assert ack.session_present
+    p = receive(r, 1)[0]
+    assert (p.topic, p.payload) == ("will2/gone", b"once")
+    r.expect_silence(0.3)
+    r.disconnect()
+
+    broker.stop()
+    broker.start()
+    r, ack = raw(broker, watcher)
+    assert ack.session_present
+    r.expect_silence(0.5)
+    r.close()
+    r, ack = raw(broker, expiring)
+    assert not ack.session_present, "expired while down: it stays ended"
     r.close()

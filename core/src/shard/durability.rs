@@ -20,6 +20,7 @@ use ringmq_router::split_shared;
 
 use super::*;
 use crate::durable::{encode_session, frame, Clock, Record, Recovered, SessionRecord, SessionView};
+use crate::retained::RetainedReplica;
 use crate::timers::TimerKind;
 
 /// The shard's log side, while durability is on.
@@ -246,17 +247,25 @@ impl Shard {
     /// subscription into the replica (each shard computes the same placement, so no mesh
     /// message is needed). Returns the sessions restored here.
     pub fn restore(&mut self, recovered: &Recovered, now: Instant) -> usize {
+        let mut retained = self.take_retained();
+        retained.restore(recovered, now);
+        let sessions = self.restore_sessions(recovered, now);
+        self.finish_restore(retained, sessions, now)
+    }
+
+    /// Takes the retained replica out (empty, to fill with [`RetainedReplica::restore`], which
+    /// needs nothing else of the shard: the driver runs it beside [`Shard::restore_sessions`]).
+    pub fn take_retained(&mut self) -> RetainedReplica {
+        let empty = self.replica.retained.emptied();
+        std::mem::replace(&mut self.replica.retained, empty)
+    }
+
+    /// The sessions and subscriptions part of [`Shard::restore`]; the wills it found due wait
+    /// for [`Shard::finish_restore`], when the retained replica is back.
+    pub fn restore_sessions(&mut self, recovered: &Recovered, now: Instant) -> RestoredSessions {
         let clock = self.wall_clock();
-        for (topic, message) in &recovered.retained {
-            if message.is_expired(now) {
-                continue;
-            }
-            self.replica.retained.set(topic, Some(message.clone()));
-        }
         let mut announced: AHashSet<(Str, u16)> = AHashSet::new();
-        let mut restored = 0;
-        // Published once every session and filter is back, so each reaches its subscribers.
-        let mut wills = Vec::new();
+        let mut restored = RestoredSessions::default();
         for record in &recovered.sessions {
             let home = self.home_of(&record.client_id);
             let offline_since = clock.instant(record.offline_since_ms);
@@ -267,12 +276,14 @@ impl Shard {
                     // Expired while the broker was down: its will (a delayed one still
                     // pending) goes now, as it would have at expiry.
                     if let Some((will, _)) = &record.will {
-                        wills.push(Box::new(will.clone()));
+                        restored.wills.push(Box::new(will.clone()));
                     }
+                    // A log carried on from the last run still holds the session.
+                    self.record_session_end(&record.client_id, true, now);
                     continue;
                 }
                 self.restore_session(record, offline_since, now);
-                restored += 1;
+                restored.count += 1;
             } else if !expired {
                 for filter in record.state.subscriptions.keys() {
                     if announced.insert((filter.clone(), home)) {
@@ -281,10 +292,23 @@ impl Shard {
                 }
             }
         }
-        for will in wills {
+        restored
+    }
+
+    /// Puts the restored retained replica back and publishes the wills that fell due while
+    /// the broker was down (once every session and filter is back, so each reaches its
+    /// subscribers). Returns the sessions restored.
+    pub fn finish_restore(
+        &mut self,
+        retained: RetainedReplica,
+        sessions: RestoredSessions,
+        now: Instant,
+    ) -> usize {
+        self.replica.retained = retained;
+        for will in sessions.wills {
             self.publish_will(will, now);
         }
-        restored
+        sessions.count
     }
 
     /// Puts a remote shard's filter into this replica's index (what its announcement does).
@@ -368,6 +392,15 @@ impl Shard {
                 .push(at, TimerKind::WillDelay, slot, generation, 0);
         }
     }
+}
+
+/// What [`Shard::restore_sessions`] leaves for [`Shard::finish_restore`].
+#[derive(Debug, Default)]
+pub struct RestoredSessions {
+    /// Sessions restored on this shard.
+    count: usize,
+    /// Wills of sessions that ended while the broker was down.
+    wills: Vec<Box<Will>>,
 }
 
 /// A live session as checkpoint `version` writes it.

@@ -38,6 +38,7 @@ mod subscriptions;
 mod tenancy;
 
 pub use counted::CountWait;
+pub use durability::RestoredSessions;
 pub use input::Input;
 pub use output::{ConnAt, ConnId, Output};
 pub use streams::{
