@@ -33,8 +33,8 @@ pub use buf::read_append;
 pub use dormant::{DormantTcp, SleepError};
 pub use error::IoError;
 pub use listener::{
-    adopt_stream, bind_tcp, detach_stream, process_rss_bytes, retry_in_use, tune_accepted,
-    BIND_RETRY,
+    adopt_stream, bind_tcp, detach_stream, probe_bind, process_rss_bytes, retry_in_use,
+    tune_accepted, BIND_RETRY,
 };
 pub use mesh::{Mesh, MeshEndpoint};
 pub use notify::{CrossNotify, Notified};

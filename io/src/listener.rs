@@ -30,6 +30,19 @@ pub fn bind_tcp(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<TcpL
         .map_err(|source| IoError::Bind { addr, source })
 }
 
+/// Checks that `addr` is free by binding it (SO_REUSEADDR, no SO_REUSEPORT, so another
+/// process's listener clashes) without listening, and letting it go: a probe that listened
+/// would accept connections for a moment, before the broker is ready to answer them.
+pub fn probe_bind(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 /// How long a bind is retried while its address is in use.
 pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -104,6 +117,38 @@ fn page_size_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_finds_a_clash_and_never_listens() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let taken = held.local_addr().expect("addr");
+        let clash = probe_bind(taken).expect_err("a listener holds it");
+        assert_eq!(clash.kind(), std::io::ErrorKind::AddrInUse);
+        drop(held);
+        // A free port: the probe binds it and lets it go without ever accepting.
+        probe_bind(taken).expect("free again");
+        let refused = std::net::TcpStream::connect(taken).expect_err("nobody listens");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn a_bind_is_retried_while_its_address_is_in_use() {
+        let mut tries = 0;
+        let bound = retry_in_use(|| {
+            tries += 1;
+            if tries < 3 {
+                Err(std::io::Error::from(std::io::ErrorKind::AddrInUse))
+            } else {
+                Ok(tries)
+            }
+        });
+        assert_eq!(bound.expect("third try"), 3);
+        let other = retry_in_use::<()>(|| Err(std::io::ErrorKind::PermissionDenied.into()));
+        assert_eq!(
+            other.expect_err("not retried").kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+    }
 
     #[test]
     fn page_size_is_a_power_of_two() {

@@ -91,6 +91,11 @@ impl LocalFilterCounts {
         Self::default()
     }
 
+    /// Makes room for `more` filters (a start restoring many at once rehashes less).
+    pub fn reserve(&mut self, more: usize) {
+        self.counts.reserve(more);
+    }
+
     /// Counts one more local subscription on `filter`; true if it went 0 -> 1 (broadcast an add).
     pub fn increment(&mut self, filter: &str) -> bool {
         if let Some(count) = self.counts.get_mut(filter) {

@@ -82,7 +82,7 @@ pub struct Startup {
     /// (cut at a torn tail, or at damage under `--repair`): each shard's records are already
     /// homed where this run homes them, so the log carries on under the new generation
     /// (hard-linked) instead of being rewritten as a snapshot.
-    pub reuse: Option<Vec<(PathBuf, u64)>>,
+    pub reuse: Option<Vec<KeptLog>>,
 }
 
 /// Reads the newest complete generation under `data_dir/journal` and prepares the next one.
@@ -119,7 +119,12 @@ pub fn recover(
     let mut replay = Replay::default();
     let mut logs = Vec::new();
     if let Some((_, dir)) = &newest {
-        logs = read_generation(dir, durability.repair, clock, &mut replay)?;
+        (replay, logs) = match read_generation(dir, durability.repair, clock, true)? {
+            Some(read) => read,
+            // Under --repair a record that failed to decode (its frame whole) is damage: read
+            // again on one thread, so that nothing after it is applied.
+            None => read_generation(dir, durability.repair, clock, false)?.unwrap_or_default(),
+        };
     }
     let expected: Vec<PathBuf> = newest.as_ref().map_or_else(Vec::new, |(_, dir)| {
         (0..shards)
@@ -156,14 +161,20 @@ pub fn recover(
     })
 }
 
-/// Replays every shard log of `dir`, in shard order; returns each log with the length of it
-/// that holds whole records (what a reused log is cut to).
+/// A log of the last generation and the length of it that holds whole records.
+type KeptLog = (PathBuf, u64);
+
+/// Replays every shard log of `dir`, in shard order; returns the replay and each log with the
+/// length of it that holds whole records (what a reused log is cut to). With `parallel`, the
+/// retained records are decoded on a second thread (the larger half of a big log); then
+/// `None` when `repair` must drop what follows a record that did not decode, which the
+/// other thread may have applied: the caller reads again without `parallel`.
 fn read_generation(
     dir: &Path,
     repair: bool,
     clock: Clock,
-    replay: &mut Replay,
-) -> Result<Vec<(PathBuf, u64)>, JournalError> {
+    parallel: bool,
+) -> Result<Option<(Replay, Vec<KeptLog>)>, JournalError> {
     let mut logs: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -171,13 +182,43 @@ fn read_generation(
         .map(|path| (shard_of_log(&path).unwrap_or(usize::MAX), path))
         .collect();
     logs.sort();
+    let mut replay = Replay::default();
+    let mut retained = Replay::default();
     let mut kept = Vec::with_capacity(logs.len());
     for (_, path) in logs {
         let bytes = std::fs::read(&path).map_err(io_error(&path))?;
         let name = path.display().to_string();
-        let scanned = frame::scan(&bytes, |_, payload| {
-            Record::decode(payload, &clock).map(|record| replay.apply(record))
-        });
+        let scanned = if parallel {
+            let (others, retained_part) = std::thread::scope(|scope| {
+                let side = scope.spawn(|| {
+                    frame::scan(&bytes, |_, payload| {
+                        if !Record::is_retained(payload) {
+                            return Ok(());
+                        }
+                        Record::decode(payload, &clock).map(|record| retained.apply(record))
+                    })
+                });
+                let others = frame::scan(&bytes, |_, payload| {
+                    if Record::is_retained(payload) {
+                        return Ok(());
+                    }
+                    Record::decode(payload, &clock).map(|record| replay.apply(record))
+                });
+                let retained_part = side
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (others, retained_part)
+            });
+            match (others, retained_part) {
+                (Ok(end), Ok(_)) => Ok(end),
+                (Err(failed), _) | (_, Err(failed)) if !repair => Err(failed),
+                _ => return Ok(None),
+            }
+        } else {
+            frame::scan(&bytes, |_, payload| {
+                Record::decode(payload, &clock).map(|record| replay.apply(record))
+            })
+        };
         let mut keep = bytes.len();
         let damage = match scanned {
             Ok(frame::End::Clean) => None,
@@ -213,7 +254,12 @@ fn read_generation(
         }
         kept.push((path, keep as u64));
     }
-    Ok(kept)
+    let replay = if parallel {
+        replay.with_retained_of(retained)
+    } else {
+        replay
+    };
+    Ok(Some((replay, kept)))
 }
 
 /// The shard number of a log named `shard-N.log`.
@@ -343,8 +389,9 @@ pub fn open(
         }
     };
     // Every shard passes the barrier, also one that failed (the others would wait forever);
-    // the generation is sealed only if every log is in place.
-    drop(recovered);
+    // the generation is sealed only if every log is in place. The last holder of the
+    // recovered copy frees it; a million records take a while, so not on a shard thread.
+    free_elsewhere(recovered);
     let failed = opened.is_err();
     if failed {
         startup.failed.store(true, Ordering::SeqCst);
@@ -352,7 +399,7 @@ pub fn open(
     if startup.barrier.wait().is_leader() {
         // Every shard took its part: the recovered copy is freed.
         if let Ok(mut held) = startup.recovered.lock() {
-            held.take();
+            free_elsewhere(held.take());
         }
         if !startup.failed.load(Ordering::SeqCst) {
             if let Err(error) = seal(startup) {
@@ -403,6 +450,20 @@ fn restore(state: &mut Shard, recovered: &Recovered, now: Instant) -> usize {
         retained
     });
     state.finish_restore(retained, sessions, now)
+}
+
+/// Drops a handle on the recovered state on a thread of its own: the last one frees a
+/// million records, which takes a while that no shard should wait for.
+fn free_elsewhere(recovered: Option<Arc<Recovered>>) {
+    let Some(recovered) = recovered else {
+        return;
+    };
+    if let Err(error) = std::thread::Builder::new()
+        .name("ringmq-free".into())
+        .spawn(move || drop(recovered))
+    {
+        tracing::debug!(%error, "freeing the recovered state on the shard's thread");
+    }
 }
 
 /// The journal task's settings.
@@ -541,18 +602,44 @@ pub async fn journal_loop(
 const FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// Rewrites the log as the shard's live state: written next to it, synced, renamed over it.
-/// Records made meanwhile stay in the core and go to the new log next interval.
+/// Records made meanwhile stay in the core and go to the new log next interval. The shard
+/// copies its sessions out in one job; the retained messages (most of a big log: a million
+/// take seconds to encode) are encoded on a thread of their own while the shard goes on.
 async fn compact(
     handle: &Rc<ShardHandle>,
     path: &Path,
 ) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
-    let snapshot = handle
+    let (mut snapshot, retained, clock) = handle
         .call(|s| {
             let mut out = Vec::new();
-            s.log_snapshot(Instant::now(), &mut out);
-            out
+            let retained = s.log_snapshot_but_retained(Instant::now(), &mut out);
+            (out, retained, s.wall_clock())
         })
         .await?;
+    let done = Arc::new(ringmq_io::CrossNotify::new());
+    let encoded: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+    let (signal, into) = (Arc::clone(&done), Arc::clone(&encoded));
+    let spawned = std::thread::Builder::new()
+        .name("ringmq-compact".into())
+        .spawn(move || {
+            ringmq_io::unpin_current_thread();
+            ringmq_core::shard::encode_retained(&retained, &clock, &mut snapshot);
+            drop(retained);
+            if let Ok(mut slot) = into.lock() {
+                *slot = Some(snapshot);
+            }
+            signal.notify();
+        });
+    let snapshot = match spawned {
+        Ok(_) => {
+            done.notified().await;
+            match encoded.lock().ok().and_then(|mut slot| slot.take()) {
+                Some(snapshot) => snapshot,
+                None => return Some(Err(std::io::Error::other("the compaction thread failed"))),
+            }
+        }
+        Err(error) => return Some(Err(error)),
+    };
     let temp = path.with_extension("log.compact");
     let result = async {
         let file = monoio::fs::OpenOptions::new()

@@ -118,7 +118,7 @@ impl Broker {
         // of the same user: probe each address without it first, so a clash is an error.
         for addr in config.listen_addrs() {
             if addr.port() != 0 {
-                ringmq_io::retry_in_use(|| std::net::TcpListener::bind(addr))
+                ringmq_io::retry_in_use(|| ringmq_io::probe_bind(addr))
                     .map_err(|source| BrokerError::Bind { addr, source })?;
             }
         }

@@ -389,7 +389,25 @@ impl Shard {
     /// Appends, framed, this shard's log snapshot: the core's live state and the idempotency
     /// answers whose keys are homed here (by the hash that homes client ids and topics).
     pub fn log_snapshot(&mut self, now: Instant, out: &mut Vec<u8>) {
-        self.core.full_records(now, out);
+        let retained = self.log_snapshot_but_retained(now, out);
+        ringmq_core::shard::encode_retained(&retained, &self.core.wall_clock(), out);
+    }
+
+    /// [`Shard::log_snapshot`] but for the retained messages homed here, which it returns to
+    /// encode elsewhere (they need nothing of the shard; a million take seconds).
+    pub fn log_snapshot_but_retained(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Vec<(crate::mqtt::Str, crate::message::SharedMessage)> {
+        self.core.session_records(now, out);
+        let retained = self.core.homed_retained();
+        self.dump_idempotency(now, out);
+        retained
+    }
+
+    /// Appends the REST idempotency answers homed on this shard.
+    fn dump_idempotency(&self, now: Instant, out: &mut Vec<u8>) {
         let Some(control) = &self.control else {
             return;
         };

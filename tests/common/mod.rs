@@ -85,6 +85,74 @@ impl Broker {
         self.spawn();
     }
 
+    /// SIGKILL (a crash: no flush, no clean stop), wait for the process, then the same broker
+    /// again: same ports, data and configuration, as `restart` apart from the signal. After a
+    /// kill the kernel tears the shards' io_uring instances down asynchronously, and their
+    /// pending accepts hold the listening ports a moment after the process is reaped (a start
+    /// then fails with EADDRINUSE), so this waits up to 10 s until both ports can be bound.
+    /// Returns once the new broker answers a CONNECT (`wait_connack`).
+    pub fn kill_and_restart(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("broker running");
+        child.kill().expect("SIGKILL ringmq");
+        let status = child.wait().expect("wait for the killed ringmq");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "ringmq ended otherwise than by SIGKILL ({status}):\n{}",
+            self.log_tail()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in [self.port, self.http_port] {
+            // std binds with SO_REUSEADDR, as the broker's own probe does.
+            while TcpListener::bind(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} still bound 10 s after the kill"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.spawn();
+        self.wait_connack();
+    }
+
+    /// Waits (up to 10 s) until an MQTT 3.1.1 CONNECT (clean session, its own client id) gets
+    /// CONNACK 0. `spawn`'s readiness check is a TCP connect, which can succeed against the
+    /// broker's start-up probe of its own ports (a bind and listen of a moment, before the
+    /// durable state is read) and return before the real listener is open; the next CONNECT
+    /// is then refused or reset.
+    pub fn wait_connack(&self) {
+        use std::io::{Read, Write};
+        let id = unique("ready");
+        let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
+        connect.extend_from_slice(b"MQTT");
+        connect.extend_from_slice(&[4, 0x02, 0, 10, 0, id.len() as u8]);
+        connect.extend_from_slice(id.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                stream.write_all(&connect)?;
+                let mut connack = [0u8; 4];
+                stream.read_exact(&mut connack)?;
+                let _ = stream.write_all(&[0xE0, 0]);
+                Ok(connack)
+            });
+            match answer {
+                Ok([0x20, 2, _, 0]) => return,
+                Ok(other) => panic!("ready check: CONNACK {other:?}:\n{}", self.log_tail()),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!(
+                    "ready check: no CONNACK within 10 s ({e}):\n{}",
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
     fn spawn(&mut self) {
         let (dir, port, http_port) = (self.dir.clone(), self.port, self.http_port);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ringmq"));
@@ -204,6 +272,10 @@ pub struct Msg {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// The DUP flag (a redelivery).
+    pub dup: bool,
+    /// The packet identifier (0 at QoS 0).
+    pub pkid: u16,
 }
 
 #[derive(Debug)]
@@ -235,6 +307,9 @@ pub struct Opts {
     pub will: Option<(String, Vec<u8>, u8)>,
     /// (username, password)
     pub credentials: Option<(String, String)>,
+    /// rumqttc's manual acks: incoming QoS 1/2 PUBLISHes are never acknowledged (no PUBACK or
+    /// PUBREC), so they stay in flight at the broker.
+    pub manual_acks: bool,
 }
 
 impl Opts {
@@ -246,6 +321,7 @@ impl Opts {
             session_expiry: None,
             will: None,
             credentials: None,
+            manual_acks: false,
         }
     }
 
@@ -260,6 +336,12 @@ impl Opts {
         if self.version == Version::V5 {
             self.session_expiry = Some(60);
         }
+        self
+    }
+
+    /// Never acknowledge incoming QoS 1/2 messages (see `manual_acks`).
+    pub fn unacking(mut self) -> Opts {
+        self.manual_acks = true;
         self
     }
 
@@ -313,6 +395,7 @@ impl Client {
                 let mut o = rumqttc::MqttOptions::new(&opts.client_id, "127.0.0.1", broker.port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_clean_session(opts.clean);
+                o.set_manual_acks(opts.manual_acks);
                 if let Some((username, password)) = &opts.credentials {
                     o.set_credentials(username, password);
                 }
@@ -332,6 +415,7 @@ impl Client {
                     rumqttc::v5::MqttOptions::new(&opts.client_id, "127.0.0.1", broker.port);
                 o.set_keep_alive(Duration::from_secs(30));
                 o.set_clean_start(opts.clean);
+                o.set_manual_acks(opts.manual_acks);
                 if let Some((username, password)) = &opts.credentials {
                     o.set_credentials(username, password);
                 }
@@ -626,6 +710,8 @@ async fn run_v3(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<Ev>) {
                 payload: p.payload.to_vec(),
                 qos: p.qos as u8,
                 retain: p.retain,
+                dup: p.dup,
+                pkid: p.pkid,
             }),
             Ok(Event::Incoming(Packet::PubAck(_))) | Ok(Event::Incoming(Packet::PubComp(_))) => {
                 Ev::Acked
@@ -671,6 +757,8 @@ async fn run_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<Ev>) {
                 payload: p.payload.to_vec(),
                 qos: p.qos as u8,
                 retain: p.retain,
+                dup: p.dup,
+                pkid: p.pkid,
             }),
             Ok(Event::Incoming(Packet::PubAck(_))) | Ok(Event::Incoming(Packet::PubComp(_))) => {
                 Ev::Acked

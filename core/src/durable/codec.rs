@@ -175,15 +175,7 @@ impl Record {
     pub fn encode(&self, clock: &Clock, out: &mut Vec<u8>) {
         match self {
             Record::Retained { topic, message } => {
-                out.put_u8(RETAINED);
-                put_str(out, topic);
-                match message {
-                    Some(message) => {
-                        out.put_u8(1);
-                        put_message(out, message, clock);
-                    }
-                    None => out.put_u8(0),
-                }
+                Record::encode_retained(topic, message.as_ref(), clock, out)
             }
             Record::Session(session) => encode_session(&session.view(), clock, out),
             Record::SessionEnded { client_id, version } => {
@@ -201,6 +193,31 @@ impl Record {
                 out.put_u64_le(answer.at_ms);
             }
         }
+    }
+
+    /// Appends a retained record without building a [`Record`] (a compaction writes a
+    /// million of them from shared messages).
+    pub fn encode_retained(
+        topic: &str,
+        message: Option<&SharedMessage>,
+        clock: &Clock,
+        out: &mut Vec<u8>,
+    ) {
+        out.put_u8(RETAINED);
+        put_str(out, topic);
+        match message {
+            Some(message) => {
+                out.put_u8(1);
+                put_message(out, message, clock);
+            }
+            None => out.put_u8(0),
+        }
+    }
+
+    /// True when the record in `bytes` is a retained message's (a start decodes those on a
+    /// thread of their own).
+    pub fn is_retained(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&RETAINED)
     }
 
     /// Reads one record (the whole of `bytes`).

@@ -88,6 +88,14 @@ impl Replay {
         }
     }
 
+    /// This replay's sessions and answers with the retained messages of `retained` (a replay
+    /// of the same logs that applied only their retained records).
+    pub fn with_retained_of(mut self, retained: Replay) -> Replay {
+        self.retained = retained.retained;
+        self.records += retained.records;
+        self
+    }
+
     /// The state to restore: retained messages and live sessions, ends dropped.
     pub fn finish(self) -> Recovered {
         // Unsorted: the order retained messages go into a replica changes nothing, and

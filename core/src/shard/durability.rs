@@ -210,6 +210,13 @@ impl Shard {
     /// Everything this shard holds that the log keeps, as records: its persistent sessions and
     /// the retained messages homed here (a compacted log is this and nothing else).
     pub fn full_records(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.session_records(now, out);
+        let retained = self.homed_retained();
+        encode_retained(&retained, &self.wall_clock(), out);
+    }
+
+    /// The persistent sessions part of [`Shard::full_records`], as records.
+    pub fn session_records(&mut self, now: Instant, out: &mut Vec<u8>) {
         let clock = self.wall_clock();
         let version = clock.unix_nanos(now);
         for slot in 0..self.entries.bound() {
@@ -226,20 +233,19 @@ impl Shard {
             let view = session_view(entry, version, now, &clock);
             frame::append_with(out, |buf| encode_session(&view, &clock, buf));
         }
-        // Only the topics homed here are copied out (every replica holds them all).
+    }
+
+    /// The retained messages homed here (every replica holds them all), to encode with
+    /// [`encode_retained`]: they share their payloads with the replica and need nothing else
+    /// of the shard, so a compaction encodes them on a thread of its own.
+    pub fn homed_retained(&self) -> Vec<(Str, SharedMessage)> {
         let mut homed = Vec::new();
         self.replica.retained.for_each(|topic, message| {
             if self.home_of(topic) == self.id {
                 homed.push((Str::from(topic), message.clone()));
             }
         });
-        for (topic, message) in homed {
-            let record = Record::Retained {
-                topic,
-                message: Some(message),
-            };
-            frame::append_with(out, |buf| record.encode(&clock, buf));
-        }
+        homed
     }
 
     /// Rebuilds this shard's part of `recovered` before any connection: the sessions homed
@@ -266,6 +272,15 @@ impl Shard {
         let clock = self.wall_clock();
         let mut announced: AHashSet<(Str, u16)> = AHashSet::new();
         let mut restored = RestoredSessions::default();
+        if self.count > 1 {
+            let filters: usize = recovered
+                .sessions
+                .iter()
+                .filter(|record| self.home_of(&record.client_id) == self.id)
+                .map(|record| record.state.subscriptions.len())
+                .sum();
+            self.replica.filter_counts.reserve(filters);
+        }
         for record in &recovered.sessions {
             let home = self.home_of(&record.client_id);
             let offline_since = clock.instant(record.offline_since_ms);
@@ -276,7 +291,7 @@ impl Shard {
                     // Expired while the broker was down: its will (a delayed one still
                     // pending) goes now, as it would have at expiry.
                     if let Some((will, _)) = &record.will {
-                        restored.wills.push(Box::new(will.clone()));
+                        restored.wills.push(will.clone());
                     }
                     // A log carried on from the last run still holds the session.
                     self.record_session_end(&record.client_id, true, now);
@@ -306,7 +321,7 @@ impl Shard {
     ) -> usize {
         self.replica.retained = retained;
         for will in sessions.wills {
-            self.publish_will(will, now);
+            self.publish_will(Box::new(will), now);
         }
         sessions.count
     }
@@ -373,7 +388,8 @@ impl Shard {
                     self.replica
                         .subscriptions
                         .insert(&filter, slot, subscription);
-                    if self.replica.filter_counts.increment(&filter) {
+                    // (Quietly, as above; one shard keeps no index: see `filter_added`.)
+                    if self.count > 1 && self.replica.filter_counts.increment(&filter) {
                         self.replica.index.add(&filter, self.id);
                     }
                 }
@@ -394,13 +410,22 @@ impl Shard {
     }
 }
 
+/// Appends the records of retained messages (from [`Shard::homed_retained`]).
+pub fn encode_retained(retained: &[(Str, SharedMessage)], clock: &Clock, out: &mut Vec<u8>) {
+    for (topic, message) in retained {
+        frame::append_with(out, |buf| {
+            Record::encode_retained(topic, Some(message), clock, buf)
+        });
+    }
+}
+
 /// What [`Shard::restore_sessions`] leaves for [`Shard::finish_restore`].
 #[derive(Debug, Default)]
 pub struct RestoredSessions {
     /// Sessions restored on this shard.
     count: usize,
     /// Wills of sessions that ended while the broker was down.
-    wills: Vec<Box<Will>>,
+    wills: Vec<Will>,
 }
 
 /// A live session as checkpoint `version` writes it.

@@ -38,7 +38,7 @@ mod subscriptions;
 mod tenancy;
 
 pub use counted::CountWait;
-pub use durability::RestoredSessions;
+pub use durability::{encode_retained, RestoredSessions};
 pub use input::Input;
 pub use output::{ConnAt, ConnId, Output};
 pub use streams::{
@@ -501,6 +501,23 @@ impl Shard {
     fn broadcast(&mut self, make: impl Fn() -> MeshMsg) {
         for shard in 0..self.count {
             self.send(shard, make());
+        }
+    }
+
+    /// Counts a local subscription (or stream) on `filter`, telling every replica when it is
+    /// this shard's first. One shard has no replica to tell and routes without the index, so
+    /// it keeps neither count nor index (a copy of every filter, twice).
+    fn filter_added(&mut self, filter: &str) {
+        if self.count > 1 && self.replica.filter_counts.increment(filter) {
+            self.announce_filter(filter, true);
+        }
+    }
+
+    /// Counts one local subscription (or stream) less on `filter`, telling every replica when
+    /// it was this shard's last (see [`Shard::filter_added`]).
+    fn filter_removed(&mut self, filter: &str) {
+        if self.count > 1 && self.replica.filter_counts.decrement(filter) {
+            self.announce_filter(filter, false);
         }
     }
 

@@ -270,9 +270,7 @@ impl Shard {
             }
         }
         self.streams.trie.insert(&scoped, id, ());
-        if self.replica.filter_counts.increment(&scoped) {
-            self.announce_filter(&scoped, true);
-        }
+        self.filter_added(&scoped);
         self.streams.entries.insert(id, entry);
         self.streams.book.tokens.insert(token, id);
         *self.streams.book.per_org.entry(filter.org).or_insert(0) += 1;
@@ -326,9 +324,7 @@ impl Shard {
             }
         }
         self.streams.trie.remove(&entry.filter, id);
-        if self.replica.filter_counts.decrement(&entry.filter) {
-            self.announce_filter(&entry.filter, false);
-        }
+        self.filter_removed(&entry.filter);
     }
 
     /// Drops the org's stream that has been detached longest, to make room; false if it has

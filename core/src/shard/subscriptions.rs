@@ -126,9 +126,7 @@ impl Shard {
                 self.replica
                     .subscriptions
                     .insert(filter, slot, subscription);
-                if self.replica.filter_counts.increment(filter) {
-                    self.announce_filter(filter, true);
-                }
+                self.filter_added(filter);
             }
         }
     }
@@ -171,10 +169,8 @@ impl Shard {
                 }
             }
             None => {
-                if self.replica.subscriptions.remove(filter, slot).is_some()
-                    && self.replica.filter_counts.decrement(filter)
-                {
-                    self.announce_filter(filter, false);
+                if self.replica.subscriptions.remove(filter, slot).is_some() {
+                    self.filter_removed(filter);
                 }
             }
         }
