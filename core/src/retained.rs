@@ -20,6 +20,7 @@ pub fn retained_size(topic: &str, payload: usize) -> u64 {
 }
 
 /// One shard's replica of the retained messages.
+#[derive(Debug)]
 pub struct RetainedReplica {
     store: RetainedStore<SharedMessage>,
     /// Topic + payload bytes held, per org (absent: none).
@@ -39,6 +40,33 @@ impl RetainedReplica {
             messages_max,
             org_bytes_max,
         }
+    }
+
+    /// An empty replica without bounds, for a start to fill straight from the log (see
+    /// [`crate::durable::Recovered::replica`]); [`Self::bound_as`] gives it the shard's.
+    pub fn unbounded() -> RetainedReplica {
+        RetainedReplica::new(usize::MAX, u64::MAX)
+    }
+
+    /// Takes the bounds of `other`. A replica filled past them (the bounds shrank between
+    /// runs) keeps what it holds and refuses new topics until it is below them.
+    pub fn bound_as(&mut self, other: &RetainedReplica) {
+        self.messages_max = other.messages_max;
+        self.org_bytes_max = other.org_bytes_max;
+        if self.len() > self.messages_max {
+            tracing::warn!(
+                held = self.len(),
+                bound = self.messages_max,
+                "more retained messages restored than retained_messages_max; new topics are \
+                 refused until below it"
+            );
+        }
+    }
+
+    /// Applies a retained record of the log: the latest for a topic wins, and one whose
+    /// message expired clears it.
+    pub fn apply_record(&mut self, topic: &str, message: Option<SharedMessage>, now: Instant) {
+        self.set(topic, message.filter(|m| !m.is_expired(now)));
     }
 
     /// An empty replica with the same bounds.
@@ -194,5 +222,28 @@ mod tests {
             r.get("b").is_none(),
             "a raced set past the bound is not kept"
         );
+    }
+
+    /// A start fills a replica straight from the log: the latest record of a topic wins, a
+    /// clear or an expired message removes it; the shard's bounds come after, and a replica
+    /// already past them keeps what it holds but takes no new topic.
+    #[test]
+    fn records_fill_an_unbounded_replica_that_then_takes_the_shards_bounds() {
+        let now = Instant::now();
+        let mut r = RetainedReplica::unbounded();
+        r.apply_record("a", Some(retained("a", b"1")), now);
+        r.apply_record("a", Some(retained("a", b"2")), now);
+        r.apply_record("b", Some(retained("b", b"x")), now);
+        r.apply_record("b", None, now);
+        let mut expired = (*retained("c", b"x")).clone();
+        expired.expires_at = Some(now);
+        r.apply_record("c", Some(std::sync::Arc::new(expired)), now);
+        assert_eq!(r.len(), 1);
+        assert_eq!(&r.get("a").expect("a").payload[..], b"2");
+        r.apply_record("d", Some(retained("d", b"x")), now);
+        r.bound_as(&RetainedReplica::new(1, 1 << 20));
+        assert_eq!(r.len(), 2, "kept past the bound");
+        assert!(!r.room("e", 1), "no new topic");
+        assert!(r.room("a", 1), "a replacement still is");
     }
 }

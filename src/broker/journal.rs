@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringmq_core::durable::{frame, Clock, Record, Recovered, Replay};
+use ringmq_core::retained::RetainedReplica;
 use ringmq_io::monoio;
 
 use super::local_notify::LocalStop;
@@ -118,13 +119,16 @@ pub fn recover(
         .map(|(number, path, _)| (*number, path.clone()));
     let mut replay = Replay::default();
     let mut logs = Vec::new();
+    let mut replica = None;
     if let Some((_, dir)) = &newest {
-        (replay, logs) = match read_generation(dir, durability.repair, clock, true)? {
-            Some(read) => read,
-            // Under --repair a record that failed to decode (its frame whole) is damage: read
-            // again on one thread, so that nothing after it is applied.
-            None => read_generation(dir, durability.repair, clock, false)?.unwrap_or_default(),
-        };
+        (replay, logs, replica) =
+            match read_generation(dir, durability.repair, clock, true, shards == 1)? {
+                Some(read) => read,
+                // Under --repair a record that failed to decode (its frame whole) is damage:
+                // read again on one thread, so that nothing after it is applied.
+                None => read_generation(dir, durability.repair, clock, false, false)?
+                    .unwrap_or_default(),
+            };
     }
     let expected: Vec<PathBuf> = newest.as_ref().map_or_else(Vec::new, |(_, dir)| {
         (0..shards)
@@ -134,7 +138,8 @@ pub fn recover(
     let reuse =
         (!logs.is_empty() && logs.iter().map(|(path, _)| path).eq(expected.iter())).then_some(logs);
     let records = replay.records;
-    let recovered = replay.finish();
+    let mut recovered = replay.finish();
+    recovered.replica = std::sync::Mutex::new(replica);
     let next = generations.last().map_or(1, |(number, _, _)| number + 1);
     let dir = root.join(format!("gen-{next:08}"));
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
@@ -143,10 +148,17 @@ pub fn recover(
         .map(|(_, path, _)| path)
         .filter(|path| *path != dir)
         .collect();
+    let retained = recovered.retained.len()
+        + recovered
+            .replica
+            .lock()
+            .ok()
+            .and_then(|held| held.as_ref().map(|r| r.len()))
+            .unwrap_or(0);
     tracing::info!(
         records,
         sessions = recovered.sessions.len(),
-        retained = recovered.retained.len(),
+        retained,
         from = ?newest.as_ref().map(|(_, dir)| dir.display().to_string()),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "durable state read"
@@ -164,17 +176,22 @@ pub fn recover(
 /// A log of the last generation and the length of it that holds whole records.
 type KeptLog = (PathBuf, u64);
 
+/// What reading a generation gives: the replay, its logs, and the one shard's replica.
+type Read = (Replay, Vec<KeptLog>, Option<RetainedReplica>);
+
 /// Replays every shard log of `dir`, in shard order; returns the replay and each log with the
 /// length of it that holds whole records (what a reused log is cut to). With `parallel`, the
 /// retained records are decoded on a second thread (the larger half of a big log); then
 /// `None` when `repair` must drop what follows a record that did not decode, which the
-/// other thread may have applied: the caller reads again without `parallel`.
+/// other thread may have applied: the caller reads again without `parallel`. With `direct`
+/// too (one shard), that thread fills the shard's retained replica itself, returned third.
 fn read_generation(
     dir: &Path,
     repair: bool,
     clock: Clock,
     parallel: bool,
-) -> Result<Option<(Replay, Vec<KeptLog>)>, JournalError> {
+    direct: bool,
+) -> Result<Option<Read>, JournalError> {
     let mut logs: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -184,6 +201,8 @@ fn read_generation(
     logs.sort();
     let mut replay = Replay::default();
     let mut retained = Replay::default();
+    let mut replica = (parallel && direct).then(RetainedReplica::unbounded);
+    let now = Instant::now();
     let mut kept = Vec::with_capacity(logs.len());
     for (_, path) in logs {
         let bytes = std::fs::read(&path).map_err(io_error(&path))?;
@@ -195,7 +214,13 @@ fn read_generation(
                         if !Record::is_retained(payload) {
                             return Ok(());
                         }
-                        Record::decode(payload, &clock).map(|record| retained.apply(record))
+                        Record::decode(payload, &clock).map(|record| match (&mut replica, record) {
+                            (Some(replica), Record::Retained { topic, message }) => {
+                                retained.records += 1;
+                                replica.apply_record(&topic, message, now);
+                            }
+                            (_, record) => retained.apply(record),
+                        })
                     })
                 });
                 let others = frame::scan(&bytes, |_, payload| {
@@ -259,7 +284,7 @@ fn read_generation(
     } else {
         replay
     };
-    Ok(Some((replay, kept)))
+    Ok(Some((replay, kept, replica)))
 }
 
 /// The shard number of a log named `shard-N.log`.
@@ -423,6 +448,17 @@ pub fn open(
 /// core: the shard's may be pinned) while this one restores the sessions and subscriptions,
 /// since the two touch nothing in common and a start is otherwise one core's work.
 fn restore(state: &mut Shard, recovered: &Recovered, now: Instant) -> usize {
+    let prebuilt = recovered
+        .replica
+        .lock()
+        .ok()
+        .and_then(|mut held| held.take());
+    if let Some(mut replica) = prebuilt {
+        // One shard: its replica was filled while the log was read.
+        replica.bound_as(&state.take_retained());
+        let sessions = state.restore_sessions(recovered, now);
+        return state.finish_restore(replica, sessions, now);
+    }
     let mut retained = state.take_retained();
     let filled = std::thread::scope(|scope| {
         let filler = std::thread::Builder::new()

@@ -580,3 +580,28 @@ def test_a_will_sent_at_a_restart_is_not_sent_again_at_the_next(broker):
     r, ack = raw(broker, expiring)
     assert not ack.session_present, "expired while down: it stays ended"
     r.close()
+
+
+def test_one_shard_restores_its_retained_replica_as_it_reads(broker):
+    """With one shard the retained replica is filled straight from the log: the latest record
+    of a topic wins, a cleared one stays gone, an expired one is not restored; and it holds
+    across a second restart (the log carried on)."""
+    broker.restart(extra_args=["--shards", "1"])
+    p = broker.raw(5)
+    p.connect(unique("pub"))
+    p.publish("one/a", b"a1", qos=1, retain=True)
+    p.publish("one/a", b"a2", qos=1, retain=True)
+    p.publish("one/b", b"b", qos=1, retain=True)
+    p.publish("one/b", b"", qos=1, retain=True)
+    p.publish("one/c", b"c", qos=1, retain=True, props={"message_expiry_interval": 1})
+    p.disconnect()
+    time.sleep(1.5)
+    for _ in range(2):
+        broker.restart()
+        w = broker.raw(5)
+        w.connect(unique("w"))
+        w.subscribe("one/#")
+        got = w.expect(mr.PUBLISH)
+        assert (got.topic, got.payload) == ("one/a", b"a2")
+        w.expect_silence(0.3)
+        w.close()

@@ -117,6 +117,7 @@ impl Replay {
         let mut idempotent: Vec<Box<IdempotentAnswer>> = self.idempotent.into_values().collect();
         idempotent.sort_unstable_by_key(|answer| answer.at_ms);
         Recovered {
+            replica: Default::default(),
             retained,
             sessions,
             idempotent,
@@ -130,6 +131,9 @@ impl Replay {
 pub struct Recovered {
     /// Retained messages by scoped topic, in no particular order.
     pub retained: Vec<(Str, SharedMessage)>,
+    /// With one shard, its retained replica, filled while the logs were read (then
+    /// `retained` is empty): the shard takes it instead of building one.
+    pub replica: std::sync::Mutex<Option<crate::retained::RetainedReplica>>,
     /// Live persistent sessions, sorted by client id.
     pub sessions: Vec<Box<SessionRecord>>,
     /// First answers to REST requests with an `Idempotency-Key`, oldest first (the driver
