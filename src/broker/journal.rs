@@ -509,6 +509,9 @@ pub struct JournalSettings {
     pub interval: Duration,
     /// Rewrite the log as a snapshot past this length (and four times the last snapshot).
     pub compact_bytes: u64,
+    /// The most the log may take (`durability.max_log_bytes`): a batch that would pass it
+    /// makes a compaction first, and a live state past it is refused as a full disk is.
+    pub max_bytes: u64,
     /// The log's path (compaction writes next to it and renames over it).
     pub path: PathBuf,
 }
@@ -539,6 +542,14 @@ pub async fn journal_loop(
     // records already taken are tried again (no new ones are taken, so memory stays bounded:
     // sessions stay marked dirty in the core, and it takes no new retained messages).
     let mut failing = false;
+    // The live state needs more than `max_bytes` even compacted: the shard refuses what would
+    // need storing, as for a full disk, and compacts again every `OVER_RETRY` to see whether
+    // consumers made room (down to `resume_at`, so it does not flap at the edge).
+    let mut over = false;
+    let mut over_checked = Instant::now();
+    let resume_at = settings.max_bytes - settings.max_bytes / 8;
+    // What the shard was last told (`set_storage_full`): failing or over.
+    let mut refusing = false;
     // Bytes written since the last sync: a round with nothing new reports its batch synced
     // without asking the disk (a commit that only needed the other shards' logs).
     let mut unsynced = false;
@@ -553,7 +564,25 @@ pub async fn journal_loop(
             _ = facts.commit_wanted.notified() => false,
             _ = stop.wait() => true,
         };
-        if !failing {
+        if over && !failing && over_checked.elapsed() >= OVER_RETRY {
+            over_checked = Instant::now();
+            match compact(&handle, &settings.path).await {
+                Some(Ok((new_file, new_len))) => {
+                    file = new_file;
+                    len = new_len;
+                    compacted = new_len;
+                    if len <= resume_at {
+                        over = false;
+                        tracing::warn!(log = %settings.path.display(), len, "the log is under max_log_bytes again; storing and acknowledging resume");
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, log = %settings.path.display(), "compaction failed")
+                }
+                None => return,
+            }
+        }
+        if !failing && !over {
             let taken = std::mem::take(&mut buf);
             let Some((taken, taken_batch)) = handle
                 .call(move |s| {
@@ -569,6 +598,33 @@ pub async fn journal_loop(
             buf = taken;
             batch = taken_batch;
         }
+        if !failing && !buf.is_empty() && len + buf.len() as u64 > settings.max_bytes {
+            // The batch would pass the bound: rewrite the log as the live state first, which
+            // holds what the batch records (the core applied it before recording it).
+            let fits = match compact(&handle, &settings.path).await {
+                Some(Ok((new_file, new_len))) => {
+                    tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted at max_log_bytes");
+                    file = new_file;
+                    len = new_len;
+                    compacted = new_len;
+                    buf.clear();
+                    unsynced = false;
+                    len <= resume_at
+                }
+                Some(Err(error)) => {
+                    // The batch is written all the same (one batch past the bound), and the
+                    // shard refuses more until a compaction makes room.
+                    tracing::warn!(%error, log = %settings.path.display(), "compaction at max_log_bytes failed");
+                    false
+                }
+                None => return,
+            };
+            if !fits && !over {
+                over = true;
+                over_checked = Instant::now();
+                tracing::error!(log = %settings.path.display(), len, max_log_bytes = settings.max_bytes, "the live state needs more than max_log_bytes; QoS 1/2 publishes and retained messages are refused until consumers make room");
+            }
+        }
         if !buf.is_empty() {
             let (result, back) = file.write_all_at(std::mem::take(&mut buf), len).await;
             buf = back;
@@ -580,20 +636,24 @@ pub async fn journal_loop(
                     if failing {
                         failing = false;
                         tracing::warn!(log = %settings.path.display(), "the log is written again; storing and acknowledging resume");
-                        if handle.call(|s| s.set_storage_full(false)).await.is_none() {
-                            return;
-                        }
                     }
                 }
                 Err(error) => {
                     if !failing {
                         failing = true;
                         tracing::error!(%error, log = %settings.path.display(), bytes = buf.len(), "cannot append to the log; QoS 1/2 publishes are refused until it can be written (retrying)");
-                        if handle.call(|s| s.set_storage_full(true)).await.is_none() {
-                            return;
-                        }
                     }
                 }
+            }
+        }
+        if refusing != (failing || over) {
+            refusing = failing || over;
+            if handle
+                .call(move |s| s.set_storage_full(refusing))
+                .await
+                .is_none()
+            {
+                return;
             }
         }
         let mut synced = !failing;
@@ -616,7 +676,7 @@ pub async fn journal_loop(
             }
             return;
         }
-        if !failing && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
+        if !failing && !over && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
             match compact(&handle, &settings.path).await {
                 Some(Ok((new_file, new_len))) => {
                     tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted");
@@ -636,6 +696,10 @@ pub async fn journal_loop(
 
 /// How often a log that could not be written is tried again (at most; the interval if shorter).
 const FULL_RETRY: Duration = Duration::from_millis(100);
+
+/// How often a shard whose live state needs more than `max_log_bytes` compacts to see whether
+/// it fits again (a compaction rewrites the whole state: not at every interval).
+const OVER_RETRY: Duration = Duration::from_secs(2);
 
 /// Rewrites the log as the shard's live state: written next to it, synced, renamed over it.
 /// Records made meanwhile stay in the core and go to the new log next interval. The shard

@@ -457,6 +457,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         let settings = journal::JournalSettings {
             interval: Duration::from_millis(shared.config.durability.sync_interval_ms),
             compact_bytes: shared.config.durability.compact_log_bytes,
+            max_bytes: shared.config.durability.max_log_bytes,
             path: file.1,
         };
         monoio::spawn(journal::journal_loop(

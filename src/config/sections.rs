@@ -394,6 +394,11 @@ pub struct Durability {
     /// A shard's log is compacted (rewritten as its live state) once it exceeds this many
     /// bytes and four times the size of its last compaction.
     pub compact_log_bytes: u64,
+    /// The most one shard's log may take on disk. A batch that would pass it makes the shard
+    /// compact first; a live state that needs more even compacted is refused as on a full
+    /// disk (v5 0x97, v3 closed, REST 507) until consumers make room. At least
+    /// `compact_log_bytes`.
+    pub max_log_bytes: u64,
     /// Start even when a log is damaged in the middle, dropping what follows the damage (said
     /// in the log); without it such a start stops with a message naming the file.
     pub repair: bool,
@@ -405,6 +410,7 @@ impl Default for Durability {
             mode: DurabilityMode::Periodic,
             sync_interval_ms: 1000,
             compact_log_bytes: 64 << 20,
+            max_log_bytes: 8 << 30,
             repair: false,
         }
     }

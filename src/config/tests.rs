@@ -273,6 +273,10 @@ fn invalid_values_are_rejected_with_the_key() {
             "durability.compact_log_bytes",
         ),
         (
+            |c| c.durability.max_log_bytes = c.durability.compact_log_bytes - 1,
+            "durability.max_log_bytes",
+        ),
+        (
             |c| c.listeners.mqtts = OptionalAddr(Some(c.listeners.http)),
             "listeners.http and listeners.mqtts",
         ),

@@ -213,6 +213,12 @@ impl Config {
             1 << 20,
             u64::MAX,
         )?;
+        check_range(
+            "durability.max_log_bytes",
+            self.durability.max_log_bytes,
+            self.durability.compact_log_bytes,
+            u64::MAX,
+        )?;
 
         let delivery = &self.delivery;
         check_range(

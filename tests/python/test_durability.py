@@ -605,3 +605,51 @@ def test_one_shard_restores_its_retained_replica_as_it_reads(broker):
         assert (got.topic, got.payload) == ("one/a", b"a2")
         w.expect_silence(0.3)
         w.close()
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100, "compact_log_bytes": 1 << 20,
+                                       "max_log_bytes": 1 << 20})
+def test_a_log_at_max_log_bytes_refuses_until_consumers_make_room(broker):
+    """A persistent subscriber's queue that outgrows `max_log_bytes` even compacted: QoS 1
+    publishes are refused (0x97), nothing acknowledged is lost, and once it drains its queue
+    the broker takes publishes again by itself."""
+    cid = unique("cap")
+    subscribe_offline(broker, cid, "cap/#")
+    p = broker.raw(5)
+    p.connect(unique("p"))
+    acked = []
+    deadline = time.monotonic() + 20
+    while True:
+        body = b"%06d" % len(acked) + b"x" * 65536
+        pid = p.publish("cap/q", body, qos=1, wait=False)
+        ack = p.expect(mr.PUBACK)
+        assert ack.packet_id == pid
+        if ack.reason_code == 0x97:
+            break
+        assert ack.reason_code == 0, ack
+        acked.append(body[:6])
+        assert time.monotonic() < deadline, "never refused"
+        time.sleep(0.02)
+    assert 8 <= len(acked) < 200, len(acked)
+    assert "max_log_bytes" in broker.log_tail(200)
+
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    assert [m.payload[:6] for m in receive(r, len(acked))] == acked
+    r.disconnect()
+    deadline = time.monotonic() + 15
+    while True:
+        pid = p.publish("cap/q", b"after", qos=1, wait=False)
+        ack = p.expect(mr.PUBACK)
+        if ack.reason_code == 0:
+            break
+        assert ack.reason_code == 0x97
+        assert time.monotonic() < deadline, "still refused after the queue drained"
+        time.sleep(0.2)
+    p.disconnect()
+    # And the log holds what it acknowledged: the last message comes back after a restart.
+    broker.restart()
+    r, ack = raw(broker, cid)
+    assert ack.session_present
+    assert receive(r, 1)[0].payload == b"after"
+    r.close()
