@@ -60,10 +60,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel says is free and this run has not handed out before: two calls in a
+    row could get the same just-closed port (a broker then failed to start, its MQTT and HTTP
+    listeners on one port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def toml_value(v) -> str:
