@@ -131,9 +131,7 @@ pub fn recover(
             };
     }
     let expected: Vec<PathBuf> = newest.as_ref().map_or_else(Vec::new, |(_, dir)| {
-        (0..shards)
-            .map(|id| dir.join(format!("shard-{id}.log")))
-            .collect()
+        (0..shards).map(|id| log_path(dir, id)).collect()
     });
     let reuse =
         (!logs.is_empty() && logs.iter().map(|(path, _)| path).eq(expected.iter())).then_some(logs);
@@ -287,7 +285,12 @@ fn read_generation(
     Ok(Some((replay, kept, replica)))
 }
 
-/// The shard number of a log named `shard-N.log`.
+/// Shard `id`'s log in generation `dir`.
+fn log_path(dir: &Path, id: usize) -> PathBuf {
+    dir.join(format!("shard-{id}.log"))
+}
+
+/// The shard number of a log named `shard-N.log` (see [`log_path`]).
 fn shard_of_log(path: &Path) -> Option<usize> {
     path.file_stem()?
         .to_str()?
@@ -306,7 +309,7 @@ pub fn reuse_log(
     old: &Path,
     keep: u64,
 ) -> Result<(std::fs::File, u64), JournalError> {
-    let path = dir.join(format!("shard-{id}.log"));
+    let path = log_path(dir, id);
     std::fs::hard_link(old, &path).map_err(io_error(&path))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -329,7 +332,7 @@ pub fn open_log(
     snapshot: &[u8],
 ) -> Result<(std::fs::File, u64), JournalError> {
     use std::io::Write;
-    let path = dir.join(format!("shard-{id}.log"));
+    let path = log_path(dir, id);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -441,7 +444,7 @@ pub fn open(
             source: std::io::Error::other("another shard could not write its log"),
         });
     }
-    Ok(((file, startup.dir.join(format!("shard-{id}.log"))), len))
+    Ok(((file, log_path(&startup.dir, id)), len))
 }
 
 /// Restores the shard's part of `recovered`: its retained replica on a helper thread (on any
