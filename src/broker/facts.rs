@@ -39,6 +39,12 @@ pub struct ShardFacts {
     pub backlog_drained: LocalNotify,
     /// `sync` durability: acknowledgements wait for the log (the journal task writes now).
     pub commit_wanted: LocalNotify,
+    /// The journal task waits for a batch: the round that next wants a commit hands one over.
+    pub journal_ready: Cell<bool>,
+    /// A batch of records the shard handed to the journal task, with its number.
+    pub journal_batch: Cell<Option<(Vec<u8>, u64)>>,
+    /// The journal task's written buffer, kept for the next hand-over to fill.
+    pub journal_spare: Cell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ShardFacts {
@@ -76,6 +82,9 @@ impl ShardFacts {
             backlog: Cell::new(0),
             backlog_drained: LocalNotify::default(),
             commit_wanted: LocalNotify::default(),
+            journal_ready: Cell::new(false),
+            journal_batch: Cell::new(None),
+            journal_spare: Cell::new(Vec::new()),
         }
     }
 

@@ -28,7 +28,7 @@ use ringmq_io::monoio;
 use super::local_notify::LocalStop;
 use super::mailbox::ShardHandle;
 use super::shard::Shard;
-use crate::config::Durability;
+use crate::config::{Durability, DurabilityMode};
 
 /// The marker of a generation whose every log holds its opening snapshot.
 const COMPLETE: &str = "COMPLETE";
@@ -84,6 +84,8 @@ pub struct Startup {
     /// homed where this run homes them, so the log carries on under the new generation
     /// (hard-linked) instead of being rewritten as a snapshot.
     pub reuse: Option<Vec<KeptLog>>,
+    /// Logs are opened write-through (`O_DSYNC`, `sync` durability): see [`write_through`].
+    pub write_through: bool,
 }
 
 /// Reads the newest complete generation under `data_dir/journal` and prepares the next one.
@@ -168,7 +170,22 @@ pub fn recover(
         barrier: std::sync::Barrier::new(shards),
         failed: std::sync::atomic::AtomicBool::new(false),
         reuse,
+        write_through: durability.mode == DurabilityMode::Sync,
     })
+}
+
+/// The open flags of a log: with `write_through` (`sync` durability) every write returns once
+/// its data is on disk (`O_DSYNC`), so a group commit is one io_uring operation instead of a
+/// write and an `fdatasync`. Measured on this project's 2-core host (`fanin --pubs 10 --subs 1
+/// -q 1 --inflight 64 --persistent`, one shard): each io_uring operation the shard waits for
+/// costs ~130 µs before its completion is reaped, so a write then a sync took ~550 µs per
+/// commit and the write-through write ~130 µs; 520–530k msg/s became 660–730k.
+fn write_through(write_through: bool) -> i32 {
+    if write_through {
+        libc::O_DSYNC
+    } else {
+        0
+    }
 }
 
 /// A log of the last generation and the length of it that holds whole records.
@@ -308,12 +325,15 @@ pub fn reuse_log(
     id: usize,
     old: &Path,
     keep: u64,
+    dsync: bool,
 ) -> Result<(std::fs::File, u64), JournalError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = log_path(dir, id);
     std::fs::hard_link(old, &path).map_err(io_error(&path))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(write_through(dsync))
         .open(&path)
         .map_err(io_error(&path))?;
     let len = file.metadata().map_err(io_error(&path))?.len();
@@ -330,14 +350,17 @@ pub fn open_log(
     dir: &Path,
     id: usize,
     snapshot: &[u8],
+    dsync: bool,
 ) -> Result<(std::fs::File, u64), JournalError> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = log_path(dir, id);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
+        .custom_flags(write_through(dsync))
         .open(&path)
         .map_err(io_error(&path))?;
     file.write_all(snapshot).map_err(io_error(&path))?;
@@ -398,14 +421,14 @@ pub fn open(
         );
     }
     let opened = match reuse {
-        Some((old, keep)) => reuse_log(&startup.dir, id, old, *keep),
+        Some((old, keep)) => reuse_log(&startup.dir, id, old, *keep, startup.write_through),
         None => {
             state.enable_journal();
             let started = Instant::now();
             let mut snapshot = Vec::new();
             state.log_snapshot(now, &mut snapshot);
             let encoded_ms = started.elapsed().as_millis() as u64;
-            let opened = open_log(&startup.dir, id, &snapshot);
+            let opened = open_log(&startup.dir, id, &snapshot, startup.write_through);
             tracing::info!(
                 shard = id,
                 bytes = snapshot.len(),
@@ -517,6 +540,8 @@ pub struct JournalSettings {
     pub max_bytes: u64,
     /// The log's path (compaction writes next to it and renames over it).
     pub path: PathBuf,
+    /// The log is written through (`O_DSYNC`): a write needs no sync after it.
+    pub write_through: bool,
 }
 
 /// Appends the core's records to the shard's log every interval (and at once when an
@@ -562,14 +587,21 @@ pub async fn journal_loop(
         } else {
             settings.interval
         };
+        // Ready for a batch: the shard hands one over at the end of a round that wants a
+        // commit (`Shard::flush`), with no turn of the mailbox between the two.
+        if buf.is_empty() {
+            facts.journal_spare.set(std::mem::take(&mut buf));
+        }
+        facts.journal_ready.set(!failing && !over);
         let stopping = monoio::select! {
             _ = monoio::time::sleep(pause) => false,
             _ = facts.commit_wanted.notified() => false,
             _ = stop.wait() => true,
         };
+        facts.journal_ready.set(false);
         if over && !failing && over_checked.elapsed() >= OVER_RETRY {
             over_checked = Instant::now();
-            match compact(&handle, &settings.path).await {
+            match compact(&handle, &settings).await {
                 Some(Ok((new_file, new_len))) => {
                     file = new_file;
                     len = new_len;
@@ -585,17 +617,19 @@ pub async fn journal_loop(
                 None => return,
             }
         }
-        if !failing && !over {
-            let taken = std::mem::take(&mut buf);
-            let Some((taken, taken_batch)) = handle
-                .call(move |s| {
-                    let mut taken = taken;
-                    s.checkpoint(Instant::now());
-                    let batch = s.take_records(&mut taken);
-                    (taken, batch)
-                })
-                .await
-            else {
+        let handed = facts.journal_batch.take();
+        let fresh = handed.is_none() || stopping;
+        if let Some((mut taken, taken_batch)) = handed {
+            if buf.is_empty() {
+                buf = taken;
+            } else {
+                buf.append(&mut taken);
+            }
+            batch = taken_batch;
+        }
+        // At a stop, what the shutdown's last checkpoint recorded goes after what was taken.
+        if fresh && !failing && !over {
+            let Some((taken, taken_batch)) = take(&handle, std::mem::take(&mut buf)).await else {
                 return;
             };
             buf = taken;
@@ -604,7 +638,7 @@ pub async fn journal_loop(
         if !failing && !buf.is_empty() && len + buf.len() as u64 > settings.max_bytes {
             // The batch would pass the bound: rewrite the log as the live state first, which
             // holds what the batch records (the core applied it before recording it).
-            let fits = match compact(&handle, &settings.path).await {
+            let fits = match compact(&handle, &settings).await {
                 Some(Ok((new_file, new_len))) => {
                     tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted at max_log_bytes");
                     file = new_file;
@@ -635,7 +669,7 @@ pub async fn journal_loop(
                 Ok(()) => {
                     len += buf.len() as u64;
                     buf.clear();
-                    unsynced = true;
+                    unsynced = !settings.write_through;
                     if failing {
                         failing = false;
                         tracing::warn!(log = %settings.path.display(), "the log is written again; storing and acknowledging resume");
@@ -672,6 +706,10 @@ pub async fn journal_loop(
         if synced {
             // Posted, not awaited: the next batch may be taken at once (jobs run in order).
             handle.post(move |s| s.synced(batch));
+            // Commits asked for while this batch was written are handed over by the round
+            // that runs `synced` (its flush sees them wanted): waking now for them would
+            // take the batch through the mailbox instead, a turn later.
+            facts.commit_wanted.take();
         }
         if stopping {
             if failing {
@@ -680,7 +718,7 @@ pub async fn journal_loop(
             return;
         }
         if !failing && !over && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
-            match compact(&handle, &settings.path).await {
+            match compact(&handle, &settings).await {
                 Some(Ok((new_file, new_len))) => {
                     tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted");
                     file = new_file;
@@ -697,6 +735,19 @@ pub async fn journal_loop(
     }
 }
 
+/// Takes the records the shard made since the last take (checkpointing its changed sessions
+/// first) into `buf`, with the batch's number; `None` once the shard is gone.
+async fn take(handle: &Rc<ShardHandle>, buf: Vec<u8>) -> Option<(Vec<u8>, u64)> {
+    handle
+        .call(move |s| {
+            let mut taken = buf;
+            s.checkpoint(Instant::now());
+            let batch = s.take_records(&mut taken);
+            (taken, batch)
+        })
+        .await
+}
+
 /// How often a log that could not be written is tried again (at most; the interval if shorter).
 const FULL_RETRY: Duration = Duration::from_millis(100);
 
@@ -710,7 +761,7 @@ const OVER_RETRY: Duration = Duration::from_secs(2);
 /// take seconds to encode) are encoded on a thread of their own while the shard goes on.
 async fn compact(
     handle: &Rc<ShardHandle>,
-    path: &Path,
+    settings: &JournalSettings,
 ) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
     let (mut snapshot, retained, clock) = handle
         .call(|s| {
@@ -743,9 +794,12 @@ async fn compact(
         }
         Err(error) => return Some(Err(error)),
     };
+    let path = &settings.path;
     let temp = path.with_extension("log.compact");
     let result = async {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = monoio::fs::OpenOptions::new()
+            .custom_flags(write_through(settings.write_through))
             .create(true)
             .truncate(true)
             .read(true)

@@ -459,6 +459,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             compact_bytes: shared.config.durability.compact_log_bytes,
             max_bytes: shared.config.durability.max_log_bytes,
             path: file.1,
+            write_through: shared.config.durability.mode == DurabilityMode::Sync,
         };
         monoio::spawn(journal::journal_loop(
             Rc::clone(&shard),

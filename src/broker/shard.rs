@@ -226,6 +226,16 @@ impl Shard {
     pub fn flush(&mut self, now: Instant) {
         self.core.flush(now);
         self.apply_outputs();
+        if self.facts.journal_ready.get() && self.core.commit_wanted() {
+            // `sync` durability: the round's records go to the waiting journal task here,
+            // not through a job of its (one turn of the mailbox less per commit).
+            self.facts.journal_ready.set(false);
+            let mut records = self.facts.journal_spare.take();
+            self.core.checkpoint(now);
+            let batch = self.core.take_records(&mut records);
+            self.facts.journal_batch.set(Some((records, batch)));
+            self.facts.commit_wanted.notify();
+        }
         let mesh = Rc::clone(&self.mesh);
         for (to, queue) in self.core.outgoing().iter_mut().enumerate() {
             while let Some(msg) = queue.pop_front() {
