@@ -25,7 +25,7 @@ use ringmq_core::durable::{frame, Clock, Record, Recovered, Replay};
 use ringmq_core::retained::RetainedReplica;
 use ringmq_io::monoio;
 
-use super::local_notify::LocalStop;
+use super::local_notify::{LocalNotify, LocalStop};
 use super::mailbox::ShardHandle;
 use super::shard::Shard;
 use crate::config::{Durability, DurabilityMode};
@@ -581,6 +581,8 @@ pub async fn journal_loop(
     // Bytes written since the last sync: a round with nothing new reports its batch synced
     // without asking the disk (a commit that only needed the other shards' logs).
     let mut unsynced = false;
+    // A compaction writing the snapshot beside this loop's writes.
+    let mut background: Option<Background> = None;
     loop {
         let pause = if failing {
             settings.interval.min(FULL_RETRY)
@@ -597,8 +599,14 @@ pub async fn journal_loop(
             _ = monoio::time::sleep(pause) => false,
             _ = facts.commit_wanted.notified() => false,
             _ = stop.wait() => true,
+            _ = written(&background) => false,
         };
         facts.journal_ready.set(false);
+        if background.as_ref().is_some_and(Background::is_done) {
+            if let Some(done) = background.take() {
+                settle(done, &settings, &mut file, &mut len, &mut compacted).await;
+            }
+        }
         if over && !failing && over_checked.elapsed() >= OVER_RETRY {
             over_checked = Instant::now();
             match compact(&handle, &settings).await {
@@ -636,6 +644,11 @@ pub async fn journal_loop(
             batch = taken_batch;
         }
         if !failing && !buf.is_empty() && len + buf.len() as u64 > settings.max_bytes {
+            if let Some(running) = background.take() {
+                settle(running, &settings, &mut file, &mut len, &mut compacted).await;
+            }
+        }
+        if !failing && !buf.is_empty() && len + buf.len() as u64 > settings.max_bytes {
             // The batch would pass the bound: rewrite the log as the live state first, which
             // holds what the batch records (the core applied it before recording it).
             let fits = match compact(&handle, &settings).await {
@@ -668,6 +681,9 @@ pub async fn journal_loop(
             match result {
                 Ok(()) => {
                     len += buf.len() as u64;
+                    if let Some(running) = background.as_mut() {
+                        running.carry.extend_from_slice(&buf);
+                    }
                     buf.clear();
                     unsynced = !settings.write_through;
                     if failing {
@@ -717,20 +733,58 @@ pub async fn journal_loop(
             }
             return;
         }
-        if !failing && !over && len > settings.compact_bytes.max(compacted.saturating_mul(4)) {
-            match compact(&handle, &settings).await {
-                Some(Ok((new_file, new_len))) => {
-                    tracing::info!(log = %settings.path.display(), before = len, after = new_len, "log compacted");
-                    file = new_file;
-                    len = new_len;
-                    compacted = new_len;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, log = %settings.path.display(), "compaction failed; the log keeps growing");
-                    compacted = len;
-                }
-                None => return,
+        if background
+            .as_ref()
+            .is_some_and(|running| running.carry.len() > CARRY_MAX)
+        {
+            // Writes outran the compaction: they wait for it, so what it holds stays bounded.
+            if let Some(running) = background.take() {
+                settle(running, &settings, &mut file, &mut len, &mut compacted).await;
             }
+        }
+        if background.is_none()
+            && !failing
+            && !over
+            && len > settings.compact_bytes.max(compacted.saturating_mul(4))
+        {
+            // Written beside this loop: commits go on to the old log meanwhile.
+            let Some(started) = Background::start(&handle, &settings).await else {
+                return;
+            };
+            background = Some(started);
+        }
+    }
+}
+
+/// Resolves once `background`'s snapshot is written (never without one).
+async fn written(background: &Option<Background>) {
+    match background {
+        Some(running) => running.ready.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends a background compaction: waits for its snapshot and installs it as the log, or,
+/// failed, keeps the log as it is (growing until the next compaction at four times its size).
+async fn settle(
+    background: Background,
+    settings: &JournalSettings,
+    file: &mut monoio::fs::File,
+    len: &mut u64,
+    compacted: &mut u64,
+) {
+    let before = *len;
+    let carried = background.carry.len();
+    match background.finish(settings).await {
+        Ok((new_file, new_len)) => {
+            tracing::info!(log = %settings.path.display(), before, after = new_len, carried, "log compacted");
+            *file = new_file;
+            *len = new_len;
+            *compacted = new_len;
+        }
+        Err(error) => {
+            tracing::warn!(%error, log = %settings.path.display(), "compaction failed; the log keeps growing");
+            *compacted = *len;
         }
     }
 }
@@ -755,21 +809,56 @@ const FULL_RETRY: Duration = Duration::from_millis(100);
 /// it fits again (a compaction rewrites the whole state: not at every interval).
 const OVER_RETRY: Duration = Duration::from_secs(2);
 
-/// Rewrites the log as the shard's live state: written next to it, synced, renamed over it.
-/// Records made meanwhile stay in the core and go to the new log next interval. The shard
-/// copies its sessions out in one job; the retained messages (most of a big log: a million
-/// take seconds to encode) are encoded on a thread of their own while the shard goes on.
-async fn compact(
-    handle: &Rc<ShardHandle>,
-    settings: &JournalSettings,
-) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
-    let (mut snapshot, retained, clock) = handle
+/// Sessions a compaction encodes per job of the shard (bounded work in one round: at 1 KiB a
+/// session, about a millisecond).
+const SNAPSHOT_SLOTS_PER_JOB: u32 = 1024;
+
+/// What a running compaction's writes may hold of the records written to the old log
+/// meanwhile (they go after the snapshot in the new log); past it, writes wait for the
+/// compaction to end, as they did before compactions ran beside them.
+const CARRY_MAX: usize = 64 << 20;
+
+/// A snapshot's first step, taken in one job: the idempotency answers encoded, the retained
+/// messages to encode (off the shard), and the clock records are written with.
+struct SnapshotStart {
+    out: Vec<u8>,
+    retained: Vec<(
+        ringmq_proto::mqtt::Str,
+        ringmq_proto::message::SharedMessage,
+    )>,
+    clock: Clock,
+}
+
+/// Begins a snapshot of the shard's live state. Every record the shard makes after this job
+/// must go into the new log after the snapshot (the journal loop keeps them: `carry`).
+async fn start_snapshot(handle: &Rc<ShardHandle>) -> Option<SnapshotStart> {
+    handle
         .call(|s| {
             let mut out = Vec::new();
-            let retained = s.log_snapshot_but_retained(Instant::now(), &mut out);
-            (out, retained, s.wall_clock())
+            let retained = s.snapshot_start(Instant::now(), &mut out);
+            SnapshotStart {
+                out,
+                retained,
+                clock: s.wall_clock(),
+            }
         })
-        .await?;
+        .await
+}
+
+/// Writes the snapshot begun by `start` next to the log (`.log.compact`) and syncs it, not
+/// renamed yet: the retained messages are encoded on a thread of their own while the shard
+/// encodes its sessions in jobs of at most [`SNAPSHOT_SLOTS_PER_JOB`] slots, so no round of
+/// the shard holds more than that much of it.
+async fn write_snapshot(
+    handle: &Rc<ShardHandle>,
+    settings: &JournalSettings,
+    start: SnapshotStart,
+) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
+    let SnapshotStart {
+        mut out,
+        retained,
+        clock,
+    } = start;
     let done = Arc::new(ringmq_io::CrossNotify::new());
     let encoded: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
     let (signal, into) = (Arc::clone(&done), Arc::clone(&encoded));
@@ -777,25 +866,35 @@ async fn compact(
         .name("ringmq-compact".into())
         .spawn(move || {
             ringmq_io::unpin_current_thread();
-            ringmq_core::shard::encode_retained(&retained, &clock, &mut snapshot);
+            let mut part = Vec::new();
+            ringmq_core::shard::encode_retained(&retained, &clock, &mut part);
             drop(retained);
             if let Ok(mut slot) = into.lock() {
-                *slot = Some(snapshot);
+                *slot = Some(part);
             }
             signal.notify();
         });
-    let snapshot = match spawned {
-        Ok(_) => {
-            done.notified().await;
-            match encoded.lock().ok().and_then(|mut slot| slot.take()) {
-                Some(snapshot) => snapshot,
-                None => return Some(Err(std::io::Error::other("the compaction thread failed"))),
-            }
-        }
-        Err(error) => return Some(Err(error)),
+    if let Err(error) = spawned {
+        return Some(Err(error));
+    }
+    let mut next = Some(0);
+    while let Some(from) = next {
+        let (back, after) = handle
+            .call(move |s| {
+                let mut out = out;
+                let after =
+                    s.session_records_from(from, SNAPSHOT_SLOTS_PER_JOB, Instant::now(), &mut out);
+                (out, after)
+            })
+            .await?;
+        out = back;
+        next = after;
+    }
+    done.notified().await;
+    let Some(retained) = encoded.lock().ok().and_then(|mut slot| slot.take()) else {
+        return Some(Err(std::io::Error::other("the compaction thread failed")));
     };
-    let path = &settings.path;
-    let temp = path.with_extension("log.compact");
+    let temp = settings.path.with_extension("log.compact");
     let result = async {
         use std::os::unix::fs::OpenOptionsExt;
         let file = monoio::fs::OpenOptions::new()
@@ -806,16 +905,118 @@ async fn compact(
             .write(true)
             .open(&temp)
             .await?;
-        let len = snapshot.len() as u64;
-        let (result, _) = file.write_all_at(snapshot, 0).await;
+        let sessions = out.len() as u64;
+        let len = sessions + retained.len() as u64;
+        let (result, _) = file.write_all_at(out, 0).await;
+        result?;
+        let (result, _) = file.write_all_at(retained, sessions).await;
         result?;
         file.sync_all().await?;
-        std::fs::rename(&temp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
         Ok((file, len))
     }
     .await;
     Some(result)
+}
+
+/// Puts a written snapshot in the log's place: `carry` (the records written to the old log
+/// since the snapshot began) appended and synced, then renamed over the log. Returns the new
+/// log and its length.
+async fn install(
+    settings: &JournalSettings,
+    file: monoio::fs::File,
+    len: u64,
+    carry: Vec<u8>,
+) -> Result<(monoio::fs::File, u64), std::io::Error> {
+    let total = len + carry.len() as u64;
+    if !carry.is_empty() {
+        let (result, _) = file.write_all_at(carry, len).await;
+        result?;
+        if !settings.write_through {
+            file.sync_data().await?;
+        }
+    }
+    let path = &settings.path;
+    std::fs::rename(path.with_extension("log.compact"), path)?;
+    // Renamed: the new log is the log now, whatever the directory's sync says (an error
+    // here must not leave this loop writing to the unlinked old one).
+    if let Err(error) =
+        std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())
+    {
+        tracing::warn!(%error, log = %path.display(), "cannot sync the journal directory after a compaction");
+    }
+    Ok((file, total))
+}
+
+/// Rewrites the log as the shard's live state while the journal waits (at `max_log_bytes`):
+/// written next to it, synced, renamed over it. Records made meanwhile stay in the core and
+/// go to the new log next.
+async fn compact(
+    handle: &Rc<ShardHandle>,
+    settings: &JournalSettings,
+) -> Option<Result<(monoio::fs::File, u64), std::io::Error>> {
+    let start = start_snapshot(handle).await?;
+    Some(match write_snapshot(handle, settings, start).await? {
+        Ok((file, len)) => install(settings, file, len, Vec::new()).await,
+        Err(error) => Err(error),
+    })
+}
+
+/// A log file written and synced, with its length (or why not).
+type Written = Result<(monoio::fs::File, u64), std::io::Error>;
+
+/// A compaction running beside the journal loop's writes.
+struct Background {
+    /// Records written to the old log since the snapshot began, in order.
+    carry: Vec<u8>,
+    /// The written snapshot (or why not), once it is.
+    done: Rc<std::cell::Cell<Option<Written>>>,
+    /// Woken when `done` is set.
+    ready: Rc<LocalNotify>,
+}
+
+impl Background {
+    /// Begins a snapshot (awaited: its first job orders it among the batches taken) and
+    /// writes it on a task of its own.
+    async fn start(handle: &Rc<ShardHandle>, settings: &JournalSettings) -> Option<Background> {
+        let start = start_snapshot(handle).await?;
+        let done: Rc<std::cell::Cell<Option<_>>> = Rc::default();
+        let ready = Rc::new(LocalNotify::default());
+        let (handle, settings) = (Rc::clone(handle), settings.clone());
+        let (into, signal) = (Rc::clone(&done), Rc::clone(&ready));
+        monoio::spawn(async move {
+            let written = write_snapshot(&handle, &settings, start)
+                .await
+                .unwrap_or_else(|| Err(std::io::Error::other("the shard stopped")));
+            into.set(Some(written));
+            signal.notify();
+        });
+        Some(Background {
+            carry: Vec::new(),
+            done,
+            ready,
+        })
+    }
+
+    /// Waits for the snapshot, then installs it; the new log and its length.
+    async fn finish(
+        self,
+        settings: &JournalSettings,
+    ) -> Result<(monoio::fs::File, u64), std::io::Error> {
+        let written = loop {
+            if let Some(written) = self.done.take() {
+                break written;
+            }
+            self.ready.notified().await;
+        };
+        let (file, len) = written?;
+        install(settings, file, len, self.carry).await
+    }
+
+    /// True once the snapshot is written (or failed).
+    fn is_done(&self) -> bool {
+        let written = self.done.take();
+        let is_done = written.is_some();
+        self.done.set(written);
+        is_done
+    }
 }

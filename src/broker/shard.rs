@@ -399,21 +399,22 @@ impl Shard {
     /// Appends, framed, this shard's log snapshot: the core's live state and the idempotency
     /// answers whose keys are homed here (by the hash that homes client ids and topics).
     pub fn log_snapshot(&mut self, now: Instant, out: &mut Vec<u8>) {
-        let retained = self.log_snapshot_but_retained(now, out);
+        self.core.session_records(now, out);
+        let retained = self.snapshot_start(now, out);
         ringmq_core::shard::encode_retained(&retained, &self.core.wall_clock(), out);
     }
 
-    /// [`Shard::log_snapshot`] but for the retained messages homed here, which it returns to
-    /// encode elsewhere (they need nothing of the shard; a million take seconds).
-    pub fn log_snapshot_but_retained(
+    /// A compaction's first step: the idempotency answers into `out`, and the retained
+    /// messages homed here, returned to encode elsewhere (they need nothing of the shard; a
+    /// million take seconds). The sessions follow in bounded steps
+    /// ([`Core::session_records_from`]).
+    pub fn snapshot_start(
         &mut self,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Vec<(crate::mqtt::Str, crate::message::SharedMessage)> {
-        self.core.session_records(now, out);
-        let retained = self.core.homed_retained();
         self.dump_idempotency(now, out);
-        retained
+        self.core.homed_retained()
     }
 
     /// Appends the REST idempotency answers homed on this shard.

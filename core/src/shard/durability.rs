@@ -217,9 +217,26 @@ impl Shard {
 
     /// The persistent sessions part of [`Shard::full_records`], as records.
     pub fn session_records(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.session_records_from(0, u32::MAX, now, out);
+    }
+
+    /// [`Shard::session_records`] in bounded steps, for a compaction that must not stall the
+    /// shard: the sessions in slots from `from` on, until `max` slots are looked at; returns
+    /// the slot to go on from, `None` when every slot was. A session that changes between
+    /// steps is checkpointed in the log after the snapshot too, and replay keeps the highest
+    /// version, so steps taken at different times make a consistent snapshot.
+    pub fn session_records_from(
+        &mut self,
+        from: u32,
+        max: u32,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<u32> {
         let clock = self.wall_clock();
         let version = clock.unix_nanos(now);
-        for slot in 0..self.entries.bound() {
+        let bound = self.entries.bound();
+        let end = from.saturating_add(max).min(bound);
+        for slot in from..end {
             if self.is_forwarder(slot) {
                 continue;
             }
@@ -233,6 +250,7 @@ impl Shard {
             let view = session_view(entry, version, now, &clock);
             frame::append_with(out, |buf| encode_session(&view, &clock, buf));
         }
+        (end < bound).then_some(end)
     }
 
     /// The retained messages homed here (every replica holds them all), to encode with

@@ -883,3 +883,92 @@ fn a_full_log_on_one_shard_is_full_for_every_shard() {
     shards[0].set_storage_full(false);
     assert!(!shards[0].storage_full() && !shards[1].storage_full());
 }
+
+/// Replays `log` (framed records) into the state it describes.
+fn replay_bytes(log: &[u8], clock: &crate::durable::Clock) -> crate::durable::Recovered {
+    let mut replay = crate::durable::Replay::default();
+    let end = crate::durable::frame::scan(log, |_, payload| {
+        replay.apply(crate::durable::Record::decode(payload, clock)?);
+        Ok::<(), crate::durable::DecodeError>(())
+    })
+    .expect("records decode");
+    assert_eq!(end, crate::durable::frame::End::Clean);
+    replay.finish()
+}
+
+/// Queued messages per client id, sorted, of a recovered state.
+fn queues_of(recovered: &crate::durable::Recovered) -> Vec<(String, usize)> {
+    let mut queues: Vec<(String, usize)> = recovered
+        .sessions
+        .iter()
+        .map(|s| (s.client_id.to_string(), s.state.queue.len()))
+        .collect();
+    queues.sort();
+    queues
+}
+
+/// A compaction encodes sessions a few slots per step while the shard goes on: sessions that
+/// change between its steps (before or after their own step), sessions that end and begin,
+/// all replay from the stepped snapshot plus the records made meanwhile to the live state.
+#[test]
+fn a_snapshot_taken_in_steps_replays_to_the_live_state() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    s.enable_journal();
+    let now = Instant::now();
+    let mut slots = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let (slot, _) = connect(s, name, v5_connect(name, 0, 3600), now);
+        subscribe(s, slot, &format!("{name}/#"), now);
+        s.end_connection(slot, None, false, now);
+        slots.push(slot);
+    }
+    let queue = |s: &mut Shard, topic: &str| {
+        s.publish(test_message(topic, b"m", QoS::AtLeastOnce, false), now);
+        s.flush(now);
+    };
+    queue(s, "a/1");
+    queue(s, "d/1");
+    s.checkpoint(now);
+    let mut old = Vec::new();
+    s.take_records(&mut old);
+
+    // The snapshot's first step: slot of "a" (and any before it) only.
+    let mut snapshot = Vec::new();
+    let first = slots[0] + 1;
+    let mut next = s.session_records_from(0, first, now, &mut snapshot);
+    assert_eq!(next, Some(first));
+    // Meanwhile: "a" (already in the snapshot) and "d" (not yet) get a message, "b" ends,
+    // and a new "e" begins; the log records all of it after the snapshot.
+    let later = now + Duration::from_millis(5);
+    queue(s, "a/2");
+    queue(s, "d/2");
+    s.end_session(slots[1], later);
+    let (e, _) = connect(s, "e", v5_connect("e", 0, 3600), later);
+    s.end_connection(e, None, false, later);
+    s.checkpoint(later);
+    let mut carry = Vec::new();
+    s.take_records(&mut carry);
+    // The rest of the steps, one slot at a time.
+    let end = now + Duration::from_millis(10);
+    while let Some(from) = next {
+        next = s.session_records_from(from, 1, end, &mut snapshot);
+    }
+    let mut compacted = snapshot;
+    compacted.extend_from_slice(&carry);
+    let clock = s.wall_clock();
+    let stepped = replay_bytes(&compacted, &clock);
+    let mut whole = Vec::new();
+    s.session_records(end, &mut whole);
+    let live = replay_bytes(&whole, &clock);
+    assert_eq!(queues_of(&stepped), queues_of(&live));
+    assert_eq!(
+        queues_of(&live),
+        vec![
+            ("a".into(), 2),
+            ("c".into(), 0),
+            ("d".into(), 2),
+            ("e".into(), 0)
+        ]
+    );
+}
