@@ -29,6 +29,9 @@ pub struct RetainedReplica {
     messages_max: usize,
     /// Bytes one org keeps at most (`org_limits.retained_bytes_max`).
     org_bytes_max: u64,
+    /// New topics refused at the count bound (warned at 1, 2, 4, 8, …: a full store with
+    /// `$SYS` topics to set would otherwise warn at every publication).
+    refused: u64,
 }
 
 impl RetainedReplica {
@@ -39,6 +42,7 @@ impl RetainedReplica {
             bytes: AHashMap::new(),
             messages_max,
             org_bytes_max,
+            refused: 0,
         }
     }
 
@@ -129,17 +133,20 @@ impl RetainedReplica {
             <= self.org_bytes_max
     }
 
-    /// Sets (`Some`) or clears a retained message, keeping the per-org tally. Past the count
-    /// bound a new topic is not kept (only a publish that raced [`Self::room`] on another
-    /// shard gets here).
-    pub fn set(&mut self, topic: &str, message: Option<SharedMessage>) {
+    /// Sets (`Some`) or clears a retained message, keeping the per-org tally; false when the
+    /// message was not kept: past the count bound a new topic is not (a publish that raced
+    /// [`Self::room`] on another shard, or the broker's own `$SYS` topics).
+    pub fn set(&mut self, topic: &str, message: Option<SharedMessage>) -> bool {
         let org = ringmq_router::strip_scope(topic).0;
         let old = match message {
             None => self.store.remove(topic),
             Some(stored) => {
                 if self.store.len() >= self.messages_max && self.store.get(topic).is_none() {
-                    tracing::warn!(%topic, "retained store full; message not retained");
-                    return;
+                    self.refused += 1;
+                    if self.refused.is_power_of_two() {
+                        tracing::warn!(%topic, refused = self.refused, "retained store full; message not retained");
+                    }
+                    return false;
                 }
                 *self.bytes.entry(org).or_insert(0) += retained_size(topic, stored.payload.len());
                 self.store.insert(topic, stored)
@@ -154,6 +161,7 @@ impl RetainedReplica {
                 }
             }
         }
+        true
     }
 
     /// Drops every retained message of `org` (the org was deleted); returns how many.

@@ -400,21 +400,16 @@ impl Shard {
     /// answers whose keys are homed here (by the hash that homes client ids and topics).
     pub fn log_snapshot(&mut self, now: Instant, out: &mut Vec<u8>) {
         self.core.session_records(now, out);
-        let retained = self.snapshot_start(now, out);
+        self.snapshot_start(now, out);
+        let retained = self.core.homed_retained();
         ringmq_core::shard::encode_retained(&retained, &self.core.wall_clock(), out);
     }
 
-    /// A compaction's first step: the idempotency answers into `out`, and the retained
-    /// messages homed here, returned to encode elsewhere (they need nothing of the shard; a
-    /// million take seconds). The sessions follow in bounded steps
-    /// ([`Core::session_records_from`]).
-    pub fn snapshot_start(
-        &mut self,
-        now: Instant,
-        out: &mut Vec<u8>,
-    ) -> Vec<(crate::mqtt::Str, crate::message::SharedMessage)> {
+    /// A compaction's first step: the idempotency answers into `out`. The sessions follow in
+    /// bounded steps ([`Core::session_records_from`]); the retained messages are taken from
+    /// the log itself, off the shard.
+    pub fn snapshot_start(&mut self, now: Instant, out: &mut Vec<u8>) {
         self.dump_idempotency(now, out);
-        self.core.homed_retained()
     }
 
     /// Appends the REST idempotency answers homed on this shard.

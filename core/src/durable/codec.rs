@@ -220,6 +220,19 @@ impl Record {
         bytes.first() == Some(&RETAINED)
     }
 
+    /// The topic of a retained record (as stored: scoped) and whether it sets a message
+    /// (`false`: it clears the topic); `None` for any other record, or one too short to say.
+    pub fn retained_key(bytes: &[u8]) -> Option<(&[u8], bool)> {
+        let (&kind, rest) = bytes.split_first()?;
+        if kind != RETAINED {
+            return None;
+        }
+        let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let topic = rest.get(4..4 + n)?;
+        let set = *rest.get(4 + n)? == 1;
+        Some((topic, set))
+    }
+
     /// Reads one record (the whole of `bytes`).
     pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
         let mut r = Reader(bytes);

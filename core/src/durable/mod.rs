@@ -7,6 +7,7 @@
 //! a [`Replay`], and each shard core restores its part of the result ([`Recovered`]).
 
 pub mod codec;
+pub mod compact;
 pub mod frame;
 
 use std::sync::Arc;

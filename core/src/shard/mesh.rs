@@ -57,8 +57,11 @@ impl Shard {
             MeshMsg::RetainRequest { topic, message } => {
                 // This is the topic's home: its order is the order every replica applies, and
                 // the one its log keeps.
-                self.record_retained(&topic, &message);
-                self.replica.retained.set(&topic, message.clone());
+                // Recorded only if kept: a message the full store refused must not come back
+                // at the next start (past the bound, with every other replica without it).
+                if self.replica.retained.set(&topic, message.clone()) {
+                    self.record_retained(&topic, &message);
+                }
                 for shard in 0..self.count {
                     if shard != self.id {
                         self.send(
@@ -71,7 +74,9 @@ impl Shard {
                     }
                 }
             }
-            MeshMsg::RetainSet { topic, message } => self.replica.retained.set(&topic, message),
+            MeshMsg::RetainSet { topic, message } => {
+                self.replica.retained.set(&topic, message);
+            }
             MeshMsg::Claim {
                 client_id,
                 shard,

@@ -972,3 +972,25 @@ fn a_snapshot_taken_in_steps_replays_to_the_live_state() {
         ]
     );
 }
+
+/// Regression: a retained message the full store refused (the broker's own `$SYS` topics set
+/// at the bound, which skip the publish path's room check) was recorded all the same, so the
+/// next start restored more than the bound, with every topic after it refused.
+#[test]
+fn a_retained_message_the_full_store_refuses_is_not_logged() {
+    let mut shards = shard(1);
+    let s = &mut shards[0];
+    s.enable_journal();
+    let now = Instant::now();
+    for i in 0..101 {
+        let message = Arc::new(Message {
+            retain: true,
+            ..(*test_message(&format!("r/{i}"), b"v", QoS::AtMostOnce, true)).clone()
+        });
+        s.publish(message, now);
+        s.flush(now);
+    }
+    assert_eq!(s.replica.retained.len(), 100);
+    let recovered = replay_of(&mut shards);
+    assert_eq!(recovered.retained.len(), 100);
+}
