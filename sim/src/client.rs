@@ -284,6 +284,16 @@ impl SimClient {
         if self.connected && !self.outlives_connection() {
             self.end_session(oracle);
         }
+        if !self.connected && self.clean_start && (self.has_session || !self.subs.is_empty()) {
+            // A clean start whose CONNACK never came: the broker may or may not have discarded
+            // the old session (a crash right after its CONNECT was read, found by ringmq-sim's
+            // restarts). Nothing it was owed can be asked for, and its subscriptions may still
+            // be in force (a shared group may pick it): uncertain until a CONNACK says.
+            oracle.session_ended(self.index);
+            self.has_session = false;
+            let held: Vec<String> = std::mem::take(&mut self.subs).into_keys().collect();
+            self.maybe_subs.extend(held);
+        }
         self.connected = false;
         self.disconnected_at = Some(now);
         self.outgoing.clear();
@@ -362,6 +372,10 @@ impl SimClient {
                     return;
                 }
                 self.connected = true;
+                if !ack.session_present {
+                    // No session: none of the subscriptions it may have had is in force.
+                    self.maybe_subs.clear();
+                }
                 if self.clean_start {
                     if ack.session_present {
                         oracle.violate(

@@ -39,6 +39,19 @@ struct Args {
     /// Print every event of the trace.
     #[arg(long)]
     verbose: bool,
+    /// `sync`: shards log and acknowledge after their logs, and (with faults) the broker
+    /// crashes now and then and restarts from its logs; `memory`: neither; `mixed`: odd seeds
+    /// `sync`, even seeds `memory`.
+    #[arg(long, value_enum, default_value_t = Durability::Mixed)]
+    durability: Durability,
+}
+
+/// The durability a run simulates.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Durability {
+    Memory,
+    Sync,
+    Mixed,
 }
 
 /// How one seed's run ended.
@@ -69,7 +82,7 @@ fn run(setup: Setup, verbose: bool) -> Outcome {
     let c = &world.counts;
     let summary = format!(
         "seed {} steps {} shards {} clients {}: {} connects, {} takeovers, {} drops, {} publishes \
-         ({} acknowledged, {} tracked), {} receipts, {} clock jumps, {} mesh delays, {} ms simulated",
+         ({} acknowledged, {} tracked), {} receipts, {} clock jumps, {} mesh delays, {} restarts, {} ms simulated",
         setup.seed,
         setup.steps,
         setup.shards,
@@ -83,6 +96,7 @@ fn run(setup: Setup, verbose: bool) -> Outcome {
         world.oracle.receipts,
         c.clock_jumps,
         c.mesh_delays,
+        c.restarts,
         world.elapsed_ms(),
     );
     let failure = failed_at.map(|step| {
@@ -114,6 +128,11 @@ fn main() -> ExitCode {
             shards: usize::from(args.shards),
             clients: args.clients as usize,
             faults: !args.no_faults,
+            durable: match args.durability {
+                Durability::Memory => false,
+                Durability::Sync => true,
+                Durability::Mixed => seed % 2 == 1,
+            },
         };
         let outcome = run(setup, args.verbose);
         println!("{}", outcome.world_summary);
@@ -132,11 +151,12 @@ fn main() -> ExitCode {
                 println!("  {line}");
             }
             println!(
-                "reproduce: cargo run --release -p ringmq-sim -- --seed {seed} --steps {} --shards {} --clients {}{} --verbose",
+                "reproduce: cargo run --release -p ringmq-sim -- --seed {seed} --steps {} --shards {} --clients {}{} --durability {} --verbose",
                 args.steps.min(step),
                 args.shards,
                 args.clients,
-                if args.no_faults { " --no-faults" } else { "" }
+                if args.no_faults { " --no-faults" } else { "" },
+                format!("{:?}", args.durability).to_lowercase()
             );
             println!("trace {:016x}", outcome.trace);
             return ExitCode::from(1);

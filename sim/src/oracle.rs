@@ -342,8 +342,11 @@ impl Oracle {
                     found.push(Violation {
                         promise: "one delivery per shared group",
                         detail: format!(
-                            "{id:?} on {} (step {}) reached no member of group {}",
-                            p.topic, p.step, group.key.1
+                            "{id:?} on {} (step {}) reached no member of group {} (members then: {:?})",
+                            p.topic,
+                            p.step,
+                            group.key.1,
+                            group.members.iter().map(|m| m.client).collect::<Vec<_>>()
                         ),
                     });
                 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringmq_core::control::snapshot::Snapshot;
+use ringmq_core::durable::{frame, Record, Replay};
 use ringmq_core::shard::{Input, Shard, ShardSettings};
 use ringmq_core::stats::ShardStats;
 use ringmq_proto::mqtt::{ProtocolVersion, Str};
@@ -46,6 +47,10 @@ pub struct Setup {
     pub clients: usize,
     /// Inject faults (mesh delays, clock jumps, abrupt drops, stuck readers, small queues).
     pub faults: bool,
+    /// Shards log their changes and acknowledge only what their logs hold (`sync`
+    /// durability, with a write in flight per shard that completes at a random later round);
+    /// with faults, the whole broker crashes now and then and starts again from its logs.
+    pub durable: bool,
 }
 
 /// The ACL the simulation's users have: `secret/` is for admins only.
@@ -89,6 +94,11 @@ pub struct World {
     moved: u64,
     /// Counts of what happened, for the summary.
     pub counts: Counts,
+    /// `durable`: what each shard's log holds (synced: survives a crash).
+    logs: Vec<Vec<u8>>,
+    /// `durable`: each shard's batch being written (lost in a crash), with its number.
+    writing: Vec<Option<(Vec<u8>, u64)>>,
+    settings: ShardSettings,
 }
 
 /// What a run did, for the summary line.
@@ -106,6 +116,8 @@ pub struct Counts {
     pub clock_jumps: u64,
     /// Mesh delays injected.
     pub mesh_delays: u64,
+    /// Crashes of the whole broker, each followed by a start from the logs.
+    pub restarts: u64,
 }
 
 impl World {
@@ -140,19 +152,7 @@ impl World {
             mesh_backlog_max: 64,
             login_failures_per_minute_max: 1000,
         };
-        let shards = (0..setup.shards)
-            .map(|id| {
-                Shard::new(
-                    (id as u16, setup.shards as u16),
-                    rules.clone(),
-                    settings.clone(),
-                    Arc::new(ShardStats::default()),
-                    Arc::new(Snapshot::empty_default()),
-                    // A fixed wall clock: the same seed gives the same bytes.
-                    (start, 1_700_000_000_000),
-                )
-            })
-            .collect();
+        let shards = new_shards(&setup, &rules, &settings, start);
         let clients = (0..setup.clients)
             .map(|i| {
                 let spec = Spec {
@@ -186,6 +186,9 @@ impl World {
             step: 0,
             moved: 0,
             counts: Counts::default(),
+            logs: vec![Vec::new(); setup.shards],
+            writing: vec![None; setup.shards],
+            settings,
             setup,
         }
     }
@@ -234,6 +237,113 @@ impl World {
             self.clients[client].stuck = stuck;
             self.event(format!("c{client} stuck={stuck}"));
         }
+        if self.setup.durable && self.rng.chance(2) {
+            self.restart();
+        }
+    }
+
+    /// `durable`: each shard's log side, as the broker's journal task does it: a write in
+    /// flight completes (at a random later round, with faults), then the shard is told it is
+    /// synced; a shard that wants a commit (or every 16th step, the interval) hands over its
+    /// records (its changed sessions checkpointed first) for the next write.
+    fn run_journals(&mut self) {
+        if !self.setup.durable {
+            return;
+        }
+        let now = self.now;
+        for i in 0..self.shards.len() {
+            if let Some((bytes, batch)) = self.writing[i].take() {
+                if !self.setup.faults || self.rng.chance(600) {
+                    self.logs[i].extend_from_slice(&bytes);
+                    self.shards[i].synced(batch);
+                    self.shards[i].flush(now);
+                    self.apply(i);
+                } else {
+                    self.writing[i] = Some((bytes, batch));
+                }
+            }
+            if self.writing[i].is_none() && (self.shards[i].commit_wanted() || self.step & 15 == 0)
+            {
+                let mut bytes = Vec::new();
+                self.shards[i].checkpoint(now);
+                let batch = self.shards[i].take_records(&mut bytes);
+                self.writing[i] = Some((bytes, batch));
+            }
+        }
+    }
+
+    /// The whole broker dies (kill -9): writes in flight are lost, every socket breaks, the
+    /// mesh's lanes are gone. It starts again: every log is replayed and each new shard core
+    /// restores its part, logging what the restore changes after the old records (as a start
+    /// that carries its logs on does). The oracle's promise still holds: every acknowledged
+    /// QoS 1/2 message reaches every subscriber whose session lived on.
+    fn restart(&mut self) {
+        let now = self.now;
+        self.counts.restarts += 1;
+        self.writing.iter_mut().for_each(|w| *w = None);
+        for sc in &mut self.conns {
+            if sc.client != usize::MAX {
+                self.clients[sc.client].connection_ended(&mut self.oracle, now);
+            }
+        }
+        self.conns.clear();
+        for client in &mut self.clients {
+            client.conn = None;
+        }
+        for lanes in &mut self.mesh.lanes {
+            lanes.iter_mut().for_each(VecDeque::clear);
+        }
+        self.mesh_delay.iter_mut().for_each(|d| *d = 0);
+        let mut shards = new_shards(&self.setup, &self.rules, &self.settings, self.start);
+        let clock = shards[0].wall_clock();
+        let mut replay = Replay::default();
+        for (i, log) in self.logs.iter().enumerate() {
+            let end = frame::scan(log, |_, payload| {
+                replay.apply(Record::decode(payload, &clock)?);
+                Ok::<(), ringmq_core::durable::DecodeError>(())
+            });
+            if !matches!(end, Ok(frame::End::Clean)) {
+                self.oracle.violate(
+                    "logs replay",
+                    format!("shard {i}'s log does not read to its end: {end:?}"),
+                );
+            }
+        }
+        let recovered = replay.finish();
+        let mut ids: Vec<String> = recovered
+            .sessions
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}+{}{}",
+                    s.client_id.to_string().replace('\0', "~"),
+                    s.state.inflight.len(),
+                    s.state.queue.len(),
+                    s.state
+                        .subscriptions
+                        .keys()
+                        .filter(|f| f.starts_with("$share"))
+                        .map(|_| "[g]")
+                        .collect::<String>()
+                )
+            })
+            .collect();
+        ids.sort();
+        self.event(format!("restored sessions: {}", ids.join(" ")));
+        let mut sessions = 0;
+        for s in &mut shards {
+            sessions += s.restore(&recovered, now);
+        }
+        self.shards = shards;
+        for i in 0..self.shards.len() {
+            self.shards[i].flush(now);
+            self.apply(i);
+        }
+        self.event(format!(
+            "crash and restart: {sessions} sessions, {} retained restored",
+            recovered.retained.len()
+        ));
+        self.check_shared_index();
     }
 
     /// Client `c` does one thing that fits its state.
@@ -396,8 +506,13 @@ impl World {
     /// Every shard polls its mesh (unless delayed) and runs its timers; every connection reads
     /// and writes a round; every client reads. `random`: in the seed's order (else in index order).
     pub fn run_round(&mut self, random: bool) {
-        let now = self.now;
         for i in 0..self.shards.len() {
+            // Time moves on between causally ordered events, as a real clock does: a record
+            // made after a mesh message (an end, then the session begun after it) has a later
+            // version than the one before it (with one instant for a whole step, a clean start
+            // over another shard's session tied its end, and replay kept the end).
+            self.now += Duration::from_micros(1);
+            let now = self.now;
             let shard = &mut self.shards[i];
             if self.mesh_delay[i] > 0 {
                 self.mesh_delay[i] -= 1;
@@ -409,6 +524,7 @@ impl World {
             shard.flush(now);
             self.apply(i);
         }
+        self.now += Duration::from_micros(1);
         let count = self.conns.len();
         let offset = if random && count > 0 {
             self.rng.below(count as u64) as usize
@@ -423,6 +539,9 @@ impl World {
         for c in 0..self.clients.len() {
             self.client_reads(c);
         }
+        self.now += Duration::from_micros(1);
+        self.run_journals();
+        self.check_shared_index();
         self.conns.retain(|c| !matches!(c.phase, Phase::Dead));
         // Indices moved: point clients at their connections again.
         for client in &mut self.clients {
@@ -527,6 +646,45 @@ impl World {
         self.event(format!("{said} on shard {shard} (quiet phase)"));
     }
 
+    /// Whenever no mesh message is in flight, every shard's shared index names exactly the
+    /// shards that have members of each group (else a message is sent to a shard with no
+    /// member, or never to one with members).
+    fn check_shared_index(&mut self) {
+        let in_flight = self.shards.iter().any(|s| s.mesh_backlog() > 0)
+            || self
+                .mesh
+                .lanes
+                .iter()
+                .flatten()
+                .any(|lane| !lane.is_empty());
+        if in_flight {
+            return;
+        }
+        for org in 0..2u32 {
+            let filter = if org == 0 {
+                "s/#".to_owned()
+            } else {
+                format!("{}s/#", ringmq_router_scope(org))
+            };
+            let members = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.shared_view("g1", &filter).1)
+                .fold(0u64, |mask, (i, _)| mask | 1 << i);
+            for (i, shard) in self.shards.iter().enumerate() {
+                let (routes, _) = shard.shared_view("g1", &filter);
+                if routes != members {
+                    let detail = format!(
+                        "org {org}: shard {i} routes group g1 to shards {routes:#b}, members are on {members:#b}"
+                    );
+                    self.oracle.violate("shared index agrees", detail);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Every replica holds the same retained set once quiet.
     fn check_replicas(&mut self) {
         for org in 0..2u32 {
@@ -552,6 +710,33 @@ impl World {
             }
         }
     }
+}
+
+/// The shard cores of a run (`durable`: logging, acknowledging after their logs).
+fn new_shards(
+    setup: &Setup,
+    rules: &Rules,
+    settings: &ShardSettings,
+    start: Instant,
+) -> Vec<Shard> {
+    (0..setup.shards)
+        .map(|id| {
+            let mut shard = Shard::new(
+                (id as u16, setup.shards as u16),
+                rules.clone(),
+                settings.clone(),
+                Arc::new(ShardStats::default()),
+                Arc::new(Snapshot::empty_default()),
+                // A fixed wall clock: the same seed gives the same bytes.
+                (start, 1_700_000_000_000),
+            );
+            if setup.durable {
+                shard.enable_journal();
+                shard.enable_commit();
+            }
+            shard
+        })
+        .collect()
 }
 
 /// The org scope prefix of org `org` (how the broker scopes topics), via a client id.

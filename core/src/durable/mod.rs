@@ -49,7 +49,9 @@ impl Session {
 impl Replay {
     /// Applies one record: a later retained record for a topic replaces an earlier one; a
     /// session keeps its highest version (a session that moved between shards has records in
-    /// both logs), an end at the same version beats the state.
+    /// both logs); at the same version the later record wins (one log's order: a clean start
+    /// ends the old session and checkpoints the new one in the same instant, as the simulator
+    /// found, whose clock stands still within a step).
     pub fn apply(&mut self, record: Record) {
         self.records += 1;
         match record {
@@ -60,7 +62,7 @@ impl Replay {
                 let newer = self
                     .sessions
                     .get(&session.client_id)
-                    .map_or(true, |held| session.version > held.version());
+                    .map_or(true, |held| session.version >= held.version());
                 if newer {
                     self.sessions
                         .insert(session.client_id.clone(), Session::Live(session));

@@ -209,6 +209,36 @@ fn replay_keeps_the_newest_of_each_key() {
     assert!(replay.finish().sessions.is_empty(), "a newer end wins");
 }
 
+/// Regression (found by ringmq-sim with crash restarts): a clean start ends the old session
+/// and checkpoints the new one at the same version; the end used to win, and the new session
+/// was gone after a restart. At the same version the later record of the log wins.
+#[test]
+fn at_the_same_version_the_later_record_wins() {
+    let clock = clock();
+    let id = Str::from("\0o2\0device-1");
+    let mut replay = Replay::default();
+    replay.apply(Record::SessionEnded {
+        client_id: id.clone(),
+        version: 20,
+    });
+    replay.apply(Record::Session(Box::new(session(&clock, 20))));
+    assert_eq!(
+        replay.finish().sessions.len(),
+        1,
+        "begun again after its end"
+    );
+    let mut replay = Replay::default();
+    replay.apply(Record::Session(Box::new(session(&clock, 20))));
+    replay.apply(Record::SessionEnded {
+        client_id: id,
+        version: 20,
+    });
+    assert!(
+        replay.finish().sessions.is_empty(),
+        "ended after its checkpoint"
+    );
+}
+
 #[test]
 fn clock_round_trips_milliseconds_and_orders_nanoseconds() {
     let clock = clock();

@@ -48,6 +48,8 @@ enum Waiter {
     Acks(ConnAt, BytesMut),
     /// A counted REST publish (one more answer to its count).
     Count(u64),
+    /// A connection's writer, held whole ([`Shard::hold_writer`]).
+    Fence(ConnAt),
 }
 
 /// One round's commit, until its batch is synced here and every other shard answered.
@@ -102,6 +104,28 @@ impl Shard {
         match commit.round.last_mut() {
             Some(Waiter::Acks(last, held)) if *last == at => held.extend_from_slice(&acks),
             _ => commit.round.push(Waiter::Acks(at, acks)),
+        }
+    }
+
+    /// Holds the writer of `slot` until this round's commit: its CONNACK of a new kept session
+    /// or its SUBACK / UNSUBACK acknowledge session state that a kill -9 must not take back,
+    /// so nothing the connection is sent goes out before the logs hold that state (a fence,
+    /// as a SUBACK waits for the other replicas: the order of what it is sent stays).
+    pub(super) fn hold_writer(&mut self, slot: Slot) {
+        if !self.commits() || self.storage_full() {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        let Some(conn) = entry.conn() else {
+            return;
+        };
+        entry.fences += 1;
+        let at = ConnAt { slot, conn };
+        self.emit_urgent(Output::Fence { at, count: 1 });
+        if let Some(commit) = self.commit_mut() {
+            commit.round.push(Waiter::Fence(at));
         }
     }
 
@@ -223,6 +247,7 @@ impl Shard {
                 match waiter {
                     Waiter::Acks(at, acks) => self.release_acks(at, &acks),
                     Waiter::Count(token) => self.counted(token, 0),
+                    Waiter::Fence(at) => self.fence_ack(at),
                 }
             }
         }
@@ -409,6 +434,9 @@ mod tests {
         let mut shards = committing(1);
         let s = &mut shards[0];
         let (slot, _) = connect(s, "p", v5_connect("p", 0, 600), now);
+        // (A new session's CONNACK waits for a commit: see `hold_writer`.)
+        s.flush(now);
+        sync(s, now);
         publish(s, slot, "t/1", QoS::AtMostOnce, 0, now);
         assert!(!s.commit_wanted(), "QoS 0 asks for no commit");
         s.set_storage_full(true);

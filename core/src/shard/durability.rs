@@ -319,7 +319,12 @@ impl Shard {
                 restored.count += 1;
             } else if !expired {
                 for filter in record.state.subscriptions.keys() {
-                    if announced.insert((filter.clone(), home)) {
+                    // The shared index counts members (a member's join and leave are each
+                    // announced), the plain index only whether a shard has the filter: a
+                    // shared filter counts once per session. (Counted once per shard, the
+                    // first member to leave a shard after a restart took the shard out of the
+                    // group's routing while others remained: found by ringmq-sim.)
+                    if split_shared(filter).is_some() || announced.insert((filter.clone(), home)) {
                         self.index_remote(filter, home);
                     }
                 }

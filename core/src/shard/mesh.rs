@@ -194,7 +194,7 @@ impl Shard {
 
     /// One more shard has the filters a connection's SUBACK waits for: the SUBACK may go once
     /// every shard answered (and a connection that ended meanwhile closes then).
-    fn fence_ack(&mut self, at: ConnAt) {
+    pub(super) fn fence_ack(&mut self, at: ConnAt) {
         if let Some(entry) = self.entries.get_mut(at.slot) {
             if entry.conn() == Some(at.conn) {
                 entry.fences = entry.fences.saturating_sub(1);

@@ -578,6 +578,25 @@ impl Shard {
         found
     }
 
+    /// For (`group`, `filter`) (scoped): the shards this replica's shared index routes to,
+    /// and whether this shard has members of its own (the simulator checks the two agree
+    /// across shards whenever no mesh message is in flight).
+    pub fn shared_view(&self, group: &str, filter: &str) -> (u64, bool) {
+        let mut shards = 0u64;
+        for shard in 0..self.count {
+            if self
+                .replica
+                .shared_index
+                .shard_member_count(group, filter, shard)
+                > 0
+            {
+                shards |= 1 << shard;
+            }
+        }
+        let local = !self.replica.groups.members(group, filter).is_empty();
+        (shards, local)
+    }
+
     /// Number of retained messages in this replica.
     pub fn retained_count(&self) -> usize {
         self.replica.retained.len()

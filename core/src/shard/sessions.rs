@@ -120,6 +120,14 @@ impl Shard {
             entry.persisted |= present;
         }
         self.touch(slot);
+        if !present {
+            // `sync`: a new session's CONNACK waits for the logs: the session, if the log
+            // keeps it, and the end of any session this clean start discarded (recorded by
+            // whichever shard held it, which answers the commit's fence after its sync).
+            // Found by ringmq-sim's crashes: without it a discarded session came back after a
+            // kill -9 and, a member of a shared group, took messages meant for live members.
+            self.hold_writer(slot);
+        }
         (slot, present)
     }
 

@@ -28,8 +28,17 @@ impl Shard {
             ringmq_proto::mqtt::Packet::Publish(p) => p.qos == QoS::ExactlyOnce,
             _ => true,
         };
+        // Acknowledgements that `sync` durability holds until the logs hold what they
+        // acknowledge: PUBACK / PUBREC of a QoS 1/2 PUBLISH, and PUBCOMP (the QoS 2 receipt
+        // released: were it forgotten by a crash, a new PUBLISH reusing the packet id would
+        // be taken for a duplicate and dropped).
         let acknowledged = matches!(&packet,
-            ringmq_proto::mqtt::Packet::Publish(p) if p.qos != QoS::AtMostOnce);
+            ringmq_proto::mqtt::Packet::Publish(p) if p.qos != QoS::AtMostOnce)
+            || matches!(&packet, ringmq_proto::mqtt::Packet::PubRel(_));
+        let subscribes = matches!(
+            &packet,
+            ringmq_proto::mqtt::Packet::Subscribe(_) | ringmq_proto::mqtt::Packet::Unsubscribe(_)
+        );
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
         let retained = &self.replica.retained;
@@ -60,6 +69,10 @@ impl Shard {
         }
         if changes {
             self.touch(slot);
+        }
+        if subscribes && self.entries.get(slot).is_some_and(|e| e.dirty) {
+            // `sync`: a kept session's SUBACK / UNSUBACK waits for the log (see hold_writer).
+            self.hold_writer(slot);
         }
         let mut fence = false;
         for action in actions.drain(..) {

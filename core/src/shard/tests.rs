@@ -994,3 +994,41 @@ fn a_retained_message_the_full_store_refuses_is_not_logged() {
     let recovered = replay_of(&mut shards);
     assert_eq!(recovered.retained.len(), 100);
 }
+
+/// Regression (found by ringmq-sim's crash restarts): the shared index counts members, and a
+/// restore counted the members of a group homed on another shard once per shard; the first of
+/// them to leave then took that shard out of the group's routing while others remained there.
+#[test]
+fn a_restore_counts_every_member_of_a_shared_group() {
+    let mut shards = shard(2);
+    for s in shards.iter_mut() {
+        s.enable_journal();
+    }
+    let now = Instant::now();
+    let homed: Vec<String> = (0..)
+        .map(|i| format!("member-{i}"))
+        .filter(|id| shards[0].home_of(id) == 1)
+        .take(2)
+        .collect();
+    for id in &homed {
+        let (slot, _) = connect(&mut shards[1], id, v5_connect(id, 0, 3600), now);
+        subscribe(&mut shards[1], slot, "$share/g1/t/#", now);
+        shards[1].end_connection(slot, None, false, now);
+    }
+    pump(&mut shards, now);
+    for s in shards.iter_mut() {
+        s.checkpoint(now);
+    }
+    let recovered = replay_of(&mut shards);
+    let mut fresh = shard(2);
+    for s in fresh.iter_mut() {
+        s.restore(&recovered, now);
+    }
+    for (i, s) in fresh.iter().enumerate() {
+        assert_eq!(
+            s.replica.shared_index.shard_member_count("g1", "t/#", 1),
+            2,
+            "shard {i} counts both members on shard 1"
+        );
+    }
+}

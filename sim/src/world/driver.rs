@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use ringmq_core::mesh_msg::MeshMsg;
-use ringmq_core::shard::{owner_tag, ConnId, Input, NewSession, Output, Shard, Slot};
+use ringmq_core::shard::{ConnId, Input, NewSession, Output, Shard, Slot};
 use ringmq_proto::mqtt::{decode_packet, Packet, ProtocolVersion, ReasonCode, Str};
 use ringmq_proto::session::connect::{
     connack_accepted, connack_refused, negotiate, Negotiated, Refusal,
@@ -161,7 +161,9 @@ impl World {
                 }
                 let scoped_id = access.scope_topic(Str::from(&*negotiated.client_id));
                 negotiated.link.access = access;
-                let owner = owner_tag(org, &client.spec.username);
+                // Sessions here carry no principal, so a session stores owner 0 (as the
+                // broker's anonymous ones do) and a restart restores that: claim as anonymous.
+                let owner = 0;
                 let token = shard.begin_connect(scoped_id.clone(), negotiated.clean_start, owner);
                 shard.flush(now);
                 sc.phase = Phase::Pending {
