@@ -686,3 +686,26 @@ def test_compactions_run_beside_sync_commits_and_lose_nothing(broker):
     for i in range(2000):
         assert got["big/%d" % i] == latest.get("big/%d" % i, filler), i
     w.close()
+
+
+@pytest.mark.broker_config(durability={"mode": "sync", "sync_interval_ms": 60000})
+def test_sync_mode_keeps_sessions_and_subscriptions_it_acknowledged(broker):
+    """In `sync` a new session's CONNACK and a kept session's SUBACK / UNSUBACK leave after the
+    logs hold them: a kill -9 right after them (no publish, no interval in between to sync
+    them otherwise) takes nothing back."""
+    broker.restart(extra_args=["--shards", "2"])
+    r, ack = raw(broker, "kept-sub")
+    assert not ack.session_present
+    r.subscribe("ks/a", "ks/b", qos=1)
+    r.unsubscribe("ks/b")
+    r.close()
+    kill_9_and_start(broker)
+    publish(broker, "ks/a", [b"a1"], qos=1)
+    publish(broker, "ks/b", [b"b1"], qos=1)
+    r, ack = raw(broker, "kept-sub")
+    assert ack.session_present, "the session acknowledged by CONNACK survived"
+    got = receive(r, 1)
+    assert [(p.topic, p.payload) for p in got] == [("ks/a", b"a1")]
+    with pytest.raises(TimeoutError):
+        r.recv(timeout=0.5)
+    r.close()
