@@ -709,3 +709,18 @@ def test_sync_mode_keeps_sessions_and_subscriptions_it_acknowledged(broker):
     with pytest.raises(TimeoutError):
         r.recv(timeout=0.5)
     r.close()
+
+
+@pytest.mark.broker_config(durability={"sync_interval_ms": 100})
+def test_a_session_connected_at_a_kill_9_is_not_expired_by_its_idle_time(broker):
+    """A connected session is checkpointed when it changes, not while it idles: after a crash
+    its expiry counts from the start (when the crash came is unknown), not from that last
+    checkpoint — which would expire a long-lived connection's session at once."""
+    r, _ = raw(broker, "idle-live", expiry=2)
+    r.subscribe("il/#", qos=1)
+    time.sleep(3)  # idle, connected: longer than the expiry, no change to checkpoint
+    kill_9_and_start(broker)
+    r.close()
+    w, ack = raw(broker, "idle-live", expiry=2)
+    assert ack.session_present, "kept: it was connected at the crash"
+    w.close()

@@ -83,8 +83,8 @@ pub struct SessionRecord {
     pub version: u64,
     /// The org the session belongs to.
     pub org: u32,
-    /// Unix ms the session went offline (for a connected session: the checkpoint's time, so a
-    /// crash counts as a disconnect then).
+    /// Unix ms the session went offline; 0 for a session connected at its checkpoint (after a
+    /// crash its expiry counts from the start: when the crash came is unknown).
     pub offline_since_ms: u64,
     /// A will waiting for its delay, with the unix ms it is due.
     pub will: Option<(Will, u64)>,
@@ -101,7 +101,7 @@ pub struct SessionView<'a> {
     pub version: u64,
     /// The org the session belongs to.
     pub org: u32,
-    /// Unix ms the session went offline (or the checkpoint's time while connected).
+    /// Unix ms the session went offline (0 while connected).
     pub offline_since_ms: u64,
     /// A pending will and the unix ms it is due.
     pub will: Option<(&'a Will, u64)>,

@@ -301,7 +301,16 @@ impl Shard {
         }
         for record in &recovered.sessions {
             let home = self.home_of(&record.client_id);
-            let offline_since = clock.instant(record.offline_since_ms);
+            // A session connected when its checkpoint was written (offline time 0): the crash
+            // came later, when is unknown (an idle connection is not checkpointed again).
+            // Counted from that checkpoint, a long-lived connection's session could expire at
+            // once; it counts from this start instead (late, never early). A session offline
+            // at its checkpoint counts the time down exactly.
+            let offline_since = if record.offline_since_ms == CONNECTED {
+                now
+            } else {
+                clock.instant(record.offline_since_ms)
+            };
             let expiry = Duration::from_secs(u64::from(record.state.expiry_interval_secs));
             let expired = offline_since + expiry <= now;
             if home == self.id {
@@ -451,6 +460,9 @@ pub struct RestoredSessions {
     wills: Vec<Will>,
 }
 
+/// The offline time a checkpoint gives a session that is connected (never a real unix time).
+const CONNECTED: u64 = 0;
+
 /// A live session as checkpoint `version` writes it.
 /// True for a session the log keeps: a persistent one, or one whose live connection has a
 /// will (a crash ends that connection without DISCONNECT: the will goes out at restart).
@@ -478,7 +490,7 @@ fn session_view<'a>(
         client_id: &entry.session.client_id,
         version,
         org: entry.org,
-        offline_since_ms: clock.unix_ms(offline_since.unwrap_or(now)),
+        offline_since_ms: offline_since.map_or(CONNECTED, |at| clock.unix_ms(at)),
         // A live connection's will is kept as if the connection ended at this checkpoint:
         // after a crash it goes out at its delay (or at once, with the session, at expiry 0).
         will: entry

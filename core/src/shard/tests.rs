@@ -1032,3 +1032,32 @@ fn a_restore_counts_every_member_of_a_shared_group() {
         );
     }
 }
+
+/// A session connected at a crash is not expired by the time since its last checkpoint (an
+/// idle connection is not checkpointed again): its expiry counts from the start. One that was
+/// offline at its checkpoint counts the time down.
+#[test]
+fn a_session_connected_at_a_crash_expires_from_the_start() {
+    let mut shards = shard(1);
+    shards[0].enable_journal();
+    let now = Instant::now();
+    let (_, _) = connect(&mut shards[0], "live", v5_connect("live", 0, 60), now);
+    let (away, _) = connect(&mut shards[0], "away", v5_connect("away", 0, 60), now);
+    shards[0].end_connection(away, None, false, now);
+    // (A session that went offline in the checkpoint's very millisecond reads as connected:
+    // it gets the time down as extra life, never less.)
+    let checkpoint = now + Duration::from_secs(5);
+    shards[0].checkpoint(checkpoint);
+    let recovered = replay_of(&mut shards);
+    assert_eq!(recovered.sessions.len(), 2);
+    let mut fresh = shard(1);
+    let restored = fresh[0].restore(&recovered, now + Duration::from_secs(120));
+    assert_eq!(
+        restored, 1,
+        "the live one is kept, the one away for 120 s of 60 is not"
+    );
+    assert!(fresh[0]
+        .by_client_id
+        .get(&fresh[0].entries, b"live")
+        .is_some());
+}
