@@ -22,15 +22,27 @@ fn restart(broker: &mut Broker) {
     broker.wait_connack();
 }
 
+/// Leaves a persistent session `id` subscribed to `filter` at QoS 1, offline.
+async fn subscribe_offline(broker: &Broker, version: Version, id: &str, filter: &str) {
+    let mut sub = Client::connect(broker, Opts::new(version, id).persistent()).await;
+    sub.subscribe(filter, 1).await;
+    sub.disconnect().await;
+}
+
+/// Connects to persistent session `id` again, which must be present.
+async fn resume(broker: &Broker, version: Version, id: &str) -> Client {
+    let back = Client::connect(broker, Opts::new(version, id).persistent()).await;
+    assert!(back.session_present, "{version:?}: session present");
+    back
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_and_retained_messages_survive_a_restart() {
     let mut broker = start("");
     let mut ids = Vec::new();
     for version in [Version::V311, Version::V5] {
         let id = unique("keep");
-        let mut sub = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        sub.subscribe(&format!("rd/{id}/#"), 1).await;
-        sub.disconnect().await;
+        subscribe_offline(&broker, version, &id, &format!("rd/{id}/#")).await;
         let mut publisher = Client::connect(&broker, Opts::new(version, &unique("pub"))).await;
         for i in 0..3 {
             let payload = format!("{i}");
@@ -48,8 +60,7 @@ async fn a_persistent_session_and_retained_messages_survive_a_restart() {
     restart(&mut broker);
 
     for (version, id) in ids {
-        let mut back = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        assert!(back.session_present, "{version:?}: session present");
+        let mut back = resume(&broker, version, &id).await;
         for i in 0..3 {
             let m = back.recv().await;
             assert_eq!(m.payload, format!("{i}").as_bytes(), "{version:?}");
@@ -72,9 +83,7 @@ async fn sync_mode_loses_no_acknowledged_message_in_a_kill_9() {
     let mut ids = Vec::new();
     for version in [Version::V311, Version::V5] {
         let id = unique("sync");
-        let mut sub = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        sub.subscribe(&format!("sk/{id}"), 1).await;
-        sub.disconnect().await;
+        subscribe_offline(&broker, version, &id, &format!("sk/{id}")).await;
         ids.push((version, id));
     }
     // Both publishers still connected, their last PUBACKs just in, when the broker is killed.
@@ -94,8 +103,7 @@ async fn sync_mode_loses_no_acknowledged_message_in_a_kill_9() {
     drop(publishers);
 
     for (version, id) in ids {
-        let mut back = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        assert!(back.session_present, "{version:?}: session present");
+        let mut back = resume(&broker, version, &id).await;
         for i in 0..N {
             let m = back.recv().await;
             assert_eq!(
@@ -188,8 +196,7 @@ async fn qos2_in_flight_and_queued_messages_survive_a_restart_exactly_once() {
     restart(&mut broker);
 
     for (version, id, _, _) in sessions {
-        let mut back = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        assert!(back.session_present, "{version:?}: session present");
+        let mut back = resume(&broker, version, &id).await;
         back.expect_none(Duration::from_millis(300)).await;
         back.disconnect().await;
     }
@@ -204,9 +211,7 @@ async fn memory_mode_forgets_sessions_and_retained_messages_on_restart() {
     let mut ids = Vec::new();
     for version in [Version::V311, Version::V5] {
         let id = unique("mem");
-        let mut sub = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        sub.subscribe(&format!("mf/{id}/#"), 1).await;
-        sub.disconnect().await;
+        subscribe_offline(&broker, version, &id, &format!("mf/{id}/#")).await;
         let mut publisher = Client::connect(&broker, Opts::new(version, &unique("mpub"))).await;
         publisher
             .publish(&format!("mf/{id}/q"), 1, false, b"queued")
@@ -216,8 +221,8 @@ async fn memory_mode_forgets_sessions_and_retained_messages_on_restart() {
             .await;
         publisher.disconnect().await;
         // While it runs the broker keeps both, as in any mode.
-        let mut sub = Client::connect(&broker, Opts::new(version, &id).persistent()).await;
-        assert!(sub.session_present, "{version:?}: session present before");
+        // (Before the restart.)
+        let mut sub = resume(&broker, version, &id).await;
         let m = sub.recv().await;
         assert_eq!(m.payload, b"queued", "{version:?}");
         sub.disconnect().await;

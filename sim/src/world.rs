@@ -660,26 +660,28 @@ impl World {
         if in_flight {
             return;
         }
-        for org in 0..2u32 {
-            let filter = if org == 0 {
-                "s/#".to_owned()
-            } else {
-                format!("{}s/#", ringmq_router_scope(org))
-            };
-            let members = self
-                .shards
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.shared_view("g1", &filter).1)
-                .fold(0u64, |mask, (i, _)| mask | 1 << i);
-            for (i, shard) in self.shards.iter().enumerate() {
-                let (routes, _) = shard.shared_view("g1", &filter);
-                if routes != members {
-                    let detail = format!(
-                        "org {org}: shard {i} routes group g1 to shards {routes:#b}, members are on {members:#b}"
-                    );
-                    self.oracle.violate("shared index agrees", detail);
-                    return;
+        for (group, plain) in FILTERS.iter().filter_map(|f| crate::oracle::shared(f)) {
+            for org in 0..2u32 {
+                let filter = if org == 0 {
+                    plain.to_owned()
+                } else {
+                    format!("{}{plain}", ringmq_router_scope(org))
+                };
+                let members = self
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.shared_view(group, &filter).1)
+                    .fold(0u64, |mask, (i, _)| mask | 1 << i);
+                for (i, shard) in self.shards.iter().enumerate() {
+                    let (routes, _) = shard.shared_view(group, &filter);
+                    if routes != members {
+                        let detail = format!(
+                            "org {org}: shard {i} routes group {group} to shards {routes:#b}, members are on {members:#b}"
+                        );
+                        self.oracle.violate("shared index agrees", detail);
+                        return;
+                    }
                 }
             }
         }

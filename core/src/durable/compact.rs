@@ -111,13 +111,13 @@ fn frames<R: Read + Seek>(
 mod tests {
     use std::io::Cursor;
     use std::sync::Arc;
-    use std::time::Instant;
 
     use bytes::Bytes;
     use ringmq_proto::message::Message;
     use ringmq_proto::mqtt::{QoS, Str};
 
     use super::*;
+    use crate::durable::tests::clock;
     use crate::durable::{Clock, Replay};
 
     fn retained(topic: &str, payload: Option<&str>, clock: &Clock, log: &mut Vec<u8>) {
@@ -158,9 +158,7 @@ mod tests {
     /// frames by a payload larger than one).
     #[test]
     fn the_last_record_of_each_topic_is_kept_and_removals_drop_topics() {
-        let clock = Clock {
-            base: (Instant::now(), 1_700_000_000_000),
-        };
+        let clock = clock();
         let mut log = Vec::new();
         retained("a", Some("1"), &clock, &mut log);
         retained("b", Some("1"), &clock, &mut log);
@@ -199,9 +197,7 @@ mod tests {
     /// that cuts a frame.
     #[test]
     fn damage_and_a_cut_frame_are_errors() {
-        let clock = Clock {
-            base: (Instant::now(), 1_700_000_000_000),
-        };
+        let clock = clock();
         let mut log = Vec::new();
         retained("a", Some("1"), &clock, &mut log);
         let first = log.len();

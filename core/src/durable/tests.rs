@@ -11,7 +11,8 @@ use ringmq_proto::session::{InFlight, Queued, SessionState, Stage, Subscription}
 
 use super::*;
 
-fn clock() -> Clock {
+/// A clock based now, at a fixed unix time.
+pub(super) fn clock() -> Clock {
     Clock {
         base: (Instant::now(), 1_700_000_000_000),
     }

@@ -107,8 +107,8 @@ impl Shard {
         }
     }
 
-    /// Holds the writer of `slot` until this round's commit: its CONNACK of a new kept session
-    /// or its SUBACK / UNSUBACK acknowledge session state that a kill -9 must not take back,
+    /// Holds the writer of `slot` until this round's commit: its CONNACK of a new session or
+    /// its SUBACK / UNSUBACK acknowledge session state that a kill -9 must not take back,
     /// so nothing the connection is sent goes out before the logs hold that state (a fence,
     /// as a SUBACK waits for the other replicas: the order of what it is sent stays).
     pub(super) fn hold_writer(&mut self, slot: Slot) {
