@@ -51,6 +51,8 @@ fn init_logging(filter: &str, json: bool) {
     if json {
         builder.json().with_ansi(false).init();
     } else {
-        builder.init();
+        // Colour only on a terminal: a file or a pipe gets plain text.
+        use std::io::IsTerminal;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }

@@ -45,9 +45,19 @@ impl Response {
             .with_body(body.into())
     }
 
-    /// The plain-text response for a request that could not be parsed.
+    /// The API's error shape, `{"error": CODE, "detail": SENTENCE}`, as JSON.
+    pub fn error(status: u16, code: &str, detail: &str) -> Response {
+        let body = serde_json::json!({ "error": code, "detail": detail });
+        Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The JSON error response for a request that could not be parsed.
     pub fn from_error(error: &HttpError) -> Response {
-        Response::text(error.status(), format!("{error}\n"))
+        Response::error(
+            error.status(),
+            error_code(error.status()),
+            &error.to_string(),
+        )
     }
 
     /// Adds a header.
@@ -159,6 +169,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
         505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",
         _ => "Unknown",
+    }
+}
+
+/// The API's error code for an HTTP-layer status (docs/api.md, "Errors").
+pub fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        426 => "upgrade_required",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        503 => "unavailable",
+        _ if status >= 500 => "internal",
+        _ => "bad_request",
     }
 }
 

@@ -91,9 +91,14 @@ impl UpgradeError {
         }
     }
 
-    /// The plain-text response for this error, with the headers RFC 6455 and RFC 9110 ask for.
+    /// The JSON error response for this error, with the headers RFC 6455 and RFC 9110 ask for.
     pub fn response(&self) -> Response {
-        let response = Response::text(self.status(), format!("{self}\n"));
+        let status = self.status();
+        let response = Response::error(
+            status,
+            crate::response::error_code(status),
+            &self.to_string(),
+        );
         match self {
             UpgradeError::NotGet => response.with_header("Allow", "GET"),
             // RFC 6455 4.4: tell the client which version we speak.

@@ -45,6 +45,18 @@ pub struct ShardFacts {
     pub journal_batch: Cell<Option<(Vec<u8>, u64)>>,
     /// The journal task's written buffer, kept for the next hand-over to fill.
     pub journal_spare: Cell<Vec<u8>>,
+    /// This shard's handles on the broker-wide per-org rate buckets and quota counters: the
+    /// shared maps are locked only on a shard's first request of an org, never per request.
+    pub(super) org_counters: RefCell<ahash::AHashMap<u32, OrgCounters>>,
+}
+
+/// One org's shared counters, as a shard holds them (the atomics are shared, not copied).
+#[derive(Clone, Debug)]
+pub(super) struct OrgCounters {
+    /// The org's token bucket (its limits are changed in place by the control plane).
+    pub bucket: Arc<crate::ratelimit::TokenBucket>,
+    /// The org's monthly REST quota counter.
+    pub quota: Arc<super::front_door::Quota>,
 }
 
 impl std::fmt::Debug for ShardFacts {
@@ -85,6 +97,7 @@ impl ShardFacts {
             journal_ready: Cell::new(false),
             journal_batch: Cell::new(None),
             journal_spare: Cell::new(Vec::new()),
+            org_counters: RefCell::default(),
         }
     }
 
@@ -96,6 +109,31 @@ impl ShardFacts {
     /// The loop put `snapshot` in force.
     pub(super) fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
         *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// The counters of `org` (created with `rate`/`burst` on the broker's first request of
+    /// the org); `None` when the broker-wide registry is full.
+    pub(super) fn org_counters(
+        &self,
+        front: &super::front_door::FrontDoor,
+        org: u32,
+        rate: u32,
+        burst: u32,
+    ) -> Option<OrgCounters> {
+        if let Some(counters) = self.org_counters.borrow().get(&org) {
+            return Some(counters.clone());
+        }
+        let counters = OrgCounters {
+            bucket: front.rate_limits.get_or_insert(org, rate, burst).ok()?,
+            quota: front.quota(org),
+        };
+        let mut held = self.org_counters.borrow_mut();
+        // Bounded as the shared registry is; deleted orgs' entries go with a clear.
+        if held.len() >= super::front_door::RATE_LIMITED_ORGS_MAX {
+            held.clear();
+        }
+        held.insert(org, counters.clone());
+        Some(counters)
     }
 
     /// True once the shard is at its share of `connections_max`.

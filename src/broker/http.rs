@@ -103,7 +103,12 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
             match monoio::time::timeout(left, reader.read_append(buf)).await {
                 Err(_) => {
                     if partial {
-                        Response::text(408, "request head timeout\n").encode(false, &mut out);
+                        Response::error(
+                            408,
+                            "request_timeout",
+                            "the request head did not arrive in time",
+                        )
+                        .encode(false, &mut out);
                         let _ = stream.write_all(out.split()).await;
                     }
                     return;
@@ -253,16 +258,67 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
                 .with_header("Allow", "POST")
         }
         (_, "/healthz" | "/readyz" | "/metrics") => {
-            Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD")
+            Response::error(405, "method_not_allowed", "use GET or HEAD")
+                .with_header("Allow", "GET, HEAD")
         }
         (_, path) if path == "/v1" || path.starts_with("/v1/") => {
-            management(head, body, &context.shared.control).await
+            rate_limited_management(head, body, context).await
         }
         _ => Response::json(
             404,
             &br#"{"error":"not_found","detail":"no such route"}"#[..],
         ),
     }
+}
+
+/// A management request, counted against its org's rate limit as publishing is (one token
+/// of the same bucket, `X-RateLimit-*` on the answer, 429 + `Retry-After` past it). A key this
+/// shard does not know yet, and the public OpenAPI document, go on to the control thread,
+/// which answers them (401 for an unknown key).
+async fn rate_limited_management(
+    head: &RequestHead,
+    body: Bytes,
+    context: &HttpContext,
+) -> Response {
+    let known = (head.path != "/v1/openapi.json" && head.method != Method::Options)
+        .then(|| super::web::bearer(head))
+        .flatten()
+        .and_then(|secret| {
+            let snapshot = context.shard.snapshot();
+            let key = snapshot.key(&secret)?;
+            let org = snapshot.org(key.org)?;
+            Some((key.org, org.settings, org.id.clone()))
+        });
+    let Some((org, settings, org_id)) = known else {
+        return management(head, body, &context.shared.control).await;
+    };
+    let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
+    let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
+    let front = &context.shared.control.front;
+    let Some(counters) = context.shard.org_counters(front, org, rate, burst) else {
+        return Response::error(
+            503,
+            "unavailable",
+            "too many orgs are rate limited; try again",
+        );
+    };
+    let decision = counters
+        .bucket
+        .try_take(1, crate::ratelimit::monotonic_nanos());
+    if !decision.allowed {
+        context.shared.stats[usize::from(context.shard.id)]
+            .rate_limited
+            .inc();
+        let response = Response::error(
+            429,
+            "rate_limited",
+            &format!("rate limit of {rate} requests per second (burst {burst}) exceeded for org {org_id}"),
+        )
+        .with_header("Retry-After", decision.retry_after_secs.max(1).to_string());
+        return super::rest::with_rate_headers(response, &decision, burst);
+    }
+    let response = management(head, body, &context.shared.control).await;
+    super::rest::with_rate_headers(response, &decision, burst)
 }
 
 /// Hands a `/v1/*` request to the control thread and waits for its answer.
@@ -414,7 +470,7 @@ async fn mqtt_over_websocket(
     let protocol = ["mqtt", "mqttv3.1"].into_iter().find(|p| upgrade.offers(p));
     let full = context.shard.full() || context.shard.shutting_down.get();
     if full {
-        Response::text(503, "connection limit reached\n").encode(false, &mut out);
+        Response::error(503, "unavailable", "connection limit reached").encode(false, &mut out);
         let _ = writer.write_all(out).await;
         return;
     }

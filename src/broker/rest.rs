@@ -36,7 +36,8 @@ fn month_now() -> u64 {
     month.replace('-', "").parse().unwrap_or(0)
 }
 
-fn with_rate_headers(response: Response, decision: &Decision, limit: u32) -> Response {
+/// Adds the `X-RateLimit-*` headers of `decision` (the org's bucket of `limit` requests).
+pub(super) fn with_rate_headers(response: Response, decision: &Decision, limit: u32) -> Response {
     response
         .with_header("X-RateLimit-Limit", limit.to_string())
         .with_header("X-RateLimit-Remaining", decision.remaining.to_string())
@@ -84,17 +85,14 @@ async fn publish_inner(
     let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
     let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
     let front = &context.shared.control.front;
-    let bucket = match front.rate_limits.get_or_insert(key.org, rate, burst) {
-        Ok(bucket) => bucket,
-        Err(_) => {
-            return error(
-                503,
-                "unavailable",
-                "too many orgs are rate limited; try again",
-            )
-        }
+    let Some(counters) = context.shard.org_counters(front, key.org, rate, burst) else {
+        return error(
+            503,
+            "unavailable",
+            "too many orgs are rate limited; try again",
+        );
     };
-    let decision = bucket.try_take(1, monotonic_nanos());
+    let decision = counters.bucket.try_take(1, monotonic_nanos());
     if !decision.allowed {
         context.shared.stats[usize::from(context.shard.id)]
             .rate_limited
@@ -222,7 +220,14 @@ async fn publish_inner(
             }
         }
     }
-    with_rate_headers(Response::json(status, body), &decision, burst)
+    let mut response = Response::json(status, body);
+    if status == 429 {
+        // The quota's refusal: it lifts when the next month begins.
+        let now = crate::control::store::now_unix();
+        let wait = crate::control::store::next_month_start(now).saturating_sub(now);
+        response = response.with_header("Retry-After", wait.max(1).to_string());
+    }
+    with_rate_headers(response, &decision, burst)
 }
 
 /// A status and JSON body (what the idempotency cache stores).
@@ -280,7 +285,10 @@ async fn execute(
 
     // The monthly quota counts messages, a batch's included.
     let valid = requests.iter().filter(|r| r.is_ok()).count() as u64;
-    let quota = context.shared.control.front.quota(key.org);
+    let quota = match context.shard.org_counters.borrow().get(&key.org) {
+        Some(counters) => Arc::clone(&counters.quota),
+        None => context.shared.control.front.quota(key.org),
+    };
     if valid > 0 && !quota.take(valid, settings.monthly_quota, month_now()) {
         context.shared.stats[usize::from(context.shard.id)]
             .rate_limited

@@ -178,8 +178,8 @@ async fn admit(head: &RequestHead, context: &HttpContext) -> Result<Admission, R
     let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
     let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
     let front = &context.shared.control.front;
-    if let Ok(bucket) = front.rate_limits.get_or_insert(key.org, rate, burst) {
-        let decision = bucket.try_take(1, monotonic_nanos());
+    if let Some(counters) = context.shard.org_counters(front, key.org, rate, burst) {
+        let decision = counters.bucket.try_take(1, monotonic_nanos());
         if !decision.allowed {
             context.shared.stats[usize::from(context.shard.id)]
                 .rate_limited

@@ -586,7 +586,7 @@ pub struct SessionsCmd {
 pub enum SessionsAction {
     /// List sessions (all pages unless --limit or --cursor).
     List {
-        /// Which sessions [server default: all].
+        /// Which sessions [server default: active].
         #[arg(long, value_enum)]
         state: Option<SessionState>,
         /// Paging.

@@ -575,8 +575,9 @@ impl Api {
             ("/v1/sessions", _) => {
                 let (limit, cursor) = paging(query).map_err(bad)?;
                 let state = match query_param(query, "state").map_err(bad)?.as_deref() {
-                    None | Some("all") => SessionState::All,
-                    Some("active") => SessionState::Active,
+                    // Connected clients unless asked otherwise, as the seed's example reads.
+                    None | Some("active") => SessionState::Active,
+                    Some("all") => SessionState::All,
                     Some("disconnected") => SessionState::Disconnected,
                     Some(_) => return Err(bad("state must be active, disconnected or all")),
                 };

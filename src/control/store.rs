@@ -697,7 +697,29 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// `YYYY-MM` of a unix time (UTC).
+/// Unix seconds at which the month after the one holding `unix` begins (UTC): when an org's
+/// monthly quota resets.
+pub fn next_month_start(unix: u64) -> u64 {
+    let month = month_of(unix);
+    let (year, month) = month.split_once('-').unwrap_or(("1970", "01"));
+    let (year, month): (i64, i64) = (year.parse().unwrap_or(1970), month.parse().unwrap_or(1));
+    let (year, month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    // Howard Hinnant's days-from-civil algorithm (day 1 of the month).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days).unwrap_or(0) * 86_400
+}
+
+/// `YYYY-MM` of `unix` seconds (UTC).
 pub fn month_of(unix: u64) -> String {
     // Howard Hinnant's days-to-civil algorithm.
     let z = i64::try_from(unix / 86_400).unwrap_or(0) + 719_468;

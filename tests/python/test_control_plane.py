@@ -361,7 +361,7 @@ def test_sessions_list_disconnect_and_delete(broker, admin):
                     clean=False, session_expiry=600).connect()
     parked.subscribe("p/#", qos=1)
     parked.disconnect()
-    items = admin.get("/v1/sessions").json()["items"]
+    items = admin.get("/v1/sessions", params={"state": "all"}).json()["items"]
     by_id = {s["client_id"]: s for s in items}
     assert by_id["sess-live"]["connected"] is True
     assert by_id["sess-live"]["username"] == "sess"
@@ -370,6 +370,9 @@ def test_sessions_list_disconnect_and_delete(broker, admin):
     assert by_id["sess-parked"]["connected"] is False
     active = [s["client_id"] for s in admin.get("/v1/sessions", params={"state": "active"}).json()["items"]]
     assert "sess-live" in active and "sess-parked" not in active
+    # Without ?state= the list is the connected clients, as the seed's example reads.
+    default = [s["client_id"] for s in admin.get("/v1/sessions").json()["items"]]
+    assert default == active
     assert admin.post("/v1/sessions/sess-live/disconnect").status_code == 204
     assert live.wait_disconnected(2.0) == 0x98
     assert admin.delete("/v1/sessions/sess-parked").status_code == 204

@@ -113,6 +113,8 @@ def test_key_rights_restricted_and_public_keys(broker, rest):
 
 def test_rate_limit_429_with_retry_after_and_headers(broker, rest):
     assert rest.patch("/v1/org", json={"settings": {"rate_limit_per_sec": 1, "rate_burst": 2}}).status_code == 200
+    # The PATCH took a token of the same bucket (one pool per org): let it refill.
+    time.sleep(1.1)
     statuses = []
     for _ in range(3):
         r = rest.post("/v1/publish", json={"topic": "rl", "payload": "x"})
@@ -124,6 +126,24 @@ def test_rate_limit_429_with_retry_after_and_headers(broker, rest):
     assert r.json()["error"] == "rate_limited"
     time.sleep(1.1)
     assert rest.post("/v1/publish", json={"topic": "rl", "payload": "x"}).status_code == 202
+
+
+def test_management_requests_share_the_orgs_rate_limit(broker, rest):
+    # One pool per org (the seed): management calls take tokens of the bucket publishing uses,
+    # and carry the same headers.
+    assert rest.patch("/v1/org", json={"settings": {"rate_limit_per_sec": 1, "rate_burst": 3}}).status_code == 200
+    time.sleep(1.1)
+    r = rest.get("/v1/users")
+    assert r.status_code == 200 and r.headers["x-ratelimit-limit"] == "3"
+    statuses = [rest.get("/v1/org").status_code for _ in range(4)]
+    assert 429 in statuses, statuses
+    r = rest.get("/v1/users")
+    assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1 and "x-ratelimit-reset" in r.headers
+    # Another org's pool is its own; the public OpenAPI document is not counted.
+    assert rest.get("/v1/openapi.json").status_code == 200
+    time.sleep(1.1)
+    assert rest.patch("/v1/org", json={"settings": {"rate_limit_per_sec": 100, "rate_burst": 200}}).status_code == 200
 
 
 def test_monthly_quota_and_batch(broker, rest):
@@ -143,6 +163,12 @@ def test_monthly_quota_and_batch(broker, rest):
                                                           {"topic": "b/5", "payload": "5"}]})
     assert r.status_code == 429 and r.json()["error"] == "quota_exceeded"
     assert "monthly quota" in r.json()["detail"]
+    # Retry-After: the seconds to the start of next month (UTC), when the quota resets.
+    now = time.gmtime()
+    year, month = (now.tm_year + 1, 1) if now.tm_mon == 12 else (now.tm_year, now.tm_mon + 1)
+    import calendar
+    to_reset = calendar.timegm((year, month, 1, 0, 0, 0)) - time.time()
+    assert abs(int(r.headers["retry-after"]) - to_reset) <= 5, (r.headers, to_reset)
     # Shards report usage once a second.
     wait_until(lambda: rest.get("/v1/org").json()["usage"]["rest_publishes"] >= 3, what="usage")
     s.close()

@@ -50,6 +50,10 @@ def test_websocket_stream_frames_and_filters(broker):
         second = next_frame(ws)
         assert second["topic"] == "devices/d2/temp" and second["is_base64"] is True
         assert base64.b64decode(second["payload"]) == b"\xff\x00"
+        # A live publish with the retain flag reads as retained (the flag of the publish).
+        p.publish("devices/d3/temp", b"19", qos=1, retain=True)
+        third = next_frame(ws)
+        assert third["topic"] == "devices/d3/temp" and third["retained"] is True
         p.close()
     with ws_connect(ws_url(broker, f"token={key}&device=dev-2")) as ws:
         time.sleep(0.2)

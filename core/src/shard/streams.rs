@@ -425,7 +425,8 @@ impl Shard {
                 outputs.push_back(Output::StreamItem {
                     id,
                     message: SharedMessage::clone(message),
-                    retained: false,
+                    // The publish's own flag: a live retained publish reads as retained.
+                    retained: message.retain,
                 });
             }
         });
@@ -714,5 +715,44 @@ mod tests {
         s.close_stream(second.id, false, now());
         assert!(s.open_stream(&filter(1, "#"), &owner(&a), 2, now()).is_ok());
         s.close_stream(third.id, false, now());
+    }
+
+    /// The frame's `retained` is the publish's retain flag: a live retained publish reads as
+    /// retained, a plain one does not (the seed's stream frame).
+    #[test]
+    fn a_live_retained_publish_reaches_a_stream_as_retained() {
+        let mut s = shard();
+        let a = public_key("key_a", 0, "#");
+        s.snapshot = snapshot(1, &[0], &[&a]);
+        let state = s
+            .open_stream(&filter(0, "live/#"), &owner(&a), 10, now())
+            .unwrap();
+        let scope = ringmq_router::org_scope(0);
+        for (topic, retain) in [("live/kept", true), ("live/plain", false)] {
+            let scoped = ringmq_router::scoped(&scope, topic);
+            let message = crate::test_util::test_message(
+                &scoped,
+                b"v",
+                ringmq_proto::mqtt::QoS::AtMostOnce,
+                retain,
+            );
+            s.deliver_streams(&message);
+        }
+        let seen: Vec<(String, bool)> = super::super::tests::outputs(&mut s)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::StreamItem {
+                    id,
+                    message,
+                    retained,
+                } if id == state.id => Some((message.topic.to_string(), retained)),
+                _ => None,
+            })
+            .collect();
+        let scoped = |t: &str| ringmq_router::scoped(&scope, t).to_string();
+        assert_eq!(
+            seen,
+            [(scoped("live/kept"), true), (scoped("live/plain"), false)]
+        );
     }
 }

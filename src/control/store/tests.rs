@@ -207,6 +207,11 @@ fn month_strings() {
     assert_eq!(month_of(0), "1970-01");
     assert_eq!(month_of(1_709_251_200), "2024-03");
     assert_eq!(month_of(1_709_251_199), "2024-02");
+    // The quota's reset: the first second of the next month, across a leap February and a year.
+    assert_eq!(next_month_start(1_709_251_199), 1_709_251_200);
+    assert_eq!(next_month_start(1_709_251_200), 1_711_929_600);
+    assert_eq!(next_month_start(0), 2_678_400);
+    assert_eq!(next_month_start(1_798_761_599), 1_798_761_600); // 2026-12-31T23:59:59 -> 2027-01-01
 }
 
 #[test]
