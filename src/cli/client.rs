@@ -14,10 +14,15 @@ use crate::client::Secret;
 /// and so clap never echoes an env key value in `--help`.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnArgs {
-    /// Server base URL, e.g. http://127.0.0.1:8080 [env: RINGMQ_URL; default: the stored
-    /// login]. Plain http only for now.
+    /// Server base URL, e.g. http://127.0.0.1:8080 or https://broker:8443 [env: RINGMQ_URL;
+    /// default: the stored login].
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
+
+    /// PEM file of the CA that signed an https server's certificate (a private CA), trusted
+    /// instead of the public roots [env: RINGMQ_CA; default: the stored login's, for its URL].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 
     /// API key, sk_… for management [env: RINGMQ_KEY; default: the stored login]. Prefer the
     /// env variable or `ringmq auth login`: command-line flags are visible to other local users.

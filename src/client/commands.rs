@@ -101,9 +101,14 @@ pub fn run(command: &ClientCommand, env: &dyn Env, out: &mut dyn Write) -> Resul
         return auth(cmd, env, out);
     }
     let conn = command.conn();
-    let target = credentials::resolve_from(conn.url.as_deref(), conn.key.as_ref(), env)?;
+    let target = credentials::resolve_from(
+        conn.url.as_deref(),
+        conn.key.as_ref(),
+        conn.ca.as_deref(),
+        env,
+    )?;
     let mut ctx = Ctx {
-        http: HttpClient::new(&target.url, target.key)?,
+        http: HttpClient::new(&target.url, target.key, target.ca.as_deref())?,
         json: conn.json,
         out,
     };
@@ -256,9 +261,14 @@ fn auth(cmd: &AuthCmd, env: &dyn Env, out: &mut dyn Write) -> Result<(), ClientE
     match cmd.action {
         AuthAction::Login => {
             // Never the stored login: login is how a new one gets there.
-            let target =
-                credentials::resolve(cmd.conn.url.as_deref(), cmd.conn.key.as_ref(), env, None)?;
-            let http = HttpClient::new(&target.url, target.key.clone())?;
+            let target = credentials::resolve(
+                cmd.conn.url.as_deref(),
+                cmd.conn.key.as_ref(),
+                cmd.conn.ca.as_deref(),
+                env,
+                None,
+            )?;
+            let http = HttpClient::new(&target.url, target.key.clone(), target.ca.as_deref())?;
             let response = http.send(&ApiRequest::get(&["v1", "org"]))?;
             let org = response.body()?;
             credentials::save(
@@ -266,6 +276,12 @@ fn auth(cmd: &AuthCmd, env: &dyn Env, out: &mut dyn Write) -> Result<(), ClientE
                 &StoredLogin {
                     url: http.base().to_string(),
                     key: target.key.expose().to_string(),
+                    // Absolute, so later commands find it from any directory.
+                    ca: target
+                        .ca
+                        .as_deref()
+                        .map(|ca| std::path::absolute(ca).unwrap_or_else(|_| ca.to_path_buf()))
+                        .map(|ca| ca.display().to_string()),
                 },
             )?;
             if cmd.conn.json {
@@ -290,11 +306,15 @@ fn auth(cmd: &AuthCmd, env: &dyn Env, out: &mut dyn Write) -> Result<(), ClientE
             }
         }
         AuthAction::Status => {
-            let target =
-                credentials::resolve_from(cmd.conn.url.as_deref(), cmd.conn.key.as_ref(), env)?;
+            let target = credentials::resolve_from(
+                cmd.conn.url.as_deref(),
+                cmd.conn.key.as_ref(),
+                cmd.conn.ca.as_deref(),
+                env,
+            )?;
             let url_from = target.url_source.describe("--url", "RINGMQ_URL");
             let key_from = target.key_source.describe("--key", "RINGMQ_KEY");
-            let http = HttpClient::new(&target.url, target.key.clone())?;
+            let http = HttpClient::new(&target.url, target.key.clone(), target.ca.as_deref())?;
             if !cmd.conn.json {
                 writeln!(out, "url: {} (from {url_from})", http.base())?;
                 writeln!(out, "key: {} (from {key_from})", target.key.prefix())?;
@@ -861,12 +881,15 @@ mod tests {
             "https://h",
             "--key",
             "sk_x",
+            "--ca",
+            "/nonexistent/ca.pem",
         ])
         .unwrap();
         let crate::cli::Command::Client(command) = cli.command else {
             panic!("expected a client command");
         };
         let err = run(&command, &env, &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, ClientError::TlsUnsupported), "{err}");
+        assert!(matches!(err, ClientError::CaFile { .. }), "{err}");
+        assert_eq!(err.exit_code(), 2, "{err}");
     }
 }

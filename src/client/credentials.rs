@@ -68,6 +68,9 @@ pub struct StoredLogin {
     pub url: String,
     /// API key.
     pub key: String,
+    /// The private CA trusted for an https URL (`--ca` at login), as an absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 impl fmt::Debug for StoredLogin {
@@ -75,6 +78,7 @@ impl fmt::Debug for StoredLogin {
         f.debug_struct("StoredLogin")
             .field("url", &self.url)
             .field("key", &"<redacted>")
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -185,12 +189,17 @@ pub struct Target {
     pub url_source: Source,
     /// Where the key came from.
     pub key_source: Source,
+    /// The private CA to trust for an https URL, if any.
+    pub ca: Option<PathBuf>,
 }
 
-/// Picks the URL and key by precedence flag > env > stored login, each value separately.
+/// Picks the URL and key by precedence flag > env > stored login, each value separately; the
+/// CA by `--ca` > `RINGMQ_CA` > the stored login's when the URL is the stored login's too (a CA
+/// belongs to its server).
 pub fn resolve(
     flag_url: Option<&str>,
     flag_key: Option<&Secret>,
+    flag_ca: Option<&Path>,
     env: &dyn Env,
     stored: Option<&StoredLogin>,
 ) -> Result<Target, ClientError> {
@@ -214,11 +223,18 @@ pub fn resolve(
             ))
         }
     };
+    let ca = match (flag_ca, env.var("RINGMQ_CA"), stored) {
+        (Some(ca), _, _) => Some(ca.to_path_buf()),
+        (None, Some(ca), _) if !ca.is_empty() => Some(PathBuf::from(ca)),
+        (None, _, Some(s)) if url_source == Source::File => s.ca.as_ref().map(PathBuf::from),
+        _ => None,
+    };
     Ok(Target {
         url,
         key,
         url_source,
         key_source,
+        ca,
     })
 }
 
@@ -227,6 +243,7 @@ pub fn resolve(
 pub fn resolve_from(
     flag_url: Option<&str>,
     flag_key: Option<&Secret>,
+    flag_ca: Option<&Path>,
     env: &dyn Env,
 ) -> Result<Target, ClientError> {
     let complete = (flag_url.is_some() || env.var("RINGMQ_URL").is_some())
@@ -236,7 +253,7 @@ pub fn resolve_from(
     } else {
         load(&credentials_path(env)?)?
     };
-    resolve(flag_url, flag_key, env, stored.as_ref())
+    resolve(flag_url, flag_key, flag_ca, env, stored.as_ref())
 }
 
 #[cfg(test)]
@@ -266,6 +283,7 @@ mod tests {
         StoredLogin {
             url: "http://file:1".into(),
             key: "sk_file".into(),
+            ca: None,
         }
     }
 
@@ -298,18 +316,25 @@ mod tests {
         let file = stored();
         let env = env_of(&[("RINGMQ_URL", "http://env:1"), ("RINGMQ_KEY", "sk_env")]);
         let flag_key = Secret::new("sk_flag");
-        let t = resolve(Some("http://flag:1"), Some(&flag_key), &env, Some(&file)).unwrap();
+        let t = resolve(
+            Some("http://flag:1"),
+            Some(&flag_key),
+            None,
+            &env,
+            Some(&file),
+        )
+        .unwrap();
         assert_eq!(
             (t.url.as_str(), t.key.expose()),
             ("http://flag:1", "sk_flag")
         );
         assert_eq!((t.url_source, t.key_source), (Source::Flag, Source::Flag));
 
-        let t = resolve(None, None, &env, Some(&file)).unwrap();
+        let t = resolve(None, None, None, &env, Some(&file)).unwrap();
         assert_eq!((t.url.as_str(), t.key.expose()), ("http://env:1", "sk_env"));
         assert_eq!((t.url_source, t.key_source), (Source::Env, Source::Env));
 
-        let t = resolve(Some("http://flag:1"), None, &env_of(&[]), Some(&file)).unwrap();
+        let t = resolve(Some("http://flag:1"), None, None, &env_of(&[]), Some(&file)).unwrap();
         assert_eq!(
             (t.url.as_str(), t.key.expose()),
             ("http://flag:1", "sk_file")
@@ -318,16 +343,16 @@ mod tests {
 
         // An empty variable counts as unset.
         let env = env_of(&[("RINGMQ_URL", ""), ("RINGMQ_KEY", "")]);
-        let t = resolve(None, None, &env, Some(&file)).unwrap();
+        let t = resolve(None, None, None, &env, Some(&file)).unwrap();
         assert_eq!((t.url_source, t.key_source), (Source::File, Source::File));
     }
 
     #[test]
     fn missing_values_are_clear_errors() {
-        let err = resolve(None, None, &env_of(&[]), None).unwrap_err();
+        let err = resolve(None, None, None, &env_of(&[]), None).unwrap_err();
         assert!(err.to_string().contains("--url"), "{err}");
         assert_eq!(err.exit_code(), 2);
-        let err = resolve(Some("http://x:1"), None, &env_of(&[]), None).unwrap_err();
+        let err = resolve(Some("http://x:1"), None, None, &env_of(&[]), None).unwrap_err();
         assert!(err.to_string().contains("RINGMQ_KEY"), "{err}");
     }
 
@@ -349,8 +374,9 @@ mod tests {
 
         // Overwriting keeps the mode and leaves no temporary file behind.
         let other = StoredLogin {
-            url: "http://other:2".into(),
+            url: "https://other:2".into(),
             key: "sk_other".into(),
+            ca: Some("/etc/ringmq/ca.pem".into()),
         };
         save(&path, &other).unwrap();
         assert_eq!(load(&path).unwrap(), Some(other));
@@ -381,16 +407,16 @@ mod tests {
             ("RINGMQ_URL", "http://env:1"),
             ("RINGMQ_KEY", "sk_env"),
         ]);
-        assert!(resolve_from(None, None, &env).is_ok());
+        assert!(resolve_from(None, None, None, &env).is_ok());
         let env = env_of(&[("RINGMQ_CONFIG_DIR", &dir)]);
-        let err = resolve_from(None, None, &env).unwrap_err();
+        let err = resolve_from(None, None, None, &env).unwrap_err();
         assert!(
             matches!(err, ClientError::CredentialsFormat { .. }),
             "{err}"
         );
 
         save(&path, &stored()).unwrap();
-        let t = resolve_from(None, None, &env).unwrap();
+        let t = resolve_from(None, None, None, &env).unwrap();
         assert_eq!(t.url, "http://file:1");
         fs::remove_dir_all(&root).unwrap();
     }
@@ -410,5 +436,29 @@ mod tests {
     fn stored_login_debug_is_redacted() {
         let text = format!("{:?}", stored());
         assert!(!text.contains("sk_file"), "{text}");
+    }
+
+    #[test]
+    fn the_ca_follows_its_url() {
+        let file = StoredLogin {
+            url: "https://file:1".into(),
+            key: "sk_file".into(),
+            ca: Some("/stored/ca.pem".into()),
+        };
+        let env = env_of(&[]);
+        let ca = |t: Target| t.ca.map(|p| p.display().to_string());
+        // The stored CA goes with the stored URL...
+        let t = resolve(None, None, None, &env, Some(&file)).unwrap();
+        assert_eq!(ca(t).as_deref(), Some("/stored/ca.pem"));
+        // ...not with another server's.
+        let t = resolve(Some("https://flag:1"), None, None, &env, Some(&file)).unwrap();
+        assert_eq!(ca(t), None);
+        // --ca, then RINGMQ_CA, win.
+        let flag = Path::new("/flag/ca.pem");
+        let t = resolve(None, None, Some(flag), &env, Some(&file)).unwrap();
+        assert_eq!(ca(t).as_deref(), Some("/flag/ca.pem"));
+        let env = env_of(&[("RINGMQ_CA", "/env/ca.pem")]);
+        let t = resolve(Some("https://flag:1"), None, None, &env, Some(&file)).unwrap();
+        assert_eq!(ca(t).as_deref(), Some("/env/ca.pem"));
     }
 }

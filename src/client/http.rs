@@ -2,6 +2,8 @@
 //! [`ClientError`] (error bodies to `Api`, connection problems to `Transport`).
 
 use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -120,32 +122,60 @@ impl ApiRequest {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment or query value.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, ESCAPED).to_string()
 }
 
-/// Checks a server URL and drops trailing slashes; https is refused until the CLI has TLS.
+/// Checks a server URL (`http://` or `https://`) and drops trailing slashes.
 pub fn base_url(url: &str) -> Result<String, ClientError> {
     let trimmed = url.trim().trim_end_matches('/');
     let lower = trimmed.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(ClientError::TlsUnsupported);
-    }
-    match lower.strip_prefix("http://") {
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#']) => {
             Ok(trimmed.to_string())
         }
         _ => Err(ClientError::InvalidUrl(url.to_string())),
     }
+}
+
+/// The TLS settings of an https client trusting only the certificates of `ca` (PEM): a
+/// private CA, as curl's `--cacert` does. Without `--ca`, ureq's own settings trust the public
+/// web's roots (webpki-roots).
+fn private_ca_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |reason: String| ClientError::CaFile {
+        path: ca.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(ca).map_err(|e| fail(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| fail(format!("bad PEM ({e})")))?;
+        roots
+            .add(cert)
+            .map_err(|e| fail(format!("a certificate is not usable as a CA ({e})")))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Transport(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A success response.
@@ -243,14 +273,21 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client for `url` (checked by [`base_url`]) sending `key` as the bearer token.
-    pub fn new(url: &str, key: Secret) -> Result<Self, ClientError> {
+    /// A client for `url` (checked by [`base_url`]) sending `key` as the bearer token; an
+    /// https URL trusts the certificates of `ca` (PEM) when given, else the public roots.
+    pub fn new(url: &str, key: Secret, ca: Option<&Path>) -> Result<Self, ClientError> {
         let base = base_url(url)?;
-        let agent = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
-            .timeout(OVERALL_TIMEOUT)
-            .build();
-        Ok(HttpClient { agent, base, key })
+            .timeout(OVERALL_TIMEOUT);
+        if let Some(ca) = ca {
+            builder = builder.tls_config(private_ca_config(ca)?);
+        }
+        Ok(HttpClient {
+            agent: builder.build(),
+            base,
+            key,
+        })
     }
 
     /// The checked base URL.
@@ -320,11 +357,16 @@ mod tests {
     fn base_urls() {
         assert_eq!(base_url("http://h:8080/").unwrap(), "http://h:8080");
         assert_eq!(base_url(" HTTP://h ").unwrap(), "HTTP://h");
-        assert!(matches!(
-            base_url("https://h"),
-            Err(ClientError::TlsUnsupported)
-        ));
-        for bad in ["h:8080", "http://", "ftp://h", "http:///x", "http://h?x=1"] {
+        assert_eq!(base_url("https://h:8443/").unwrap(), "https://h:8443");
+        for bad in [
+            "h:8080",
+            "http://",
+            "https://",
+            "ftp://h",
+            "http:///x",
+            "http://h?x=1",
+            "https://h#x",
+        ] {
             assert!(
                 matches!(base_url(bad), Err(ClientError::InvalidUrl(_))),
                 "{bad}"
@@ -361,5 +403,25 @@ mod tests {
         assert_eq!(r.body().unwrap(), &json!({"a": 1}));
         let err = parse_success(200, "<html>".into()).unwrap_err();
         assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("ringmq-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let key = Secret::new("sk_x");
+        for path in [empty.clone(), dir.join("missing.pem")] {
+            let err = HttpClient::new("https://h", key.clone(), Some(&path))
+                .err()
+                .expect("refused");
+            assert!(matches!(err, ClientError::CaFile { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -79,13 +79,16 @@ pub enum ClientError {
     /// No URL or key from flags, env or stored login.
     #[error("{0}")]
     NotConfigured(String),
-    /// An https URL: this build has no TLS in the client.
-    #[error(
-        "https URLs are not supported by the CLI yet (TLS in the CLI comes later): use http://"
-    )]
-    TlsUnsupported,
-    /// A URL that is not `http://HOST[:PORT][/PATH]`.
-    #[error("invalid server URL `{0}`: expected http://HOST[:PORT]")]
+    /// The `--ca` file could not be read or holds no certificate.
+    #[error("CA file {}: {reason}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A URL that is not `http(s)://HOST[:PORT][/PATH]`.
+    #[error("invalid server URL `{0}`: expected http://HOST[:PORT] or https://HOST[:PORT]")]
     InvalidUrl(String),
     /// Arguments that parse but make no sense together.
     #[error("{0}")]
@@ -125,7 +128,7 @@ impl ClientError {
         match self {
             ClientError::Transport(_) => 3,
             ClientError::NotConfigured(_)
-            | ClientError::TlsUnsupported
+            | ClientError::CaFile { .. }
             | ClientError::InvalidUrl(_)
             | ClientError::Usage(_) => 2,
             ClientError::Api { .. }
@@ -169,7 +172,11 @@ mod tests {
         assert_eq!(api.exit_code(), 1);
         assert_eq!(api.to_string(), "not_found: no such user (HTTP 404)");
         assert_eq!(ClientError::Transport("refused".into()).exit_code(), 3);
-        assert_eq!(ClientError::TlsUnsupported.exit_code(), 2);
+        let ca = ClientError::CaFile {
+            path: "ca.pem".into(),
+            reason: "no certificate".into(),
+        };
+        assert_eq!(ca.exit_code(), 2);
         assert_eq!(ClientError::NotConfigured("x".into()).exit_code(), 2);
     }
 }
