@@ -2,11 +2,13 @@
 # The test command (README): installs the test dependencies (Python venv, npm modules of tests/js,
 # chromium and curl), builds the workspace once, runs the Rust unit and integration tests
 # (rumqttc), then the integration suite in tests/python (paho-mqtt, raw sockets, and the MQTT.js
-# and headless-Chromium scripts of tests/js) against the freshly built broker.
+# and headless-Chromium scripts of tests/js) against the freshly built broker, then the SDKs'
+# suites (sdk/python: mypy --strict and pytest; sdk/js: node --test and headless Chromium).
 #
 #   bash scripts/test.sh                     # everything
 #   bash scripts/test.sh -k "retained or will"   # arguments go to pytest (also PYTEST_ARGS="-x")
 #   SKIP_CARGO_TEST=1 bash scripts/test.sh   # only the Python suite (still builds)
+#   SKIP_SDK_TESTS=1 bash scripts/test.sh    # without the SDKs' suites (also skipped when pytest args are given)
 #   BROKER=mosquitto ... pytest tests/python # check the Python tests against mosquitto (see tests/python/conftest.py)
 #
 # Honours CARGO_TARGET_DIR (default: ./target). Exits non-zero if any step fails.
@@ -43,6 +45,17 @@ py_rc=0
 "$python" -m pytest tests/python -c tests/python/pytest.ini --rootdir tests/python \
   --timeout 60 -q --junitxml "$logs/junit.xml" ${PYTEST_ARGS:-} "$@" || py_rc=$?
 
+# The SDKs (sdk/python, sdk/js): each runner installs what it needs (mypy into the venv; npm ci)
+# and tests against the same broker binary.
+sdk_py_rc=0
+sdk_js_rc=0
+if [ "${SKIP_SDK_TESTS:-0}" != 1 ] && [ $# -eq 0 ]; then
+  stamp "sdk/python (mypy --strict, pytest)"
+  PYTHON="$python" bash sdk/python/test.sh || sdk_py_rc=$?
+  stamp "sdk/js (generated types and dist fresh, node --test, headless Chromium)"
+  bash sdk/js/test.sh || sdk_js_rc=$?
+fi
+
 echo
 stamp "summary"
 rust_pass=0 rust_fail=0 rust_skip=0
@@ -73,7 +86,9 @@ case "$py_rc" in
   5) echo "pytest: FAILED (no tests collected)" ;;
   *) echo "pytest: FAILED (exit $py_rc)" ;;
 esac
+if [ "$sdk_py_rc" = 0 ]; then echo "sdk/python: ok"; else echo "sdk/python: FAILED (exit $sdk_py_rc)"; fi
+if [ "$sdk_js_rc" = 0 ]; then echo "sdk/js: ok"; else echo "sdk/js: FAILED (exit $sdk_js_rc)"; fi
 echo "rust: $rust_pass passed, $rust_fail failed, $rust_skip skipped"
 echo "python: $py_pass passed, $py_fail failed, $py_skip skipped"
 echo "total: $((rust_pass + py_pass)) passed, $((rust_fail + py_fail)) failed, $((rust_skip + py_skip)) skipped"
-[ "$cargo_rc" = 0 ] && [ "$py_rc" = 0 ]
+[ "$cargo_rc" = 0 ] && [ "$py_rc" = 0 ] && [ "$sdk_py_rc" = 0 ] && [ "$sdk_js_rc" = 0 ]
