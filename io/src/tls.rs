@@ -32,6 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use simple_asn1::{oid, ASN1Block, ASN1Class};
 
 use crate::buf::read_append;
 
@@ -684,71 +685,139 @@ impl ConnStream {
     }
 }
 
-/// One DER element: (tag, contents, rest after the element).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
+/// Deepest nesting of DER elements handed to `simple_asn1`, which recurses once per level: a
+/// certificate nests about 6 levels at its subject and 8 in its extensions, so 32 is ample, and a
+/// hostile certificate (thousands of nested SEQUENCEs) cannot overflow a shard's stack.
+const DER_DEPTH_MAX: usize = 32;
+/// Longest certificate read: far beyond any real client certificate, and it bounds the work.
+const CERT_BYTES_MAX: usize = 64 * 1024;
+
+/// The subject's (last) commonName of a DER X.509 certificate; `None` when the certificate is
+/// not DER, has no subject CN, or its last CN is not a UTF8String, PrintableString or IA5String.
+pub fn subject_common_name(cert: &[u8]) -> Option<String> {
+    if cert.len() > CERT_BYTES_MAX || !der_depth_within(cert, DER_DEPTH_MAX) {
         return None;
     }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The subject's (last) commonName of a DER X.509 certificate.
-pub fn subject_common_name(cert: &[u8]) -> Option<String> {
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
-    let (tag, certificate, _) = der_element(cert)?;
-    (tag == SEQUENCE).then_some(())?;
-    let (tag, tbs, _) = der_element(certificate)?;
-    (tag == SEQUENCE).then_some(())?;
-    let mut rest = tbs;
-    // Optional [0] version, then serial, signature algorithm, issuer, validity, subject.
-    let (tag, _, after) = der_element(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
-    for _ in 0..4 {
-        rest = der_element(rest)?.2;
-    }
-    let (tag, subject, _) = der_element(rest)?;
-    (tag == SEQUENCE).then_some(())?;
-    let mut names = subject;
-    let mut found = None;
-    while !names.is_empty() {
-        let (tag, set, next) = der_element(names)?;
-        names = next;
-        if tag != SET {
-            continue;
+    let blocks = simple_asn1::from_der(cert).ok()?;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }
+    let [ASN1Block::Sequence(_, certificate), ..] = blocks.as_slice() else {
+        return None;
+    };
+    let Some(ASN1Block::Sequence(_, tbs)) = certificate.first() else {
+        return None;
+    };
+    // TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+    // validity, subject, ... }: the subject is the fifth field after the version.
+    let fields = match tbs.first() {
+        Some(ASN1Block::Explicit(ASN1Class::ContextSpecific, _, tag, _)) if *tag == 0u8.into() => {
+            &tbs[1..]
         }
-        let mut attributes = set;
-        while !attributes.is_empty() {
-            let (_, attribute, next) = der_element(attributes)?;
-            attributes = next;
-            let (oid_tag, oid, value) = der_element(attribute)?;
-            if oid_tag == 0x06 && oid == OID_CN {
-                let (_, text, _) = der_element(value)?;
-                // UTF8String, PrintableString and IA5String are all ASCII-compatible.
-                found = std::str::from_utf8(text).ok().map(str::to_owned);
+        _ => &tbs[..],
+    };
+    let Some(ASN1Block::Sequence(_, subject)) = fields.get(4) else {
+        return None;
+    };
+    let cn = oid!(2, 5, 4, 3);
+    let mut found = None;
+    // Name ::= SEQUENCE OF SET OF SEQUENCE { type OBJECT IDENTIFIER, value }
+    for attribute in subject.iter().filter_map(|rdn| match rdn {
+        ASN1Block::Set(_, attributes) => Some(attributes),
+        _ => None,
+    }) {
+        for pair in attribute {
+            // Anything but a (type, value) pair is skipped, as any attribute but the CN is.
+            let ASN1Block::Sequence(_, pair) = pair else {
+                continue;
+            };
+            let [ASN1Block::ObjectIdentifier(_, oid), value] = pair.as_slice() else {
+                continue;
+            };
+            if oid != cn {
+                continue;
             }
+            // The last CN decides: one of another string type gives `None`, not an earlier CN.
+            found = match value {
+                ASN1Block::UTF8String(_, text) | ASN1Block::PrintableString(_, text) => {
+                    Some(text.clone())
+                }
+                // simple_asn1 maps IA5String bytes to chars one for one; IA5 is ASCII.
+                ASN1Block::IA5String(_, text) if text.is_ascii() => Some(text.clone()),
+                _ => None,
+            };
         }
     }
     found
 }
 
+/// True when no DER element of `der` lies more than `max` elements deep (and every header is
+/// well formed): checked before `simple_asn1`, whose recursion has no bound of its own. Reads
+/// tags and lengths only; elements are descended into as `simple_asn1` does (constructed ones,
+/// and universal SEQUENCE and SET tags even when marked primitive).
+fn der_depth_within(der: &[u8], max: usize) -> bool {
+    // Ends of the elements the walk is inside of, innermost last.
+    let mut open: Vec<usize> = Vec::new();
+    let mut at = 0;
+    while at < der.len() {
+        let Some((descend, content, end)) = der_header(der, at) else {
+            return false;
+        };
+        if open.last().is_some_and(|&parent| end > parent) {
+            return false;
+        }
+        if descend && content < end {
+            if open.len() == max {
+                return false;
+            }
+            open.push(end);
+            at = content;
+        } else {
+            at = end;
+        }
+        while open.last() == Some(&at) {
+            open.pop();
+        }
+    }
+    true
+}
+
+/// The header of the DER element at `at`: whether `simple_asn1` parses its contents as elements,
+/// where they start, and where the element ends.
+fn der_header(der: &[u8], at: usize) -> Option<(bool, usize, usize)> {
+    let tag = *der.get(at)?;
+    let mut next = at + 1;
+    let mut number = u64::from(tag & 0x1f);
+    if number == 0x1f {
+        // High tag number: base-128 digits, the last without the top bit.
+        number = 0;
+        loop {
+            let byte = *der.get(next)?;
+            next += 1;
+            number = number.checked_mul(128)? | u64::from(byte & 0x7f);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    let universal = tag & 0xc0 == 0;
+    let descend = tag & 0x20 != 0 || (universal && (number == 0x10 || number == 0x11));
+    let first = *der.get(next)?;
+    next += 1;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count > std::mem::size_of::<usize>() {
+            return None;
+        }
+        let bytes = der.get(next..next.checked_add(count)?)?;
+        next += count;
+        bytes.iter().try_fold(0usize, |len, &b| {
+            len.checked_mul(256).map(|l| l | usize::from(b))
+        })?
+    };
+    let end = next.checked_add(len)?;
+    (end <= der.len()).then_some((descend, next, end))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,6 +855,207 @@ mod tests {
         );
         assert_eq!(subject_common_name(b"\x30\x03\x02\x01"), None);
         assert_eq!(subject_common_name(&[]), None);
+    }
+
+    /// A certificate signed by a CA: both with the given subject CNs (`None`: no CN).
+    fn issued(issuer_cn: &str, subject_cn: Option<&str>) -> Vec<u8> {
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, issuer_cn);
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let mut leaf = rcgen::CertificateParams::new(vec!["client".to_owned()]).expect("params");
+        leaf.distinguished_name = rcgen::DistinguishedName::new();
+        leaf.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "ringmq test");
+        if let Some(cn) = subject_cn {
+            leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf");
+        cert.der().to_vec()
+    }
+
+    #[test]
+    fn the_issuers_common_name_is_never_taken() {
+        assert_eq!(
+            subject_common_name(&issued("issuer-ca", Some("device-1"))).as_deref(),
+            Some("device-1")
+        );
+        assert_eq!(subject_common_name(&issued("issuer-ca", None)), None);
+    }
+
+    /// A certificate-shaped DER value (unsigned) whose subject holds `subject` (RDN sets of
+    /// (OID, value) pairs), and whose issuer has a CN.
+    fn shaped(subject: Vec<ASN1Block>) -> Vec<u8> {
+        use simple_asn1::{to_der, BigInt};
+        let int = |n: i32| ASN1Block::Integer(0, BigInt::from(n));
+        let cn = |text: &str| {
+            ASN1Block::Set(
+                0,
+                vec![ASN1Block::Sequence(
+                    0,
+                    vec![
+                        ASN1Block::ObjectIdentifier(0, oid!(2, 5, 4, 3)),
+                        ASN1Block::UTF8String(0, text.to_owned()),
+                    ],
+                )],
+            )
+        };
+        let tbs = ASN1Block::Sequence(
+            0,
+            vec![
+                ASN1Block::Explicit(ASN1Class::ContextSpecific, 0, 0u8.into(), Box::new(int(2))),
+                int(7),
+                ASN1Block::Sequence(0, vec![ASN1Block::ObjectIdentifier(0, oid!(1, 2, 3))]),
+                ASN1Block::Sequence(0, vec![cn("the-issuer")]),
+                ASN1Block::Sequence(0, vec![int(0), int(1)]),
+                ASN1Block::Sequence(0, subject),
+            ],
+        );
+        let certificate = ASN1Block::Sequence(
+            0,
+            vec![
+                tbs,
+                ASN1Block::Sequence(0, vec![ASN1Block::ObjectIdentifier(0, oid!(1, 2, 3))]),
+                ASN1Block::BitString(0, 8, vec![0]),
+            ],
+        );
+        to_der(&certificate).expect("der")
+    }
+
+    fn rdn(oid: simple_asn1::OID, value: ASN1Block) -> ASN1Block {
+        ASN1Block::Set(
+            0,
+            vec![ASN1Block::Sequence(
+                0,
+                vec![ASN1Block::ObjectIdentifier(0, oid), value],
+            )],
+        )
+    }
+
+    #[test]
+    fn the_last_common_name_of_the_subject_wins() {
+        let utf8 = |text: &str| ASN1Block::UTF8String(0, text.to_owned());
+        let two = shaped(vec![
+            rdn(oid!(2, 5, 4, 3), utf8("first")),
+            rdn(oid!(2, 5, 4, 10), utf8("org")),
+            rdn(
+                oid!(2, 5, 4, 3),
+                ASN1Block::PrintableString(0, "last".into()),
+            ),
+        ]);
+        assert_eq!(subject_common_name(&two).as_deref(), Some("last"));
+        let ia5 = shaped(vec![rdn(
+            oid!(2, 5, 4, 3),
+            ASN1Block::IA5String(0, "a@b".into()),
+        )]);
+        assert_eq!(subject_common_name(&ia5).as_deref(), Some("a@b"));
+        // The issuer has a CN; a subject without one gives none.
+        let none = shaped(vec![rdn(oid!(2, 5, 4, 10), utf8("org"))]);
+        assert_eq!(subject_common_name(&none), None);
+        // The last CN decides even when it is not text.
+        let odd = shaped(vec![
+            rdn(oid!(2, 5, 4, 3), utf8("first")),
+            rdn(oid!(2, 5, 4, 3), ASN1Block::Integer(0, 5.into())),
+        ]);
+        assert_eq!(subject_common_name(&odd), None);
+    }
+
+    #[test]
+    fn hostile_certificates_give_none() {
+        let good = self_signed("sensor-7@acme").cert.der().to_vec();
+        // Every truncation.
+        for end in 0..good.len() {
+            assert_eq!(
+                subject_common_name(&good[..end]),
+                None,
+                "prefix of {end} bytes"
+            );
+        }
+        // Lengths past the end, or too long for any buffer.
+        let mut long = good.clone();
+        long[1] = 0x84;
+        assert_eq!(subject_common_name(&long), None);
+        for header in [
+            &[0x30, 0x85, 1, 0, 0, 0, 0][..],
+            &[0x30, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x89, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x30, 0x81],
+            &[0x30],
+            &[
+                0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0,
+            ],
+        ] {
+            assert_eq!(subject_common_name(header), None, "{header:02x?}");
+        }
+        // Wrong tags: a SET, an INTEGER, or a context tag where the SEQUENCEs belong.
+        for tag in [0x31, 0x02, 0xa0, 0x04] {
+            let mut wrong = good.clone();
+            wrong[0] = tag;
+            assert_eq!(subject_common_name(&wrong), None, "outer tag {tag:02x}");
+        }
+        let tbs_tag = good.iter().skip(1).position(|&b| b == 0x30).expect("tbs") + 1;
+        let mut wrong = good.clone();
+        wrong[tbs_tag] = 0x31;
+        assert_eq!(subject_common_name(&wrong), None);
+        // Deep nesting within the length bound: refused before simple_asn1 recurses.
+        let depth = 12_000;
+        let mut deep = Vec::with_capacity(depth * 5 + 2);
+        for level in 0..depth {
+            // Each level: a SEQUENCE header with a 3-byte length of what is inside it.
+            let inside = (depth - level - 1) * 5 + 2;
+            deep.extend_from_slice(&[0x30, 0x83, (inside >> 16) as u8, (inside >> 8) as u8]);
+            deep.push(inside as u8);
+        }
+        deep.extend_from_slice(&[0x05, 0x00]);
+        assert!(deep.len() <= CERT_BYTES_MAX);
+        assert_eq!(subject_common_name(&deep), None);
+        assert_eq!(subject_common_name(&vec![0u8; CERT_BYTES_MAX + 1]), None);
+        // Random bytes, and the certificate with random bytes flipped: never a panic.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..2_000 {
+            let len = (next() % 600) as usize;
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = subject_common_name(&random);
+            let mut flipped = good.clone();
+            for _ in 0..1 + round % 4 {
+                let at = (next() as usize) % flipped.len();
+                flipped[at] = next() as u8;
+            }
+            let _ = subject_common_name(&flipped);
+        }
+    }
+
+    #[test]
+    fn depth_is_counted_as_simple_asn1_recurses() {
+        let nest = |depth: usize, tag: u8| {
+            let mut der = vec![0x05, 0x00];
+            for _ in 0..depth {
+                der = [vec![tag, der.len() as u8], der].concat();
+            }
+            der
+        };
+        assert!(der_depth_within(&nest(32, 0x30), 32));
+        assert!(!der_depth_within(&nest(33, 0x30), 32));
+        // A primitive-tagged SEQUENCE and a constructed context tag are descended into too.
+        assert!(!der_depth_within(&nest(33, 0x10), 32));
+        assert!(!der_depth_within(&nest(33, 0xa3), 32));
+        // A primitive OCTET STRING is not.
+        assert!(der_depth_within(&nest(60, 0x04), 32));
+        // A child longer than its parent.
+        assert!(!der_depth_within(
+            &[0x30, 0x02, 0x04, 0x05, 0, 0, 0, 0, 0],
+            32
+        ));
+        assert!(der_depth_within(&[], 32));
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -8,10 +8,12 @@
 //! - `provider`: one provider's configuration checked and a token verified against it.
 //! - `claims`: reading the token's parts and claims (dates, audience, topic patterns).
 //! - `key`: RS256 / ES256 public keys from PEM, refusing keys that could never verify.
+//! - `jwks`: the key sets of `jwks_url` providers, fetched, cached and refreshed.
 //! - `error`: [`JwtError`], one variant per refusal.
 
 mod claims;
 mod error;
+mod jwks;
 mod key;
 mod provider;
 
@@ -60,6 +62,10 @@ pub struct ProviderConfig {
     /// PEM public key for RS256 / ES256.
     #[serde(default)]
     pub public_key_pem: Option<String>,
+    /// URL (`http://` or `https://`) of the provider's JSON Web Key Set, for RS256 / ES256
+    /// instead of `public_key_pem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -92,8 +98,17 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Parses the configured providers; errors name the bad provider.
+    /// Parses the configured providers; errors name the bad provider. Key sets of `jwks_url` providers are fetched on their first token, so
+    /// an identity provider that is down does not stop the broker from starting.
     pub fn new(configs: &[ProviderConfig]) -> Result<Providers, JwtError> {
+        Providers::with_fetcher(configs, jwks::http_fetcher())
+    }
+
+    /// As [`Providers::new`], fetching key sets with `fetch`.
+    fn with_fetcher(
+        configs: &[ProviderConfig],
+        fetch: jwks::Fetcher,
+    ) -> Result<Providers, JwtError> {
         let mut providers: Vec<Provider> = Vec::with_capacity(configs.len());
         for config in configs {
             if providers.iter().any(|p| p.name == config.name) {
@@ -101,7 +116,7 @@ impl Providers {
                     provider: config.name.clone(),
                 });
             }
-            providers.push(Provider::new(config)?);
+            providers.push(Provider::new(config, &fetch)?);
         }
         Ok(Providers { providers })
     }
@@ -145,6 +160,12 @@ impl Providers {
                 "critical header extensions are not supported",
             ));
         }
+        // Picks the key of a `jwks_url` provider; a static key ignores it.
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(JwtError::Malformed("header kid is not a string")),
+        };
 
         let candidates: Vec<&Provider> = match provider {
             Some(name) => vec![self
@@ -191,7 +212,7 @@ impl Providers {
         // those of the token's algorithm can verify it, and the first that does wins.
         let mut first_error = None;
         for candidate in candidates.iter().filter(|p| alg_name(p.algorithm) == alg) {
-            match candidate.verify(token, now_unix) {
+            match candidate.verify(token, kid, now_unix) {
                 Ok(verified) => return Ok(verified),
                 Err(error) => {
                     first_error.get_or_insert(error);
@@ -209,5 +230,7 @@ impl Providers {
     }
 }
 
+#[cfg(test)]
+mod jwks_tests;
 #[cfg(test)]
 mod tests;

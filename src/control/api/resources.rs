@@ -229,6 +229,14 @@ impl Api {
                     };
                     Api::error(403, "forbidden", &detail)
                 }
+                // The identity provider's key set could not be had: not the token's fault, and
+                // worth retrying (the fetch is tried again at most every 30 s).
+                jwt::JwtError::KeySetUnavailable { .. } => {
+                    let mut refusal =
+                        Api::error(503, "unavailable", &format!("token not checked: {e}"));
+                    refusal.headers.push(("Retry-After".into(), "30".into()));
+                    refusal
+                }
                 _ => Api::error(401, "unauthorized", &format!("token rejected: {e}")),
             })?;
         self.check_cap(org, Counted::Users)?;

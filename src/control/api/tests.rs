@@ -863,6 +863,7 @@ fn tx_provider(name: &str, org_id: &str) -> jwt::ProviderConfig {
         algorithm: "HS256".into(),
         secret: Some(TX_SECRET.into()),
         public_key_pem: None,
+        jwks_url: None,
     }
 }
 

@@ -55,15 +55,30 @@ pub enum JwtError {
         /// Minimum length in bytes.
         min: usize,
     },
-    /// An RS256 or ES256 provider without `public_key_pem`.
-    #[error("auth provider {provider:?}: {algorithm} needs public_key_pem")]
+    /// An RS256 or ES256 provider with neither `public_key_pem` nor `jwks_url`.
+    #[error("auth provider {provider:?}: {algorithm} needs public_key_pem or jwks_url")]
     MissingPublicKey {
         /// The provider's name.
         provider: String,
         /// The provider's algorithm.
         algorithm: &'static str,
     },
-    /// A key field the provider's algorithm does not use (`secret` with RS/ES, a PEM with HS256).
+    /// An RS256 or ES256 provider with both `public_key_pem` and `jwks_url`.
+    #[error("auth provider {provider:?}: set public_key_pem or jwks_url, not both")]
+    TwoKeySources {
+        /// The provider's name.
+        provider: String,
+    },
+    /// `jwks_url` is not an `http://` or `https://` URL.
+    #[error("auth provider {provider:?}: invalid jwks_url: {reason}")]
+    InvalidJwksUrl {
+        /// The provider's name.
+        provider: String,
+        /// What is wrong with the URL.
+        reason: &'static str,
+    },
+    /// A key field the provider's algorithm does not use (`secret` with RS/ES, a PEM or a
+    /// `jwks_url` with HS256).
     #[error("auth provider {provider:?}: {field} is not used with {algorithm}")]
     UnusedKey {
         /// The provider's name.
@@ -125,6 +140,28 @@ pub enum JwtError {
         provider: String,
         /// The provider's algorithm.
         expected: &'static str,
+    },
+    /// The provider's key set (`jwks_url`) could not be fetched or has no usable key, so no
+    /// token of it can be checked now.
+    #[error("auth provider {provider:?}: no key set to check the token with: {reason}")]
+    KeySetUnavailable {
+        /// The provider's name.
+        provider: String,
+        /// Why: the last fetch's error ("the key set could not be fetched: …"), or that the set
+        /// has no usable key.
+        reason: String,
+    },
+    /// The token's `kid` is not in the provider's key set (fetched again at most every 30 s).
+    #[error("the token's kid is not in the key set of auth provider {provider:?}")]
+    UnknownKeyId {
+        /// The provider's name.
+        provider: String,
+    },
+    /// The token has no `kid` and the provider's key set has several keys.
+    #[error("the token has no kid and auth provider {provider:?} has several keys")]
+    KeyIdRequired {
+        /// The provider's name.
+        provider: String,
     },
     /// The signature does not verify with the provider's key.
     #[error("bad token signature")]

@@ -4,12 +4,14 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use simple_asn1::{from_der, oid, ASN1Block};
 
 /// RSA modulus sizes `ring` verifies with (`RSA_PKCS1_2048_8192_SHA256`); a key outside this
 /// range would parse but refuse every token, so it is refused at start-up instead.
-const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
-/// DER encoding of the OID of P-256 (prime256v1), the only curve ES256 allows.
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(super) const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+/// Longest DER key read: an RSA-8192 SubjectPublicKeyInfo is 1,062 bytes. The bound also keeps
+/// `simple_asn1`, which recurses once per nesting level, to at most 1,024 levels.
+const KEY_DER_BYTES_MAX: usize = 2048;
 
 /// Parses an RS256 or ES256 public key, refusing keys that would parse but never verify.
 pub(super) fn public_key(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, &'static str> {
@@ -29,7 +31,7 @@ pub(super) fn public_key(algorithm: Algorithm, pem: &str) -> Result<DecodingKey,
             let key =
                 DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|_| "not an EC public key")?;
             // jsonwebtoken takes any EC curve here; ES256 is defined on P-256 only.
-            if !der.windows(P256_OID.len()).any(|w| w == P256_OID) {
+            if !ec_key_is_p256(&der) {
                 return Err("ES256 needs a P-256 (prime256v1) key");
             }
             Ok(key)
@@ -63,49 +65,64 @@ pub(super) fn pem_body(pem: &str) -> Result<(&str, Vec<u8>), &'static str> {
 
 /// Size in bits of the modulus of a DER RSA public key (SubjectPublicKeyInfo or PKCS#1).
 pub(super) fn rsa_modulus_bits(der: &[u8], spki: bool) -> Option<usize> {
-    let rsa_key = if spki {
-        // SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING { RSAPublicKey } }
-        let (spki, _) = der_read(der, 0x30)?;
-        let (_algorithm, rest) = der_read(spki, 0x30)?;
-        let (bits, _) = der_read(rest, 0x03)?;
-        // The first byte of a BIT STRING counts unused bits; a key has none.
-        match bits.split_first()? {
-            (0, key) => key,
-            _ => return None,
-        }
-    } else {
-        der
-    };
-    // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-    let (fields, _) = der_read(rsa_key, 0x30)?;
-    let (modulus, _) = der_read(fields, 0x02)?;
-    // Leading zero bytes only keep a DER INTEGER positive.
-    let first = modulus.iter().position(|&b| b != 0)?;
-    let modulus = &modulus[first..];
-    Some(modulus.len() * 8 - modulus[0].leading_zeros() as usize)
-}
-
-/// Reads one DER element with tag `tag`: its content and what follows it.
-fn der_read(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
+    let outer = parse_der(der)?;
+    let [ASN1Block::Sequence(_, fields)] = outer.as_slice() else {
         return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
+    };
+    let inner;
+    let fields = if spki {
+        // SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING { RSAPublicKey } }
+        let [ASN1Block::Sequence(..), ASN1Block::BitString(_, bits, key)] = fields.as_slice()
+        else {
+            return None;
+        };
+        // A key is whole bytes: a BIT STRING with unused bits holds something else.
+        if *bits != key.len() * 8 {
             return None;
         }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, &rest[count..])
+        inner = parse_der(key)?;
+        let [ASN1Block::Sequence(_, fields)] = inner.as_slice() else {
+            return None;
+        };
+        fields
+    } else {
+        fields
     };
-    if rest.len() < len {
+    // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+    let [ASN1Block::Integer(_, modulus), ASN1Block::Integer(..)] = fields.as_slice() else {
+        return None;
+    };
+    // A negative modulus is no key (`to_biguint` is `None` for it).
+    let bits = modulus.to_biguint()?.bits();
+    if bits == 0 {
         return None;
     }
-    Some(rest.split_at(len))
+    usize::try_from(bits).ok()
+}
+
+/// True when `der` is a SubjectPublicKeyInfo of an EC key on P-256.
+pub(super) fn ec_key_is_p256(der: &[u8]) -> bool {
+    let Some(outer) = parse_der(der) else {
+        return false;
+    };
+    // SubjectPublicKeyInfo ::= SEQUENCE { SEQUENCE { id-ecPublicKey, namedCurve }, BIT STRING }
+    let [ASN1Block::Sequence(_, fields)] = outer.as_slice() else {
+        return false;
+    };
+    let [ASN1Block::Sequence(_, algorithm), ASN1Block::BitString(..)] = fields.as_slice() else {
+        return false;
+    };
+    matches!(
+        algorithm.as_slice(),
+        [ASN1Block::ObjectIdentifier(_, key_type), ASN1Block::ObjectIdentifier(_, curve)]
+            if key_type == oid!(1, 2, 840, 10045, 2, 1) && curve == oid!(1, 2, 840, 10045, 3, 1, 7)
+    )
+}
+
+/// The DER elements of `der`, or `None` when it is too long to be a key or not DER.
+fn parse_der(der: &[u8]) -> Option<Vec<ASN1Block>> {
+    if der.len() > KEY_DER_BYTES_MAX {
+        return None;
+    }
+    from_der(der).ok()
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::claims::{
     check_audience, filter_within, numeric_date, topic_patterns, Rounding, PATTERN_LEVELS_MAX,
 };
+use super::jwks::{check_url, Fetcher, Jwks};
 use super::key::public_key;
 use super::{JwtError, ProviderConfig, Verified, TOKEN_LIFETIME_MAX};
 
@@ -30,9 +31,16 @@ pub(super) struct Provider {
     pub(super) issuer: String,
     audience: Option<String>,
     pub(super) algorithm: Algorithm,
-    key: DecodingKey,
+    key: KeySource,
 }
 
+/// Where a provider's verification key comes from.
+pub(super) enum KeySource {
+    /// `secret` or `public_key_pem`, parsed at start-up.
+    Static(DecodingKey),
+    /// `jwks_url`: the identity provider's key set, fetched when needed.
+    Jwks(Jwks),
+}
 // By hand because the key (an HS256 secret) must never reach a log.
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,13 +50,21 @@ impl std::fmt::Debug for Provider {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("algorithm", &self.algorithm)
+            .field(
+                "jwks_url",
+                &match &self.key {
+                    KeySource::Static(_) => None,
+                    KeySource::Jwks(jwks) => Some(jwks.url()),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl Provider {
-    /// Checks one provider's configuration and parses its key.
-    pub(super) fn new(config: &ProviderConfig) -> Result<Provider, JwtError> {
+    /// Checks one provider's configuration and parses its key (a `jwks_url` provider's keys are
+    /// fetched with `fetch` on its first token).
+    pub(super) fn new(config: &ProviderConfig, fetch: &Fetcher) -> Result<Provider, JwtError> {
         let provider = || config.name.clone();
         if config.name.is_empty() {
             return Err(JwtError::EmptyField {
@@ -103,6 +119,9 @@ impl Provider {
             if config.public_key_pem.is_some() {
                 return Err(unused("public_key_pem"));
             }
+            if config.jwks_url.is_some() {
+                return Err(unused("jwks_url"));
+            }
             let secret = config
                 .secret
                 .as_deref()
@@ -115,23 +134,51 @@ impl Provider {
                     min: SECRET_BYTES_MIN,
                 });
             }
-            DecodingKey::from_secret(secret.as_bytes())
+            KeySource::Static(DecodingKey::from_secret(secret.as_bytes()))
         } else {
             if config.secret.is_some() {
                 return Err(unused("secret"));
             }
-            let pem =
-                config
-                    .public_key_pem
-                    .as_deref()
-                    .ok_or_else(|| JwtError::MissingPublicKey {
+            match (config.public_key_pem.as_deref(), config.jwks_url.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(JwtError::TwoKeySources {
+                        provider: provider(),
+                    })
+                }
+                (None, None) => {
+                    return Err(JwtError::MissingPublicKey {
                         provider: provider(),
                         algorithm: name,
+                    })
+                }
+                (Some(pem), None) => {
+                    KeySource::Static(public_key(algorithm, pem).map_err(|reason| {
+                        JwtError::InvalidPublicKey {
+                            provider: provider(),
+                            reason,
+                        }
+                    })?)
+                }
+                (None, Some(url)) => {
+                    check_url(url).map_err(|reason| JwtError::InvalidJwksUrl {
+                        provider: provider(),
+                        reason,
                     })?;
-            public_key(algorithm, pem).map_err(|reason| JwtError::InvalidPublicKey {
-                provider: provider(),
-                reason,
-            })?
+                    if url
+                        .get(..7)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                    {
+                        // Whoever can alter the response can mint tokens: fine on loopback or
+                        // a trusted network only.
+                        tracing::warn!(
+                            provider = %config.name,
+                            url,
+                            "auth provider key set over plain http: use https outside a trusted network"
+                        );
+                    }
+                    KeySource::Jwks(Jwks::new(url, algorithm, fetch.clone()))
+                }
+            }
         };
         Ok(Provider {
             name: config.name.clone(),
@@ -145,8 +192,23 @@ impl Provider {
         })
     }
 
-    /// Checks the signature and the claims of `token` with this provider.
-    pub(super) fn verify(&self, token: &str, now_unix: u64) -> Result<Verified, JwtError> {
+    /// Checks the signature and the claims of `token` (whose header names `kid`, if any) with
+    /// this provider.
+    pub(super) fn verify(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        now_unix: u64,
+    ) -> Result<Verified, JwtError> {
+        let fetched;
+        let key = match &self.key {
+            // A static key is the provider's only key, whatever kid the token names.
+            KeySource::Static(key) => key,
+            KeySource::Jwks(jwks) => {
+                fetched = jwks.key(&self.name, kid, now_unix)?;
+                &fetched
+            }
+        };
         let mut validation = Validation::new(self.algorithm);
         // jsonwebtoken only checks the signature and the algorithm: its time checks read the
         // system clock and its claim errors are coarser than ours, so the claims are checked below.
@@ -154,7 +216,7 @@ impl Provider {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map_err(|error| self.signature_error(error.kind()))?
             .claims;
 
@@ -286,6 +348,17 @@ impl Provider {
             // Anything else went wrong inside the signature check: the token is not proven to
             // come from the provider, which is all the caller needs to know.
             _ => JwtError::BadSignature,
+        }
+    }
+}
+
+/// The key set of a `jwks_url` provider (tests).
+#[cfg(test)]
+impl Provider {
+    pub(super) fn jwks(&self) -> Option<&Jwks> {
+        match &self.key {
+            KeySource::Jwks(jwks) => Some(jwks),
+            KeySource::Static(_) => None,
         }
     }
 }

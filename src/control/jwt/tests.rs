@@ -1,4 +1,4 @@
-use super::key::{pem_body, rsa_modulus_bits};
+use super::key::{ec_key_is_p256, pem_body, rsa_modulus_bits};
 use super::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -33,6 +33,7 @@ fn hs_config(name: &str) -> ProviderConfig {
         algorithm: "HS256".into(),
         secret: Some(SECRET.into()),
         public_key_pem: None,
+        jwks_url: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn pem_config(name: &str, algorithm: &str, pem: &str, issuer: &str) -> ProviderC
         algorithm: algorithm.into(),
         secret: None,
         public_key_pem: Some(pem.into()),
+        jwks_url: None,
     }
 }
 
@@ -580,6 +582,97 @@ fn rsa_key_size_and_pkcs1() {
     let providers =
         Providers::new(&[pem_config("rsa", "RS256", RSA_PUBLIC_PKCS1, ISSUER)]).unwrap();
     assert!(providers.verify(&token, None, "default", NOW).is_ok());
+}
+
+#[test]
+fn hostile_der_keys_give_none() {
+    let (_, spki) = pem_body(RSA_PUBLIC).unwrap();
+    let (_, pkcs1) = pem_body(RSA_PUBLIC_PKCS1).unwrap();
+    let (_, ec) = pem_body(EC_PUBLIC).unwrap();
+    let (_, p384) = pem_body(EC_P384_PUBLIC).unwrap();
+    assert!(ec_key_is_p256(&ec));
+    assert!(!ec_key_is_p256(&p384));
+    assert!(!ec_key_is_p256(&spki));
+    // Every truncation, empty included.
+    for end in 0..spki.len() {
+        assert_eq!(rsa_modulus_bits(&spki[..end], true), None, "{end}");
+    }
+    for end in 0..pkcs1.len() {
+        assert_eq!(rsa_modulus_bits(&pkcs1[..end], false), None, "{end}");
+    }
+    for end in 0..ec.len() {
+        assert!(!ec_key_is_p256(&ec[..end]), "{end}");
+    }
+    // The wrong form: a PKCS#1 key read as SubjectPublicKeyInfo and the other way round.
+    assert_eq!(rsa_modulus_bits(&pkcs1, true), None);
+    assert_eq!(rsa_modulus_bits(&spki, false), None);
+    assert_eq!(rsa_modulus_bits(&ec, true), None);
+    // Wrong tags where the SEQUENCE, the BIT STRING and the INTEGER belong.
+    let mut wrong = spki.clone();
+    wrong[0] = 0x31;
+    assert_eq!(rsa_modulus_bits(&wrong, true), None);
+    let bit_string = spki.iter().position(|&b| b == 0x03).unwrap();
+    let mut wrong = spki.clone();
+    wrong[bit_string] = 0x04;
+    assert_eq!(rsa_modulus_bits(&wrong, true), None);
+    let mut wrong = pkcs1.clone();
+    wrong[4] = 0x04;
+    assert_eq!(rsa_modulus_bits(&wrong, false), None);
+    // Lengths past the end or beyond any buffer.
+    for der in [
+        &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01][..],
+        &[0x30, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        &[0x30, 0x89, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x05, 0x01],
+        &[0x30, 0x80],
+        &[0x02],
+    ] {
+        assert_eq!(rsa_modulus_bits(der, false), None, "{der:02x?}");
+        assert_eq!(rsa_modulus_bits(der, true), None, "{der:02x?}");
+        assert!(!ec_key_is_p256(der));
+    }
+    // A negative or zero modulus is no key.
+    assert_eq!(
+        rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x03], false),
+        None
+    );
+    assert_eq!(
+        rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x03], false),
+        None
+    );
+    assert_eq!(
+        rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x7f, 0x02, 0x01, 0x03], false),
+        Some(7)
+    );
+    // Nesting about as deep as the length bound allows (500 levels) does not overflow the stack
+    // (simple_asn1 recurses once per level); a longer input is not read at all.
+    let mut deep = vec![0x05, 0x00];
+    while deep.len() + 4 <= 2048 {
+        let len = deep.len();
+        deep.splice(0..0, [0x30, 0x82, (len >> 8) as u8, len as u8]);
+    }
+    assert_eq!(rsa_modulus_bits(&deep, false), None);
+    let mut long = pkcs1.clone();
+    long.resize(4096, 0);
+    assert_eq!(rsa_modulus_bits(&long, false), None);
+    // Random bytes and random corruptions: never a panic.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..3_000 {
+        let len = (next() % 300) as usize;
+        let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let _ = rsa_modulus_bits(&random, round % 2 == 0);
+        let _ = ec_key_is_p256(&random);
+        let mut flipped = spki.clone();
+        let at = (next() as usize) % flipped.len();
+        flipped[at] = next() as u8;
+        let _ = rsa_modulus_bits(&flipped, true);
+    }
 }
 
 #[test]
