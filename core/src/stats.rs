@@ -65,6 +65,8 @@ pub struct ShardStats {
     pub stream_subscribers: Gauge,
     /// Frames dropped from stream subscribers' rings (drop-oldest when a client falls behind).
     pub stream_frames_dropped: Counter,
+    /// QoS 1/2 deliveries sent and not yet acknowledged, refreshed once a second.
+    pub inflight: Gauge,
 }
 
 /// The statuses REST publish answers with, in the order of [`ShardStats::rest_publishes`].

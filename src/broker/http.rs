@@ -144,6 +144,11 @@ pub async fn serve(stream: ConnStream, context: Rc<HttpContext>) {
                 return;
             }
         }
+        if head.method == Method::Get && head.path == "/v1/console/feed" {
+            // The console's figures: the feed owns the connection from here on.
+            super::console::feed(reader, stream, head, &context).await;
+            return;
+        }
         if head.has_body() {
             // Who asks is known from the head: an unknown key is answered before any of the
             // body is read, so it cannot make the shard buffer (or wait for) a body.
@@ -247,6 +252,12 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
             )
             .with_header("Access-Control-Max-Age", "600"),
         (Method::Get | Method::Head, "/healthz") => Response::text(200, "ok\n"),
+        (Method::Get | Method::Head, path)
+            if path == "/console" || path.starts_with("/console/") =>
+        {
+            super::console::asset(path)
+                .unwrap_or_else(|| Response::error(404, "not_found", "no such console asset"))
+        }
         (Method::Get | Method::Head, "/readyz") => super::ops::readyz(&context.shard).await,
         (Method::Get | Method::Head, "/metrics") => super::ops::metrics(&context.shared.stats),
         (Method::Post, "/v1/publish") => super::rest::publish(head, body, context, false).await,

@@ -13,6 +13,7 @@
 pub mod answer;
 pub mod conn;
 pub mod conn_table;
+pub mod console;
 pub mod control;
 pub mod error;
 pub mod facts;
@@ -777,6 +778,7 @@ async fn housekeeping(shard: Rc<ShardHandle>, shared: Arc<Shared>, id: usize) {
                 s.expire_credentials(now);
                 s.expire_streams(now);
                 s.report_usage();
+                s.refresh_inflight();
             }
             if id == 0 && now >= next_sys.get() {
                 next_sys.set(now + sys_every);

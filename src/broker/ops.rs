@@ -30,7 +30,7 @@ pub async fn readyz(shard: &ShardHandle) -> Response {
 /// The broker's counters in Prometheus text exposition format (version 0.0.4).
 pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
     let mut out = String::with_capacity(4096);
-    let gauges: [Metric<i64>; 6] = [
+    let gauges: [Metric<i64>; 7] = [
         ("ringmq_connections", "Connected MQTT clients.", |s| {
             s.clients_connected.get()
         }),
@@ -56,6 +56,11 @@ pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
             "ringmq_stream_subscribers",
             "Open WebSocket and SSE stream subscribers.",
             |s| s.stream_subscribers.get(),
+        ),
+        (
+            "ringmq_inflight",
+            "QoS 1/2 deliveries awaiting their acknowledgement (refreshed once a second).",
+            |s| s.inflight.get(),
         ),
     ];
     for (name, help, read) in gauges {

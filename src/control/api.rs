@@ -26,7 +26,10 @@ use util::*;
 
 pub use util::ROUTES;
 
-/// The OpenAPI 3.0 document served at `/v1/openapi.json`.
+/// Longest `search` text of a sessions list.
+const SEARCH_BYTES_MAX: usize = 256;
+
+/// The OpenAPI document served at `/v1/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("api/openapi.json");
 
 /// Token-exchange credentials live at most this long.
@@ -581,10 +584,20 @@ impl Api {
                     Some("disconnected") => SessionState::Disconnected,
                     Some(_) => return Err(bad("state must be active, disconnected or all")),
                 };
+                let search = query_param(query, "search").map_err(bad)?;
+                if search
+                    .as_deref()
+                    .is_some_and(|text| text.len() > SEARCH_BYTES_MAX || has_control(text))
+                {
+                    return Err(bad(format!(
+                        "search must be at most {SEARCH_BYTES_MAX} bytes without control characters"
+                    )));
+                }
                 SessionsOp::List {
                     state,
                     limit,
                     cursor,
+                    search: search.filter(|text| !text.is_empty()),
                 }
             }
             ("/v1/sessions/{client_id}/disconnect", _) => SessionsOp::Disconnect { client_id },

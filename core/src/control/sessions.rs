@@ -23,6 +23,8 @@ pub enum SessionsOp {
         limit: usize,
         /// Cursor of the previous page.
         cursor: Option<String>,
+        /// Only sessions whose client id or username contains this text.
+        search: Option<String>,
     },
     /// `GET /v1/sessions/{client_id}`.
     Get {

@@ -455,6 +455,18 @@ impl Shard {
             .add(self.replica.retained.len() as i64 - stats.retained.get());
     }
 
+    /// Refreshes the in-flight gauge: QoS 1/2 deliveries of every session awaiting their
+    /// acknowledgement (a walk over the sessions, so housekeeping runs it once a second).
+    pub fn refresh_inflight(&self) {
+        let inflight: usize = self
+            .entries
+            .iter()
+            .map(|(_, entry)| entry.session.state.inflight.len())
+            .sum();
+        let stats = &self.stats;
+        stats.inflight.add(inflight as i64 - stats.inflight.get());
+    }
+
     /// A token unique across shards for a connection attempt.
     pub fn next_token(&mut self) -> u64 {
         self.next_token += 1;

@@ -302,7 +302,7 @@ impl Shard {
         let scope = ringmq_router::org_scope(org);
         let mut answer = ShardAnswer::default();
         match op {
-            SessionsOp::List { state, .. } => {
+            SessionsOp::List { state, search, .. } => {
                 for slot in 0..self.entries.bound() {
                     let Some(entry) = self.entries.get(slot) else {
                         continue;
@@ -316,8 +316,19 @@ impl Shard {
                         ListState::Disconnected => !connected,
                         ListState::All => true,
                     };
-                    if wanted {
-                        answer.sessions.push(self.session_info(slot));
+                    if !wanted {
+                        continue;
+                    }
+                    let info = self.session_info(slot);
+                    let found = match search.as_deref() {
+                        None => true,
+                        Some(text) => {
+                            info.client_id.contains(text)
+                                || info.username.as_deref().is_some_and(|u| u.contains(text))
+                        }
+                    };
+                    if found {
+                        answer.sessions.push(info);
                     }
                 }
             }

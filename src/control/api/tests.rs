@@ -649,6 +649,8 @@ fn sessions_are_parsed_and_handed_to_the_broker() {
         body: bytes::Bytes::new(),
     };
     let r1 = req("/v1/sessions", "GET", "state=active&limit=5");
+    let r5 = req("/v1/sessions", "GET", "search=dev%2F7");
+    let r6 = req("/v1/sessions", "GET", "search=a%00b");
     let r2 = req("/v1/sessions/c%2F1/disconnect", "POST", "");
     let r3 = req("/v1/sessions/c1", "DELETE", "");
     let r4 = req("/v1/sessions", "GET", "state=bogus");
@@ -659,10 +661,28 @@ fn sessions_are_parsed_and_handed_to_the_broker() {
             op: SessionsOp::List {
                 state: SessionState::Active,
                 limit: 5,
-                cursor: None
+                cursor: None,
+                search: None,
             }
         }
     );
+    // The default state is active; a search is passed on, decoded; control bytes are refused.
+    assert_eq!(
+        h.api.handle(&r5, &NoLive, NOW),
+        Outcome::Sessions {
+            org: 0,
+            op: SessionsOp::List {
+                state: SessionState::Active,
+                limit: 100,
+                cursor: None,
+                search: Some("dev/7".into()),
+            }
+        }
+    );
+    assert!(matches!(
+        h.api.handle(&r6, &NoLive, NOW),
+        Outcome::Done(ref r) if r.status == 400
+    ));
     assert_eq!(
         h.api.handle(&r2, &NoLive, NOW),
         Outcome::Sessions {
