@@ -390,7 +390,7 @@ fn error_responses_exit_1_with_the_detail() {
 }
 
 #[test]
-fn unreachable_server_exits_3_and_https_exits_2() {
+fn unreachable_server_exits_3_and_a_bad_ca_file_exits_2() {
     let dead = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
@@ -403,14 +403,24 @@ fn unreachable_server_exits_3_and_https_exits_2() {
     assert!(stderr.contains("cannot reach the server"), "{stderr}");
     assert!(!stderr.contains(KEY), "{stderr}");
 
+    // https is spoken: an unreachable https server is 3 as well.
+    let url = format!("https://{dead}");
+    let out = ringmq(&dir, &["org", "show", "--url", &url, "--key", KEY], &[], "");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("cannot reach the server"));
+    // A --ca file that holds no certificate is a usage error naming the file.
+    let ca = dir.join("not-a-ca.pem");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&ca, "hello\n").unwrap();
+    let ca_arg = ca.display().to_string();
     let out = ringmq(
         &dir,
-        &["org", "show", "--url", "https://example.com", "--key", KEY],
+        &["org", "show", "--url", &url, "--key", KEY, "--ca", &ca_arg],
         &[],
         "",
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("TLS"));
+    assert!(text(&out.stderr).contains(&ca_arg), "{}", text(&out.stderr));
 
     // Neither flag, env nor stored login.
     let out = ringmq(&dir, &["keys", "list"], &[], "");
