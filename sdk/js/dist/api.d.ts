@@ -144,9 +144,10 @@ export declare class Keys extends Collection<T.Key> {
 }
 /** MQTT sessions: `/v1/sessions`. */
 export declare class Sessions extends Collection<T.Session> {
-    /** A page of sessions: `state` active (the broker's default), disconnected or all. */
+    /** A page of sessions: `state` active (the broker's default), disconnected or all; `search`: a client id or username substring. */
     list(page?: Page & {
         state?: 'active' | 'disconnected' | 'all';
+        search?: string;
     }): Promise<Res<'listSessions'>>;
     /** One session by client id. */
     get(clientId: string): Promise<Res<'getSession'>>;

@@ -95,7 +95,7 @@ export class Keys extends Collection {
 }
 /** MQTT sessions: `/v1/sessions`. */
 export class Sessions extends Collection {
-    /** A page of sessions: `state` active (the broker's default), disconnected or all. */
+    /** A page of sessions: `state` active (the broker's default), disconnected or all; `search`: a client id or username substring. */
     list(page = {}) { return this.page({ ...page }); }
     /** One session by client id. */
     get(clientId) { return this.call('GET', `${this.base}/${seg(clientId)}`); }

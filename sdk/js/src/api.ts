@@ -179,8 +179,8 @@ export class Keys extends Collection<T.Key> {
 
 /** MQTT sessions: `/v1/sessions`. */
 export class Sessions extends Collection<T.Session> {
-  /** A page of sessions: `state` active (the broker's default), disconnected or all. */
-  list(page: Page & { state?: 'active' | 'disconnected' | 'all' } = {}): Promise<Res<'listSessions'>> { return this.page({ ...page }); }
+  /** A page of sessions: `state` active (the broker's default), disconnected or all; `search`: a client id or username substring. */
+  list(page: Page & { state?: 'active' | 'disconnected' | 'all'; search?: string } = {}): Promise<Res<'listSessions'>> { return this.page({ ...page }); }
   /** One session by client id. */
   get(clientId: string): Promise<Res<'getSession'>> { return this.call('GET', `${this.base}/${seg(clientId)}`); }
   /** Disconnects a client (its session stays when persistent). */

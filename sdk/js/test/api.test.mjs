@@ -139,6 +139,8 @@ describe('sessions', () => {
     const active = await api.sessions.list({ state: 'active' });
     const s = active.items.find((x) => x.client_id === clientId);
     assert.ok(s, `no active session in ${JSON.stringify(active)}`);
+    const searched = await api.sessions.list({ state: 'all', search: clientId });
+    assert.deepEqual(searched.items.map((x) => x.client_id), [clientId]);
     assert.equal(s.connected, true);
     assert.equal(s.username, 'sess-user');
     assert.deepEqual(s.subscriptions, [{ filter: 'sess/#', qos: 1 }]);

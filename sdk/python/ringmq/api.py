@@ -273,16 +273,26 @@ class Keys(_Resource):
 class Sessions(_Resource):
     """MQTT sessions: ``/v1/sessions``."""
 
-    def list(self, state: str | None = None, *, limit: int | None = None) -> Iterator[Session]:
+    def list(
+        self, state: str | None = None, *, search: str | None = None, limit: int | None = None
+    ) -> Iterator[Session]:
         """Sessions lazily; ``state`` is ``active``, ``disconnected`` or ``all`` (``None``: the
-        broker's default, ``active``)."""
-        return self._iterate("/v1/sessions", Session.from_json, {"state": state}, limit)
+        broker's default, ``active``); ``search`` keeps those whose client id or username
+        contains it."""
+        query = {"state": state, "search": search}
+        return self._iterate("/v1/sessions", Session.from_json, query, limit)
 
     def page(
-        self, cursor: str | None = None, limit: int | None = None, *, state: str | None = None
+        self,
+        cursor: str | None = None,
+        limit: int | None = None,
+        *,
+        state: str | None = None,
+        search: str | None = None,
     ) -> Page[Session]:
         """One page of sessions."""
-        return self._page("/v1/sessions", Session.from_json, {"state": state}, cursor, limit)
+        query = {"state": state, "search": search}
+        return self._page("/v1/sessions", Session.from_json, query, cursor, limit)
 
     def get(self, client_id: str) -> Session:
         """One session by client id (any characters; percent-encoded here)."""

@@ -134,6 +134,8 @@ def test_sessions_list_get_disconnect_delete(broker: Broker, api: RingmqApi) -> 
         assert [(x.filter, x.qos) for x in s.subscriptions] == [("sess/#", 1)]
         assert cid in [x.client_id for x in api.sessions.list(state="active")]
         assert cid in [x.client_id for x in api.sessions.list(state="all")]
+        assert [x.client_id for x in api.sessions.list(state="all", search=cid)] == [cid]
+        assert list(api.sessions.list(state="all", search=cid + "-nobody")) == []
         api.sessions.disconnect(cid)
         wait_for(lambda: not c.is_connected, what="disconnect")
         c.disconnect()  # stop reconnecting; the session is kept (session_expiry)

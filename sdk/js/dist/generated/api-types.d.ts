@@ -494,6 +494,8 @@ export interface Operations {
             cursor?: string;
             /** active (the default: connected clients), disconnected or all */
             state?: "active" | "disconnected" | "all";
+            /** only sessions whose client id or username contains this text (at most 256 bytes) */
+            search?: string;
         };
         body: never;
         response: SessionList;
