@@ -193,6 +193,9 @@ def test_https_healthz_with_the_test_ca(tls_broker, pki):
         assert r.text == "ok\n"
         # Keep-alive: a second request on the same TLS connection.
         assert http.get(f"https://127.0.0.1:{tls_broker.https_port}/healthz").status_code == 200
+        # The web console is served on the HTTPS listener too.
+        page = http.get(f"https://127.0.0.1:{tls_broker.https_port}/console")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # A client that does not trust the CA refuses the server.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"https://127.0.0.1:{tls_broker.https_port}/healthz", timeout=5)
