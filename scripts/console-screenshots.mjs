@@ -1,4 +1,4 @@
-// Screenshots of the web console for the docs: docs/console/{overview,sessions,users,topics,keys,org}.png
+// Screenshots of the web console for the docs: docs/console/{overview,sessions,users,acl,topics,keys,org,orgs}.png
 // at 1280×800, taken in headless Chromium (playwright-core from tests/js/node_modules, Debian's
 // /usr/bin/chromium) against a running broker.
 //
@@ -125,6 +125,9 @@ try {
   await go(page, 'users', () => tablesLoaded(page));
   await shot(page, 'users');
 
+  await go(page, 'acl', () => tablesLoaded(page));
+  await shot(page, 'acl');
+
   await go(page, 'topics');
   await page.getByTestId('watch-filter').fill('demo/#');
   await page.getByTestId('watch-start').click();
@@ -139,6 +142,12 @@ try {
 
   await go(page, 'org', () => page.getByTestId('org-usage').waitFor({ timeout: STEP_MS }));
   await shot(page, 'org');
+
+  // Orgs: only the root key sees it.
+  if (await page.getByTestId('nav-orgs').isVisible()) {
+    await go(page, 'orgs', () => tablesLoaded(page));
+    await shot(page, 'orgs');
+  }
 } catch (e) {
   console.error(`console-screenshots: ${e.message}`);
   code = 1;
