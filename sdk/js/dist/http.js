@@ -50,11 +50,12 @@ export class Http {
     }
     /** The full URL of a path and query. */
     urlOf(path, query) {
-        const qs = new URLSearchParams();
-        for (const [k, v] of Object.entries(query ?? {}))
-            if (v !== undefined && v !== null)
-                qs.append(k, String(v));
-        const s = qs.toString();
+        // Percent-encoding, not form encoding: the API reads `+` as `+` (an MQTT wildcard in stream
+        // filters), so a space must travel as %20, never as URLSearchParams' `+`.
+        const s = Object.entries(query ?? {})
+            .filter(([, v]) => v !== undefined && v !== null)
+            .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`)
+            .join('&');
         return `${this.baseUrl}${path}${s ? `?${s}` : ''}`;
     }
     /** Sends a request; resolves with the answer for 2xx, throws {@link RingmqError} otherwise (after retries for 429). */

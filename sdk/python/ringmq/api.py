@@ -19,6 +19,7 @@ import httpx
 from .errors import RateLimitedError, RingmqError, error_from_response
 from .payload import PublishPayload
 from .stream import EventStream, SseEvent
+from .urls import with_query
 from .types import (
     AclRule,
     AclSet,
@@ -58,6 +59,8 @@ def _settings_json(settings: Settings) -> dict[str, Any]:
 
 
 @dataclass
+
+
 class Page(Generic[T]):
     """One page of a list: its ``items`` and the ``next_cursor`` (``None`` on the last page)."""
 
@@ -438,9 +441,10 @@ class RingmqApi:
     ) -> httpx.Response:
         """Send a request (retrying 429 as configured); return the 2xx response or raise."""
         attempt = 0
+        target = with_query(path, params)
         while True:
             try:
-                resp = self._http.request(method, path, json=json, params=params, headers=headers)
+                resp = self._http.request(method, target, json=json, headers=headers)
             except httpx.TransportError as e:
                 raise RingmqError(None, "transport_error", f"{method} {path}: {e}") from e
             if resp.status_code < 400:

@@ -20,6 +20,7 @@ import httpx
 
 from .errors import RingmqError, StreamRevokedError, error_from_response
 from .types import StreamMessage
+from .urls import with_query
 
 __all__ = ["EventStream", "SseEvent", "parse_sse"]
 
@@ -156,7 +157,8 @@ class EventStream(Iterator[StreamMessage]):
                 headers["Last-Event-ID"] = self.last_event_id
             retry_after: float | None = None
             try:
-                with self._http.stream("GET", "/v1/stream", params=self.params, headers=headers) as resp:
+                target = with_query("/v1/stream", self.params)
+                with self._http.stream("GET", target, headers=headers) as resp:
                     self._response = resp
                     if resp.status_code != 200:
                         resp.read()
