@@ -133,8 +133,7 @@ pub enum OriginRefusal {
 impl OriginRefusal {
     /// The 403 response, in the API's JSON error shape.
     pub fn response(&self) -> Response {
-        let body = serde_json::json!({ "error": "forbidden_origin", "detail": self.to_string() });
-        Response::json(403, serde_json::to_vec(&body).unwrap_or_default())
+        Response::error(403, "forbidden_origin", &self.to_string())
     }
 }
 

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use ringmq_http::{sse, RequestHead, Response};
 use ringmq_io::{ConnReader, ConnWriter};
 
+use super::stats::ShardStats;
 use super::web::{bearer, HttpContext};
 use crate::control::snapshot::KeyKind;
 
@@ -191,50 +192,29 @@ fn figures(scope: Scope, context: &HttpContext) -> serde_json::Value {
         .unwrap_or(0);
     match scope {
         Scope::Broker => {
-            let shards: Vec<serde_json::Value> = context
-                .shared
-                .stats
+            let stats = &context.shared.stats;
+            let shards: Vec<serde_json::Value> = stats
                 .iter()
                 .enumerate()
                 .map(|(shard, s)| {
-                    serde_json::json!({
-                        "shard": shard,
-                        "connections": s.clients_connected.get(),
-                        "sockets": s.sockets_open.get(),
-                        "messages_in": s.messages_received.get(),
-                        "messages_out": s.messages_sent.get(),
-                        "dropped": s.messages_dropped.get(),
-                        "inflight": s.inflight.get(),
-                        "streams": s.stream_subscribers.get(),
-                        "sessions": s.sessions.get(),
-                        "subscriptions": s.subscriptions.get(),
-                        "retained": s.retained.get(),
-                    })
+                    let mut figures = serde_json::Map::new();
+                    figures.insert("shard".to_owned(), shard.into());
+                    for (name, read) in SHARD_FIGURES {
+                        figures.insert(name.to_owned(), read(s).into());
+                    }
+                    figures.into()
                 })
                 .collect();
-            let sum =
-                |key: &str| -> i64 { shards.iter().map(|s| s[key].as_i64().unwrap_or(0)).sum() };
             let mut totals = serde_json::Map::new();
-            for key in [
-                "connections",
-                "sockets",
-                "messages_in",
-                "messages_out",
-                "dropped",
-                "inflight",
-                "streams",
-                "sessions",
-                "subscriptions",
-            ] {
-                totals.insert(key.to_owned(), sum(key).into());
+            for (name, read) in SHARD_FIGURES {
+                // Every shard holds all retained messages: one replica's count, not a sum.
+                let total = if name == "retained" {
+                    stats.iter().map(|s| read(s)).max().unwrap_or(0)
+                } else {
+                    stats.iter().map(|s| read(s)).sum()
+                };
+                totals.insert(name.to_owned(), total.into());
             }
-            // One replica's count: every shard holds all of them.
-            let retained = shards
-                .iter()
-                .map(|s| s["retained"].as_i64().unwrap_or(0))
-                .max()
-                .unwrap_or(0);
-            totals.insert("retained".to_owned(), retained.into());
             serde_json::json!({
                 "t": t,
                 "scope": "broker",
@@ -266,6 +246,28 @@ fn figures(scope: Scope, context: &HttpContext) -> serde_json::Value {
             })
         }
     }
+}
+
+/// One figure of a feed frame: its name, and how to read it from a shard's counters.
+type Figure = (&'static str, fn(&ShardStats) -> i64);
+
+/// A shard's figures in a feed frame.
+const SHARD_FIGURES: [Figure; 10] = [
+    ("connections", |s| s.clients_connected.get()),
+    ("sockets", |s| s.sockets_open.get()),
+    ("messages_in", |s| counter(s.messages_received.get())),
+    ("messages_out", |s| counter(s.messages_sent.get())),
+    ("dropped", |s| counter(s.messages_dropped.get())),
+    ("inflight", |s| s.inflight.get()),
+    ("streams", |s| s.stream_subscribers.get()),
+    ("sessions", |s| s.sessions.get()),
+    ("subscriptions", |s| s.subscriptions.get()),
+    ("retained", |s| s.retained.get()),
+];
+
+/// A counter as a JSON integer (saturating: counters never come near `i64::MAX`).
+fn counter(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The process's resident memory in bytes (`/proc/self/statm`), if readable.

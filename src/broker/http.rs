@@ -275,10 +275,7 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
         (_, path) if path == "/v1" || path.starts_with("/v1/") => {
             rate_limited_management(head, body, context).await
         }
-        _ => Response::json(
-            404,
-            &br#"{"error":"not_found","detail":"no such route"}"#[..],
-        ),
+        _ => Response::error(404, "not_found", "no such route"),
     }
 }
 
@@ -303,33 +300,12 @@ async fn rate_limited_management(
     let Some((org, settings, org_id)) = known else {
         return management(head, body, &context.shared.control).await;
     };
-    let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
-    let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
-    let front = &context.shared.control.front;
-    let Some(counters) = context.shard.org_counters(front, org, rate, burst) else {
-        return Response::error(
-            503,
-            "unavailable",
-            "too many orgs are rate limited; try again",
-        );
+    let token = match super::rest::take_org_token(context, org, &settings, &org_id) {
+        Ok(token) => token,
+        Err(refusal) => return refusal,
     };
-    let decision = counters
-        .bucket
-        .try_take(1, crate::ratelimit::monotonic_nanos());
-    if !decision.allowed {
-        context.shared.stats[usize::from(context.shard.id)]
-            .rate_limited
-            .inc();
-        let response = Response::error(
-            429,
-            "rate_limited",
-            &format!("rate limit of {rate} requests per second (burst {burst}) exceeded for org {org_id}"),
-        )
-        .with_header("Retry-After", decision.retry_after_secs.max(1).to_string());
-        return super::rest::with_rate_headers(response, &decision, burst);
-    }
     let response = management(head, body, &context.shared.control).await;
-    super::rest::with_rate_headers(response, &decision, burst)
+    super::rest::with_rate_headers(response, &token.decision, token.burst)
 }
 
 /// Hands a `/v1/*` request to the control thread and waits for its answer.

@@ -20,7 +20,8 @@ use ringmq_http::publish::{parse_batch, parse_publish, PublishLimits, PublishReq
 use ringmq_http::{RequestHead, Response};
 use sha2::{Digest, Sha256};
 
-use super::front_door::{Remembered, IDEMPOTENCY_KEY_BYTES_MAX};
+use super::facts::OrgCounters;
+use super::front_door::{Quota, Remembered, IDEMPOTENCY_KEY_BYTES_MAX};
 use super::web::{bearer, json_error as error, HttpContext};
 use crate::control::snapshot::KeyKind;
 use crate::message::Message;
@@ -34,6 +35,56 @@ const QUEUED_TIMEOUT: Duration = Duration::from_secs(5);
 fn month_now() -> u64 {
     let month = crate::control::store::month_of(crate::control::store::now_unix());
     month.replace('-', "").parse().unwrap_or(0)
+}
+
+/// A token taken from an org's bucket: the decision and burst for the `X-RateLimit-*` headers,
+/// and this shard's handles on the org's counters.
+pub(super) struct OrgToken {
+    /// The bucket's answer.
+    pub decision: Decision,
+    /// The org's burst (`X-RateLimit-Limit`).
+    pub burst: u32,
+    /// The org's bucket and quota.
+    pub counters: OrgCounters,
+}
+
+/// Takes one token of `org`'s rate-limit pool (every key of the org, REST publish and management
+/// alike, on every shard); `Err` is the answer to send: 503 when the registry of orgs is full,
+/// 429 with `Retry-After` and the `X-RateLimit-*` headers past the rate.
+pub(super) fn take_org_token(
+    context: &HttpContext,
+    org: u32,
+    settings: &crate::control::model::OrgSettings,
+    org_id: &str,
+) -> Result<OrgToken, Response> {
+    let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
+    let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
+    let front = &context.shared.control.front;
+    let Some(counters) = context.shard.org_counters(front, org, rate, burst) else {
+        return Err(error(
+            503,
+            "unavailable",
+            "too many orgs are rate limited; try again",
+        ));
+    };
+    let decision = counters.bucket.try_take(1, monotonic_nanos());
+    if !decision.allowed {
+        context.shared.stats[usize::from(context.shard.id)]
+            .rate_limited
+            .inc();
+        let response = error(
+            429,
+            "rate_limited",
+            &format!("rate limit of {rate} requests per second (burst {burst}) exceeded for org {org_id}"),
+        )
+        .with_header("Retry-After", decision.retry_after_secs.max(1).to_string());
+        return Err(with_rate_headers(response, &decision, burst));
+    }
+    Ok(OrgToken {
+        decision,
+        burst,
+        counters,
+    })
 }
 
 /// Adds the `X-RateLimit-*` headers of `decision` (the org's bucket of `limit` requests).
@@ -82,29 +133,16 @@ async fn publish_inner(
     }
 
     // 2. One token per request from the org's bucket (shared by all its keys, on every shard).
-    let rate = u32::try_from(settings.rate_limit_per_sec).unwrap_or(u32::MAX);
-    let burst = u32::try_from(settings.rate_burst).unwrap_or(u32::MAX);
-    let front = &context.shared.control.front;
-    let Some(counters) = context.shard.org_counters(front, key.org, rate, burst) else {
-        return error(
-            503,
-            "unavailable",
-            "too many orgs are rate limited; try again",
-        );
+    let OrgToken {
+        decision,
+        burst,
+        counters,
+    } = match take_org_token(context, key.org, &settings, &org_id) {
+        Ok(taken) => taken,
+        Err(refusal) => return refusal,
     };
-    let decision = counters.bucket.try_take(1, monotonic_nanos());
-    if !decision.allowed {
-        context.shared.stats[usize::from(context.shard.id)]
-            .rate_limited
-            .inc();
-        let response = error(
-            429,
-            "rate_limited",
-            &format!("rate limit of {rate} requests per second (burst {burst}) exceeded for org {org_id}"),
-        )
-        .with_header("Retry-After", decision.retry_after_secs.to_string());
-        return with_rate_headers(response, &decision, burst);
-    }
+
+    let front = &context.shared.control.front;
 
     // 3. A retried request with the same Idempotency-Key gets the first answer.
     let idempotency = match head.header("idempotency-key") {
@@ -167,7 +205,8 @@ async fn publish_inner(
         }
     }
 
-    let (status, body) = execute(&body, context, &key, &settings, &org_id, batch).await;
+    let quota = &counters.quota;
+    let (status, body) = execute(&body, context, &key, &settings, &org_id, quota, batch).await;
 
     if let Some(idempotency_key) = idempotency {
         let mut first_at = None;
@@ -263,6 +302,7 @@ async fn execute(
     key: &crate::control::snapshot::KeyAuth,
     settings: &crate::control::model::OrgSettings,
     org_id: &str,
+    quota: &Quota,
     batch: bool,
 ) -> (u16, Bytes) {
     let rules = Rc::clone(&context.shard.rules);
@@ -285,10 +325,6 @@ async fn execute(
 
     // The monthly quota counts messages, a batch's included.
     let valid = requests.iter().filter(|r| r.is_ok()).count() as u64;
-    let quota = match context.shard.org_counters.borrow().get(&key.org) {
-        Some(counters) => Arc::clone(&counters.quota),
-        None => context.shared.control.front.quota(key.org),
-    };
     if valid > 0 && !quota.take(valid, settings.monthly_quota, month_now()) {
         context.shared.stats[usize::from(context.shard.id)]
             .rate_limited

@@ -26,8 +26,8 @@ pub fn bearer(head: &RequestHead) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// An error response in the API's shape: `{"error": CODE, "detail": "…"}`.
+/// An error response in the API's shape: `{"error": CODE, "detail": "…"}` (the HTTP layer's
+/// [`Response::error`], under the name the routes use).
 pub fn json_error(status: u16, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "detail": detail });
-    Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+    Response::error(status, code, detail)
 }

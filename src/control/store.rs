@@ -700,9 +700,7 @@ pub fn now_unix() -> u64 {
 /// Unix seconds at which the month after the one holding `unix` begins (UTC): when an org's
 /// monthly quota resets.
 pub fn next_month_start(unix: u64) -> u64 {
-    let month = month_of(unix);
-    let (year, month) = month.split_once('-').unwrap_or(("1970", "01"));
-    let (year, month): (i64, i64) = (year.parse().unwrap_or(1970), month.parse().unwrap_or(1));
+    let (year, month) = year_month(unix);
     let (year, month) = if month == 12 {
         (year + 1, 1)
     } else {
@@ -721,7 +719,13 @@ pub fn next_month_start(unix: u64) -> u64 {
 
 /// `YYYY-MM` of `unix` seconds (UTC).
 pub fn month_of(unix: u64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
+    let (year, month) = year_month(unix);
+    format!("{year:04}-{month:02}")
+}
+
+/// The year and month (1..=12) of `unix` seconds (UTC), by Howard Hinnant's days-to-civil
+/// algorithm.
+fn year_month(unix: u64) -> (i64, i64) {
     let z = i64::try_from(unix / 86_400).unwrap_or(0) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -729,6 +733,5 @@ pub fn month_of(unix: u64) -> String {
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}")
+    (yoe + era * 400 + i64::from(month <= 2), month)
 }
