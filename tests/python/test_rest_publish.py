@@ -131,6 +131,7 @@ def test_rate_limit_429_with_retry_after_and_headers(broker, rest):
 def test_management_requests_share_the_orgs_rate_limit(broker, rest):
     # One pool per org (the seed): management calls take tokens of the bucket publishing uses,
     # and carry the same headers.
+    _, key_b = new_org(rest, "pool-b")
     assert rest.patch("/v1/org", json={"settings": {"rate_limit_per_sec": 1, "rate_burst": 3}}).status_code == 200
     time.sleep(1.1)
     r = rest.get("/v1/users")
@@ -141,6 +142,9 @@ def test_management_requests_share_the_orgs_rate_limit(broker, rest):
     assert r.status_code == 429 and r.json()["error"] == "rate_limited"
     assert int(r.headers["retry-after"]) >= 1 and "x-ratelimit-reset" in r.headers
     # Another org's pool is its own; the public OpenAPI document is not counted.
+    with api(broker, key_b) as other:
+        r = other.get("/v1/users")
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit"] == "200", r.headers
     assert rest.get("/v1/openapi.json").status_code == 200
     time.sleep(1.1)
     assert rest.patch("/v1/org", json={"settings": {"rate_limit_per_sec": 100, "rate_burst": 200}}).status_code == 200
