@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # What durability costs (issue 13): QoS 1 fan-in 10→1, 64 B, persistent sessions, one shard,
 # against ringmq in --durability memory, periodic and sync, and mosquitto with persistence on.
+# `sync` runs twice: as configured by default (a PUBACK whose copies the subscriber acknowledged
+# within durability.consume_grace_us goes without waiting for a sync) and with
+# consume_grace_us = 0 ("sync, no grace": every round of PUBACKs asks for its sync at once, what a
+# publisher whose subscribers do not keep up gets).
 #
 # Each broker runs pinned to CPU 0 (ringmq with --shards 1), the loadgen pinned to CPU 1, all on
 # 127.0.0.1. Rounds interleave the brokers (round 1: memory, periodic, sync, mosquitto; round 2:
@@ -68,7 +72,7 @@ if [ "$build" = 1 ] || [ ! -x "$ringmq_bin" ] || [ ! -x "$loadgen_bin" ]; then
     (cd "$root" && cargo build --release -p ringmq -p ringmq-loadgen)
 fi
 
-brokers=(memory periodic sync)
+brokers=(memory periodic sync sync_nograce)
 mosquitto_bin=""
 if [ "$with_mosquitto" = 1 ]; then
     brokers+=(mosquitto)
@@ -110,11 +114,16 @@ start_broker() {
     rm -rf "$data"
     mkdir -p "$data"
     case "$broker" in
-        memory|periodic|sync)
+        memory|periodic|sync|sync_nograce)
             port="$port_ringmq"
+            local mode="${broker%_nograce}" extra=()
+            if [ "$broker" = sync_nograce ]; then
+                printf '[durability]\nconsume_grace_us = 0\n' > "$work/nograce.toml"
+                extra=(--config "$work/nograce.toml")
+            fi
             taskset -c 0 "$ringmq_bin" serve --mqtt-listen "127.0.0.1:$port" \
-                --http-listen "127.0.0.1:$port_http" --shards 1 --durability "$broker" \
-                --data-dir "$data" --log warn >> "$log" 2>&1 &
+                --http-listen "127.0.0.1:$port_http" --shards 1 --durability "$mode" \
+                --data-dir "$data" --log warn "${extra[@]}" >> "$log" 2>&1 &
             ;;
         mosquitto)
             port="$port_mosquitto"
@@ -260,7 +269,7 @@ runs = {}
 for path in sorted(glob.glob(os.path.join(raw_dir, "*.json"))):
     broker, round_ = os.path.basename(path)[:-5].rsplit("-", 1)
     runs.setdefault(broker, {})[int(round_)] = json.load(open(path))
-present = [b for b in ("memory", "periodic", "sync", "mosquitto") if b in runs]
+present = [b for b in ("memory", "periodic", "sync", "sync_nograce", "mosquitto") if b in runs]
 
 def value(report, pick):
     if report is None or "error" in report:
@@ -292,7 +301,7 @@ rows = [
      lambda b: median(b, lambda r: r["data_dir_bytes_after_stop"] / 1024), 0),
 ]
 labels = {"memory": "ringmq memory", "periodic": "ringmq periodic", "sync": "ringmq sync",
-          "mosquitto": "mosquitto persistence"}
+          "sync_nograce": "ringmq sync, no grace", "mosquitto": "mosquitto persistence"}
 
 lines = []
 lines.append("# ringmq durability modes vs mosquitto persistence — %s" % os.path.basename(md_path)[:-3])
@@ -301,7 +310,11 @@ lines.append("Issue 13: QoS 1 fan-in 10→1, 64 B, `--inflight %s`, persistent s
              "(`ringmq-loadgen fanin --pubs 10 --subs 1 -q 1 --inflight %s --persistent --duration %s`). "
              "Machine: %s; data directories on %s. Brokers pinned to CPU 0 (ringmq `--shards 1`, "
              "fresh `--data-dir` per run), loadgen pinned to CPU 1, loopback. Medians of %d "
-             "interleaved rounds, %s s measured per run. ringmq at %s, binary built %s."
+             "interleaved rounds, %s s measured per run. ringmq at %s, binary built %s. "
+             "\"sync, no grace\" is sync with `durability.consume_grace_us = 0`: every round of "
+             "PUBACKs asks for its sync at once instead of first giving the subscriber's "
+             "acknowledgements a moment to make the sync unneeded (what a publisher gets whose "
+             "subscribers do not keep up)."
              % (inflight, inflight, duration, machine, fs, rounds, duration, head, built))
 if "mosquitto" in present:
     lines.append("")

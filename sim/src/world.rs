@@ -734,7 +734,8 @@ fn new_shards(
             );
             if setup.durable {
                 shard.enable_journal();
-                shard.enable_commit();
+                // A grace of a few steps: rounds consumed within it and rounds that ran out.
+                shard.enable_commit(Duration::from_millis(5));
             }
             shard
         })

@@ -45,6 +45,11 @@ pub struct ShardFacts {
     pub journal_batch: Cell<Option<(Vec<u8>, u64)>>,
     /// The journal task's written buffer, kept for the next hand-over to fill.
     pub journal_spare: Cell<Vec<u8>>,
+    /// `sync`: when the grace task ends a round next (the earliest grace of a consumable
+    /// commit, [`ringmq_core::shard::Shard::commit_deadline`]).
+    pub commit_grace_at: Cell<Option<std::time::Instant>>,
+    /// Wakes the grace task for an earlier `commit_grace_at`.
+    pub commit_grace_armed: LocalNotify,
     /// This shard's handles on the broker-wide per-org rate buckets and quota counters: the
     /// shared maps are locked only on a shard's first request of an org, never per request.
     pub(super) org_counters: RefCell<ahash::AHashMap<u32, OrgCounters>>,
@@ -97,6 +102,8 @@ impl ShardFacts {
             journal_ready: Cell::new(false),
             journal_batch: Cell::new(None),
             journal_spare: Cell::new(Vec::new()),
+            commit_grace_at: Cell::new(None),
+            commit_grace_armed: LocalNotify::default(),
             org_counters: RefCell::default(),
         }
     }

@@ -11,6 +11,7 @@
 //! and are re-exported here, so their paths stay `crate::broker::…`.
 
 pub mod answer;
+pub mod commit_grace;
 pub mod conn;
 pub mod conn_table;
 pub mod console;
@@ -367,7 +368,7 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             Ok(log) => {
                 state.share_storage_health(Arc::clone(&shared.storage_failing));
                 if config.durability.mode == DurabilityMode::Sync {
-                    state.enable_commit();
+                    state.enable_commit(Duration::from_micros(config.durability.consume_grace_us));
                 }
                 Some(log)
             }
@@ -454,6 +455,12 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
     let unpark = monoio::spawn(conn::unpark_loop(Rc::clone(&shard), Rc::clone(&parks_stop)));
     monoio::spawn(housekeeping(Rc::clone(&shard), Arc::clone(&shared), id));
     let journal_stop = Rc::new(local_notify::LocalStop::default());
+    if config.durability.mode == DurabilityMode::Sync && config.durability.consume_grace_us > 0 {
+        monoio::spawn(commit_grace::grace_loop(
+            Rc::clone(&shard),
+            Rc::clone(&journal_stop),
+        ));
+    }
     let journal = log.map(|(file, len)| {
         let settings = journal::JournalSettings {
             interval: Duration::from_millis(shared.config.durability.sync_interval_ms),

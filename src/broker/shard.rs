@@ -236,6 +236,13 @@ impl Shard {
             self.facts.journal_batch.set(Some((records, batch)));
             self.facts.commit_wanted.notify();
         }
+        if let Some(at) = self.core.commit_deadline() {
+            // A round ends when it runs out even if no connection ends one (commit_grace.rs).
+            if !matches!(self.facts.commit_grace_at.get(), Some(armed) if armed <= at) {
+                self.facts.commit_grace_at.set(Some(at));
+                self.facts.commit_grace_armed.notify();
+            }
+        }
         let mesh = Rc::clone(&self.mesh);
         for (to, queue) in self.core.outgoing().iter_mut().enumerate() {
             while let Some(msg) = queue.pop_front() {

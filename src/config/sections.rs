@@ -391,6 +391,10 @@ pub struct Durability {
     /// How often each shard checkpoints its changed sessions and syncs its log (periodic mode:
     /// the most a kill -9 or a power cut loses).
     pub sync_interval_ms: u64,
+    /// `sync` mode: how long a round of QoS 1 PUBACKs waits for every copy of its messages to
+    /// be acknowledged by their subscribers (delivered: nothing left to store) before it asks
+    /// for a sync instead; 0 asks at once.
+    pub consume_grace_us: u64,
     /// A shard's log is compacted (rewritten as its live state) once it exceeds this many
     /// bytes and four times the size of its last compaction.
     pub compact_log_bytes: u64,
@@ -409,6 +413,7 @@ impl Default for Durability {
         Durability {
             mode: DurabilityMode::Periodic,
             sync_interval_ms: 1000,
+            consume_grace_us: 1000,
             compact_log_bytes: 64 << 20,
             max_log_bytes: 8 << 30,
             repair: false,

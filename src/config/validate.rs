@@ -208,6 +208,12 @@ impl Config {
             60_000,
         )?;
         check_range(
+            "durability.consume_grace_us",
+            self.durability.consume_grace_us,
+            0,
+            100_000,
+        )?;
+        check_range(
             "durability.compact_log_bytes",
             self.durability.compact_log_bytes,
             1 << 20,

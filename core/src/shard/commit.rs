@@ -16,16 +16,33 @@
 //! that round, and a shard's one sync answers every fence that reached it before the sync
 //! began: a sync per shard per round, whatever the number of connections and publishes (group
 //! commit). The driver runs its log as soon as [`Output::Commit`] asks, not on its interval.
+//!
+//! A round whose every acknowledgement is a PUBACK of a non-retained QoS 1 message may also
+//! complete before its sync, once every copy of those messages is consumed: each subscriber
+//! acknowledged its copy (or it was dropped as it would have been after the sync), so no
+//! session, queue or lane holds the message any more and a crash now loses nothing the
+//! sync would have kept. RabbitMQ confirms a persistent message the same way ("as soon as it
+//! is persisted to disk, or when it is consumed on every queue"). The test is the message's
+//! reference count: every holder of a copy (a session's queue or window, a mesh lane to
+//! another shard, a stream's ring) holds the shared message, so a count of one (the wait's
+//! own) means nobody does; a holder the test does not know of only delays the
+//! acknowledgement to the sync. Such a round asks for no sync at once: it gives its copies a
+//! grace ([`Shard::enable_commit`]) to be consumed, and only then sends its fences and asks
+//! for the sync; a fast subscriber thus saves the write its acknowledgement would have
+//! waited for, and an offline or slow one costs its publisher one grace more.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+
+use ringmq_proto::message::SharedMessage;
 
 use super::{ConnAt, Output, Shard, Slot};
 use crate::mesh_msg::MeshMsg;
 
 /// The group-commit side of a shard in `sync` mode.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Commit {
     /// Record batches the driver has taken ([`Shard::take_records`] returns the number).
     taken: u64,
@@ -39,6 +56,44 @@ pub(super) struct Commit {
     waits: VecDeque<Wait>,
     /// Fences of other shards, answered once the batch `needs` is synced: (needs, shard, id).
     answers: VecDeque<(u64, u16, u64)>,
+    /// This round may complete when its copies are consumed (every waiter so far is a
+    /// consumable PUBACK).
+    round_consumable: bool,
+    /// The messages this round's PUBACKs acknowledge.
+    round_messages: Vec<SharedMessage>,
+    /// The PUBACK just held is consumable: its message joins `round_messages`.
+    watching: bool,
+    /// How long a consumable round waits for its copies to be consumed before it asks for
+    /// the sync (zero: it asks at once).
+    grace: Duration,
+    /// A copy of this round went to an offline session: no grace for it.
+    round_offline: bool,
+}
+
+impl Commit {
+    /// A copy went to an offline session's queue in this round: its consumption is not near,
+    /// so the round asks for its sync at once (no grace).
+    pub(super) fn copy_kept_offline(&mut self) {
+        self.round_offline = true;
+    }
+}
+
+impl Default for Commit {
+    fn default() -> Self {
+        Commit {
+            taken: 0,
+            synced: 0,
+            round: Vec::new(),
+            next_id: 0,
+            waits: VecDeque::new(),
+            answers: VecDeque::new(),
+            round_consumable: true,
+            round_messages: Vec::new(),
+            watching: false,
+            grace: Duration::ZERO,
+            round_offline: false,
+        }
+    }
 }
 
 /// What waits for a commit.
@@ -63,13 +118,39 @@ struct Wait {
     acks: u16,
     /// Who goes on when it completes.
     waiters: Vec<Waiter>,
+    /// It may complete before its sync once no copy of `messages` is held (see the module).
+    consumable: bool,
+    /// The messages its PUBACKs acknowledge, while `consumable`.
+    messages: Vec<SharedMessage>,
+    /// How many of `messages` were seen consumed (a consumed message stays consumed).
+    consumed: usize,
+    /// Until when it gives its copies to be consumed: no fence sent, no sync asked yet.
+    grace_until: Option<Instant>,
+}
+
+impl Wait {
+    /// True once every copy of its messages is consumed, when that is enough.
+    fn copies_consumed(&mut self) -> bool {
+        if !self.consumable {
+            return false;
+        }
+        while let Some(message) = self.messages.get(self.consumed) {
+            if SharedMessage::strong_count(message) > 1 {
+                return false;
+            }
+            self.consumed += 1;
+        }
+        true
+    }
 }
 
 impl Shard {
     /// Turns the group commit on (`sync` durability): acknowledgements wait for the logs.
-    pub fn enable_commit(&mut self) {
+    /// `grace`: how long a round of PUBACKs gives its messages' copies to be consumed before
+    /// it asks for a sync (see the module).
+    pub fn enable_commit(&mut self, grace: Duration) {
         if let Some(journal) = self.journal.as_mut() {
-            journal.commit.get_or_insert_with(Default::default);
+            journal.commit.get_or_insert_with(Default::default).grace = grace;
         }
     }
 
@@ -82,7 +163,9 @@ impl Shard {
     /// PUBREC of a QoS 1/2 PUBLISH, granted or refused: the order of acknowledgements is the
     /// order of the PUBLISHes) and holds it for this round's commit. While the disk is full
     /// nothing is held: a refusal must reach the client, and no commit completes meanwhile.
-    pub(super) fn hold_ack(&mut self, slot: Slot, from: usize) {
+    /// `consumable`: a PUBACK that may go once its message's copies are consumed (the
+    /// message follows, [`Shard::watch_copies`]).
+    pub(super) fn hold_ack(&mut self, slot: Slot, from: usize, consumable: bool) {
         if !self.commits() || self.storage_full() {
             return;
         }
@@ -100,6 +183,8 @@ impl Shard {
         let Some(commit) = self.commit_mut() else {
             return;
         };
+        commit.watching = consumable;
+        commit.round_consumable &= consumable;
         // A connection's packets of one round come together: one entry holds them all.
         match commit.round.last_mut() {
             Some(Waiter::Acks(last, held)) if *last == at => held.extend_from_slice(&acks),
@@ -126,6 +211,16 @@ impl Shard {
         self.emit_urgent(Output::Fence { at, count: 1 });
         if let Some(commit) = self.commit_mut() {
             commit.round.push(Waiter::Fence(at));
+            commit.round_consumable = false;
+        }
+    }
+
+    /// The message of the consumable PUBACK just held: the round's wait watches its copies.
+    pub(super) fn watch_copies(&mut self, message: &SharedMessage) {
+        if let Some(commit) = self.commit_mut() {
+            if std::mem::take(&mut commit.watching) {
+                commit.round_messages.push(SharedMessage::clone(message));
+            }
         }
     }
 
@@ -135,36 +230,93 @@ impl Shard {
         match self.commit_mut() {
             Some(commit) => {
                 commit.round.push(Waiter::Count(token));
+                commit.round_consumable = false;
                 true
             }
             None => false,
         }
     }
 
-    /// Ends the round: its waiters wait for this shard's next batch and every other shard's.
-    pub(super) fn close_commit_round(&mut self) {
-        let (count, me) = (self.count, self.id);
+    /// Ends the round: its waiters wait for this shard's next batch and every other shard's
+    /// (a consumable round first for its grace, [`Shard::commit_deadline`]).
+    pub(super) fn close_commit_round(&mut self, now: Instant) {
+        if !self.commits() {
+            return;
+        }
+        // A subscriber's PUBACK in this round may have consumed an earlier round's copies.
+        self.complete_commits();
+        self.end_graces(now);
+        let count = self.count;
         let Some(commit) = self.commit_mut() else {
             return;
         };
+        commit.watching = false;
+        let offline = std::mem::take(&mut commit.round_offline);
         if commit.round.is_empty() {
+            commit.round_messages.clear();
+            commit.round_consumable = true;
             return;
         }
         commit.next_id += 1;
         let id = commit.next_id;
         let waiters = std::mem::take(&mut commit.round);
+        let messages = std::mem::take(&mut commit.round_messages);
+        let consumable = std::mem::replace(&mut commit.round_consumable, true);
+        let grace_until =
+            (consumable && !offline && !commit.grace.is_zero()).then(|| now + commit.grace);
         commit.waits.push_back(Wait {
             id,
             needs: commit.taken + 1,
             acks: count - 1,
             waiters,
+            consumable,
+            messages,
+            consumed: 0,
+            grace_until,
         });
-        for shard in 0..count {
+        // Consumed already (no copy was made, or every one went out at QoS 0): no sync asked.
+        self.complete_commits();
+        let waiting = self
+            .commit_mut()
+            .and_then(|c| c.waits.back())
+            .is_some_and(|w| w.id == id && w.grace_until.is_none());
+        if waiting {
+            self.ask_commit(id);
+        }
+    }
+
+    /// Sends the fences of wait `id` and asks the driver for a sync.
+    fn ask_commit(&mut self, id: u64) {
+        let me = self.id;
+        for shard in 0..self.count {
             if shard != me {
                 self.send(shard, MeshMsg::CommitFence { reply_to: me, id });
             }
         }
         self.outputs.push_back(Output::Commit);
+    }
+
+    /// Rounds whose grace ran out unconsumed wait for the sync from now on.
+    fn end_graces(&mut self, now: Instant) {
+        let mut ended = Vec::new();
+        if let Some(commit) = self.commit_mut() {
+            for wait in &mut commit.waits {
+                if wait.grace_until.is_some_and(|at| at <= now) {
+                    wait.grace_until = None;
+                    ended.push(wait.id);
+                }
+            }
+        }
+        for id in ended {
+            self.ask_commit(id);
+        }
+    }
+
+    /// When the earliest grace of a consumable round runs out: the driver ends a round then
+    /// ([`Shard::flush`]) if none ended before.
+    pub fn commit_deadline(&self) -> Option<Instant> {
+        let commit = self.journal.as_ref()?.commit.as_ref()?;
+        commit.waits.iter().filter_map(|w| w.grace_until).min()
     }
 
     /// Another shard's fence: everything it sent before is applied here, so the next batch
@@ -213,7 +365,12 @@ impl Shard {
         self.journal
             .as_ref()
             .and_then(|j| j.commit.as_ref())
-            .is_some_and(|c| !c.answers.is_empty() || c.waits.iter().any(|w| w.needs > c.synced))
+            .is_some_and(|c| {
+                !c.answers.is_empty()
+                    || c.waits
+                        .iter()
+                        .any(|w| w.needs > c.synced && w.grace_until.is_none())
+            })
     }
 
     /// Counts a batch taken by the driver; returns its number.
@@ -233,10 +390,11 @@ impl Shard {
             let Some(commit) = self.commit_mut() else {
                 return;
             };
+            let synced = commit.synced;
             let done = commit
                 .waits
-                .front()
-                .is_some_and(|w| w.acks == 0 && w.needs <= commit.synced);
+                .front_mut()
+                .is_some_and(|w| (w.acks == 0 && w.needs <= synced) || w.copies_consumed());
             if !done {
                 return;
             }
@@ -286,7 +444,7 @@ mod tests {
         let mut shards = shard(count);
         for s in &mut shards {
             s.enable_journal();
-            s.enable_commit();
+            s.enable_commit(Duration::ZERO);
         }
         shards
     }
@@ -384,6 +542,7 @@ mod tests {
         let mut shards = committing(1);
         let s = &mut shards[0];
         let now = Instant::now();
+        let sub = persistent_subscriber(s, "sub", "t/#", now);
         let (publisher, _) = connect(s, "pub", v5_connect("pub", 0, 0), now);
         publish(s, publisher, "t/1", QoS::AtLeastOnce, 1, now);
         publish(s, publisher, "t/2", QoS::ExactlyOnce, 2, now);
@@ -401,6 +560,251 @@ mod tests {
         );
         sync(s, now);
         assert_eq!(acks(s, publisher), [3]);
+        assert_eq!(
+            delivered(s, sub).len(),
+            3,
+            "the subscriber never acknowledged"
+        );
+    }
+
+    /// A persistent v5 subscriber of `filter`, its SUBACK committed and taken out.
+    fn persistent_subscriber(s: &mut Shard, id: &str, filter: &str, now: Instant) -> Slot {
+        let (slot, _) = connect(s, id, v5_connect(id, 0, 600), now);
+        subscribe(s, slot, filter, now);
+        sync(s, now);
+        outputs(s);
+        delivered(s, slot);
+        slot
+    }
+
+    /// The packet ids of the QoS 1/2 PUBLISHes in the outbox of `slot`, taken out.
+    fn delivered(s: &mut Shard, slot: Slot) -> Vec<u16> {
+        let entry = s.entry_mut(slot).expect("the session");
+        let mut out = std::mem::take(&mut entry.session.out);
+        let mut ids = Vec::new();
+        while let Ok(Some(packet)) = decode_packet(&mut out, ProtocolVersion::V5, 1 << 20) {
+            if let Packet::Publish(p) = packet {
+                ids.push(p.packet_id);
+            }
+        }
+        ids
+    }
+
+    /// `slot` acknowledges the QoS 1 delivery `id`, as its client would.
+    fn puback(s: &mut Shard, slot: Slot, id: u16, now: Instant) {
+        let ack = Packet::PubAck(ringmq_proto::mqtt::PubResp {
+            packet_id: id,
+            reason: ringmq_proto::mqtt::ReasonCode::SUCCESS,
+            properties: Default::default(),
+        });
+        s.handle_packet(slot, ack, now);
+        s.flush(now);
+    }
+
+    /// A QoS 1 PUBACK whose every copy was acknowledged by its subscribers goes before the
+    /// sync (delivered is as good as stored); with no copy at all it goes at once, and asks
+    /// for no sync.
+    #[test]
+    fn a_puback_goes_before_the_sync_once_every_copy_is_consumed() {
+        let mut shards = committing(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        let a = persistent_subscriber(s, "a", "t/#", now);
+        let b = persistent_subscriber(s, "b", "t/1", now);
+        let (publisher, _) = connect(s, "pub", v5_connect("pub", 0, 0), now);
+        s.flush(now);
+        sync(s, now);
+        publish(s, publisher, "t/1", QoS::AtLeastOnce, 1, now);
+        assert!(acks(s, publisher).is_empty(), "two copies held");
+        let (to_a, to_b) = (delivered(s, a), delivered(s, b));
+        puback(s, a, to_a[0], now);
+        assert!(acks(s, publisher).is_empty(), "b holds its copy");
+        puback(s, b, to_b[0], now);
+        assert_eq!(
+            acks(s, publisher),
+            [1],
+            "consumed everywhere: no sync needed"
+        );
+        assert!(outputs(s)
+            .iter()
+            .any(|o| matches!(o, Output::Write { slot, .. } if *slot == publisher)));
+        // Nobody subscribed: nothing to keep, the PUBACK goes with the round.
+        outputs(s);
+        publish(s, publisher, "x/1", QoS::AtLeastOnce, 2, now);
+        assert_eq!(acks(s, publisher), [2]);
+        assert!(!outputs(s).iter().any(|o| matches!(o, Output::Commit)));
+    }
+
+    /// With a grace, a consumable round asks for no sync until the grace runs out: consumed
+    /// within it, its PUBACK goes without one; not consumed, it asks then (and a two-shard
+    /// round sends its fences then).
+    #[test]
+    fn a_grace_saves_the_sync_of_a_round_consumed_within_it() {
+        let grace = Duration::from_millis(1);
+        let mut shards = committing(2);
+        for s in &mut shards {
+            s.enable_commit(grace);
+        }
+        let now = Instant::now();
+        let sub = persistent_subscriber(&mut shards[1], "sub", "t/#", now);
+        let (publisher, _) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
+        shards[1].flush(now);
+        for _ in 0..3 {
+            for at in 0..2 {
+                sync(&mut shards[at], now);
+                poll_mesh(&mut shards, at, now);
+            }
+        }
+        outputs(&mut shards[1]);
+        let s = &mut shards[1];
+        publish(s, publisher, "t/1", QoS::AtLeastOnce, 1, now);
+        assert_eq!(s.commit_deadline(), Some(now + grace));
+        assert!(!s.commit_wanted());
+        assert!(!outputs(s).iter().any(|o| matches!(o, Output::Commit)));
+        assert!(s.outgoing()[0].is_empty(), "no fence yet");
+        let ids = delivered(s, sub);
+        puback(s, sub, ids[0], now + grace / 2);
+        assert_eq!(acks(s, publisher), [1], "consumed within the grace");
+        assert_eq!(s.commit_deadline(), None);
+        assert!(!outputs(s).iter().any(|o| matches!(o, Output::Commit)));
+        // Not consumed: the end of the grace asks for the sync, fences included.
+        publish(s, publisher, "t/2", QoS::AtLeastOnce, 2, now);
+        delivered(s, sub);
+        s.flush(now + grace / 2);
+        assert!(!s.commit_wanted());
+        s.flush(now + grace);
+        assert!(s.commit_wanted());
+        assert!(outputs(s).iter().any(|o| matches!(o, Output::Commit)));
+        assert!(!s.outgoing()[0].is_empty(), "the fence goes now");
+        assert!(acks(s, publisher).is_empty());
+        sync(&mut shards[1], now + grace);
+        poll_mesh(&mut shards, 0, now + grace);
+        sync(&mut shards[0], now + grace);
+        poll_mesh(&mut shards, 1, now + grace);
+        assert_eq!(acks(&mut shards[1], publisher), [2]);
+        // A copy queued for an offline session will not be consumed soon: no grace.
+        let s = &mut shards[1];
+        s.end_connection(sub, None, false, now);
+        s.flush(now);
+        publish(s, publisher, "t/3", QoS::AtLeastOnce, 3, now + grace);
+        assert_eq!(s.commit_deadline(), None);
+        assert!(s.commit_wanted(), "asked at once");
+    }
+
+    /// A copy routed to a subscriber on another shard counts too: consumed there, the
+    /// PUBACK goes at the publisher's shard's next round, before either sync.
+    #[test]
+    fn a_copy_consumed_on_another_shard_releases_the_puback() {
+        let mut shards = committing(2);
+        let now = Instant::now();
+        let sub = persistent_subscriber(&mut shards[0], "sub", "t/#", now);
+        pump(&mut shards, now);
+        sync(&mut shards[0], now);
+        let (publisher, _) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
+        shards[1].flush(now);
+        // Every fence so far answered: nothing older waits in front of the publish.
+        for _ in 0..3 {
+            for at in 0..2 {
+                sync(&mut shards[at], now);
+                poll_mesh(&mut shards, at, now);
+            }
+        }
+        assert!(!shards[0].commit_wanted() && !shards[1].commit_wanted());
+        outputs(&mut shards[1]);
+        publish(&mut shards[1], publisher, "t/1", QoS::AtLeastOnce, 1, now);
+        poll_mesh(&mut shards, 0, now);
+        let ids = delivered(&mut shards[0], sub);
+        assert_eq!(ids.len(), 1);
+        shards[1].flush(now);
+        assert!(
+            acks(&mut shards[1], publisher).is_empty(),
+            "not consumed yet"
+        );
+        puback(&mut shards[0], sub, ids[0], now);
+        shards[1].flush(now);
+        assert_eq!(acks(&mut shards[1], publisher), [1]);
+        // The other shard's late answer to the fence finds no wait, and breaks nothing.
+        sync(&mut shards[0], now);
+        poll_mesh(&mut shards, 1, now);
+        assert!(!shards[1].commit_wanted());
+    }
+
+    /// What the copies' consumption never releases: a retained message (the store holds
+    /// it), a QoS 2 PUBREC (its receipt), a round that also holds a CONNACK or SUBACK, a copy
+    /// queued for an offline session; and a consumed round never overtakes an earlier one.
+    #[test]
+    fn what_waits_for_the_sync_even_when_consumed() {
+        let mut shards = committing(1);
+        let s = &mut shards[0];
+        let now = Instant::now();
+        let sub = persistent_subscriber(s, "sub", "t/#", now);
+        let (publisher, _) = connect(s, "pub", v5_connect("pub", 0, 0), now);
+        s.flush(now);
+        sync(s, now);
+        let packet = Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: Str::from("t/r"),
+            packet_id: 1,
+            payload: Bytes::from_static(b"m"),
+            ..Default::default()
+        });
+        s.handle_packet(publisher, packet, now);
+        s.flush(now);
+        for id in delivered(s, sub) {
+            puback(s, sub, id, now);
+        }
+        assert!(
+            acks(s, publisher).is_empty(),
+            "retained: the store must hold it"
+        );
+        sync(s, now);
+        assert_eq!(acks(s, publisher), [1]);
+        // QoS 2: the receipt is state.
+        publish(s, publisher, "t/2", QoS::ExactlyOnce, 2, now);
+        for id in delivered(s, sub) {
+            puback(s, sub, id, now);
+        }
+        assert!(acks(s, publisher).is_empty(), "a PUBREC waits");
+        // A later consumed round waits behind it.
+        publish(s, publisher, "t/3", QoS::AtLeastOnce, 3, now);
+        for id in delivered(s, sub) {
+            puback(s, sub, id, now);
+        }
+        assert!(
+            acks(s, publisher).is_empty(),
+            "never before an earlier round"
+        );
+        sync(s, now);
+        assert_eq!(acks(s, publisher), [2, 3]);
+        // A new session's CONNACK in the same round as a consumable PUBACK.
+        let packet = Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: Str::from("x/4"),
+            packet_id: 4,
+            payload: Bytes::from_static(b"m"),
+            ..Default::default()
+        });
+        s.handle_packet(publisher, packet, now);
+        let (_late, _) = connect(s, "late", v5_connect("late", 0, 600), now);
+        s.flush(now);
+        assert!(
+            acks(s, publisher).is_empty(),
+            "the round holds a new session"
+        );
+        sync(s, now);
+        assert_eq!(acks(s, publisher), [4]);
+        // An offline persistent subscriber holds its queued copy until the sync.
+        s.end_connection(sub, None, false, now);
+        s.flush(now);
+        sync(s, now);
+        publish(s, publisher, "t/5", QoS::AtLeastOnce, 5, now);
+        assert!(
+            acks(s, publisher).is_empty(),
+            "queued for the offline session"
+        );
+        sync(s, now);
+        assert_eq!(acks(s, publisher), [5]);
     }
 
     /// A REST `qos: 1` publish is answered once the logs hold its copies.

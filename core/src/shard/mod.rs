@@ -571,7 +571,7 @@ impl Shard {
                 break;
             }
         }
-        self.close_commit_round();
+        self.close_commit_round(now);
     }
 
     /// Number of sessions (connected or not) on this shard.

@@ -292,6 +292,11 @@ impl Shard {
         if let (Some(size), Delivered::Queued) = (offline, &outcome) {
             entry.offline_bytes += size as u32;
             *self.offline_bytes.entry(entry.org).or_insert(0) += size as u64;
+            // Nobody will acknowledge this copy soon: the round's PUBACKs wait for the sync
+            // without a grace first.
+            if let Some(commit) = self.journal.as_mut().and_then(|j| j.commit.as_mut()) {
+                commit.copy_kept_offline();
+            }
         }
         match outcome {
             Delivered::Sent => {

@@ -35,6 +35,11 @@ impl Shard {
         let acknowledged = matches!(&packet,
             ringmq_proto::mqtt::Packet::Publish(p) if p.qos != QoS::AtMostOnce)
             || matches!(&packet, ringmq_proto::mqtt::Packet::PubRel(_));
+        // A PUBACK that may go before the sync once every copy of its message is consumed
+        // (see `commit.rs`): QoS 1, and not retained (a retained message, or the clearing of
+        // one, lives in the store, not in a copy anyone acknowledges).
+        let consumable = matches!(&packet,
+            ringmq_proto::mqtt::Packet::Publish(p) if p.qos == QoS::AtLeastOnce && !p.retain);
         let subscribes = matches!(
             &packet,
             ringmq_proto::mqtt::Packet::Subscribe(_) | ringmq_proto::mqtt::Packet::Unsubscribe(_)
@@ -65,7 +70,7 @@ impl Shard {
         };
         if acknowledged && flow == ringmq_proto::session::Flow::Continue {
             // `sync` durability: the PUBACK or PUBREC just written waits for the logs.
-            self.hold_ack(slot, before);
+            self.hold_ack(slot, before, consumable);
         }
         if changes {
             self.touch(slot);
@@ -78,6 +83,9 @@ impl Shard {
         for action in actions.drain(..) {
             match action {
                 Action::Publish(message) => {
+                    if consumable {
+                        self.watch_copies(&message);
+                    }
                     self.stats.messages_received.inc();
                     self.count_in(ringmq_router::strip_scope(&message.topic).0);
                     self.publish(message, now);
