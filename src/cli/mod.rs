@@ -123,8 +123,9 @@ pub struct ServeArgs {
 
     /// What survives a restart: `memory` (nothing but the control plane), `periodic` (logged,
     /// synced every durability.sync_interval_ms: a crash loses at most that) or `sync`
-    /// (acknowledgements wait for the sync: a crash loses nothing acknowledged) [default from
-    /// profile: periodic].
+    /// (acknowledgements wait for the sync, or a QoS 1 PUBACK for every subscriber's
+    /// acknowledgement of its copy: a crash loses nothing acknowledged) [default from profile:
+    /// periodic].
     #[arg(long, value_name = "MODE")]
     pub durability: Option<DurabilityMode>,
 
