@@ -5,8 +5,8 @@
 #     (falls back to `pip install --user` when the venv module is unusable).
 #   - tests/js: `npm ci` (MQTT.js, playwright-core; exact versions from package-lock.json), rerun
 #     only when the lockfile changes (stamp: tests/js/node_modules/.ringmq-lock-sha256);
-#   - Debian's `chromium` (for playwright-core; no browser download) and `curl`, via apt, only when
-#     /usr/bin/chromium or curl is missing.
+#   - Debian's `chromium` (for playwright-core; no browser download), `curl` and `nats-server`
+#     (the cluster tests), via apt, only when missing.
 # Prints the python interpreter to use as its last line ("PYTHON=<path>").
 # `BROKER=mosquitto` runs (optional, for checking
 # the tests themselves against a reference broker) need `apt-get install -y mosquitto`, which this
@@ -61,6 +61,8 @@ apt_install() {
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The cluster tests' NATS server (tests/python/test_cluster.py).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

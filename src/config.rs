@@ -24,10 +24,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    Anonymous, Auth, Delivery, Durability, DurabilityMode, HttpOptions, Limits, Listeners,
+    Anonymous, Auth, Cluster, Delivery, Durability, DurabilityMode, HttpOptions, Limits, Listeners,
     MqttOptions, OptionalAddr, OrgLimits, Placement, ShardCount, Shards, SlowConsumerPolicy, Tls,
     TlsClientAuth,
 };
+pub use validate::redact;
 
 /// The complete base layer; a unit test proves it sets every knob and validates.
 const DEFAULT_TOML: &str = include_str!("../tuning/default.toml");
@@ -83,6 +84,9 @@ pub struct Config {
     /// What survives a restart: retained messages, persistent sessions.
     #[serde(default)]
     pub durability: Durability,
+    /// Nodes of a cluster meeting on NATS (off unless `cluster.nats` is set).
+    #[serde(default)]
+    pub cluster: Cluster,
 }
 
 /// Settings given on the command line; each `Some` overrides every file layer.
@@ -110,6 +114,10 @@ pub struct ServeOverrides {
     pub durability: Option<DurabilityMode>,
     /// `--repair`: sets `durability.repair`.
     pub repair: bool,
+    /// `--cluster`: overrides `cluster.nats`.
+    pub cluster: Option<String>,
+    /// `--node-id`: overrides `cluster.node_id`.
+    pub node_id: Option<String>,
 }
 
 /// Why a configuration could not be loaded.

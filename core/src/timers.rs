@@ -56,7 +56,7 @@ impl Timers {
     /// `at` in milliseconds after the epoch, rounded up (never early).
     fn ms(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.epoch);
-        let ms = since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0);
+        let ms = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 

@@ -70,6 +70,11 @@ pub struct ConnectionArgs {
     #[arg(short = 'p', long, default_value_t = 1883)]
     pub port: u16,
 
+    /// Port the subscribers connect to instead of --port, on the same host: another node of a
+    /// ringmq cluster, so every message crosses between nodes.
+    #[arg(long, value_name = "PORT")]
+    pub sub_port: Option<u16>,
+
     /// MQTT protocol level: 3 (3.1), 4 (3.1.1) or 5.
     #[arg(short = 'V', long = "mqtt-version", default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=5))]
     pub mqtt_version: u8,

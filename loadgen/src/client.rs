@@ -34,6 +34,8 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub struct ClientConfig {
     /// Broker address.
     pub broker: SocketAddr,
+    /// Where subscribers connect, when not to `broker` (another node of a cluster).
+    pub sub_broker: Option<SocketAddr>,
     /// Protocol level.
     pub version: ProtocolVersion,
     /// User name.
@@ -334,6 +336,7 @@ pub async fn read_control_packet(
 /// Connects, sends CONNECT and waits for a successful CONNACK.
 pub async fn connect_client(
     config: &ClientConfig,
+    broker: SocketAddr,
     client_id: &str,
     connection_index: usize,
     reader: &mut ReadBuffer,
@@ -341,7 +344,7 @@ pub async fn connect_client(
 ) -> Result<TcpStream, ClientError> {
     let source = (!config.source_addresses.is_empty())
         .then(|| config.source_addresses[connection_index % config.source_addresses.len()]);
-    let mut stream = tcp_connect(config.broker, source).await?;
+    let mut stream = tcp_connect(broker, source).await?;
     encode_connect(config, client_id, buf);
     write_buffer(&mut stream, buf).await?;
     match read_control_packet(&mut stream, reader, config.version).await? {

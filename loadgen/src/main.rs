@@ -51,6 +51,10 @@ fn client_config(args: &ConnectionArgs) -> anyhow::Result<ClientConfig> {
     };
     Ok(ClientConfig {
         broker: run::resolve(&args.host, args.port)?,
+        sub_broker: args
+            .sub_port
+            .map(|port| run::resolve(&args.host, port))
+            .transpose()?,
         version,
         username: args.username.clone(),
         password: args.password.clone(),

@@ -341,8 +341,13 @@ async fn open(
 ) -> Option<TcpStream> {
     state.connecting.set(state.connecting.get() + 1);
     let started = Instant::now();
+    let client = &state.plan.client;
+    let broker = match (client.sub_broker, state.plan.role(index)) {
+        (Some(other), Role::Subscriber(_)) => other,
+        _ => client.broker,
+    };
     let result = monoio::select! {
-        result = connect_client(&state.plan.client, client_id, index, reader, buf) => Some(result),
+        result = connect_client(client, broker, client_id, index, reader, buf) => Some(result),
         _ = state.control.reach(slot, Phase::Stopping) => None,
     };
     state.connecting.set(state.connecting.get() - 1);
@@ -378,6 +383,7 @@ mod tests {
             scenario: "test",
             client: ClientConfig {
                 broker: "127.0.0.1:1".parse().unwrap(),
+                sub_broker: None,
                 version: ProtocolVersion::V311,
                 username: None,
                 password: None,

@@ -12,6 +12,7 @@
 //! - [`shared`]: [`SharedIndex`], the replicated member counts of `$share` groups, from which the
 //!   publishing shard picks one member shard by weighted round-robin; and [`LocalGroups`], from
 //!   which that shard picks one local member.
+//! - [`subject`]: topics and filters as NATS subjects, for a cluster of nodes meeting on NATS.
 //! - [`retained`]: [`RetainedStore`], retained messages by topic, answering a wildcard SUBSCRIBE
 //!   by walking only matching branches.
 //!
@@ -44,6 +45,7 @@ pub mod index;
 mod keyed;
 pub mod retained;
 pub mod shared;
+pub mod subject;
 pub mod topic;
 pub mod trie;
 

@@ -41,4 +41,7 @@ pub enum BrokerError {
     /// The durable logs could not be read or written at start.
     #[error("durability: {0}")]
     Journal(#[from] super::journal::JournalError),
+    /// The cluster bridge could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }

@@ -50,6 +50,8 @@ pub struct ShardFacts {
     pub commit_grace_at: Cell<Option<std::time::Instant>>,
     /// Wakes the grace task for an earlier `commit_grace_at`.
     pub commit_grace_armed: LocalNotify,
+    /// The bridge to the other nodes of a cluster (`None`: one node).
+    pub cluster: Option<Arc<super::cluster::ClusterLink>>,
     /// This shard's handles on the broker-wide per-org rate buckets and quota counters: the
     /// shared maps are locked only on a shard's first request of an org, never per request.
     pub(super) org_counters: RefCell<ahash::AHashMap<u32, OrgCounters>>,
@@ -104,6 +106,7 @@ impl ShardFacts {
             journal_spare: Cell::new(Vec::new()),
             commit_grace_at: Cell::new(None),
             commit_grace_armed: LocalNotify::default(),
+            cluster: None,
             org_counters: RefCell::default(),
         }
     }

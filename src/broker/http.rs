@@ -259,7 +259,9 @@ async fn route(head: &RequestHead, body: Bytes, context: &HttpContext) -> Respon
                 .unwrap_or_else(|| Response::error(404, "not_found", "no such console asset"))
         }
         (Method::Get | Method::Head, "/readyz") => super::ops::readyz(&context.shard).await,
-        (Method::Get | Method::Head, "/metrics") => super::ops::metrics(&context.shared.stats),
+        (Method::Get | Method::Head, "/metrics") => {
+            super::ops::metrics(&context.shared.stats, context.shared.cluster.as_deref())
+        }
         (Method::Post, "/v1/publish") => super::rest::publish(head, body, context, false).await,
         (Method::Post, "/v1/publish/batch") => {
             super::rest::publish(head, body, context, true).await

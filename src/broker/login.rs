@@ -193,7 +193,7 @@ fn login_begin(handle: &ShardHandle, peer: IpAddr) -> bool {
     handle
         .control
         .as_ref()
-        .map_or(true, |control| control.login_begin(peer, max))
+        .is_none_or(|control| control.login_begin(peer, max))
 }
 
 /// Gives back the attempt [`login_begin`] counted: the credentials passed, or were never

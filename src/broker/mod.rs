@@ -11,6 +11,7 @@
 //! and are re-exported here, so their paths stay `crate::broker::…`.
 
 pub mod answer;
+pub mod cluster;
 pub mod commit_grace;
 pub mod conn;
 pub mod conn_table;
@@ -164,8 +165,19 @@ impl Broker {
                 cache.load(&recovered.idempotent, &clock, Instant::now());
             }
         }
+        let cluster = if config.cluster.nats.is_empty() {
+            None
+        } else {
+            Some(cluster::start(
+                &config,
+                Arc::clone(&mesh),
+                clock,
+                shard_count,
+            )?)
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
+            cluster,
             control,
             rules: rules_from(&config),
             mesh,
@@ -340,12 +352,14 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
         mesh_backlog_max: config.shards.mesh_queue_capacity,
         login_failures_per_minute_max: config.auth.login_failures_per_minute_max,
     };
-    let facts = Rc::new(facts::ShardFacts::new(
+    let mut facts = facts::ShardFacts::new(
         id as u16,
         (settings, Rc::new(shared.rules.clone())),
         Arc::clone(&shared.stats[id]),
         Some(Arc::clone(&shared.control)),
-    ));
+    );
+    facts.cluster = shared.cluster.clone();
+    let facts = Rc::new(facts);
     let shard = Rc::new(ShardHandle::new(Rc::clone(&facts)));
     // The loop task owns the shard's state; every other task reaches it through the mailbox.
     let mut state = Shard::new(
@@ -361,6 +375,10 @@ async fn shard_main(ctx: ShardContext, shared: Arc<Shared>) {
             let _ = tx.send(result);
         }
     };
+    if shared.cluster.is_some() {
+        // Before the restore: the filters it brings back are the node's interest too.
+        state.enable_cluster();
+    }
     // Durable state first, before any listener: this shard's sessions, and every retained
     // message and subscription in its replica.
     let log = match &shared.journal {
@@ -741,6 +759,7 @@ async fn shard_loop(mut shard: Shard, handle: Rc<ShardHandle>, stop: Rc<local_no
         // Apply what other shards already said (a subscription made on another shard just
         // before a publish, a pause) before the jobs of this round.
         shard.poll_mesh(Instant::now());
+        shard.take_cluster(Instant::now());
         handle.take_round(&mut round);
         for job in round.drain(..) {
             job(&mut shard);

@@ -20,15 +20,23 @@ pub async fn readyz(shard: &ShardHandle) -> Response {
     let Some(asked) = shard.call(|s| s.ping_all(Instant::now())).await else {
         return Response::text(503, "shutting down\n");
     };
+    let nats_down = shard
+        .cluster
+        .as_ref()
+        .is_some_and(|link| !link.connected.load(std::sync::atomic::Ordering::Relaxed));
     match shard.wait_counts(asked, READY_TIMEOUT).await {
-        Some(_) if !shard.shutting_down.get() => Response::text(200, "ready\n"),
-        Some(_) => Response::text(503, "shutting down\n"),
+        Some(_) if shard.shutting_down.get() => Response::text(503, "shutting down\n"),
+        Some(_) if nats_down => Response::text(503, "not connected to NATS (cluster)\n"),
+        Some(_) => Response::text(200, "ready\n"),
         None => Response::text(503, "a shard did not answer within 1 s\n"),
     }
 }
 
 /// The broker's counters in Prometheus text exposition format (version 0.0.4).
-pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
+pub fn metrics(
+    stats: &[std::sync::Arc<ShardStats>],
+    cluster: Option<&super::cluster::ClusterLink>,
+) -> Response {
     let mut out = String::with_capacity(4096);
     let gauges: [Metric<i64>; 7] = [
         ("ringmq_connections", "Connected MQTT clients.", |s| {
@@ -117,9 +125,49 @@ pub fn metrics(stats: &[std::sync::Arc<ShardStats>]) -> Response {
         let total: u64 = stats.iter().map(|s| s.rest_publishes[index].get()).sum();
         let _ = writeln!(out, "{name}{{status=\"{status}\"}} {total}");
     }
+    if let Some(link) = cluster {
+        cluster_metrics(&mut out, link);
+    }
     Response::new(200)
         .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         .with_body(out)
+}
+
+/// The cluster bridge's figures (a node in a cluster only).
+fn cluster_metrics(out: &mut String, link: &super::cluster::ClusterLink) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = "ringmq_cluster_connected";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while the NATS connection is up.\n# TYPE {name} gauge\n{name} {}",
+        u8::from(link.connected.load(Relaxed))
+    );
+    let counters = [
+        (
+            "ringmq_cluster_sent_total",
+            "Messages sent to the other nodes.",
+            &link.sent,
+        ),
+        (
+            "ringmq_cluster_received_total",
+            "Messages from other nodes handed to a shard.",
+            &link.received,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Relaxed)
+        );
+    }
+    let name = "ringmq_cluster_dropped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages not carried between nodes: out (the queue to NATS was full or NATS refused), in (a full shard inbox, a bad envelope, the NATS client's slow-consumer drops).\n# TYPE {name} counter\n{name}{{direction=\"out\"}} {}\n{name}{{direction=\"in\"}} {}",
+        link.dropped_out.load(Relaxed),
+        link.dropped_in.load(Relaxed)
+    );
 }
 
 #[cfg(test)]
@@ -134,7 +182,7 @@ mod tests {
         ];
         stats[1].messages_received.inc();
         stats[0].count_rest(202);
-        let response = metrics(&stats);
+        let response = metrics(&stats, None);
         let mut encoded = bytes::BytesMut::new();
         response.encode(false, &mut encoded);
         let text = String::from_utf8_lossy(&encoded);

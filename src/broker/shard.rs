@@ -165,6 +165,17 @@ impl Shard {
                     }
                 }
                 Output::Commit => self.facts.commit_wanted.notify(),
+                Output::ClusterPublish(message) => {
+                    if let Some(link) = &self.facts.cluster {
+                        // Full: not sent to the other nodes (counted); a shard never waits.
+                        link.publish(message);
+                    }
+                }
+                Output::ClusterInterest { filter, add } => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.interest(filter, add);
+                    }
+                }
                 Output::Connect(token) => {
                     let pending = self.core.pending.get_mut(&token);
                     let outcome = match pending {
@@ -509,6 +520,26 @@ impl Shard {
         self.facts.set_snapshot(Arc::clone(&snapshot));
         self.core.set_snapshot(snapshot, now);
         self.flush(now);
+    }
+
+    /// Routes what other nodes of the cluster published, bounded per round (the rest wait for
+    /// the next; the bridge wakes the shard through the mesh).
+    pub fn take_cluster(&mut self, now: Instant) {
+        let Some(link) = self.facts.cluster.clone() else {
+            return;
+        };
+        let id = usize::from(self.core.id);
+        let mut taken = 0;
+        while taken < super::cluster::INBOUND_PER_ROUND {
+            let Some(message) = link.take(id) else {
+                break;
+            };
+            self.core.handle(Input::FromCluster(message), now);
+            taken += 1;
+        }
+        if taken > 0 {
+            self.flush(now);
+        }
     }
 
     /// Answers the control thread's questions waiting in this shard's inbox.

@@ -65,4 +65,6 @@ pub struct Shared {
     pub(super) storage_failing: Arc<std::sync::atomic::AtomicUsize>,
     /// What the start recovered and where the logs go (`None`: durability mode `memory`).
     pub(super) journal: Option<super::journal::Startup>,
+    /// The bridge to the other nodes of a cluster (`None`: one node).
+    pub(super) cluster: Option<Arc<super::cluster::ClusterLink>>,
 }

@@ -129,6 +129,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MODE")]
     pub durability: Option<DurabilityMode>,
 
+    /// Join a cluster of ringmq nodes meeting on this NATS server, e.g. nats://127.0.0.1:4222
+    /// (needs --node-id; see docs/cluster.md) [default from profile: off, one node].
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster: 1 to 64 letters, digits, `-` or `_`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
     /// Start even if a shard's log is damaged in the middle, dropping what follows the damage
     /// (without it, such a start stops and names the file).
     #[arg(long)]
@@ -175,6 +184,8 @@ impl ServeArgs {
             config: self.config.clone(),
             durability: self.durability,
             repair: self.repair,
+            cluster: self.cluster.clone(),
+            node_id: self.node_id.clone(),
         }
     }
 }

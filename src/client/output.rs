@@ -44,7 +44,7 @@ pub fn table(columns: &[Column], items: &[Value]) -> String {
             }
             line.push_str(text);
             if i + 1 < row.len() {
-                line.extend(std::iter::repeat(' ').take(width - text.chars().count()));
+                line.extend(std::iter::repeat_n(' ', width - text.chars().count()));
             }
         }
         out.push_str(line.trim_end());

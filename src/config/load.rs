@@ -229,5 +229,15 @@ fn overrides_table(overrides: &ServeOverrides) -> Result<toml::Table, ConfigErro
         }
         root.insert("durability".into(), toml::Value::Table(durability));
     }
+    if overrides.cluster.is_some() || overrides.node_id.is_some() {
+        let mut cluster = toml::Table::new();
+        if let Some(url) = &overrides.cluster {
+            cluster.insert("nats".into(), toml::Value::String(url.clone()));
+        }
+        if let Some(id) = &overrides.node_id {
+            cluster.insert("node_id".into(), toml::Value::String(id.clone()));
+        }
+        root.insert("cluster".into(), toml::Value::Table(cluster));
+    }
     Ok(root)
 }

@@ -382,6 +382,36 @@ pub struct MqttOptions {
     pub maximum_qos: u8,
 }
 
+/// Nodes of a cluster meeting on NATS (issue 14; `docs/cluster.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The NATS server, `nats://[USER:PASSWORD@]HOST:PORT` (or `tls://`); empty: one node, no
+    /// cluster.
+    pub nats: String,
+    /// This node's name in the cluster (letters, digits, `-`, `_`; 1 to 64 characters).
+    pub node_id: String,
+    /// The first token of every subject the cluster uses, so clusters can share a NATS server.
+    pub subject_prefix: String,
+    /// Messages waiting to go to NATS; past it a message is not sent to the other nodes
+    /// (counted in `ringmq_cluster_dropped_total`), never waited for on a shard.
+    pub outbound_queue: usize,
+    /// Messages from NATS waiting for each shard; past it they are dropped (counted).
+    pub inbound_queue: usize,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            nats: String::new(),
+            node_id: String::new(),
+            subject_prefix: "rmq".into(),
+            outbound_queue: 65536,
+            inbound_queue: 65536,
+        }
+    }
+}
+
 /// What survives a restart, and at what cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -114,8 +114,12 @@ fn overlay_order_is_default_profile_config_flags() {
         https_listen: None,
         durability: Some(DurabilityMode::Memory),
         repair: true,
+        cluster: Some("nats://127.0.0.1:4222".into()),
+        node_id: Some("n-1".into()),
     };
     let config = Config::load(&overrides).unwrap();
+    assert_eq!(config.cluster.nats, "nats://127.0.0.1:4222");
+    assert_eq!(config.cluster.node_id, "n-1");
     assert_eq!(config.durability.mode, DurabilityMode::Memory);
     assert!(config.durability.repair);
     assert_eq!(
@@ -292,6 +296,31 @@ fn invalid_values_are_rejected_with_the_key() {
             |c| c.tls.handshake_timeout_ms = 0,
             "tls.handshake_timeout_ms",
         ),
+        (
+            |c| c.durability.consume_grace_us = 100_001,
+            "durability.consume_grace_us",
+        ),
+        (|c| c.cluster.node_id = "n1".into(), "cluster.node_id"),
+        (
+            |c| c.cluster.nats = "http://127.0.0.1:4222".into(),
+            "cluster.nats",
+        ),
+        (
+            |c| c.cluster.nats = "nats://u:secret@h:1 x".into(),
+            "nats://***@h:1 x",
+        ),
+        (
+            |c| {
+                c.cluster.nats = "nats://127.0.0.1:4222".into();
+                c.cluster.node_id = "a.b".into();
+            },
+            "cluster.node_id",
+        ),
+        (
+            |c| c.cluster.subject_prefix = "a.b".into(),
+            "cluster.subject_prefix",
+        ),
+        (|c| c.cluster.outbound_queue = 1, "cluster.outbound_queue"),
     ];
     for (mutate, expected) in cases {
         let mut config = Config::embedded_default();

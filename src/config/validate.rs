@@ -207,6 +207,7 @@ impl Config {
             10,
             60_000,
         )?;
+        self.validate_cluster()?;
         check_range(
             "durability.consume_grace_us",
             self.durability.consume_grace_us,
@@ -319,4 +320,65 @@ where
 /// Shorthand for an `Invalid` error.
 pub(super) fn invalid<T>(message: String) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid(message))
+}
+
+impl Config {
+    /// `[cluster]`: a NATS URL we can use, a node id and a subject prefix NATS accepts.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        let token_ok = |text: &str, max: usize| {
+            !text.is_empty()
+                && text.len() <= max
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token_ok(&cluster.subject_prefix, 32) {
+            return invalid(format!(
+                "cluster.subject_prefix must be 1 to 32 letters, digits, `-` or `_`, got {:?}",
+                cluster.subject_prefix
+            ));
+        }
+        check_range(
+            "cluster.outbound_queue",
+            cluster.outbound_queue,
+            16,
+            1 << 22,
+        )?;
+        check_range("cluster.inbound_queue", cluster.inbound_queue, 16, 1 << 22)?;
+        if cluster.nats.is_empty() {
+            if !cluster.node_id.is_empty() {
+                return invalid(
+                    "cluster.node_id (--node-id) is set but cluster.nats (--cluster) is not".into(),
+                );
+            }
+            return Ok(());
+        }
+        let scheme_ok = ["nats://", "tls://"]
+            .iter()
+            .any(|scheme| cluster.nats.starts_with(scheme));
+        if !scheme_ok || cluster.nats.len() > 2048 || cluster.nats.contains(char::is_whitespace) {
+            return invalid(format!(
+                "cluster.nats (--cluster) must be a nats:// or tls:// URL such as nats://127.0.0.1:4222, got {:?}",
+                redact(&cluster.nats)
+            ));
+        }
+        if !token_ok(&cluster.node_id, 64) {
+            return invalid(format!(
+                "cluster.node_id (--node-id) must be 1 to 64 letters, digits, `-` or `_` when cluster.nats is set, got {:?}",
+                cluster.node_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A NATS URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }

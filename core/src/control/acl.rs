@@ -104,7 +104,7 @@ impl Acl {
         // An unsafe substitution makes a deny rule match, so a hostile client id fails closed.
         let denied = self.pub_deny.iter().any(|p| {
             p.resolve(username, client_id)
-                .map_or(true, |p| ringmq_router::topic::matches(&p, topic))
+                .is_none_or(|p| ringmq_router::topic::matches(&p, topic))
         });
         !denied
             && self.pub_allow.iter().any(|p| {
@@ -120,7 +120,7 @@ impl Acl {
         }
         let denied = self.sub_deny.iter().any(|p| {
             p.resolve(username, client_id)
-                .map_or(true, |p| intersects(&p, filter))
+                .is_none_or(|p| intersects(&p, filter))
         });
         !denied
             && self.sub_allow.iter().any(|p| {

@@ -315,6 +315,22 @@ fn put_properties(out: &mut Vec<u8>, p: &PublishProperties) {
     put_opt_str(out, &p.content_type);
 }
 
+/// Encodes one message alone (the body of a cluster envelope: what another node needs to
+/// deliver it, expiry as wall time).
+pub fn encode_message(m: &Message, clock: &Clock, out: &mut Vec<u8>) {
+    put_message(out, m, clock);
+}
+
+/// Reads a message [`encode_message`] wrote (the whole of `bytes`; every length checked).
+pub fn decode_message(bytes: &[u8], clock: &Clock) -> Result<SharedMessage, DecodeError> {
+    let mut r = Reader(bytes);
+    let message = r.message(clock)?;
+    if !r.0.is_empty() {
+        return Err(DecodeError::Invalid("trailing bytes"));
+    }
+    Ok(message)
+}
+
 fn put_message(out: &mut Vec<u8>, m: &Message, clock: &Clock) {
     put_str(out, &m.topic);
     put_bytes(out, &m.payload);

@@ -17,7 +17,8 @@ use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 
 pub use codec::{
-    encode_session, Clock, DecodeError, IdempotentAnswer, Record, SessionRecord, SessionView,
+    decode_message, encode_message, encode_session, Clock, DecodeError, IdempotentAnswer, Record,
+    SessionRecord, SessionView,
 };
 
 /// The state every log holds together: the latest record per key.
@@ -62,7 +63,7 @@ impl Replay {
                 let newer = self
                     .sessions
                     .get(&session.client_id)
-                    .map_or(true, |held| session.version >= held.version());
+                    .is_none_or(|held| session.version >= held.version());
                 if newer {
                     self.sessions
                         .insert(session.client_id.clone(), Session::Live(session));
@@ -72,7 +73,7 @@ impl Replay {
                 let newer = self
                     .sessions
                     .get(&client_id)
-                    .map_or(true, |held| version >= held.version());
+                    .is_none_or(|held| version >= held.version());
                 if newer {
                     self.sessions.insert(client_id, Session::Ended(version));
                 }
@@ -83,7 +84,7 @@ impl Replay {
                 let older = self
                     .idempotent
                     .get(&slot)
-                    .map_or(true, |held| answer.at_ms < held.at_ms);
+                    .is_none_or(|held| answer.at_ms < held.at_ms);
                 if older {
                     self.idempotent.insert(slot, answer);
                 }

@@ -421,8 +421,14 @@ impl Shard {
                         .subscriptions
                         .insert(&filter, slot, subscription);
                     // (Quietly, as above; one shard keeps no index: see `filter_added`.)
-                    if self.count > 1 && self.replica.filter_counts.increment(&filter) {
-                        self.replica.index.add(&filter, self.id);
+                    if (self.count > 1 || self.cluster)
+                        && self.replica.filter_counts.increment(&filter)
+                    {
+                        if self.count > 1 {
+                            self.replica.index.add(&filter, self.id);
+                        }
+                        // The node's interest is its own: no other shard hears it.
+                        self.cluster_interest(&filter, true);
                     }
                 }
             }

@@ -60,6 +60,9 @@ pub enum Input {
     Snapshot(Arc<Snapshot>),
     /// A message published by the broker itself or over HTTP (not counted).
     Publish(SharedMessage),
+    /// A message another node of the cluster published: delivered on this node, never sent
+    /// on to the cluster again.
+    FromCluster(SharedMessage),
 }
 
 impl Shard {
@@ -98,6 +101,7 @@ impl Shard {
             }
             Input::Snapshot(snapshot) => self.set_snapshot(snapshot, now),
             Input::Publish(message) => self.publish(message, now),
+            Input::FromCluster(message) => self.publish_from_cluster(message, now),
         }
         Flow::Continue
     }

@@ -24,6 +24,7 @@ use crate::retained;
 use crate::timers::Timers;
 
 mod client_ids;
+mod cluster;
 mod commit;
 mod counted;
 mod durability;
@@ -110,7 +111,7 @@ pub struct Blocked(Option<Box<Vec<(u16, u64)>>>);
 impl Blocked {
     /// True when it holds no publisher.
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().map_or(true, |v| v.is_empty())
+        self.0.as_ref().is_none_or(|v| v.is_empty())
     }
 
     /// True when it holds `origin`.
@@ -296,6 +297,8 @@ pub struct Shard {
     actions: Vec<Action>,
     /// Set once shutdown begins.
     pub shutting_down: bool,
+    /// Part of a cluster: published messages and filter interest go out as outputs.
+    cluster: bool,
     /// Connections that ended while a SUBACK of theirs waited for its fence: their last bytes
     /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
     /// every shard" even for a client that disconnects at once (found by ringmq-sim).
@@ -354,6 +357,7 @@ impl Shard {
             pending: AHashMap::new(),
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
             local_inbox: VecDeque::new(),
+            cluster: false,
             outputs: VecDeque::new(),
             urgent: false,
             timers: Timers::new(now),
@@ -520,16 +524,22 @@ impl Shard {
     /// this shard's first. One shard has no replica to tell and routes without the index, so
     /// it keeps neither count nor index (a copy of every filter, twice).
     fn filter_added(&mut self, filter: &str) {
-        if self.count > 1 && self.replica.filter_counts.increment(filter) {
-            self.announce_filter(filter, true);
+        if (self.count > 1 || self.cluster) && self.replica.filter_counts.increment(filter) {
+            if self.count > 1 {
+                self.announce_filter(filter, true);
+            }
+            self.cluster_interest(filter, true);
         }
     }
 
     /// Counts one local subscription (or stream) less on `filter`, telling every replica when
     /// it was this shard's last (see [`Shard::filter_added`]).
     fn filter_removed(&mut self, filter: &str) {
-        if self.count > 1 && self.replica.filter_counts.decrement(filter) {
-            self.announce_filter(filter, false);
+        if (self.count > 1 || self.cluster) && self.replica.filter_counts.decrement(filter) {
+            if self.count > 1 {
+                self.announce_filter(filter, false);
+            }
+            self.cluster_interest(filter, false);
         }
     }
 

@@ -93,4 +93,15 @@ pub enum Output {
         /// +1 or -1.
         delta: i64,
     },
+    /// A message published on this node, for the other nodes of a cluster (sent once per
+    /// message, by the shard it was published on).
+    ClusterPublish(SharedMessage),
+    /// This shard's first (`add`) or last subscription or stream on `filter` (scoped) came or
+    /// went: the node's interest in the other nodes' messages changes.
+    ClusterInterest {
+        /// The filter, in its org's scope.
+        filter: ringmq_proto::mqtt::Str,
+        /// First (`true`) or last (`false`).
+        add: bool,
+    },
 }

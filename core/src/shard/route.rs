@@ -46,6 +46,17 @@ impl Shard {
         counted: Option<u64>,
         now: Instant,
     ) -> (u64, u64) {
+        self.export(&message);
+        self.route_here(message, counted, now)
+    }
+
+    /// Routes on this node only (a message another node published, or one already exported).
+    pub(super) fn route_here(
+        &mut self,
+        message: SharedMessage,
+        counted: Option<u64>,
+        now: Instant,
+    ) -> (u64, u64) {
         if message.retain {
             // One stored copy, set here and sent to the topic's home: every replica shares its
             // payload.

@@ -166,13 +166,13 @@ impl Cache {
     /// The rate limit: no fetch within [`REFRESH_INTERVAL_MIN`] of the last one.
     fn may_fetch(&self, now: u64) -> bool {
         self.tried_at
-            .map_or(true, |tried| since(now, tried) >= REFRESH_INTERVAL_MIN)
+            .is_none_or(|tried| since(now, tried) >= REFRESH_INTERVAL_MIN)
     }
 
     /// True when the set was never fetched or is older than [`KEYS_AGE_MAX`].
     fn old(&self, now: u64) -> bool {
         self.fetched_at
-            .map_or(true, |fetched| since(now, fetched) >= KEYS_AGE_MAX)
+            .is_none_or(|fetched| since(now, fetched) >= KEYS_AGE_MAX)
     }
 
     /// Forgets keys older than [`KEYS_STALE_MAX`] (only kept while fetches fail).

@@ -1,0 +1,161 @@
+//! A shard's side of a cluster (issue 14): the messages published here go to the other nodes,
+//! and this shard's filters say what it wants of theirs. The shard only says so, as outputs;
+//! the driver's bridge speaks NATS.
+//!
+//! A message is exported once, by the shard it was published on ([`Shard::route`]); what
+//! another node published comes in as [`super::Input::FromCluster`] and is routed on this node
+//! only, never exported again. `$` topics (`$SYS`) are each node's own and stay home.
+
+use std::time::Instant;
+
+use ringmq_proto::message::SharedMessage;
+use ringmq_proto::mqtt::Str;
+
+use super::{Output, Shard};
+
+impl Shard {
+    /// Makes this shard part of a cluster. Call before restoring from the log, so the filters
+    /// restored are announced too.
+    pub fn enable_cluster(&mut self) {
+        self.cluster = true;
+    }
+
+    /// True when this shard is part of a cluster.
+    pub fn in_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Sends a message published on this node to the other nodes.
+    pub(super) fn export(&mut self, message: &SharedMessage) {
+        if !self.cluster {
+            return;
+        }
+        let (_, topic) = ringmq_router::strip_scope(&message.topic);
+        if topic.starts_with('$') {
+            return;
+        }
+        self.outputs
+            .push_back(Output::ClusterPublish(SharedMessage::clone(message)));
+    }
+
+    /// This shard's first or last local subscription on `filter` (scoped) came or went.
+    pub(super) fn cluster_interest(&mut self, filter: &str, add: bool) {
+        if self.cluster {
+            self.outputs.push_back(Output::ClusterInterest {
+                filter: Str::from(filter),
+                add,
+            });
+        }
+    }
+
+    /// A message another node published: to this node's subscribers (and retained store).
+    pub fn publish_from_cluster(&mut self, message: SharedMessage, now: Instant) {
+        self.stats.messages_received.inc();
+        self.route_here(message, None, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ringmq_proto::mqtt::QoS;
+
+    use super::super::tests::{connect, outputs, pump, shard, subscribe, v5_connect};
+    use super::*;
+    use crate::test_util::test_message;
+
+    fn clustered(count: usize) -> Vec<Shard> {
+        let mut shards = shard(count);
+        for s in &mut shards {
+            s.enable_cluster();
+        }
+        shards
+    }
+
+    fn interest(seen: &[Output]) -> Vec<(String, bool)> {
+        seen.iter()
+            .filter_map(|o| match o {
+                Output::ClusterInterest { filter, add } => Some((filter.to_string(), *add)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exported(seen: &[Output]) -> Vec<String> {
+        seen.iter()
+            .filter_map(|o| match o {
+                Output::ClusterPublish(m) => Some(m.topic.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A shard says when its first subscription on a filter comes and its last goes, once per
+    /// filter whatever the number of sessions; without a cluster it says nothing.
+    #[test]
+    fn interest_follows_the_first_and_last_subscription() {
+        let now = Instant::now();
+        let mut shards = clustered(2);
+        let (a, _) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
+        let (b, _) = connect(&mut shards[0], "b", v5_connect("b", 0, 0), now);
+        subscribe(&mut shards[0], a, "t/#", now);
+        subscribe(&mut shards[0], b, "t/#", now);
+        pump(&mut shards, now);
+        assert_eq!(
+            interest(&outputs(&mut shards[0])),
+            [("t/#".to_owned(), true)]
+        );
+        assert!(
+            interest(&outputs(&mut shards[1])).is_empty(),
+            "the node's interest is per shard"
+        );
+        shards[0].end_connection(a, None, false, now);
+        assert!(
+            interest(&outputs(&mut shards[0])).is_empty(),
+            "b still wants it"
+        );
+        shards[0].end_connection(b, None, false, now);
+        assert_eq!(
+            interest(&outputs(&mut shards[0])),
+            [("t/#".to_owned(), false)]
+        );
+        let mut single = shard(1);
+        let (c, _) = connect(&mut single[0], "c", v5_connect("c", 0, 0), now);
+        subscribe(&mut single[0], c, "t/#", now);
+        assert!(interest(&outputs(&mut single[0])).is_empty());
+    }
+
+    /// A message published here is exported once (not by the shards it is routed to); one
+    /// from another node is delivered here and never exported again; `$` topics stay home.
+    #[test]
+    fn a_message_crosses_to_the_cluster_once() {
+        let now = Instant::now();
+        let mut shards = clustered(2);
+        let (sub, _) = connect(&mut shards[1], "sub", v5_connect("sub", 0, 0), now);
+        subscribe(&mut shards[1], sub, "t/#", now);
+        pump(&mut shards, now);
+        outputs(&mut shards[0]);
+        outputs(&mut shards[1]);
+        shards[0].publish(test_message("t/1", b"x", QoS::AtLeastOnce, false), now);
+        shards[0].publish(test_message("$SYS/x", b"x", QoS::AtMostOnce, false), now);
+        pump(&mut shards, now);
+        assert_eq!(exported(&outputs(&mut shards[0])), ["t/1"]);
+        assert!(exported(&outputs(&mut shards[1])).is_empty());
+        let delivered = |s: &mut Shard| {
+            let entry = s.entry_mut(sub).expect("session");
+            std::mem::take(&mut entry.session.out).len()
+        };
+        assert!(delivered(&mut shards[1]) > 0);
+        shards[0].handle(
+            super::super::Input::FromCluster(test_message("t/2", b"y", QoS::AtMostOnce, false)),
+            now,
+        );
+        pump(&mut shards, now);
+        assert!(
+            exported(&outputs(&mut shards[0])).is_empty(),
+            "never sent on"
+        );
+        assert!(delivered(&mut shards[1]) > 0, "delivered on this node");
+    }
+}

@@ -1,0 +1,326 @@
+"""A cluster of ringmq nodes meeting on NATS (issue 14), driven with paho-mqtt.
+
+Each test starts Debian's nats-server on a free loopback port (installed by
+scripts/install-test-deps.sh) and ringmq nodes with `--cluster nats://… --node-id …`.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from conftest import BROKER_KIND, Broker, free_port
+
+pytestmark = pytest.mark.skipif(BROKER_KIND != "ringmq", reason="ringmq's cluster")
+
+
+def nats_binary() -> str:
+    found = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None)
+    if not found:
+        pytest.fail("nats-server is missing: run scripts/install-test-deps.sh (Debian package nats-server)")
+    return found
+
+
+class Nats:
+    """A nats-server on a free loopback port."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.workdir / "nats.log", "ab")
+        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    pytest.fail("nats-server did not start:\n" + (self.workdir / "nats.log").read_text())
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def nats(tmp_path):
+    n = Nats(tmp_path)
+    n.start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def nodes(nats, tmp_path):
+    """Three nodes of one cluster (two shards each); stopped at the end."""
+    started = []
+
+    def start(count: int = 3, extra: list[str] | None = None) -> list[Broker]:
+        for i in range(count):
+            workdir = tmp_path / f"node{len(started) + 1}"
+            workdir.mkdir()
+            node = Broker("ringmq", workdir, extra_args=[
+                "--cluster", nats.url, "--node-id", f"n{len(started) + 1}", "--durability", "memory",
+                *(extra or [])])
+            node.start()
+            started.append(node)
+        for node in started:
+            wait_ready(node)
+        return list(started)
+
+    yield start
+    for node in started:
+        if node.alive():
+            node.stop()
+
+
+def wait_ready(node: Broker, want: int = 200, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = httpx.get(f"http://127.0.0.1:{node.http_port}/readyz", timeout=2).status_code
+        if status == want:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"/readyz stayed {status}, want {want}:\n{node.log_tail()}")
+        time.sleep(0.1)
+
+
+def metric_sum(node: Broker, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{node.http_port}/metrics", timeout=2).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def metric(node: Broker, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{node.http_port}/metrics", timeout=2).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+class Sub:
+    """A paho subscriber collecting (topic, payload, qos)."""
+
+    def __init__(self, node: Broker, client_id: str, filters: list[str], version=mqtt.MQTTv5):
+        self.got: list[tuple[str, bytes, int]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", node.port)
+        self.client.loop_start()
+        for f in filters:
+            result, mid = self.client.subscribe(f, qos=1)
+            assert result == mqtt.MQTT_ERR_SUCCESS
+        time.sleep(0.3)  # SUBACKs, and the node's NATS subscription
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.got.append((message.topic, message.payload, message.qos))
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes, int]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.got) >= count:
+                    return list(self.got)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.got)
+
+    def wait_for(self, item, timeout: float = 10.0) -> list[tuple[str, bytes, int]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if item in self.got:
+                    break
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.got)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publisher(node: Broker, client_id: str, version=mqtt.MQTTv5) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+    client.connect("127.0.0.1", node.port)
+    client.loop_start()
+    return client
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["v311", "v5"])
+def test_messages_cross_nodes_in_order_once(nodes, version):
+    n1, n2, n3 = nodes(3)
+    # Overlapping filters on one node: NATS delivers a message once per matching subscription,
+    # the node keeps one copy.
+    sub = Sub(n2, "sub-a", ["fleet/#", "fleet/+/temp"], version)
+    other = Sub(n3, "sub-b", ["fleet/site1/temp"], version)
+    pub = publisher(n1, "pub-a", version)
+    infos = [pub.publish("fleet/site1/temp" if i % 2 else "fleet/site2", str(i).encode(), qos=i % 2)
+             for i in range(400)]
+    for info in infos:
+        info.wait_for_publish(5)
+    pub.publish("fleet", b"parent", qos=1).wait_for_publish(5)
+    sub.wait_for(("fleet", b"parent", 1))
+    got = sub.wait(401, timeout=2)
+    numbers = [int(p) for _, p, _ in got if p != b"parent"]
+    # MQTT orders a publisher's messages per topic and QoS (4.6): QoS 0 ones may pass QoS 1 ones
+    # waiting for the subscriber's window, and a subscriber too slow for them loses QoS 0 ones,
+    # counted where they are dropped.
+    assert [n for n in numbers if n % 2] == list(range(1, 400, 2)), "every QoS 1 message, in order"
+    qos0 = [n for n in numbers if n % 2 == 0]
+    assert qos0 == sorted(set(qos0)), "QoS 0: in order, once"
+    dropped = metric_sum(n2, "ringmq_messages_dropped_total")
+    crossed = metric(n2, "ringmq_cluster_received_total")
+    assert crossed == 401, "every message reached n2, once"
+    assert len(qos0) + dropped == 200, f"{200 - len(qos0)} QoS 0 messages missing, {dropped} counted"
+    assert ("fleet", b"parent", 1) in got, "`fleet/#` matches `fleet` itself, across nodes too"
+    assert {q for t, p, q in got if p != b"parent" and int(p) % 2} == {1}, "QoS kept"
+    got_b = other.wait(200)
+    assert [int(p) for _, p, _ in got_b] == list(range(1, 400, 2))
+    assert metric(n1, "ringmq_cluster_sent_total") >= 401
+    sub.close(), other.close()
+    pub.loop_stop()
+
+
+def test_a_node_without_interest_receives_nothing(nodes):
+    n1, n2, n3 = nodes(3)
+    sub = Sub(n2, "sub", ["a/#"])
+    idle = Sub(n3, "idle", ["b/+"])
+    pub = publisher(n1, "pub")
+    for i in range(100):
+        pub.publish(f"a/{i}", b"x", qos=0)
+    pub.publish("b/1", b"y", qos=1).wait_for_publish(5)
+    assert len(sub.wait(100)) == 100
+    assert idle.wait(1) == [("b/1", b"y", 1)]
+    time.sleep(0.3)
+    assert metric(n3, "ringmq_cluster_received_total") == 1, "n3 got only what it subscribed to"
+    # An unsubscribe takes the interest away.
+    sub.client.unsubscribe("a/#")
+    time.sleep(0.5)
+    before = metric(n2, "ringmq_cluster_received_total")
+    for i in range(50):
+        pub.publish(f"a/{i}", b"x", qos=0)
+    pub.publish("b/2", b"y", qos=1).wait_for_publish(5)
+    idle.wait(2)
+    time.sleep(0.3)
+    assert metric(n2, "ringmq_cluster_received_total") == before
+    sub.close(), idle.close()
+    pub.loop_stop()
+
+
+def test_sys_topics_and_local_delivery_stay_on_their_node(nodes):
+    n1, n2 = nodes(2)
+    remote = Sub(n2, "remote", ["#", "$SYS/#"])
+    local = Sub(n1, "local", ["t/x"])
+    pub = publisher(n1, "pub")
+    pub.publish("t/x", b"one", qos=1).wait_for_publish(5)
+    assert local.wait(1) == [("t/x", b"one", 1)]
+    assert ("t/x", b"one", 1) in remote.wait_for(("t/x", b"one", 1))
+    time.sleep(1.5)
+    assert not [t for t, _, _ in remote.got if t.startswith("$SYS/") and "n1" in t], "n1's $SYS stays on n1"
+    remote.close(), local.close()
+    pub.loop_stop()
+
+
+def test_nodes_go_on_without_nats_and_catch_up_when_it_returns(nats, nodes):
+    n1, n2 = nodes(2)
+    sub = Sub(n2, "sub", ["t/#"])
+    local = Sub(n1, "local", ["t/#"])
+    pub = publisher(n1, "pub")
+    pub.publish("t/1", b"before", qos=1).wait_for_publish(5)
+    assert sub.wait(1) == [("t/1", b"before", 1)]
+    nats.stop()
+    wait_ready(n1, want=503)
+    assert "NATS" in httpx.get(f"http://127.0.0.1:{n1.http_port}/readyz").text
+    # Local delivery goes on.
+    pub.publish("t/2", b"alone", qos=1).wait_for_publish(5)
+    assert ("t/2", b"alone", 1) in local.wait(2)
+    nats.start()
+    wait_ready(n1, timeout=20)
+    wait_ready(n2, timeout=20)
+    time.sleep(0.5)  # the client resubscribes after its reconnect
+    pub.publish("t/3", b"after", qos=1).wait_for_publish(5)
+    # (What was published during the outage may arrive too: the NATS client buffers it.)
+    got = sub.wait(3, timeout=10)
+    assert ("t/3", b"after", 1) in got
+    assert n1.alive() and n2.alive()
+    sub.close(), local.close()
+    pub.loop_stop()
+
+
+def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
+    n1, n2, n3 = nodes(3)
+    sub = Sub(n2, "sub", ["t/#"])
+    doomed = Sub(n3, "doomed", ["t/#"])
+    pub = publisher(n1, "pub")
+    pub.publish("t/1", b"1", qos=1).wait_for_publish(5)
+    assert doomed.wait(1) and sub.wait(1)
+    n3.proc.send_signal(signal.SIGKILL)
+    n3.proc.wait(5)
+    for i in range(2, 52):
+        pub.publish(f"t/{i}", str(i).encode(), qos=1).wait_for_publish(5)
+    assert [int(p) for _, p, _ in sub.wait(51)] == list(range(1, 52))
+    sub.close()
+    pub.loop_stop()
+
+
+def test_hostile_envelopes_from_nats_are_dropped_and_counted(nats, nodes):
+    (n1,) = nodes(1)
+    sub = Sub(n1, "sub", ["t/#"])
+    raw = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
+    raw.recv(4096)  # INFO
+    bad = [b"", b"\x02" + bytes(40), b"\x01" + bytes(16) + b"\xff\xff\xff\xff", b"hello world"]
+    commands = b'CONNECT {"verbose":false}\r\n'
+    for payload in bad:
+        commands += b"PUB rmq.0.t.x %d\r\n%s\r\n" % (len(payload), payload)
+    raw.sendall(commands + b"PING\r\n")
+    deadline = time.monotonic() + 5
+    while metric(n1, 'ringmq_cluster_dropped_total{direction="in"}') < len(bad):
+        assert time.monotonic() < deadline, "the bad envelopes were not counted"
+        time.sleep(0.1)
+    assert sub.got == []
+    assert n1.alive()
+    raw.close()
+    sub.close()
+
+
+def test_cluster_flags_are_checked(tmp_path):
+    binary = os.environ.get("RINGMQ_BIN") or str(Path(__file__).resolve().parents[2] / "target" / "debug" / "ringmq")
+    cases = [
+        (["--node-id", "n1"], "cluster.nats"),
+        (["--cluster", "http://127.0.0.1:4222", "--node-id", "n1"], "nats://"),
+        (["--cluster", "nats://127.0.0.1:4222"], "cluster.node_id"),
+        (["--cluster", "nats://127.0.0.1:4222", "--node-id", "a.b"], "cluster.node_id"),
+        (["--cluster", "nats://user:hunter2@127.0.0.1:4222 x", "--node-id", "n1"], "***"),
+    ]
+    for args, expected in cases:
+        proc = subprocess.run([binary, "serve", "--data-dir", str(tmp_path / "d"), "--mqtt-listen", "127.0.0.1:0",
+                               "--http-listen", "127.0.0.1:0", *args], capture_output=True, text=True, timeout=20)
+        assert proc.returncode != 0, args
+        assert expected in proc.stderr, (args, proc.stderr)
+        assert "hunter2" not in proc.stderr
+    help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
+    assert "--cluster <URL>" in help_text and "--node-id <ID>" in help_text
