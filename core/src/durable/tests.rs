@@ -311,3 +311,54 @@ fn idempotent_answers_round_trip_and_the_first_stands() {
         .collect();
     assert_eq!(kept, [(3, 200), (4, 202)]);
 }
+
+/// A cluster envelope's body: a message alone round-trips; any cut or extra byte is refused
+/// (the bytes come from the network), and a plain 64-byte message costs what docs/cluster.md
+/// says.
+#[test]
+fn a_message_alone_round_trips_and_hostile_bytes_are_refused() {
+    let clock = clock();
+    let full = message("fleet/site1/dev-0007/temp", b"payload", &clock);
+    let mut bytes = Vec::new();
+    encode_message(&full, &clock, &mut bytes);
+    let back = decode_message(&bytes, &clock).expect("decodes");
+    assert_eq!(back.topic, full.topic);
+    assert_eq!(back.payload, full.payload);
+    assert_eq!(back.properties, full.properties);
+    assert_eq!(back.publisher, full.publisher);
+    for cut in 0..bytes.len() {
+        assert!(
+            decode_message(&bytes[..cut], &clock).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(decode_message(&longer, &clock).is_err());
+    let plain = Arc::new(Message {
+        topic: Str::from("fleet/site1/dev-0007/tem"),
+        payload: Bytes::from_static(&[7; 64]),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        publisher: Str::from("device-00007"),
+        origin: Origin::BROKER,
+        namespace: None,
+        device: None,
+    });
+    let mut plain_bytes = Vec::new();
+    encode_message(&plain, &clock, &mut plain_bytes);
+    assert_eq!(
+        plain_bytes.len(),
+        137,
+        "24-byte topic, 64-byte payload, 12-byte client id"
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_as_a_message(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = decode_message(&bytes, &clock());
+    }
+}
