@@ -356,19 +356,9 @@ impl Bridge {
                 }
             }
         }
-        // Stable: one sender's messages in its sequence order.
-        decoded.sort_by_key(|(epoch, seq, _)| (*epoch, *seq));
-        if marks.len() > SENDERS_MAX {
-            marks.clear();
-        }
         let shards = self.link.inboxes.len();
         let mut woken = 0u64;
-        for (epoch, seq, message) in decoded {
-            let mark = marks.entry(epoch).or_insert(0);
-            if seq <= *mark {
-                continue;
-            }
-            *mark = seq;
+        for (epoch, message) in in_order(decoded, marks) {
             let shard = shard_of(epoch, &message.publisher, shards);
             match self.link.inboxes[shard].push(message) {
                 Ok(()) => {
@@ -407,6 +397,28 @@ impl Bridge {
     }
 }
 
+/// A batch in each sender's order, each message once: sorted by (epoch, sequence), and what a
+/// sender's high-water mark already passed dropped (the second copy of a message that matched
+/// two of the node's subscriptions).
+fn in_order(
+    mut batch: Vec<(u64, u64, SharedMessage)>,
+    marks: &mut HashMap<u64, u64>,
+) -> Vec<(u64, SharedMessage)> {
+    batch.sort_by_key(|(epoch, seq, _)| (*epoch, *seq));
+    if marks.len() > SENDERS_MAX {
+        marks.clear();
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (epoch, seq, message) in batch {
+        let mark = marks.entry(epoch).or_insert(0);
+        if seq > *mark {
+            *mark = seq;
+            out.push((epoch, message));
+        }
+    }
+    out
+}
+
 /// The shard that takes every message of one publisher (its order holds on this node).
 fn shard_of(epoch: u64, publisher: &str, shards: usize) -> usize {
     let mut hash = epoch ^ 0xcbf2_9ce4_8422_2325;
@@ -434,4 +446,73 @@ async fn next_batch(subjects: &mut HashMap<String, Interest>) -> Vec<async_nats:
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use ringmq_proto::message::{Message, Origin};
+    use ringmq_proto::mqtt::QoS;
+
+    use super::*;
+
+    fn message(publisher: &str, n: u64) -> SharedMessage {
+        Arc::new(Message {
+            topic: Str::from("t"),
+            payload: Bytes::from(n.to_string()),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: Str::from(publisher),
+            origin: Origin::BROKER,
+            namespace: None,
+            device: None,
+        })
+    }
+
+    fn payloads(out: &[(u64, SharedMessage)]) -> Vec<(u64, String)> {
+        out.iter()
+            .map(|(e, m)| (*e, String::from_utf8_lossy(&m.payload).into_owned()))
+            .collect()
+    }
+
+    /// Two subscriptions' queues drained one after the other: the batch comes back in each
+    /// sender's order, the second copies dropped, and a later batch's stale copy too.
+    #[test]
+    fn a_batch_is_put_in_each_senders_order_once() {
+        let mut marks = HashMap::new();
+        // Queue of subscription A: 1, 3 from sender 7; queue of B: 1 (again), 2, and sender 9's 1.
+        let batch = vec![
+            (7, 1, message("p", 1)),
+            (7, 3, message("p", 3)),
+            (7, 1, message("p", 1)),
+            (7, 2, message("p", 2)),
+            (9, 1, message("q", 1)),
+        ];
+        let out = in_order(batch, &mut marks);
+        assert_eq!(
+            payloads(&out),
+            [(7, "1".into()), (7, "2".into()), (7, "3".into()), (9, "1".into())]
+        );
+        let out = in_order(vec![(7, 3, message("p", 3)), (7, 4, message("p", 4))], &mut marks);
+        assert_eq!(payloads(&out), [(7, "4".into())], "3 was delivered already");
+        // A restarted sender has a new epoch: its sequence starts again.
+        let out = in_order(vec![(8, 1, message("p", 1))], &mut marks);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn one_publisher_always_lands_on_one_shard() {
+        for shards in 1..8 {
+            let first = shard_of(42, "device-7", shards);
+            assert!(first < shards);
+            assert!((0..100).all(|_| shard_of(42, "device-7", shards) == first));
+        }
+        let spread: std::collections::HashSet<usize> =
+            (0..64).map(|i| shard_of(42, &format!("d{i}"), 4)).collect();
+        assert_eq!(spread.len(), 4, "publishers spread over the shards");
+    }
 }
