@@ -107,6 +107,21 @@ fn org_len(org: u32) -> usize {
     org.checked_ilog10().map_or(1, |digits| digits as usize + 1)
 }
 
+/// The NATS queue group of the MQTT shared subscription `$share/{group}/{filter}` of `org`:
+/// the same name on every node (so NATS picks one member node per message), different for
+/// every (org, group, filter), and made only of characters NATS takes in a queue name.
+pub fn queue_name(prefix: &str, org: u32, group: &str, filter: &str) -> String {
+    let mut out = format!("{prefix}_{org}_");
+    push_level(&mut out, group);
+    // The filter by a 64-bit FNV-1a hash: a name stays short whatever the filter's length.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in filter.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let _ = write!(out, "_{hash:016x}");
+    out
+}
+
 /// The org and topic of a subject [`topic_subject`] made under `prefix`.
 pub fn subject_topic(prefix: &str, subject: &str) -> Result<(u32, String), SubjectError> {
     let rest = subject
@@ -222,6 +237,30 @@ mod tests {
         assert_eq!(
             subject_topic("rmq", "rmq.12.a~2eb.~.x").unwrap(),
             (12, "a.b//x".to_owned())
+        );
+    }
+
+    #[test]
+    fn queue_names_are_safe_and_distinct() {
+        let a = queue_name("rmq", 0, "workers", "jobs/#");
+        assert_eq!(
+            a,
+            queue_name("rmq", 0, "workers", "jobs/#"),
+            "the same on every node"
+        );
+        assert!(a.starts_with("rmq_0_workers_"));
+        for other in [
+            queue_name("rmq", 1, "workers", "jobs/#"),
+            queue_name("rmq", 0, "workers2", "jobs/#"),
+            queue_name("rmq", 0, "workers", "jobs/+"),
+        ] {
+            assert_ne!(a, other);
+        }
+        let odd = queue_name("rmq", 0, "a b.c*>", "x");
+        assert!(
+            odd.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-~".contains(&b)),
+            "{odd}"
         );
     }
 

@@ -37,7 +37,7 @@ use ringmq_core::durable::{decode_message, encode_message, Clock};
 use ringmq_io::Mesh;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
-use ringmq_router::subject::{filter_subjects, subject_topic, topic_subject};
+use ringmq_router::subject::{filter_subjects, queue_name, subject_topic, topic_subject};
 
 use super::error::BrokerError;
 use super::mesh_msg::MeshMsg;
@@ -56,14 +56,31 @@ const SENDERS_MAX: usize = 4096;
 /// Messages a shard takes from its inbox per round (the rest wait for the next round).
 pub const INBOUND_PER_ROUND: usize = 1024;
 
+/// What the bridge hands a shard.
+pub enum ClusterIn {
+    /// A message another node published, for this node's subscribers.
+    Plain(SharedMessage),
+    /// A message NATS's queue group picked this node for: to one member of the shared group.
+    Shared {
+        /// The message.
+        message: SharedMessage,
+        /// The group's name.
+        group: Str,
+        /// The group's filter (scoped).
+        filter: Str,
+    },
+}
+
 /// What a node's shards and its bridge share.
 pub struct ClusterLink {
     /// Messages published here, for NATS (bounded: full, a message is not sent and counted).
     out: tokio::sync::mpsc::Sender<SharedMessage>,
     /// Interest changes (bounded by the subscriptions themselves: never dropped).
     interest: tokio::sync::mpsc::UnboundedSender<(Str, bool)>,
+    /// Shared-group membership changes: (group, scoped filter, first or last).
+    shared: tokio::sync::mpsc::UnboundedSender<(Str, Str, bool)>,
     /// Messages from other nodes, per shard.
-    inboxes: Vec<ArrayQueue<SharedMessage>>,
+    inboxes: Vec<ArrayQueue<ClusterIn>>,
     /// True while the NATS connection is up.
     pub connected: AtomicBool,
     /// Messages sent to NATS.
@@ -97,8 +114,13 @@ impl ClusterLink {
         let _ = self.interest.send((filter, add));
     }
 
+    /// A shard's first (`add`) or last member of the shared group (`group`, `filter`).
+    pub fn shared(&self, group: Str, filter: Str, add: bool) {
+        let _ = self.shared.send((group, filter, add));
+    }
+
     /// The next message from another node for `shard`.
-    pub fn take(&self, shard: usize) -> Option<SharedMessage> {
+    pub fn take(&self, shard: usize) -> Option<ClusterIn> {
         self.inboxes.get(shard)?.pop()
     }
 }
@@ -125,9 +147,11 @@ pub fn start(
     let settings = &config.cluster;
     let (out, out_rx) = tokio::sync::mpsc::channel(settings.outbound_queue);
     let (interest, interest_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (shared, shared_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = Arc::new(ClusterLink {
         out,
         interest,
+        shared,
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
@@ -150,7 +174,7 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("ringmq-cluster".into())
-        .spawn(move || bridge.run(out_rx, interest_rx))
+        .spawn(move || bridge.run(out_rx, interest_rx, shared_rx))
         .map_err(|e| BrokerError::Cluster(format!("cannot start the cluster thread: {e}")))?;
     Ok(link)
 }
@@ -161,11 +185,25 @@ struct Interest {
     subscriber: async_nats::Subscriber,
 }
 
+/// The node's membership of one shared group: a queue subscription per subject of its filter.
+struct Group {
+    users: usize,
+    subscribers: Vec<async_nats::Subscriber>,
+}
+
+/// The receivers the bridge reads from the shards.
+type Inputs = (
+    tokio::sync::mpsc::Receiver<SharedMessage>,
+    tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
+    tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
+);
+
 impl Bridge {
     fn run(
         self,
         out: tokio::sync::mpsc::Receiver<SharedMessage>,
         interest: tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
+        shared: tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
     ) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -177,34 +215,36 @@ impl Bridge {
                 return;
             }
         };
-        runtime.block_on(self.serve(out, interest));
+        runtime.block_on(self.serve((out, interest, shared)));
     }
 
-    async fn serve(
-        self,
-        mut out: tokio::sync::mpsc::Receiver<SharedMessage>,
-        mut interest: tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
-    ) {
-        let events = Arc::clone(&self.link);
-        let shown = crate::config::redact(&self.url);
-        let url_shown = shown.clone();
+    /// The NATS connection options; `main`: the connection that publishes and carries plain
+    /// interest (no echo: a node never hears itself), else the one of the shared groups' queue
+    /// subscriptions (echo on: the node's own members are candidates for its own messages).
+    fn options(&self, main: bool) -> async_nats::ConnectOptions {
+        let link = Arc::clone(&self.link);
+        let url = crate::config::redact(&self.url);
+        let what = if main { "NATS" } else { "NATS (shared groups)" };
         let options = async_nats::ConnectOptions::new()
-            .name(format!("ringmq {}", self.link.node_id))
-            .no_echo()
+            .name(format!("ringmq {}{}", self.link.node_id, if main { "" } else { " groups" }))
             .retry_on_initial_connect()
             .subscription_capacity(1 << 16)
             .event_callback(move |event| {
-                let link = Arc::clone(&events);
-                let url = url_shown.clone();
+                let link = Arc::clone(&link);
+                let url = url.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
-                            link.connected.store(true, Ordering::Relaxed);
-                            tracing::info!(nats = %url, "cluster: connected to NATS");
+                            if main {
+                                link.connected.store(true, Ordering::Relaxed);
+                            }
+                            tracing::info!(nats = %url, "cluster: connected to {what}");
                         }
                         async_nats::Event::Disconnected => {
-                            link.connected.store(false, Ordering::Relaxed);
-                            tracing::warn!(nats = %url, "cluster: NATS connection lost; reconnecting with backoff (messages for other nodes are dropped meanwhile once the queue is full)");
+                            if main {
+                                link.connected.store(false, Ordering::Relaxed);
+                            }
+                            tracing::warn!(nats = %url, "cluster: {what} connection lost; reconnecting with backoff");
                         }
                         async_nats::Event::SlowConsumer(_) => {
                             link.dropped_in.fetch_add(1, Ordering::Relaxed);
@@ -217,9 +257,22 @@ impl Bridge {
                     }
                 }
             });
-        let client = match options.connect(self.url.as_str()).await {
-            Ok(client) => client,
-            Err(error) => {
+        if main {
+            options.no_echo()
+        } else {
+            options
+        }
+    }
+
+    async fn serve(self, inputs: Inputs) {
+        let (mut out, mut interest, mut shared) = inputs;
+        let shown = crate::config::redact(&self.url);
+        let (client, groups_client) = match (
+            self.options(true).connect(self.url.as_str()).await,
+            self.options(false).connect(self.url.as_str()).await,
+        ) {
+            (Ok(client), Ok(groups_client)) => (client, groups_client),
+            (Err(error), _) | (_, Err(error)) => {
                 tracing::error!(nats = %shown, %error, "cluster: bad NATS address; this node stays alone");
                 return;
             }
@@ -227,6 +280,8 @@ impl Bridge {
         // Filter (scoped) → shards wanting it; subject → its subscription.
         let mut filters: HashMap<Str, usize> = HashMap::new();
         let mut subjects: HashMap<String, Interest> = HashMap::new();
+        // (group, filter) → the node's queue subscriptions.
+        let mut groups: HashMap<(Str, Str), Group> = HashMap::new();
         let mut marks: HashMap<u64, u64> = HashMap::new();
         let mut seq = 0u64;
         let mut envelope = Vec::with_capacity(256);
@@ -248,6 +303,10 @@ impl Bridge {
                     let Some((filter, add)) = change else { break };
                     self.change_interest(&client, &mut filters, &mut subjects, filter, add).await;
                 }
+                change = shared.recv() => {
+                    let Some((group, filter, add)) = change else { break };
+                    self.change_group(&groups_client, &mut groups, group, filter, add).await;
+                }
                 // Unconstrained: tokio's cooperative budget would have a queue say "nothing
                 // here" halfway through the batch, and the part left behind (earlier messages
                 // of the same senders) be taken for duplicates next time (found by
@@ -255,9 +314,107 @@ impl Bridge {
                 batch = tokio::task::unconstrained(next_batch(&mut subjects)) => {
                     self.deliver(batch, &mut marks)
                 }
+                picked = next_picked(&mut groups) => self.deliver_shared(picked),
             }
         }
         tracing::info!("cluster: bridge stopped");
+    }
+
+    /// Joins or leaves a shared group's NATS queue group (counted over the node's shards).
+    async fn change_group(
+        &self,
+        client: &async_nats::Client,
+        groups: &mut HashMap<(Str, Str), Group>,
+        group: Str,
+        filter: Str,
+        add: bool,
+    ) {
+        let key = (group.clone(), filter.clone());
+        if let Some(held) = groups.get_mut(&key) {
+            if add {
+                held.users += 1;
+                return;
+            }
+            held.users -= 1;
+            if held.users == 0 {
+                if let Some(mut gone) = groups.remove(&key) {
+                    for subscriber in &mut gone.subscribers {
+                        let _ = subscriber.unsubscribe().await;
+                    }
+                }
+            }
+            return;
+        }
+        if !add {
+            return;
+        }
+        let (org, unscoped) = ringmq_router::unscoped(&filter);
+        let queue = queue_name(&self.prefix, org, &group, &unscoped);
+        let wanted = match filter_subjects(&self.prefix, org, &unscoped) {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                tracing::warn!(%group, filter = %unscoped, org, %error, "cluster: shared group served by this node only");
+                return;
+            }
+        };
+        let mut subscribers = Vec::with_capacity(wanted.len());
+        for subject in wanted {
+            match client.queue_subscribe(subject.clone(), queue.clone()).await {
+                Ok(subscriber) => subscribers.push(subscriber),
+                Err(error) => {
+                    tracing::error!(%subject, %queue, %error, "cluster: cannot join the queue group");
+                }
+            }
+        }
+        groups.insert(
+            key,
+            Group {
+                users: 1,
+                subscribers,
+            },
+        );
+    }
+
+    /// Hands messages NATS picked this node for to the shard of their publisher, for one
+    /// member of their group.
+    fn deliver_shared(&self, picked: Vec<((Str, Str), async_nats::Message)>) {
+        let shards = self.link.inboxes.len();
+        let mut woken = 0u64;
+        let mut opened: Vec<(u64, u64, (Str, Str), SharedMessage)> = picked
+            .into_iter()
+            .filter_map(|(key, message)| match self.open(&message) {
+                Some((epoch, seq, decoded)) => Some((epoch, seq, key, decoded)),
+                None => {
+                    self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect();
+        // Each sender's order (a group's members share a publisher's messages: no order is
+        // promised between them, but one member gets them in order).
+        opened.sort_by_key(|(epoch, seq, _, _)| (*epoch, *seq));
+        for (epoch, _, (group, filter), message) in opened {
+            let shard = shard_of(epoch, &message.publisher, shards);
+            let item = ClusterIn::Shared {
+                message,
+                group,
+                filter,
+            };
+            match self.link.inboxes[shard].push(item) {
+                Ok(()) => {
+                    self.link.received.fetch_add(1, Ordering::Relaxed);
+                    woken |= 1 << shard;
+                }
+                Err(_) => {
+                    self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for shard in 0..shards {
+            if woken & (1 << shard) != 0 {
+                self.mesh.wake(shard);
+            }
+        }
     }
 
     /// The subject and envelope of a message published here (`None`: a subject too long).
@@ -360,7 +517,7 @@ impl Bridge {
         let mut woken = 0u64;
         for (epoch, message) in in_order(decoded, marks) {
             let shard = shard_of(epoch, &message.publisher, shards);
-            match self.link.inboxes[shard].push(message) {
+            match self.link.inboxes[shard].push(ClusterIn::Plain(message)) {
                 Ok(()) => {
                     self.link.received.fetch_add(1, Ordering::Relaxed);
                     woken |= 1 << shard;
@@ -426,6 +583,30 @@ fn shard_of(epoch: u64, publisher: &str, shards: usize) -> usize {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     (hash % shards.max(1) as u64) as usize
+}
+
+/// What the node's queue subscriptions hold now, once one holds something, with their group.
+async fn next_picked(
+    groups: &mut HashMap<(Str, Str), Group>,
+) -> Vec<((Str, Str), async_nats::Message)> {
+    let poll = std::future::poll_fn(|cx| {
+        let mut batch = Vec::new();
+        for (key, group) in groups.iter_mut() {
+            for subscriber in &mut group.subscribers {
+                while let Poll::Ready(Some(message)) =
+                    std::pin::Pin::new(&mut *subscriber).poll_next(cx)
+                {
+                    batch.push((key.clone(), message));
+                }
+            }
+        }
+        if batch.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(batch)
+        }
+    });
+    tokio::task::unconstrained(poll).await
 }
 
 /// Everything the node's subscriptions hold now, once at least one holds something.
@@ -495,9 +676,17 @@ mod tests {
         let out = in_order(batch, &mut marks);
         assert_eq!(
             payloads(&out),
-            [(7, "1".into()), (7, "2".into()), (7, "3".into()), (9, "1".into())]
+            [
+                (7, "1".into()),
+                (7, "2".into()),
+                (7, "3".into()),
+                (9, "1".into())
+            ]
         );
-        let out = in_order(vec![(7, 3, message("p", 3)), (7, 4, message("p", 4))], &mut marks);
+        let out = in_order(
+            vec![(7, 3, message("p", 3)), (7, 4, message("p", 4))],
+            &mut marks,
+        );
         assert_eq!(payloads(&out), [(7, "4".into())], "3 was delivered already");
         // A restarted sender has a new epoch: its sequence starts again.
         let out = in_order(vec![(8, 1, message("p", 1))], &mut marks);

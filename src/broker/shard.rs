@@ -176,6 +176,11 @@ impl Shard {
                         link.interest(filter, add);
                     }
                 }
+                Output::ClusterShared { group, filter, add } => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.shared(group, filter, add);
+                    }
+                }
                 Output::Connect(token) => {
                     let pending = self.core.pending.get_mut(&token);
                     let outcome = match pending {
@@ -531,10 +536,20 @@ impl Shard {
         let id = usize::from(self.core.id);
         let mut taken = 0;
         while taken < super::cluster::INBOUND_PER_ROUND {
-            let Some(message) = link.take(id) else {
-                break;
+            let input = match link.take(id) {
+                None => break,
+                Some(super::cluster::ClusterIn::Plain(message)) => Input::FromCluster(message),
+                Some(super::cluster::ClusterIn::Shared {
+                    message,
+                    group,
+                    filter,
+                }) => Input::FromClusterShared {
+                    message,
+                    group,
+                    filter,
+                },
             };
-            self.core.handle(Input::FromCluster(message), now);
+            self.core.handle(input, now);
             taken += 1;
         }
         if taken > 0 {

@@ -287,6 +287,43 @@ def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
     pub.loop_stop()
 
 
+def test_a_shared_group_spans_the_nodes_each_message_once(nodes):
+    n1, n2, n3 = nodes(3)
+    members = [Sub(node, f"member-{i}", ["$share/workers/jobs/#"]) for i, node in enumerate((n1, n2, n3))]
+    plain = Sub(n2, "plain", ["jobs/#"])
+    pub = publisher(n1, "pub")
+    for i in range(300):
+        pub.publish(f"jobs/{i % 7}", str(i).encode(), qos=1).wait_for_publish(5)
+    assert len(plain.wait(300)) == 300, "plain subscriptions are not affected"
+
+    def receipts():
+        return [int(p) for m in members for _, p, _ in m.got]
+
+    deadline = time.monotonic() + 10
+    while len(receipts()) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    got = receipts()
+    assert sorted(got) == list(range(300)), "each message to one member in the whole cluster"
+    assert sum(1 for m in members if m.got) >= 2, "NATS's queue group spreads them over the nodes"
+    # A member leaves: the others take everything.
+    members[2].close()
+    time.sleep(0.5)
+    for m in members:
+        m.got.clear()
+    for i in range(300, 360):
+        pub.publish(f"jobs/{i % 7}", str(i).encode(), qos=1).wait_for_publish(5)
+    deadline = time.monotonic() + 10
+    while len(receipts()) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert sorted(receipts()) == list(range(300, 360))
+    for m in members[:2]:
+        m.close()
+    plain.close()
+    pub.loop_stop()
+
+
 def test_hostile_envelopes_from_nats_are_dropped_and_counted(nats, nodes):
     (n1,) = nodes(1)
     sub = Sub(n1, "sub", ["t/#"])

@@ -48,6 +48,46 @@ impl Shard {
         }
     }
 
+    /// This shard's first or last member of a shared group came or went.
+    pub(super) fn cluster_shared(&mut self, group: &str, filter: &str, add: bool) {
+        if self.cluster {
+            self.outputs.push_back(Output::ClusterShared {
+                group: Str::from(group),
+                filter: Str::from(filter),
+                add,
+            });
+        }
+    }
+
+    /// A message NATS's queue group picked this node for: to one member of the group here
+    /// (on whichever shard holds one), or dropped and counted when the last one just left.
+    pub fn shared_from_cluster(
+        &mut self,
+        message: SharedMessage,
+        group: Str,
+        filter: Str,
+        now: Instant,
+    ) {
+        self.stats.messages_received.inc();
+        // The group's weighted turn over this node's member shards, as for a local publish.
+        let mut picked = None;
+        self.replica
+            .shared_index
+            .route(&message.topic, |g, f, shard| {
+                if g == &*group && f == &*filter {
+                    picked = Some(shard);
+                }
+            });
+        let picked = picked.or_else(|| self.replica.shared_index.pick_other(&group, &filter, 0));
+        match picked {
+            Some(shard) => self.send_shared(shard, &message, group, filter, 0, now),
+            None => {
+                self.stats.messages_dropped.inc();
+                tracing::debug!(%group, %filter, "no member left here for a shared message from the cluster");
+            }
+        }
+    }
+
     /// A message another node published: to this node's subscribers (and retained store).
     pub fn publish_from_cluster(&mut self, message: SharedMessage, now: Instant) {
         self.stats.messages_received.inc();
@@ -124,6 +164,65 @@ mod tests {
         let (c, _) = connect(&mut single[0], "c", v5_connect("c", 0, 0), now);
         subscribe(&mut single[0], c, "t/#", now);
         assert!(interest(&outputs(&mut single[0])).is_empty());
+    }
+
+    /// In a cluster a shared group spans the nodes: a message published here goes to no local
+    /// member (NATS's queue group picks the node, this one included), and one NATS picked this
+    /// node for goes to exactly one member here; membership comes and goes per shard.
+    #[test]
+    fn shared_groups_are_left_to_the_cluster() {
+        let now = Instant::now();
+        let mut shards = clustered(2);
+        let (a, _) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
+        let (b, _) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
+        subscribe(&mut shards[0], a, "$share/g/t/#", now);
+        subscribe(&mut shards[1], b, "$share/g/t/#", now);
+        pump(&mut shards, now);
+        let joined = |seen: &[Output]| {
+            seen.iter()
+                .filter(|o| {
+                    matches!(o, Output::ClusterShared { group, filter, add: true }
+                    if &**group == "g" && &**filter == "t/#")
+                })
+                .count()
+        };
+        assert_eq!(joined(&outputs(&mut shards[0])), 1);
+        assert_eq!(joined(&outputs(&mut shards[1])), 1);
+        let delivered = |s: &mut Shard, slot| {
+            let entry = s.entry_mut(slot).expect("session");
+            usize::from(!std::mem::take(&mut entry.session.out).is_empty())
+        };
+        // (The SUBACKs.)
+        delivered(&mut shards[0], a);
+        delivered(&mut shards[1], b);
+        shards[0].publish(test_message("t/1", b"x", QoS::AtLeastOnce, false), now);
+        pump(&mut shards, now);
+        assert_eq!(
+            delivered(&mut shards[0], a) + delivered(&mut shards[1], b),
+            0
+        );
+        assert_eq!(exported(&outputs(&mut shards[0])), ["t/1"], "NATS decides");
+        for _ in 0..4 {
+            shards[1].handle(
+                super::super::Input::FromClusterShared {
+                    message: test_message("t/2", b"y", QoS::AtLeastOnce, false),
+                    group: Str::from("g"),
+                    filter: Str::from("t/#"),
+                },
+                now,
+            );
+            pump(&mut shards, now);
+            assert_eq!(
+                delivered(&mut shards[0], a) + delivered(&mut shards[1], b),
+                1,
+                "one member of the node's group"
+            );
+        }
+        shards[1].end_connection(b, None, false, now);
+        pump(&mut shards, now);
+        assert!(outputs(&mut shards[1])
+            .iter()
+            .any(|o| matches!(o, Output::ClusterShared { add: false, .. })));
     }
 
     /// A message published here is exported once (not by the shards it is routed to); one

@@ -414,6 +414,7 @@ impl Shard {
                         self.replica
                             .shared_index
                             .add_member(shared.group, shared.filter, self.id);
+                        self.cluster_shared(shared.group, shared.filter, true);
                     }
                 }
                 None => {

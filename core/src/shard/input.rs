@@ -63,6 +63,16 @@ pub enum Input {
     /// A message another node of the cluster published: delivered on this node, never sent
     /// on to the cluster again.
     FromCluster(SharedMessage),
+    /// A message NATS's queue group picked this node for: to one member of the shared group
+    /// (`group`, `filter`) here.
+    FromClusterShared {
+        /// The message.
+        message: SharedMessage,
+        /// The group's name.
+        group: ringmq_proto::mqtt::Str,
+        /// The group's filter, in its org's scope.
+        filter: ringmq_proto::mqtt::Str,
+    },
 }
 
 impl Shard {
@@ -102,6 +112,11 @@ impl Shard {
             Input::Snapshot(snapshot) => self.set_snapshot(snapshot, now),
             Input::Publish(message) => self.publish(message, now),
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
+            Input::FromClusterShared {
+                message,
+                group,
+                filter,
+            } => self.shared_from_cluster(message, group, filter, now),
         }
         Flow::Continue
     }

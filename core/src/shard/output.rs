@@ -104,4 +104,14 @@ pub enum Output {
         /// First (`true`) or last (`false`).
         add: bool,
     },
+    /// This shard's first (`add`) or last member of the shared group (`group`, `filter`) came
+    /// or went: the node joins or leaves the group's NATS queue group.
+    ClusterShared {
+        /// The group's name.
+        group: ringmq_proto::mqtt::Str,
+        /// The group's filter, in its org's scope.
+        filter: ringmq_proto::mqtt::Str,
+        /// First (`true`) or last (`false`).
+        add: bool,
+    },
 }

@@ -100,6 +100,12 @@ impl Shard {
                 self.send(shard, MeshMsg::Deliver(message.clone()));
             }
         }
+        if self.cluster {
+            // Shared groups span the cluster: NATS's queue group picks the node (this one
+            // included), which hands the message to one of its members
+            // (`Shard::shared_from_cluster`).
+            return (local, asked);
+        }
         let mut picks: Vec<(Str, Str, u16)> = Vec::new();
         self.replica
             .shared_index

@@ -141,6 +141,7 @@ impl Shard {
             Some(shared) => {
                 if self.replica.groups.join(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, true);
+                    self.cluster_shared(shared.group, shared.filter, true);
                 }
             }
             None => {
@@ -187,6 +188,7 @@ impl Shard {
             Some(shared) => {
                 if self.replica.groups.leave(shared.group, shared.filter, slot) {
                     self.announce_shared(shared.group, shared.filter, false);
+                    self.cluster_shared(shared.group, shared.filter, false);
                 }
             }
             None => {
