@@ -379,7 +379,6 @@ impl Bridge {
     /// member of their group.
     fn deliver_shared(&self, picked: Vec<((Str, Str), async_nats::Message)>) {
         let shards = self.link.inboxes.len();
-        let mut woken = 0u64;
         let mut opened: Vec<(u64, u64, (Str, Str), SharedMessage)> = picked
             .into_iter()
             .filter_map(|(key, message)| match self.open(&message) {
@@ -393,13 +392,26 @@ impl Bridge {
         // Each sender's order (a group's members share a publisher's messages: no order is
         // promised between them, but one member gets them in order).
         opened.sort_by_key(|(epoch, seq, _, _)| (*epoch, *seq));
-        for (epoch, _, (group, filter), message) in opened {
-            let shard = shard_of(epoch, &message.publisher, shards);
-            let item = ClusterIn::Shared {
-                message,
-                group,
-                filter,
-            };
+        self.hand_over(
+            opened
+                .into_iter()
+                .map(|(epoch, _, (group, filter), message)| {
+                    let shard = shard_of(epoch, &message.publisher, shards);
+                    let item = ClusterIn::Shared {
+                        message,
+                        group,
+                        filter,
+                    };
+                    (shard, item)
+                }),
+        );
+    }
+
+    /// Puts each item into its shard's inbox (a full one drops it, counted) and wakes each
+    /// shard that got some, once.
+    fn hand_over(&self, items: impl Iterator<Item = (usize, ClusterIn)>) {
+        let mut woken = 0u64;
+        for (shard, item) in items {
             match self.link.inboxes[shard].push(item) {
                 Ok(()) => {
                     self.link.received.fetch_add(1, Ordering::Relaxed);
@@ -410,7 +422,7 @@ impl Bridge {
                 }
             }
         }
-        for shard in 0..shards {
+        for shard in 0..self.link.inboxes.len() {
             if woken & (1 << shard) != 0 {
                 self.mesh.wake(shard);
             }
@@ -514,24 +526,16 @@ impl Bridge {
             }
         }
         let shards = self.link.inboxes.len();
-        let mut woken = 0u64;
-        for (epoch, message) in in_order(decoded, marks) {
-            let shard = shard_of(epoch, &message.publisher, shards);
-            match self.link.inboxes[shard].push(ClusterIn::Plain(message)) {
-                Ok(()) => {
-                    self.link.received.fetch_add(1, Ordering::Relaxed);
-                    woken |= 1 << shard;
-                }
-                Err(_) => {
-                    self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        for shard in 0..shards {
-            if woken & (1 << shard) != 0 {
-                self.mesh.wake(shard);
-            }
-        }
+        self.hand_over(
+            in_order(decoded, marks)
+                .into_iter()
+                .map(|(epoch, message)| {
+                    (
+                        shard_of(epoch, &message.publisher, shards),
+                        ClusterIn::Plain(message),
+                    )
+                }),
+        );
     }
 
     /// An envelope's sender, sequence and message, checked: its topic must be the one its
