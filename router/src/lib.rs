@@ -53,9 +53,9 @@ pub use index::{LocalFilterCounts, ShardIndex, SHARD_COUNT_MAX};
 pub use retained::RetainedStore;
 pub use shared::{LocalGroups, SharedIndex};
 pub use topic::{
-    is_org_level, level_count, matches, org_scope, parse_shared, scoped, split_shared, strip_scope,
-    unscoped, validate_filter, validate_topic_name, SharedFilter, TopicError, ORG_MARK,
-    SHARE_PREFIX, TOPIC_BYTES_MAX,
+    fnv1a, is_org_level, level_count, matches, org_scope, parse_shared, scoped, split_shared,
+    strip_scope, unscoped, validate_filter, validate_topic_name, SharedFilter, TopicError,
+    FNV_OFFSET, ORG_MARK, SHARE_PREFIX, TOPIC_BYTES_MAX,
 };
 pub use trie::SubscriptionTrie;
 

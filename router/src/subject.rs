@@ -113,11 +113,8 @@ fn org_len(org: u32) -> usize {
 pub fn queue_name(prefix: &str, org: u32, group: &str, filter: &str) -> String {
     let mut out = format!("{prefix}_{org}_");
     push_level(&mut out, group);
-    // The filter by a 64-bit FNV-1a hash: a name stays short whatever the filter's length.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in filter.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
+    // The filter by its hash: a name stays short whatever the filter's length.
+    let hash = crate::topic::fnv1a(crate::topic::FNV_OFFSET, filter.as_bytes());
     let _ = write!(out, "_{hash:016x}");
     out
 }

@@ -257,6 +257,17 @@ fn check_levels(levels: usize, levels_max: usize) -> Result<(), TopicError> {
     }
 }
 
+/// The FNV-1a offset basis: [`fnv1a`]'s usual start.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes` from `start` ([`FNV_OFFSET`] for the standard hash): stable across
+/// processes, shards and nodes, unlike a randomly seeded hasher (homes of topics, queue names).
+pub fn fnv1a(start: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(start, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

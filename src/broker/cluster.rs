@@ -307,13 +307,7 @@ impl Bridge {
                     let Some((group, filter, add)) = change else { break };
                     self.change_group(&groups_client, &mut groups, group, filter, add).await;
                 }
-                // Unconstrained: tokio's cooperative budget would have a queue say "nothing
-                // here" halfway through the batch, and the part left behind (earlier messages
-                // of the same senders) be taken for duplicates next time (found by
-                // test_cluster.py: 7 of 401 messages lost now and then).
-                batch = tokio::task::unconstrained(next_batch(&mut subjects)) => {
-                    self.deliver(batch, &mut marks)
-                }
+                batch = next_batch(&mut subjects) => self.deliver(batch, &mut marks),
                 picked = next_picked(&mut groups) => self.deliver_shared(picked),
             }
         }
@@ -582,14 +576,12 @@ fn in_order(
 
 /// The shard that takes every message of one publisher (its order holds on this node).
 fn shard_of(epoch: u64, publisher: &str, shards: usize) -> usize {
-    let mut hash = epoch ^ 0xcbf2_9ce4_8422_2325;
-    for byte in publisher.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = ringmq_router::fnv1a(epoch ^ ringmq_router::FNV_OFFSET, publisher.as_bytes());
     (hash % shards.max(1) as u64) as usize
 }
 
-/// What the node's queue subscriptions hold now, once one holds something, with their group.
+/// What the node's queue subscriptions hold now, once one holds something, with their group
+/// (unconstrained, as [`next_batch`]).
 async fn next_picked(
     groups: &mut HashMap<(Str, Str), Group>,
 ) -> Vec<((Str, Str), async_nats::Message)> {
@@ -597,11 +589,7 @@ async fn next_picked(
         let mut batch = Vec::new();
         for (key, group) in groups.iter_mut() {
             for subscriber in &mut group.subscribers {
-                while let Poll::Ready(Some(message)) =
-                    std::pin::Pin::new(&mut *subscriber).poll_next(cx)
-                {
-                    batch.push((key.clone(), message));
-                }
+                take_ready(subscriber, cx, |message| batch.push((key.clone(), message)));
             }
         }
         if batch.is_empty() {
@@ -614,23 +602,34 @@ async fn next_picked(
 }
 
 /// Everything the node's subscriptions hold now, once at least one holds something.
+///
+/// Unconstrained: tokio's cooperative budget would have a queue say "nothing here" halfway
+/// through the batch, and the part left behind (earlier messages of the same senders) be taken
+/// for duplicates next time (found by test_cluster.py: 7 of 401 messages lost now and then).
 async fn next_batch(subjects: &mut HashMap<String, Interest>) -> Vec<async_nats::Message> {
-    std::future::poll_fn(|cx| {
+    let poll = std::future::poll_fn(|cx| {
         let mut batch = Vec::new();
         for interest in subjects.values_mut() {
-            while let Poll::Ready(Some(message)) =
-                std::pin::Pin::new(&mut interest.subscriber).poll_next(cx)
-            {
-                batch.push(message);
-            }
+            take_ready(&mut interest.subscriber, cx, |message| batch.push(message));
         }
         if batch.is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(batch)
         }
-    })
-    .await
+    });
+    tokio::task::unconstrained(poll).await
+}
+
+/// Hands `push` every message `subscriber` holds now (registering the waker when it is empty).
+fn take_ready(
+    subscriber: &mut async_nats::Subscriber,
+    cx: &mut std::task::Context<'_>,
+    mut push: impl FnMut(async_nats::Message),
+) {
+    while let Poll::Ready(Some(message)) = std::pin::Pin::new(&mut *subscriber).poll_next(cx) {
+        push(message);
+    }
 }
 
 #[cfg(test)]

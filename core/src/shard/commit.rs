@@ -590,6 +590,23 @@ mod tests {
         ids
     }
 
+    /// Every shard syncs and reads its lanes until every fence so far is answered.
+    fn settle(shards: &mut [Shard], now: Instant) {
+        for _ in 0..3 {
+            for at in 0..shards.len() {
+                sync(&mut shards[at], now);
+                poll_mesh(shards, at, now);
+            }
+        }
+    }
+
+    /// `slot` acknowledges every QoS 1 delivery in its outbox, as its client would.
+    fn consume(s: &mut Shard, slot: Slot, now: Instant) {
+        for id in delivered(s, slot) {
+            puback(s, slot, id, now);
+        }
+    }
+
     /// `slot` acknowledges the QoS 1 delivery `id`, as its client would.
     fn puback(s: &mut Shard, slot: Slot, id: u16, now: Instant) {
         let ack = Packet::PubAck(ringmq_proto::mqtt::PubResp {
@@ -649,12 +666,7 @@ mod tests {
         let sub = persistent_subscriber(&mut shards[1], "sub", "t/#", now);
         let (publisher, _) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
         shards[1].flush(now);
-        for _ in 0..3 {
-            for at in 0..2 {
-                sync(&mut shards[at], now);
-                poll_mesh(&mut shards, at, now);
-            }
-        }
+        settle(&mut shards, now);
         outputs(&mut shards[1]);
         let s = &mut shards[1];
         publish(s, publisher, "t/1", QoS::AtLeastOnce, 1, now);
@@ -703,12 +715,7 @@ mod tests {
         let (publisher, _) = connect(&mut shards[1], "pub", v5_connect("pub", 0, 0), now);
         shards[1].flush(now);
         // Every fence so far answered: nothing older waits in front of the publish.
-        for _ in 0..3 {
-            for at in 0..2 {
-                sync(&mut shards[at], now);
-                poll_mesh(&mut shards, at, now);
-            }
-        }
+        settle(&mut shards, now);
         assert!(!shards[0].commit_wanted() && !shards[1].commit_wanted());
         outputs(&mut shards[1]);
         publish(&mut shards[1], publisher, "t/1", QoS::AtLeastOnce, 1, now);
@@ -751,9 +758,7 @@ mod tests {
         });
         s.handle_packet(publisher, packet, now);
         s.flush(now);
-        for id in delivered(s, sub) {
-            puback(s, sub, id, now);
-        }
+        consume(s, sub, now);
         assert!(
             acks(s, publisher).is_empty(),
             "retained: the store must hold it"
@@ -762,15 +767,11 @@ mod tests {
         assert_eq!(acks(s, publisher), [1]);
         // QoS 2: the receipt is state.
         publish(s, publisher, "t/2", QoS::ExactlyOnce, 2, now);
-        for id in delivered(s, sub) {
-            puback(s, sub, id, now);
-        }
+        consume(s, sub, now);
         assert!(acks(s, publisher).is_empty(), "a PUBREC waits");
         // A later consumed round waits behind it.
         publish(s, publisher, "t/3", QoS::AtLeastOnce, 3, now);
-        for id in delivered(s, sub) {
-            puback(s, sub, id, now);
-        }
+        consume(s, sub, now);
         assert!(
             acks(s, publisher).is_empty(),
             "never before an earlier round"

@@ -494,12 +494,7 @@ impl Shard {
 
     /// Home shard of a client id or topic (stable hash, so every shard agrees).
     pub fn home_of(&self, key: &str) -> u16 {
-        // FNV-1a: stable across processes and shards, unlike a randomly seeded hasher.
-        let mut hash: u64 = 0xcbf29ce484222325;
-        for byte in key.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x100000001b3);
-        }
+        let hash = ringmq_router::fnv1a(ringmq_router::FNV_OFFSET, key.as_bytes());
         (hash % u64::from(self.count)) as u16
     }
 
