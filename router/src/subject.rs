@@ -119,6 +119,21 @@ pub fn queue_name(prefix: &str, org: u32, group: &str, filter: &str) -> String {
     out
 }
 
+/// The JetStream key-value key of the retained message on `topic` of `org`: the subject's
+/// tokens after the prefix, with `=` for `~` (a key may hold `=`, not `~`), so it is one-to-one
+/// as the subject is.
+pub fn retained_key(org: u32, topic: &str) -> Result<String, SubjectError> {
+    Ok(topic_subject("k", org, topic)?[2..].replace('~', "="))
+}
+
+/// The org and topic of a key [`retained_key`] made.
+pub fn key_topic(key: &str) -> Result<(u32, String), SubjectError> {
+    if key.contains('~') {
+        return Err(SubjectError::Invalid("character"));
+    }
+    subject_topic("k", &format!("k.{}", key.replace('=', "~")))
+}
+
 /// The org and topic of a subject [`topic_subject`] made under `prefix`.
 pub fn subject_topic(prefix: &str, subject: &str) -> Result<(u32, String), SubjectError> {
     let rest = subject
@@ -238,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn retained_keys_round_trip_in_the_key_value_alphabet() {
+        let key = retained_key(3, "fleet/a.b//é").unwrap();
+        assert_eq!(key, "3.fleet.a=2eb.=.=c3=a9");
+        assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)));
+        assert_eq!(key_topic(&key).unwrap(), (3, "fleet/a.b//é".to_owned()));
+        for bad in ["", "x.a", "0.a~20", "0..a", "0.=zz"] {
+            assert!(key_topic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn queue_names_are_safe_and_distinct() {
         let a = queue_name("rmq", 0, "workers", "jobs/#");
         assert_eq!(
@@ -321,7 +349,9 @@ mod tests {
             let subject = topic_subject("rmq", org, &topic).unwrap();
             prop_assert!(!subject.contains(' '));
             prop_assert!(subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">"));
-            prop_assert_eq!(subject_topic("rmq", &subject).unwrap(), (org, topic));
+            prop_assert_eq!(subject_topic("rmq", &subject).unwrap(), (org, topic.clone()));
+            let key = retained_key(org, &topic).unwrap();
+            prop_assert_eq!(key_topic(&key).unwrap(), (org, topic));
         }
 
         /// NATS delivers a message to a node exactly when one of its MQTT filters matches.

@@ -37,7 +37,9 @@ use ringmq_core::durable::{decode_message, encode_message, Clock};
 use ringmq_io::Mesh;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
-use ringmq_router::subject::{filter_subjects, queue_name, subject_topic, topic_subject};
+use ringmq_router::subject::{
+    filter_subjects, key_topic, queue_name, retained_key, subject_topic, topic_subject,
+};
 
 use super::error::BrokerError;
 use super::mesh_msg::MeshMsg;
@@ -60,6 +62,8 @@ pub const INBOUND_PER_ROUND: usize = 1024;
 pub enum ClusterIn {
     /// A message another node published, for this node's subscribers.
     Plain(SharedMessage),
+    /// The cluster's retained message on a topic changed (empty: cleared).
+    Retained(SharedMessage),
     /// A message NATS's queue group picked this node for: to one member of the shared group.
     Shared {
         /// The message.
@@ -83,6 +87,9 @@ pub struct ClusterLink {
     inboxes: Vec<ArrayQueue<ClusterIn>>,
     /// True while the NATS connection is up.
     pub connected: AtomicBool,
+    /// True once the retained messages of the cluster's bucket are in this node's store (or
+    /// there is no bucket: NATS without JetStream).
+    pub retained_loaded: AtomicBool,
     /// Messages sent to NATS.
     pub sent: AtomicU64,
     /// Messages from other nodes handed to a shard.
@@ -156,6 +163,7 @@ pub fn start(
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
         connected: AtomicBool::new(false),
+        retained_loaded: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         dropped_out: AtomicU64::new(0),
@@ -277,6 +285,9 @@ impl Bridge {
                 return;
             }
         };
+        let (mut bucket, mut watch) = self.open_bucket(&client, true).await;
+        // A node that started while NATS (or its JetStream) was away opens the bucket later.
+        let mut retry = tokio::time::interval(std::time::Duration::from_secs(5));
         // Filter (scoped) → shards wanting it; subject → its subscription.
         let mut filters: HashMap<Str, usize> = HashMap::new();
         let mut subjects: HashMap<String, Interest> = HashMap::new();
@@ -294,10 +305,19 @@ impl Bridge {
                         self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
+                    if message.retain {
+                        if let Some(bucket) = &bucket {
+                            self.store_retained(bucket, &message, payload.clone()).await;
+                        }
+                    }
                     match client.publish(subject, payload).await {
                         Ok(()) => { self.link.sent.fetch_add(1, Ordering::Relaxed); }
                         Err(_) => { self.link.dropped_out.fetch_add(1, Ordering::Relaxed); }
                     }
+                }
+                entry = next_entry(&mut watch) => self.apply_entry(entry),
+                _ = retry.tick(), if watch.is_none() => {
+                    (bucket, watch) = self.open_bucket(&client, false).await;
                 }
                 change = interest.recv() => {
                     let Some((filter, add)) = change else { break };
@@ -312,6 +332,124 @@ impl Bridge {
             }
         }
         tracing::info!("cluster: bridge stopped");
+    }
+
+    /// The cluster's retained messages: a JetStream key-value bucket (last value per topic) and
+    /// a watch of it from its current values on. Without JetStream (or on an error) retained
+    /// messages stay per node, said once in the log.
+    async fn open_bucket(
+        &self,
+        client: &async_nats::Client,
+        first: bool,
+    ) -> (
+        Option<async_nats::jetstream::kv::Store>,
+        Option<async_nats::jetstream::kv::Watch>,
+    ) {
+        let context = async_nats::jetstream::new(client.clone());
+        let name = format!("{}_retained", self.prefix);
+        let store = match open_or_make_bucket(&context, &name).await {
+            Ok(store) => store,
+            Err(error) => {
+                if first {
+                    tracing::error!(bucket = %name, %error, "cluster: no JetStream key-value bucket yet (is nats-server run with -js?); retained messages stay on each node until it opens (tried every 5 s)");
+                }
+                self.link.retained_loaded.store(true, Ordering::Relaxed);
+                return (None, None);
+            }
+        };
+        let empty = matches!(store.status().await, Ok(status) if status.values() == 0);
+        let watch = match store.watch_with_history(">").await {
+            Ok(watch) => watch,
+            Err(error) => {
+                tracing::error!(bucket = %name, %error, "cluster: cannot watch the retained messages' bucket yet (tried every 5 s)");
+                self.link.retained_loaded.store(true, Ordering::Relaxed);
+                return (Some(store), None);
+            }
+        };
+        // Loaded when the bucket is empty, else once the watch has brought its current values.
+        self.link.retained_loaded.store(empty, Ordering::Relaxed);
+        if !first {
+            tracing::info!(bucket = %name, "cluster: retained messages' bucket open");
+        }
+        (Some(store), Some(watch))
+    }
+
+    /// Sets (or clears) a retained message published here in the bucket; the watch brings the
+    /// bucket's order back to every node, this one included.
+    async fn store_retained(
+        &self,
+        bucket: &async_nats::jetstream::kv::Store,
+        message: &SharedMessage,
+        envelope: Bytes,
+    ) {
+        let (org, topic) = ringmq_router::strip_scope(&message.topic);
+        let Ok(key) = retained_key(org, topic) else {
+            return;
+        };
+        let result = if message.payload.is_empty() {
+            bucket.delete(&key).await.map_err(|e| e.to_string())
+        } else {
+            bucket
+                .put(&key, envelope)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        if let Err(error) = result {
+            self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, topic, "cluster: retained message not stored in the bucket; other nodes' new subscribers miss it");
+        }
+    }
+
+    /// A change of the bucket: into the store of every shard, through the topic's shard.
+    fn apply_entry(&self, entry: Option<async_nats::jetstream::kv::Entry>) {
+        let Some(entry) = entry else {
+            return;
+        };
+        if entry.delta == 0 || entry.seen_current {
+            self.link.retained_loaded.store(true, Ordering::Relaxed);
+        }
+        let Ok((org, topic)) = key_topic(&entry.key) else {
+            self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let scoped = Str::from(ringmq_router::topic::scoped(
+            &ringmq_router::topic::org_scope(org),
+            &topic,
+        ));
+        let message = match entry.operation {
+            async_nats::jetstream::kv::Operation::Put => {
+                match self.open_envelope(&entry.value, org, &topic) {
+                    Some((_, _, message)) => message,
+                    None => {
+                        self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            _ => Arc::new(ringmq_proto::message::Message {
+                topic: scoped.clone(),
+                payload: Bytes::new(),
+                qos: ringmq_proto::mqtt::QoS::AtMostOnce,
+                retain: true,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: Str::from(""),
+                origin: ringmq_proto::message::Origin::BROKER,
+                namespace: None,
+                device: None,
+            }),
+        };
+        let shards = self.link.inboxes.len();
+        let shard = shard_of(0, &scoped, shards);
+        if self.link.inboxes[shard]
+            .push(ClusterIn::Retained(message))
+            .is_err()
+        {
+            self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.mesh.wake(shard);
     }
 
     /// Joins or leaves a shared group's NATS queue group (counted over the node's shards).
@@ -535,19 +673,28 @@ impl Bridge {
     /// An envelope's sender, sequence and message, checked: its topic must be the one its
     /// subject names (a message cannot reach another org's subscribers by lying).
     fn open(&self, message: &async_nats::Message) -> Option<(u64, u64, SharedMessage)> {
-        let bytes = &message.payload[..];
+        let (org, topic) = subject_topic(&self.prefix, message.subject.as_str()).ok()?;
+        self.open_envelope(&message.payload, org, &topic)
+    }
+
+    /// An envelope's sender, sequence and message, if its message is on `topic` of `org`.
+    fn open_envelope(
+        &self,
+        bytes: &[u8],
+        org: u32,
+        topic: &str,
+    ) -> Option<(u64, u64, SharedMessage)> {
         if bytes.len() < ENVELOPE_HEAD || bytes[0] != ENVELOPE_V1 {
             return None;
         }
         let epoch = u64::from_le_bytes(bytes[1..9].try_into().ok()?);
         let seq = u64::from_le_bytes(bytes[9..17].try_into().ok()?);
         let decoded = decode_message(&bytes[ENVELOPE_HEAD..], &self.clock).ok()?;
-        let (org, topic) = subject_topic(&self.prefix, message.subject.as_str()).ok()?;
         let (inner_org, inner_topic) = ringmq_router::strip_scope(&decoded.topic);
         if inner_org != org || inner_topic != topic || topic.starts_with('$') {
             return None;
         }
-        ringmq_router::validate_topic_name(&topic, usize::MAX).ok()?;
+        ringmq_router::validate_topic_name(topic, usize::MAX).ok()?;
         Some((epoch, seq, decoded))
     }
 }
@@ -578,6 +725,63 @@ fn in_order(
 fn shard_of(epoch: u64, publisher: &str, shards: usize) -> usize {
     let hash = ringmq_router::fnv1a(epoch ^ ringmq_router::FNV_OFFSET, publisher.as_bytes());
     (hash % shards.max(1) as u64) as usize
+}
+
+/// Opens the bucket `name`, making it first when it does not exist.
+///
+/// The bucket's stream is made here with the settings async-nats's `create_key_value` gives a
+/// bucket of history 1, not through that call: it first asks for the account's information,
+/// whose answer from nats-server 2.9 (Debian's) lacks fields async-nats 0.52 requires
+/// (`reserved_memory`, `reserved_storage`), so it fails there before making anything.
+async fn open_or_make_bucket(
+    context: &async_nats::jetstream::Context,
+    name: &str,
+) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+    use async_nats::jetstream::stream;
+    if let Ok(store) = context.get_key_value(name).await {
+        return Ok(store);
+    }
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some("ringmq retained messages, last value per topic".into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    // Another node may make it between the look and the make: then the second look finds it.
+    let made = context.get_or_create_stream(config).await;
+    match context.get_key_value(name).await {
+        Ok(store) => Ok(store),
+        Err(error) => Err(BrokerError::Cluster(match made {
+            Err(made) => format!("making the bucket's stream: {made}"),
+            Ok(_) => format!("opening the bucket: {error}"),
+        })),
+    }
+}
+
+/// The next change of the retained messages' bucket (never, without a watch).
+async fn next_entry(
+    watch: &mut Option<async_nats::jetstream::kv::Watch>,
+) -> Option<async_nats::jetstream::kv::Entry> {
+    use futures_util::StreamExt;
+    match watch {
+        Some(watch) => match watch.next().await {
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "cluster: the retained messages' watch failed an entry");
+                None
+            }
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// What the node's queue subscriptions hold now, once one holds something, with their group

@@ -539,6 +539,9 @@ impl Shard {
             let input = match link.take(id) {
                 None => break,
                 Some(super::cluster::ClusterIn::Plain(message)) => Input::FromCluster(message),
+                Some(super::cluster::ClusterIn::Retained(message)) => {
+                    Input::RetainedFromCluster(message)
+                }
                 Some(super::cluster::ClusterIn::Shared {
                     message,
                     group,

@@ -44,7 +44,9 @@ class Nats:
 
     def start(self) -> None:
         log = open(self.workdir / "nats.log", "ab")
-        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+        # JetStream on (-js): the cluster's retained messages live in its key-value store.
+        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                                      "-sd", str(self.workdir / "jetstream")],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -86,7 +88,7 @@ def nodes(nats, tmp_path):
             started.append(node)
         for node in started:
             wait_ready(node)
-        return list(started)
+        return list(started[-count:])
 
     yield start
     for node in started:
@@ -322,6 +324,30 @@ def test_a_shared_group_spans_the_nodes_each_message_once(nodes):
         m.close()
     plain.close()
     pub.loop_stop()
+
+
+def test_retained_messages_are_cluster_wide(nodes):
+    n1, n2 = nodes(2)
+    pub = publisher(n1, "pub")
+    pub.publish("state/a", b"on", qos=1, retain=True).wait_for_publish(5)
+    pub.publish("state/b", b"off", qos=1, retain=True).wait_for_publish(5)
+    time.sleep(0.5)
+    late = Sub(n2, "late", ["state/#"])
+    assert sorted(late.wait(2)) == [("state/a", b"on", 1), ("state/b", b"off", 1)], "set on n1, seen on n2"
+    # A node that joins later loads them before it says it is ready.
+    (n3,) = nodes(1)
+    newcomer = Sub(n3, "newcomer", ["state/+"])
+    assert sorted(newcomer.wait(2)) == [("state/a", b"on", 1), ("state/b", b"off", 1)]
+    # Cleared on n2 (an empty retained message): gone for new subscriptions on every node.
+    clearer = publisher(n2, "clearer")
+    clearer.publish("state/a", b"", qos=1, retain=True).wait_for_publish(5)
+    time.sleep(0.5)
+    for node in (n1, n3):
+        again = Sub(node, f"again-{node.port}", ["state/#"])
+        assert again.wait(2, timeout=1.5) == [("state/b", b"off", 1)]
+        again.close()
+    late.close(), newcomer.close()
+    pub.loop_stop(), clearer.loop_stop()
 
 
 def test_hostile_envelopes_from_nats_are_dropped_and_counted(nats, nodes):

@@ -88,10 +88,20 @@ impl Shard {
         }
     }
 
-    /// A message another node published: to this node's subscribers (and retained store).
+    /// A message another node published: to this node's subscribers (a retained one is not
+    /// stored from here: [`Shard::retained_from_cluster`] does, in the bucket's order).
     pub fn publish_from_cluster(&mut self, message: SharedMessage, now: Instant) {
         self.stats.messages_received.inc();
-        self.route_here(message, None, now);
+        self.route_here(message, None, false, now);
+    }
+
+    /// The cluster's retained message on a topic changed (set, or cleared by an empty one):
+    /// into this node's store, delivered to nobody (live subscribers got it when it was
+    /// published).
+    pub fn retained_from_cluster(&mut self, message: SharedMessage) {
+        if message.retain {
+            self.keep_retained(&message);
+        }
     }
 }
 
@@ -223,6 +233,48 @@ mod tests {
         assert!(outputs(&mut shards[1])
             .iter()
             .any(|o| matches!(o, Output::ClusterShared { add: false, .. })));
+    }
+
+    /// A retained message from another node is delivered live but stored only when the
+    /// cluster's bucket says so, and then delivered to nobody (a new subscription gets it).
+    #[test]
+    fn retained_messages_are_stored_in_the_buckets_order() {
+        let now = Instant::now();
+        let mut shards = clustered(2);
+        shards[0].handle(
+            super::super::Input::FromCluster(test_message("r/1", b"live", QoS::AtMostOnce, true)),
+            now,
+        );
+        pump(&mut shards, now);
+        assert!(
+            shards[1].retained_matching("r/#").is_empty(),
+            "not from the live copy"
+        );
+        shards[1].handle(
+            super::super::Input::RetainedFromCluster(test_message(
+                "r/1",
+                b"kept",
+                QoS::AtMostOnce,
+                true,
+            )),
+            now,
+        );
+        pump(&mut shards, now);
+        for s in &shards {
+            assert_eq!(s.retained_matching("r/#").len(), 1, "every replica");
+        }
+        assert!(exported(&outputs(&mut shards[1])).is_empty());
+        shards[0].handle(
+            super::super::Input::RetainedFromCluster(test_message(
+                "r/1",
+                b"",
+                QoS::AtMostOnce,
+                true,
+            )),
+            now,
+        );
+        pump(&mut shards, now);
+        assert!(shards[1].retained_matching("r/#").is_empty(), "cleared");
     }
 
     /// A message published here is exported once (not by the shards it is routed to); one

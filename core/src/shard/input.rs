@@ -63,6 +63,8 @@ pub enum Input {
     /// A message another node of the cluster published: delivered on this node, never sent
     /// on to the cluster again.
     FromCluster(SharedMessage),
+    /// The cluster's retained message on a topic changed (an empty payload clears it).
+    RetainedFromCluster(SharedMessage),
     /// A message NATS's queue group picked this node for: to one member of the shared group
     /// (`group`, `filter`) here.
     FromClusterShared {
@@ -112,6 +114,7 @@ impl Shard {
             Input::Snapshot(snapshot) => self.set_snapshot(snapshot, now),
             Input::Publish(message) => self.publish(message, now),
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
+            Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
             Input::FromClusterShared {
                 message,
                 group,

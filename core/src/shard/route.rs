@@ -47,30 +47,50 @@ impl Shard {
         now: Instant,
     ) -> (u64, u64) {
         self.export(&message);
-        self.route_here(message, counted, now)
+        self.route_here(message, counted, true, now)
     }
 
-    /// Routes on this node only (a message another node published, or one already exported).
+    /// Routes on this node only (a message another node published, or one already exported);
+    /// `keep_retained`: a retained message is also set in the store (not for one from another
+    /// node: the cluster's key-value bucket sets every node's store, in one order).
     pub(super) fn route_here(
+        &mut self,
+        message: SharedMessage,
+        counted: Option<u64>,
+        keep_retained: bool,
+        now: Instant,
+    ) -> (u64, u64) {
+        if message.retain && keep_retained {
+            self.keep_retained(&message);
+        }
+        self.deliver_routed_copies(message, counted, now)
+    }
+
+    /// Sets (or, empty, clears) the retained message on its topic here and at the topic's home,
+    /// which records it and tells every replica.
+    pub(super) fn keep_retained(&mut self, message: &SharedMessage) {
+        // One stored copy, set here and sent to the topic's home: every replica shares its
+        // payload.
+        let stored = stored_retained(message);
+        self.replica.retained.set(&message.topic, stored.clone());
+        let home = self.home_of(&message.topic);
+        self.send(
+            home,
+            MeshMsg::RetainRequest {
+                topic: message.topic.clone(),
+                message: stored,
+            },
+        );
+    }
+
+    /// The deliveries of a routed message: this shard's subscribers, one mesh message per
+    /// other shard with a match, one member per shared group (one node: see `Shard::cluster`).
+    fn deliver_routed_copies(
         &mut self,
         message: SharedMessage,
         counted: Option<u64>,
         now: Instant,
     ) -> (u64, u64) {
-        if message.retain {
-            // One stored copy, set here and sent to the topic's home: every replica shares its
-            // payload.
-            let stored = stored_retained(&message);
-            self.replica.retained.set(&message.topic, stored.clone());
-            let home = self.home_of(&message.topic);
-            self.send(
-                home,
-                MeshMsg::RetainRequest {
-                    topic: message.topic.clone(),
-                    message: stored,
-                },
-            );
-        }
         // One shard has no other shard to ask: skip the index walk (its trie match was a fifth
         // of the routing work per publish in a QoS 0 fan-in profile).
         let shards = if self.count == 1 {
