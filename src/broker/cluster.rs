@@ -41,12 +41,24 @@ use ringmq_router::subject::{
     filter_subjects, key_topic, queue_name, retained_key, subject_topic, topic_subject,
 };
 
+use super::cluster_peers::{Control, Peers, Todo, HEARTBEAT};
 use super::error::BrokerError;
 use super::mesh_msg::MeshMsg;
 use crate::config::Config;
 
 /// The envelope's version byte.
 const ENVELOPE_V1: u8 = 1;
+
+/// Set in the version byte when the sender's acknowledgement waits for the receiving nodes
+/// (`cluster_peers.rs`): they wait for room in a full shard inbox instead of dropping it.
+const ENVELOPE_ACK: u8 = 0x80;
+
+/// Messages taken from the shards' queue per turn of the bridge.
+const OUT_BATCH: usize = 256;
+
+/// Failures a shard has not read yet, at most (past it the bridge logs and drops the notice;
+/// the publisher's acknowledgement then waits for nothing more).
+const FAILED_MAX: usize = 4096;
 
 /// Bytes of the envelope before the message.
 const ENVELOPE_HEAD: usize = 17;
@@ -77,8 +89,20 @@ pub enum ClusterIn {
 
 /// What a node's shards and its bridge share.
 pub struct ClusterLink {
-    /// Messages published here, for NATS (bounded: full, a message is not sent and counted).
-    out: tokio::sync::mpsc::Sender<SharedMessage>,
+    /// Messages published here, for NATS (bounded: full, a message is not sent and counted),
+    /// with their shard and cluster ticket.
+    out: tokio::sync::mpsc::Sender<(SharedMessage, u16, u64)>,
+    /// Per shard: every cluster ticket through this one is done (the peers that wanted its
+    /// message have it).
+    done: Vec<AtomicU64>,
+    /// Per shard: tickets whose message never left (NATS refused it).
+    failed: Vec<ArrayQueue<u64>>,
+    /// Other nodes known alive.
+    pub peers: AtomicU64,
+    /// Times the NATS connection came up.
+    reconnects: AtomicU64,
+    /// Messages published here waiting for other nodes to acknowledge them.
+    pub waiting: AtomicU64,
     /// Interest changes (bounded by the subscriptions themselves: never dropped).
     interest: tokio::sync::mpsc::UnboundedSender<(Str, bool)>,
     /// Shared-group membership changes: (group, scoped filter, first or last).
@@ -104,9 +128,10 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// Hands a message published on this node to the bridge; false when its queue is full.
-    pub fn publish(&self, message: SharedMessage) -> bool {
-        match self.out.try_send(message) {
+    /// Hands a message published on `shard` to the bridge (`ticket`: its publisher's
+    /// acknowledgement waits for the nodes that want it, 0: none); false when the queue is full.
+    pub fn publish(&self, message: SharedMessage, shard: u16, ticket: u64) -> bool {
+        match self.out.try_send((message, shard, ticket)) {
             Ok(()) => true,
             Err(_) => {
                 self.dropped_out.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +154,18 @@ impl ClusterLink {
     /// The next message from another node for `shard`.
     pub fn take(&self, shard: usize) -> Option<ClusterIn> {
         self.inboxes.get(shard)?.pop()
+    }
+
+    /// The last of `shard`'s cluster tickets done (every earlier one is done too).
+    pub fn done(&self, shard: usize) -> u64 {
+        self.done
+            .get(shard)
+            .map_or(0, |d| d.load(Ordering::Acquire))
+    }
+
+    /// A ticket of `shard` whose message never left for the other nodes.
+    pub fn take_failed(&self, shard: usize) -> Option<u64> {
+        self.failed.get(shard)?.pop()
     }
 }
 
@@ -162,6 +199,11 @@ pub fn start(
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
+        done: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        failed: (0..shards).map(|_| ArrayQueue::new(FAILED_MAX)).collect(),
+        peers: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+        waiting: AtomicU64::new(0),
         connected: AtomicBool::new(false),
         retained_loaded: AtomicBool::new(false),
         sent: AtomicU64::new(0),
@@ -201,7 +243,7 @@ struct Group {
 
 /// The receivers the bridge reads from the shards.
 type Inputs = (
-    tokio::sync::mpsc::Receiver<SharedMessage>,
+    tokio::sync::mpsc::Receiver<(SharedMessage, u16, u64)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
 );
@@ -209,7 +251,7 @@ type Inputs = (
 impl Bridge {
     fn run(
         self,
-        out: tokio::sync::mpsc::Receiver<SharedMessage>,
+        out: tokio::sync::mpsc::Receiver<(SharedMessage, u16, u64)>,
         interest: tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
         shared: tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
     ) {
@@ -245,6 +287,7 @@ impl Bridge {
                         async_nats::Event::Connected => {
                             if main {
                                 link.connected.store(true, Ordering::Relaxed);
+                                link.reconnects.fetch_add(1, Ordering::Release);
                             }
                             tracing::info!(nats = %url, "cluster: connected to {what}");
                         }
@@ -296,24 +339,85 @@ impl Bridge {
         let mut marks: HashMap<u64, u64> = HashMap::new();
         let mut seq = 0u64;
         let mut envelope = Vec::with_capacity(256);
+        // The other nodes, for QoS 1/2 acknowledgements (cluster_peers.rs): their heartbeats,
+        // interest and snapshots on one subject, what is meant for this node on another; both
+        // read in the same batches as the data, so a heartbeat comes after what preceded it.
+        let mut peers = Peers::new(self.epoch, self.link.inboxes.len());
+        for subject in [self.control_all(), self.control_to(self.epoch)] {
+            match client.subscribe(subject.clone()).await {
+                Ok(subscriber) => {
+                    subjects.insert(
+                        subject,
+                        Interest {
+                            users: 1,
+                            subscriber,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(%subject, %error, "cluster: cannot hear the other nodes; acknowledgements wait for nobody");
+                }
+            }
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut taken = Vec::with_capacity(OUT_BATCH);
         loop {
             tokio::select! {
-                message = out.recv() => {
-                    let Some(message) = message else { break };
-                    seq += 1;
-                    let Some((subject, payload)) = self.envelope(&message, seq, &mut envelope) else {
-                        self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    if message.retain {
-                        if let Some(bucket) = &bucket {
-                            self.store_retained(bucket, &message, payload.clone()).await;
+                count = out.recv_many(&mut taken, OUT_BATCH) => {
+                    if count == 0 {
+                        break;
+                    }
+                    let mut todo = Todo::default();
+                    for (message, shard, ticket) in taken.drain(..) {
+                        seq += 1;
+                        let shard = usize::from(shard);
+                        let Some((subject, payload)) = self.envelope(&message, seq, ticket != 0, &mut envelope) else {
+                            // Kept on this node (a subject NATS cannot carry): nobody to wait for.
+                            self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
+                            if ticket != 0 {
+                                todo.done.extend(peers.wait(shard, seq, ticket, 0).map(|t| (shard, t)));
+                            }
+                            continue;
+                        };
+                        if message.retain {
+                            if let Some(bucket) = &bucket {
+                                self.store_retained(bucket, &message, payload.clone()).await;
+                            }
+                        }
+                        match client.publish(subject, payload).await {
+                            Ok(()) => {
+                                self.link.sent.fetch_add(1, Ordering::Relaxed);
+                                if ticket != 0 {
+                                    let mask = peers.interested(&message.topic);
+                                    todo.done.extend(peers.wait(shard, seq, ticket, mask).map(|t| (shard, t)));
+                                }
+                            }
+                            Err(_) => {
+                                self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
+                                if ticket != 0 {
+                                    self.fail(shard, ticket);
+                                }
+                            }
                         }
                     }
-                    match client.publish(subject, payload).await {
-                        Ok(()) => { self.link.sent.fetch_add(1, Ordering::Relaxed); }
-                        Err(_) => { self.link.dropped_out.fetch_add(1, Ordering::Relaxed); }
+                    self.apply(&client, todo, &peers).await;
+                }
+                _ = heartbeat.tick() => {
+                    let now = std::time::Instant::now();
+                    let up = self.link.connected.load(Ordering::Relaxed);
+                    match (up, peers.connected()) {
+                        (true, false) => peers.set_connected(Some(now)),
+                        (false, true) => peers.set_connected(None),
+                        _ => {}
                     }
+                    let (beat, snapshot) = peers.heartbeat(seq, &self.link.node_id);
+                    for control in std::iter::once(beat).chain(snapshot) {
+                        self.send_control(&client, self.control_all(), &control, &mut envelope).await;
+                    }
+                    let mut todo = Todo::default();
+                    self.check_reconnect(&mut peers, &marks, &mut todo);
+                    peers.expire(now, &mut todo);
+                    self.apply(&client, todo, &peers).await;
                 }
                 entry = next_entry(&mut watch) => self.apply_entry(entry),
                 _ = retry.tick(), if watch.is_none() => {
@@ -321,13 +425,18 @@ impl Bridge {
                 }
                 change = interest.recv() => {
                     let Some((filter, add)) = change else { break };
-                    self.change_interest(&client, &mut filters, &mut subjects, filter, add).await;
+                    if let Some(announce) = self.change_interest(&client, &mut filters, &mut subjects, filter, add, &mut peers).await {
+                        self.send_control(&client, self.control_all(), &announce, &mut envelope).await;
+                    }
                 }
                 change = shared.recv() => {
                     let Some((group, filter, add)) = change else { break };
                     self.change_group(&groups_client, &mut groups, group, filter, add).await;
                 }
-                batch = next_batch(&mut subjects) => self.deliver(batch, &mut marks),
+                batch = next_batch(&mut subjects) => {
+                    let todo = self.deliver(batch, &mut marks, &mut peers, &client).await;
+                    self.apply(&client, todo, &peers).await;
+                }
                 picked = next_picked(&mut groups) => self.deliver_shared(picked),
             }
         }
@@ -566,6 +675,7 @@ impl Bridge {
         &self,
         message: &SharedMessage,
         seq: u64,
+        wants_ack: bool,
         buf: &mut Vec<u8>,
     ) -> Option<(String, Bytes)> {
         let (org, topic) = ringmq_router::strip_scope(&message.topic);
@@ -577,7 +687,11 @@ impl Bridge {
             }
         };
         buf.clear();
-        buf.put_u8(ENVELOPE_V1);
+        buf.put_u8(if wants_ack {
+            ENVELOPE_V1 | ENVELOPE_ACK
+        } else {
+            ENVELOPE_V1
+        });
         buf.put_u64_le(self.epoch);
         buf.put_u64_le(seq);
         encode_message(message, &self.clock, buf);
@@ -591,7 +705,8 @@ impl Bridge {
         subjects: &mut HashMap<String, Interest>,
         filter: Str,
         add: bool,
-    ) {
+        peers: &mut Peers,
+    ) -> Option<Control> {
         let users = filters.entry(filter.clone()).or_insert(0);
         let was = *users;
         *users = if add { was + 1 } else { was.saturating_sub(1) };
@@ -600,20 +715,21 @@ impl Bridge {
             filters.remove(&filter);
         }
         if (was == 0) == (now == 0) {
-            return;
+            return None;
         }
         let (org, unscoped) = ringmq_router::unscoped(&filter);
         if unscoped.starts_with('$') {
             // `$share` groups and `$SYS` stay on this node (docs/cluster.md).
-            return;
+            return None;
         }
         let wanted = match filter_subjects(&self.prefix, org, &unscoped) {
             Ok(wanted) => wanted,
             Err(error) => {
                 tracing::warn!(filter = %unscoped, org, %error, "cluster: filter served by this node only");
-                return;
+                return None;
             }
         };
+        let announce = peers.announce(&filter, now > 0);
         for subject in wanted {
             if now > 0 {
                 if let Some(existing) = subjects.get_mut(&subject) {
@@ -643,31 +759,176 @@ impl Bridge {
                 }
             }
         }
+        // Announced once the subscriptions are asked for: NATS takes them before this
+        // announcement (one connection, in order), so a node that waits for this one from now
+        // on waits for a node that will get the message.
+        Some(announce)
     }
 
     /// Puts a batch from NATS in each sender's order, drops duplicates, and hands each
-    /// message to its publisher's shard.
-    fn deliver(&self, batch: Vec<async_nats::Message>, marks: &mut HashMap<u64, u64>) {
+    /// message to its publisher's shard; then takes the batch's control messages (after the
+    /// data: a heartbeat is acknowledged once what preceded it is handed over). Returns what
+    /// the bridge should send and report.
+    async fn deliver(
+        &self,
+        batch: Vec<async_nats::Message>,
+        marks: &mut HashMap<u64, u64>,
+        peers: &mut Peers,
+        client: &async_nats::Client,
+    ) -> Todo {
+        let mut todo = Todo::default();
+        self.check_reconnect(peers, marks, &mut todo);
+        let control_all = self.control_all();
+        let control_mine = self.control_to(self.epoch);
         let mut decoded: Vec<(u64, u64, SharedMessage)> = Vec::with_capacity(batch.len());
+        let mut controls = Vec::new();
+        // Senders with a message whose acknowledgement waits for this node.
+        let mut acked: Vec<u64> = Vec::new();
         for message in batch {
+            let subject = message.subject.as_str();
+            if subject == control_all || subject == control_mine {
+                match Control::decode(&message.payload) {
+                    Some(control) => controls.push(control),
+                    None => {
+                        self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            let wants_ack = message
+                .payload
+                .first()
+                .is_some_and(|b| b & ENVELOPE_ACK != 0);
             match self.open(&message) {
-                Some(item) => decoded.push(item),
+                Some(item) => {
+                    if wants_ack && !acked.contains(&item.0) {
+                        acked.push(item.0);
+                    }
+                    decoded.push(item);
+                }
                 None => {
                     self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         let shards = self.link.inboxes.len();
-        self.hand_over(
-            in_order(decoded, marks)
-                .into_iter()
-                .map(|(epoch, message)| {
-                    (
-                        shard_of(epoch, &message.publisher, shards),
-                        ClusterIn::Plain(message),
-                    )
-                }),
-        );
+        let mut woken = 0u64;
+        for (epoch, message) in in_order(decoded, marks) {
+            let shard = shard_of(epoch, &message.publisher, shards);
+            // A QoS 1/2 message waits for room (its sender's acknowledgement waits for this
+            // node, and a later acknowledgement would cover it): the wait slows the senders
+            // through their acknowledgements. A QoS 0 one is dropped, counted.
+            let patient = message.qos != ringmq_proto::mqtt::QoS::AtMostOnce;
+            let mut item = ClusterIn::Plain(message);
+            loop {
+                match self.link.inboxes[shard].push(item) {
+                    Ok(()) => {
+                        self.link.received.fetch_add(1, Ordering::Relaxed);
+                        woken |= 1 << shard;
+                        break;
+                    }
+                    Err(back) if patient => {
+                        item = back;
+                        self.mesh.wake(shard);
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    Err(_) => {
+                        self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+        for shard in 0..shards {
+            if woken & (1 << shard) != 0 {
+                self.mesh.wake(shard);
+            }
+        }
+        for epoch in acked {
+            let through = marks.get(&epoch).copied().unwrap_or(0);
+            peers.ack(epoch, through, &mut todo);
+        }
+        let now = std::time::Instant::now();
+        for control in controls {
+            peers.receive(control, now, &mut todo);
+        }
+        let _ = client;
+        todo
+    }
+
+    /// After this node's NATS connection came back, each peer learns which of its messages
+    /// this node may have missed (at its next message or heartbeat).
+    fn check_reconnect(&self, peers: &mut Peers, marks: &HashMap<u64, u64>, todo: &mut Todo) {
+        let count = self.link.reconnects.load(Ordering::Acquire);
+        if count > peers.reconnects_seen {
+            if peers.reconnects_seen > 0 {
+                peers.reconnected(marks, todo);
+            }
+            peers.reconnects_seen = count;
+        }
+    }
+
+    /// Sends what a control message or tick asked for, and tells shards their failed and done
+    /// tickets (failures first: see `take_cluster`).
+    async fn apply(&self, client: &async_nats::Client, todo: Todo, peers: &Peers) {
+        let mut buf = Vec::new();
+        for (target, control) in todo.direct {
+            self.send_control(client, self.control_to(target), &control, &mut buf)
+                .await;
+        }
+        for (shard, ticket) in todo.failed {
+            self.fail(shard, ticket);
+        }
+        for (shard, through) in todo.done {
+            if let Some(done) = self.link.done.get(shard) {
+                done.fetch_max(through, Ordering::Release);
+                self.mesh.wake(shard);
+            }
+        }
+        self.link
+            .peers
+            .store(peers.peer_count() as u64, Ordering::Relaxed);
+        self.link
+            .waiting
+            .store(peers.waiting() as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes a control message on `subject`.
+    async fn send_control(
+        &self,
+        client: &async_nats::Client,
+        subject: String,
+        control: &Control,
+        buf: &mut Vec<u8>,
+    ) {
+        control.encode(buf);
+        if let Err(error) = client.publish(subject, Bytes::copy_from_slice(buf)).await {
+            tracing::debug!(%error, "cluster: a control message was not sent");
+        }
+    }
+
+    /// The subject every node's heartbeats, interest and snapshots go to.
+    fn control_all(&self) -> String {
+        format!("{}._n.all", self.prefix)
+    }
+
+    /// The subject of what is meant for the node `epoch` (acknowledgements, requests).
+    fn control_to(&self, epoch: u64) -> String {
+        format!("{}._n.to.{epoch:016x}", self.prefix)
+    }
+
+    /// A ticket of `shard` whose message never left: its shard closes the publisher.
+    fn fail(&self, shard: usize, ticket: u64) {
+        let Some(failed) = self.link.failed.get(shard) else {
+            return;
+        };
+        if failed.push(ticket).is_err() {
+            tracing::error!(
+                ticket,
+                "cluster: too many failures unread; a publisher is not told"
+            );
+        }
+        self.mesh.wake(shard);
     }
 
     /// An envelope's sender, sequence and message, checked: its topic must be the one its
@@ -684,7 +945,7 @@ impl Bridge {
         org: u32,
         topic: &str,
     ) -> Option<(u64, u64, SharedMessage)> {
-        if bytes.len() < ENVELOPE_HEAD || bytes[0] != ENVELOPE_V1 {
+        if bytes.len() < ENVELOPE_HEAD || bytes[0] & !ENVELOPE_ACK != ENVELOPE_V1 {
             return None;
         }
         let epoch = u64::from_le_bytes(bytes[1..9].try_into().ok()?);

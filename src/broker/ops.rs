@@ -148,6 +148,25 @@ fn cluster_metrics(out: &mut String, link: &super::cluster::ClusterLink) {
         "# HELP {name} 1 while the NATS connection is up.\n# TYPE {name} gauge\n{name} {}",
         u8::from(link.connected.load(Relaxed))
     );
+    let gauges = [
+        (
+            "ringmq_cluster_peers",
+            "Other nodes this node hears (their heartbeats).",
+            &link.peers,
+        ),
+        (
+            "ringmq_cluster_acks_waiting",
+            "QoS 1/2 messages published here whose acknowledgement waits for other nodes.",
+            &link.waiting,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            value.load(Relaxed)
+        );
+    }
     let counters = [
         (
             "ringmq_cluster_sent_total",

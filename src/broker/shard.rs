@@ -57,6 +57,8 @@ pub struct Shard {
     pub parks: Option<super::park::ParkSet<Parked>>,
     /// The control plane (absent in unit tests).
     control: Option<Arc<ControlHandle>>,
+    /// The last cluster ticket the bridge said was done (given to the core).
+    cluster_done: u64,
 }
 
 impl Deref for Shard {
@@ -121,6 +123,7 @@ impl Shard {
                 }
             },
             control,
+            cluster_done: 0,
         }
     }
 
@@ -165,10 +168,15 @@ impl Shard {
                     }
                 }
                 Output::Commit => self.facts.commit_wanted.notify(),
-                Output::ClusterPublish(message) => {
+                Output::ClusterPublish { message, ticket } => {
                     if let Some(link) = &self.facts.cluster {
-                        // Full: not sent to the other nodes (counted); a shard never waits.
-                        link.publish(message);
+                        // Full: not sent to the other nodes (counted); a shard never waits. A
+                        // message whose publisher waits for the other nodes closes it instead,
+                        // unacknowledged (it sends again).
+                        if !link.publish(message, self.core.id, ticket) && ticket != 0 {
+                            self.core
+                                .handle(Input::ClusterFailed(ticket), Instant::now());
+                        }
                     }
                 }
                 Output::ClusterInterest { filter, add } => {
@@ -534,6 +542,19 @@ impl Shard {
             return;
         };
         let id = usize::from(self.core.id);
+        // Failures first: a ticket that failed must be known failed before a later ticket's
+        // "done" would let its acknowledgement go.
+        let mut answered = false;
+        while let Some(ticket) = link.take_failed(id) {
+            self.core.handle(Input::ClusterFailed(ticket), now);
+            answered = true;
+        }
+        let done = link.done(id);
+        if done > self.cluster_done {
+            self.cluster_done = done;
+            self.core.handle(Input::ClusterDone(done), now);
+            answered = true;
+        }
         let mut taken = 0;
         while taken < super::cluster::INBOUND_PER_ROUND {
             let input = match link.take(id) {
@@ -555,7 +576,7 @@ impl Shard {
             self.core.handle(input, now);
             taken += 1;
         }
-        if taken > 0 {
+        if taken > 0 || answered {
             self.flush(now);
         }
     }

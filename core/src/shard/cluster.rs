@@ -34,8 +34,11 @@ impl Shard {
         if topic.starts_with('$') {
             return;
         }
-        self.outputs
-            .push_back(Output::ClusterPublish(SharedMessage::clone(message)));
+        let ticket = self.cluster_ticket(message.qos != ringmq_proto::mqtt::QoS::AtMostOnce);
+        self.outputs.push_back(Output::ClusterPublish {
+            message: SharedMessage::clone(message),
+            ticket,
+        });
     }
 
     /// This shard's first or last local subscription on `filter` (scoped) came or went.
@@ -135,7 +138,7 @@ mod tests {
     fn exported(seen: &[Output]) -> Vec<String> {
         seen.iter()
             .filter_map(|o| match o {
-                Output::ClusterPublish(m) => Some(m.topic.to_string()),
+                Output::ClusterPublish { message, .. } => Some(message.topic.to_string()),
                 _ => None,
             })
             .collect()

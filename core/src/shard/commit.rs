@@ -99,8 +99,9 @@ impl Default for Commit {
 /// What waits for a commit.
 #[derive(Debug)]
 enum Waiter {
-    /// Acknowledgements (encoded PUBACKs and PUBRECs, in order) for a connection's outbox.
-    Acks(ConnAt, BytesMut),
+    /// Acknowledgements (encoded PUBACKs and PUBRECs, in order) for a connection's outbox, and
+    /// the last cluster ticket among their messages (0: none; see `cluster_acks.rs`).
+    Acks(ConnAt, BytesMut, u64),
     /// A counted REST publish (one more answer to its count).
     Count(u64),
     /// A connection's writer, held whole ([`Shard::hold_writer`]).
@@ -187,8 +188,8 @@ impl Shard {
         commit.round_consumable &= consumable;
         // A connection's packets of one round come together: one entry holds them all.
         match commit.round.last_mut() {
-            Some(Waiter::Acks(last, held)) if *last == at => held.extend_from_slice(&acks),
-            _ => commit.round.push(Waiter::Acks(at, acks)),
+            Some(Waiter::Acks(last, held, _)) if *last == at => held.extend_from_slice(&acks),
+            _ => commit.round.push(Waiter::Acks(at, acks, 0)),
         }
     }
 
@@ -403,7 +404,7 @@ impl Shard {
             };
             for waiter in wait.waiters {
                 match waiter {
-                    Waiter::Acks(at, acks) => self.release_acks(at, &acks),
+                    Waiter::Acks(at, acks, ticket) => self.release_acks(at, &acks, ticket),
                     Waiter::Count(token) => self.counted(token, 0),
                     Waiter::Fence(at) => self.fence_ack(at),
                 }
@@ -413,15 +414,36 @@ impl Shard {
 
     /// Puts committed acknowledgements into their connection's outbox (dropped if it left:
     /// not acknowledged, so its client sends the PUBLISH again).
-    fn release_acks(&mut self, at: ConnAt, acks: &[u8]) {
+    fn release_acks(&mut self, at: ConnAt, acks: &[u8], ticket: u64) {
         let Some(entry) = self.entries.get_mut(at.slot) else {
             return;
         };
         if entry.conn() != Some(at.conn) {
             return;
         }
+        if self.cluster_acks.waits_for(ticket) {
+            // Committed here; the other nodes have not all taken the message yet.
+            self.hold_for_cluster(at, ticket, acks);
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(at.slot) else {
+            return;
+        };
         entry.session.out.extend_from_slice(acks);
         self.want_write(at.slot);
+    }
+
+    /// The acknowledgement this round holds for `at` also waits for cluster ticket `ticket`.
+    pub(super) fn commit_wants_ticket(&mut self, at: ConnAt, ticket: u64) {
+        let Some(commit) = self.commit_mut() else {
+            return;
+        };
+        match commit.round.last_mut() {
+            Some(Waiter::Acks(last, _, wanted)) if *last == at => *wanted = (*wanted).max(ticket),
+            // Not held by the commit after all (the disk is full): the ticket goes unwaited,
+            // as the acknowledgement already went out.
+            _ => {}
+        }
     }
 
     fn commit_mut(&mut self) -> Option<&mut Commit> {
@@ -430,7 +452,7 @@ impl Shard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Instant;
 
     use bytes::Bytes;
@@ -440,7 +462,7 @@ mod tests {
     use super::*;
     use crate::test_util::test_message;
 
-    fn committing(count: usize) -> Vec<Shard> {
+    pub(in crate::shard) fn committing(count: usize) -> Vec<Shard> {
         let mut shards = shard(count);
         for s in &mut shards {
             s.enable_journal();
@@ -449,7 +471,14 @@ mod tests {
         shards
     }
 
-    fn publish(s: &mut Shard, slot: Slot, topic: &str, qos: QoS, id: u16, now: Instant) {
+    pub(in crate::shard) fn publish(
+        s: &mut Shard,
+        slot: Slot,
+        topic: &str,
+        qos: QoS,
+        id: u16,
+        now: Instant,
+    ) {
         let packet = Packet::Publish(Publish {
             qos,
             topic: Str::from(topic),
@@ -462,7 +491,7 @@ mod tests {
     }
 
     /// The acknowledgements (PUBACK, PUBREC) in the outbox of `slot`, by packet id, taken out.
-    fn acks(s: &mut Shard, slot: Slot) -> Vec<u16> {
+    pub(in crate::shard) fn acks(s: &mut Shard, slot: Slot) -> Vec<u16> {
         let entry = s.entry_mut(slot).expect("the session");
         let mut out = std::mem::take(&mut entry.session.out);
         let mut ids = Vec::new();
@@ -475,7 +504,7 @@ mod tests {
     }
 
     /// What the driver's journal task does: checkpoint, take, (write, sync,) report.
-    fn sync(s: &mut Shard, now: Instant) -> Vec<u8> {
+    pub(in crate::shard) fn sync(s: &mut Shard, now: Instant) -> Vec<u8> {
         s.checkpoint(now);
         let mut records = Vec::new();
         let batch = s.take_records(&mut records);

@@ -65,6 +65,12 @@ pub enum Input {
     FromCluster(SharedMessage),
     /// The cluster's retained message on a topic changed (an empty payload clears it).
     RetainedFromCluster(SharedMessage),
+    /// Every cluster ticket of this shard up to this one was taken by the nodes that wanted
+    /// its message: their acknowledgements go.
+    ClusterDone(u64),
+    /// The message of this cluster ticket never left for the other nodes: its publisher is
+    /// closed unacknowledged.
+    ClusterFailed(u64),
     /// A message NATS's queue group picked this node for: to one member of the shared group
     /// (`group`, `filter`) here.
     FromClusterShared {
@@ -115,6 +121,8 @@ impl Shard {
             Input::Publish(message) => self.publish(message, now),
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
             Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
+            Input::ClusterDone(through) => self.cluster_done(through),
+            Input::ClusterFailed(ticket) => self.cluster_failed(ticket, now),
             Input::FromClusterShared {
                 message,
                 group,

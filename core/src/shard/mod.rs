@@ -25,6 +25,7 @@ use crate::timers::Timers;
 
 mod client_ids;
 mod cluster;
+mod cluster_acks;
 mod commit;
 mod counted;
 mod durability;
@@ -299,6 +300,8 @@ pub struct Shard {
     pub shutting_down: bool,
     /// Part of a cluster: published messages and filter interest go out as outputs.
     cluster: bool,
+    /// Acknowledgements waiting for the other nodes of the cluster.
+    cluster_acks: cluster_acks::ClusterAcks,
     /// Connections that ended while a SUBACK of theirs waited for its fence: their last bytes
     /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
     /// every shard" even for a client that disconnects at once (found by ringmq-sim).
@@ -358,6 +361,7 @@ impl Shard {
             outgoing: (0..count).map(|_| VecDeque::new()).collect(),
             local_inbox: VecDeque::new(),
             cluster: false,
+            cluster_acks: Default::default(),
             outputs: VecDeque::new(),
             urgent: false,
             timers: Timers::new(now),

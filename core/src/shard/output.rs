@@ -95,7 +95,13 @@ pub enum Output {
     },
     /// A message published on this node, for the other nodes of a cluster (sent once per
     /// message, by the shard it was published on).
-    ClusterPublish(SharedMessage),
+    ClusterPublish {
+        /// The message.
+        message: SharedMessage,
+        /// Its ticket when its publisher's acknowledgement waits for the other nodes (answer
+        /// with [`super::Input::ClusterDone`] or [`super::Input::ClusterFailed`]); 0: none.
+        ticket: u64,
+    },
     /// This shard's first (`add`) or last subscription or stream on `filter` (scoped) came or
     /// went: the node's interest in the other nodes' messages changes.
     ClusterInterest {

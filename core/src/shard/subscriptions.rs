@@ -44,6 +44,16 @@ impl Shard {
             &packet,
             ringmq_proto::mqtt::Packet::Subscribe(_) | ringmq_proto::mqtt::Packet::Unsubscribe(_)
         );
+        self.cluster_ack_begin(
+            slot,
+            match &packet {
+                ringmq_proto::mqtt::Packet::Publish(p) if p.qos == QoS::AtLeastOnce => Some(None),
+                ringmq_proto::mqtt::Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                    Some(Some(p.packet_id))
+                }
+                _ => None,
+            },
+        );
         let mut actions = std::mem::take(&mut self.actions);
         let rules = Rc::clone(&self.rules);
         let retained = &self.replica.retained;
@@ -72,6 +82,11 @@ impl Shard {
             // `sync` durability: the PUBACK or PUBREC just written waits for the logs.
             self.hold_ack(slot, before, consumable);
         }
+        // Where the acknowledgement ends in the outbox (`before` when the commit took it).
+        let ack_end = self
+            .entries
+            .get(slot)
+            .map_or(before, |e| e.session.out.len());
         if changes {
             self.touch(slot);
         }
@@ -122,6 +137,8 @@ impl Shard {
             }
         }
         self.actions = actions;
+        // A cluster: the acknowledgement waits for the other nodes that want the message.
+        self.cluster_ack_end(slot, before, ack_end);
         self.want_write(slot);
         flow
     }
