@@ -134,6 +134,27 @@ pub fn key_topic(key: &str) -> Result<(u32, String), SubjectError> {
     subject_topic("k", &format!("k.{}", key.replace('=', "~")))
 }
 
+/// The JetStream key-value key of the cluster's registration of `client_id` in `org`: the org
+/// and the whole id as one token (a `/` in it escaped too), `=` for `~`; one-to-one.
+pub fn client_key(org: u32, client_id: &str) -> Result<String, SubjectError> {
+    let mut key = String::with_capacity(client_id.len() + 12);
+    let _ = write!(key, "{org}.");
+    push_level(&mut key, client_id);
+    bounded(key.replace('~', "="))
+}
+
+/// The org and client id of a key [`client_key`] made.
+pub fn key_client(key: &str) -> Result<(u32, String), SubjectError> {
+    if key.contains('~') {
+        return Err(SubjectError::Invalid("character"));
+    }
+    let (org, token) = key.split_once('.').ok_or(SubjectError::Invalid("no id"))?;
+    if token.contains('.') {
+        return Err(SubjectError::Invalid("more than one token"));
+    }
+    subject_topic("k", &format!("k.{org}.{}", token.replace('=', "~")))
+}
+
 /// The org and topic of a subject [`topic_subject`] made under `prefix`.
 pub fn subject_topic(prefix: &str, subject: &str) -> Result<(u32, String), SubjectError> {
     let rest = subject
@@ -266,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn client_keys_round_trip_as_one_token() {
+        let key = client_key(7, "dev/1.a+#é").unwrap();
+        assert_eq!(key, "7.dev=2f1=2ea=2b=23=c3=a9");
+        assert_eq!(key_client(&key).unwrap(), (7, "dev/1.a+#é".to_owned()));
+        assert_eq!(client_key(0, "").unwrap(), "0.=");
+        assert_eq!(key_client("0.=").unwrap(), (0, String::new()));
+        for bad in ["", "7", "7.a.b", "x.a", "7.a~2f", "07.a"] {
+            assert!(key_client(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn queue_names_are_safe_and_distinct() {
         let a = queue_name("rmq", 0, "workers", "jobs/#");
         assert_eq!(
@@ -352,6 +385,15 @@ mod tests {
             prop_assert_eq!(subject_topic("rmq", &subject).unwrap(), (org, topic.clone()));
             let key = retained_key(org, &topic).unwrap();
             prop_assert_eq!(key_topic(&key).unwrap(), (org, topic));
+        }
+
+        /// Any client id has one key, in the key-value alphabet, that gives it back.
+        #[test]
+        fn a_client_key_decodes_to_its_id(org in 0u32..100_000, id in "\\PC{0,40}") {
+            let key = client_key(org, &id).unwrap();
+            prop_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=.".contains(&b)));
+            prop_assert_eq!(key.matches('.').count(), 1);
+            prop_assert_eq!(key_client(&key).unwrap(), (org, id));
         }
 
         /// NATS delivers a message to a node exactly when one of its MQTT filters matches.

@@ -38,9 +38,11 @@ use ringmq_io::Mesh;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 use ringmq_router::subject::{
-    filter_subjects, key_topic, queue_name, retained_key, subject_topic, topic_subject,
+    client_key, filter_subjects, key_client, key_topic, queue_name, retained_key, subject_topic,
+    topic_subject,
 };
 
+use super::cluster_clients::{Claims, Registration};
 use super::cluster_peers::{Control, Peers, Todo, HEARTBEAT};
 use super::error::BrokerError;
 use super::mesh_msg::MeshMsg;
@@ -76,6 +78,14 @@ pub enum ClusterIn {
     Plain(SharedMessage),
     /// The cluster's retained message on a topic changed (empty: cleared).
     Retained(SharedMessage),
+    /// A client id connected on another node after it did here (`clean_start`: that CONNECT
+    /// asked for a clean start).
+    TakenOver {
+        /// The client id, scoped.
+        client_id: Str,
+        /// The other node's CONNECT asked for a clean start.
+        clean_start: bool,
+    },
     /// A message NATS's queue group picked this node for: to one member of the shared group.
     Shared {
         /// The message.
@@ -107,6 +117,9 @@ pub struct ClusterLink {
     interest: tokio::sync::mpsc::UnboundedSender<(Str, bool)>,
     /// Shared-group membership changes: (group, scoped filter, first or last).
     shared: tokio::sync::mpsc::UnboundedSender<(Str, Str, bool)>,
+    /// Client ids connected (`Some(clean_start)`) or whose session ended (`None`) here
+    /// (bounded by the sessions themselves: never dropped).
+    claims: tokio::sync::mpsc::UnboundedSender<(Str, Option<bool>)>,
     /// Messages from other nodes, per shard.
     inboxes: Vec<ArrayQueue<ClusterIn>>,
     /// True while the NATS connection is up.
@@ -151,6 +164,16 @@ impl ClusterLink {
         let _ = self.shared.send((group, filter, add));
     }
 
+    /// A client id (scoped) connected here.
+    pub fn claim(&self, client_id: Str, clean_start: bool) {
+        let _ = self.claims.send((client_id, Some(clean_start)));
+    }
+
+    /// A client id's (scoped) session ended here.
+    pub fn release(&self, client_id: Str) {
+        let _ = self.claims.send((client_id, None));
+    }
+
     /// The next message from another node for `shard`.
     pub fn take(&self, shard: usize) -> Option<ClusterIn> {
         self.inboxes.get(shard)?.pop()
@@ -192,10 +215,12 @@ pub fn start(
     let (out, out_rx) = tokio::sync::mpsc::channel(settings.outbound_queue);
     let (interest, interest_rx) = tokio::sync::mpsc::unbounded_channel();
     let (shared, shared_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (claims, claims_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = Arc::new(ClusterLink {
         out,
         interest,
         shared,
+        claims,
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
@@ -224,7 +249,7 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("ringmq-cluster".into())
-        .spawn(move || bridge.run(out_rx, interest_rx, shared_rx))
+        .spawn(move || bridge.run((out_rx, interest_rx, shared_rx, claims_rx)))
         .map_err(|e| BrokerError::Cluster(format!("cannot start the cluster thread: {e}")))?;
     Ok(link)
 }
@@ -246,15 +271,11 @@ type Inputs = (
     tokio::sync::mpsc::Receiver<(SharedMessage, u16, u64)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
+    tokio::sync::mpsc::UnboundedReceiver<(Str, Option<bool>)>,
 );
 
 impl Bridge {
-    fn run(
-        self,
-        out: tokio::sync::mpsc::Receiver<(SharedMessage, u16, u64)>,
-        interest: tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
-        shared: tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
-    ) {
+    fn run(self, inputs: Inputs) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -265,7 +286,7 @@ impl Bridge {
                 return;
             }
         };
-        runtime.block_on(self.serve((out, interest, shared)));
+        runtime.block_on(self.serve(inputs));
     }
 
     /// The NATS connection options; `main`: the connection that publishes and carries plain
@@ -316,7 +337,7 @@ impl Bridge {
     }
 
     async fn serve(self, inputs: Inputs) {
-        let (mut out, mut interest, mut shared) = inputs;
+        let (mut out, mut interest, mut shared, mut claims_in) = inputs;
         let shown = crate::config::redact(&self.url);
         let (client, groups_client) = match (
             self.options(true).connect(self.url.as_str()).await,
@@ -329,6 +350,11 @@ impl Bridge {
             }
         };
         let (mut bucket, mut watch) = self.open_bucket(&client, true).await;
+        // The client-id registry (cluster_clients.rs): writes run as tasks of their own and
+        // send their revision back.
+        let (mut registry, mut registry_watch) = self.open_registry(&client).await;
+        let mut claims = Claims::default();
+        let (written_tx, mut written) = tokio::sync::mpsc::unbounded_channel::<(Str, u64)>();
         // A node that started while NATS (or its JetStream) was away opens the bucket later.
         let mut retry = tokio::time::interval(std::time::Duration::from_secs(5));
         // Filter (scoped) → shards wanting it; subject → its subscription.
@@ -420,8 +446,34 @@ impl Bridge {
                     self.apply(&client, todo, &peers).await;
                 }
                 entry = next_entry(&mut watch) => self.apply_entry(entry),
-                _ = retry.tick(), if watch.is_none() => {
-                    (bucket, watch) = self.open_bucket(&client, false).await;
+                _ = retry.tick(), if watch.is_none() || registry_watch.is_none() => {
+                    if watch.is_none() {
+                        (bucket, watch) = self.open_bucket(&client, false).await;
+                    }
+                    if registry_watch.is_none() {
+                        (registry, registry_watch) = self.open_registry(&client).await;
+                    }
+                }
+                claim = claims_in.recv() => {
+                    let Some((client_id, clean_start)) = claim else { break };
+                    self.take_claim(&mut claims, registry.as_ref(), &written_tx, client_id, clean_start);
+                }
+                landed = written.recv() => {
+                    if let Some((client_id, revision)) = landed {
+                        if let Some(clean_start) = claims.written(&client_id, revision) {
+                            self.take_over(client_id, clean_start).await;
+                        }
+                    }
+                }
+                entry = next_entry(&mut registry_watch) => {
+                    // Claims already made here first: a connection newer than this write must
+                    // not be taken for an older one.
+                    while let Ok((client_id, clean_start)) = claims_in.try_recv() {
+                        self.take_claim(&mut claims, registry.as_ref(), &written_tx, client_id, clean_start);
+                    }
+                    if let Some((client_id, clean_start)) = self.registered_elsewhere(entry, &mut claims) {
+                        self.take_over(client_id, clean_start).await;
+                    }
                 }
                 change = interest.recv() => {
                     let Some((filter, add)) = change else { break };
@@ -456,7 +508,13 @@ impl Bridge {
     ) {
         let context = async_nats::jetstream::new(client.clone());
         let name = format!("{}_retained", self.prefix);
-        let store = match open_or_make_bucket(&context, &name).await {
+        let store = match open_or_make_bucket(
+            &context,
+            &name,
+            "ringmq retained messages, last value per topic",
+        )
+        .await
+        {
             Ok(store) => store,
             Err(error) => {
                 if first {
@@ -481,6 +539,123 @@ impl Bridge {
             tracing::info!(bucket = %name, "cluster: retained messages' bucket open");
         }
         (Some(store), Some(watch))
+    }
+
+    /// The client-id registry's bucket and a watch of its changes from now on (`None`s: no
+    /// JetStream yet; retried with the retained messages' bucket).
+    async fn open_registry(
+        &self,
+        client: &async_nats::Client,
+    ) -> (
+        Option<async_nats::jetstream::kv::Store>,
+        Option<async_nats::jetstream::kv::Watch>,
+    ) {
+        let context = async_nats::jetstream::new(client.clone());
+        let name = format!("{}_clients", self.prefix);
+        let Ok(store) = open_or_make_bucket(
+            &context,
+            &name,
+            "ringmq client ids: the node that last connected each",
+        )
+        .await
+        else {
+            // Said once by the retained messages' bucket, which fails the same way.
+            return (None, None);
+        };
+        match store.watch(">").await {
+            Ok(watch) => (Some(store), Some(watch)),
+            Err(error) => {
+                tracing::error!(bucket = %name, %error, "cluster: cannot watch the client-id registry yet (tried every 5 s)");
+                (None, None)
+            }
+        }
+    }
+
+    /// A client id connected (`Some(clean_start)`) or ended here: the registry is written (by
+    /// a task of its own) or the claim forgotten.
+    fn take_claim(
+        &self,
+        claims: &mut Claims,
+        registry: Option<&async_nats::jetstream::kv::Store>,
+        written: &tokio::sync::mpsc::UnboundedSender<(Str, u64)>,
+        client_id: Str,
+        clean_start: Option<bool>,
+    ) {
+        let Some(clean_start) = clean_start else {
+            claims.release(&client_id);
+            return;
+        };
+        let Some(registry) = registry else {
+            return;
+        };
+        if !claims.claim(&client_id) {
+            return;
+        }
+        let (org, id) = ringmq_router::strip_scope(&client_id);
+        let Ok(key) = client_key(org, id) else {
+            return;
+        };
+        let value = Registration {
+            epoch: self.epoch,
+            clean_start,
+            node_id: self.link.node_id.clone(),
+        }
+        .encode();
+        let registry = registry.clone();
+        let written = written.clone();
+        tokio::spawn(async move {
+            match registry.put(&key, value).await {
+                Ok(revision) => {
+                    let _ = written.send((client_id, revision));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cluster: a client id was not registered; a connection of it on another node is not taken over");
+                }
+            }
+        });
+    }
+
+    /// A change of the registry: the client id and clean start to take over here, if this
+    /// node's connection of it is older than the change.
+    fn registered_elsewhere(
+        &self,
+        entry: Option<async_nats::jetstream::kv::Entry>,
+        claims: &mut Claims,
+    ) -> Option<(Str, bool)> {
+        let entry = entry?;
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            return None;
+        }
+        let registration = Registration::decode(&entry.value)?;
+        if registration.epoch == self.epoch {
+            return None;
+        }
+        let (org, id) = key_client(&entry.key).ok()?;
+        let client_id = Str::from(ringmq_router::topic::scoped(
+            &ringmq_router::topic::org_scope(org),
+            &id,
+        ));
+        let clean_start =
+            claims.written_elsewhere(&client_id, entry.revision, registration.clean_start)?;
+        Some((client_id, clean_start))
+    }
+
+    /// Ends the connection of `client_id` here (whichever shard holds it: each is told).
+    async fn take_over(&self, client_id: Str, clean_start: bool) {
+        tracing::info!(client_id = %ringmq_router::strip_scope(&client_id).1, "cluster: client id connected on another node; taking it over");
+        for shard in 0..self.link.inboxes.len() {
+            let mut item = ClusterIn::TakenOver {
+                client_id: client_id.clone(),
+                clean_start,
+            };
+            // Never dropped: the connection would stay on two nodes.
+            while let Err(back) = self.link.inboxes[shard].push(item) {
+                item = back;
+                self.mesh.wake(shard);
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            self.mesh.wake(shard);
+        }
     }
 
     /// Sets (or clears) a retained message published here in the bucket; the watch brings the
@@ -997,6 +1172,7 @@ fn shard_of(epoch: u64, publisher: &str, shards: usize) -> usize {
 async fn open_or_make_bucket(
     context: &async_nats::jetstream::Context,
     name: &str,
+    description: &str,
 ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
     use async_nats::jetstream::stream;
     if let Ok(store) = context.get_key_value(name).await {
@@ -1004,7 +1180,7 @@ async fn open_or_make_bucket(
     }
     let config = stream::Config {
         name: format!("KV_{name}"),
-        description: Some("ringmq retained messages, last value per topic".into()),
+        description: Some(description.into()),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
@@ -1036,7 +1212,7 @@ async fn next_entry(
         Some(watch) => match watch.next().await {
             Some(Ok(entry)) => Some(entry),
             Some(Err(error)) => {
-                tracing::warn!(%error, "cluster: the retained messages' watch failed an entry");
+                tracing::warn!(%error, "cluster: a key-value watch failed an entry");
                 None
             }
             None => std::future::pending().await,

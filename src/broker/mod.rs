@@ -12,6 +12,7 @@
 
 pub mod answer;
 pub mod cluster;
+pub mod cluster_clients;
 pub mod cluster_peers;
 pub mod commit_grace;
 pub mod conn;

@@ -179,6 +179,19 @@ impl Shard {
                         }
                     }
                 }
+                Output::ClusterClaim {
+                    client_id,
+                    clean_start,
+                } => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.claim(client_id, clean_start);
+                    }
+                }
+                Output::ClusterRelease(client_id) => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.release(client_id);
+                    }
+                }
                 Output::ClusterInterest { filter, add } => {
                     if let Some(link) = &self.facts.cluster {
                         link.interest(filter, add);
@@ -563,6 +576,13 @@ impl Shard {
                 Some(super::cluster::ClusterIn::Retained(message)) => {
                     Input::RetainedFromCluster(message)
                 }
+                Some(super::cluster::ClusterIn::TakenOver {
+                    client_id,
+                    clean_start,
+                }) => Input::ClusterTakenOver {
+                    client_id,
+                    clean_start,
+                },
                 Some(super::cluster::ClusterIn::Shared {
                     message,
                     group,

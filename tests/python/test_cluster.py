@@ -360,6 +360,54 @@ def test_a_qos1_flood_across_nodes_loses_nothing(nodes):
         p.loop_stop()
 
 
+class Device:
+    """A paho v5 client that records why it was disconnected."""
+
+    def __init__(self, node: Broker, client_id: str, clean_start: bool = True):
+        self.reasons: list[int] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_disconnect = self._on_disconnect
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        self.client.connect("127.0.0.1", node.port, clean_start=clean_start, properties=props)
+        self.client.loop_start()
+        deadline = time.monotonic() + 5
+        while not self.client.is_connected():
+            assert time.monotonic() < deadline, "not connected"
+            time.sleep(0.02)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.reasons.append(reason_code.value if hasattr(reason_code, "value") else int(reason_code))
+
+    def wait_reason(self, timeout: float = 5.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while not self.reasons and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.reasons)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_client_id_is_taken_over_across_nodes(nodes):
+    n1, n2, n3 = nodes(3)
+    first = Device(n1, "dev-7")
+    # The same client id on another node: the first connection ends with 0x8E.
+    second = Device(n2, "dev-7", clean_start=False)
+    assert first.wait_reason() == [0x8E], "Session taken over"
+    first.client.loop_stop()
+    # And back again, on a third node: the second one goes the same way.
+    third = Device(n3, "dev-7")
+    assert second.wait_reason() == [0x8E]
+    second.client.loop_stop()
+    # Another id is not touched (the registry's keys carry the org too: subject.rs tests).
+    other = Device(n1, "dev-8")
+    time.sleep(1.0)
+    assert other.reasons == [] and third.reasons == []
+    other.close(), third.close()
+
+
 def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
     n1, n2, n3 = nodes(3)
     sub = Sub(n2, "sub", ["t/#"])

@@ -62,6 +62,48 @@ impl Shard {
         }
     }
 
+    /// A client id connected here (its session installed).
+    pub(super) fn cluster_claim(&mut self, client_id: &Str, clean_start: bool) {
+        if self.cluster {
+            self.outputs.push_back(Output::ClusterClaim {
+                client_id: client_id.clone(),
+                clean_start,
+            });
+        }
+    }
+
+    /// A client id's session ended here.
+    pub(super) fn cluster_release(&mut self, client_id: &Str) {
+        if self.cluster {
+            self.outputs
+                .push_back(Output::ClusterRelease(client_id.clone()));
+        }
+    }
+
+    /// A client id connected on another node after it did here: the connection here ends
+    /// with 0x8E (its will published, as for a takeover on one node), and the session too
+    /// when the new connection asked for a clean start. (A kept session stays here, offline,
+    /// until it expires: sessions do not move between nodes yet.)
+    pub fn taken_over_by_another_node(&mut self, client_id: &Str, clean_start: bool, now: Instant) {
+        let Some(slot) = self.by_client_id.get(&self.entries, client_id.as_bytes()) else {
+            return;
+        };
+        if self.entries.get(slot).is_some_and(|e| e.conn().is_some()) {
+            self.end_connection(
+                slot,
+                Some((
+                    ringmq_proto::mqtt::ReasonCode::SESSION_TAKEN_OVER,
+                    "session taken over on another node",
+                )),
+                true,
+                now,
+            );
+        }
+        if clean_start {
+            self.end_session(slot, now);
+        }
+    }
+
     /// A message NATS's queue group picked this node for: to one member of the group here
     /// (on whichever shard holds one), or dropped and counted when the last one just left.
     pub fn shared_from_cluster(
@@ -311,5 +353,60 @@ mod tests {
             "never sent on"
         );
         assert!(delivered(&mut shards[1]) > 0, "delivered on this node");
+    }
+
+    /// A client id connecting here is claimed (and released when its session ends); one that
+    /// connected on another node since is taken over here: 0x8E, the session kept unless the
+    /// other CONNECT asked for a clean start.
+    #[test]
+    fn client_ids_are_claimed_and_taken_over() {
+        let now = Instant::now();
+        let mut shards = clustered(1);
+        let s = &mut shards[0];
+        let (a, _) = connect(s, "a", v5_connect("a", 0, 600), now);
+        let claimed = |seen: &[Output]| {
+            seen.iter()
+                .filter_map(|o| match o {
+                    Output::ClusterClaim { client_id, .. } => {
+                        Some(ringmq_router::strip_scope(client_id).1.to_owned())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(claimed(&outputs(s)), ["a"]);
+        let scoped = s.entry_mut(a).expect("session").session.client_id.clone();
+        s.handle(
+            super::super::Input::ClusterTakenOver {
+                client_id: scoped.clone(),
+                clean_start: false,
+            },
+            now,
+        );
+        let seen = outputs(s);
+        let rest = seen
+            .iter()
+            .find_map(|o| match o {
+                Output::Close { rest, .. } => Some(rest.clone()),
+                _ => None,
+            })
+            .expect("closed");
+        assert_eq!((rest[0], rest[2]), (0xE0, 0x8E), "DISCONNECT, Session taken over");
+        assert!(s.entry_mut(a).is_some(), "a kept session stays, offline");
+        s.handle(
+            super::super::Input::ClusterTakenOver {
+                client_id: scoped.clone(),
+                clean_start: true,
+            },
+            now,
+        );
+        assert!(s.entry_mut(a).is_none(), "a clean start elsewhere ends it");
+        assert!(outputs(s)
+            .iter()
+            .any(|o| matches!(o, Output::ClusterRelease(id) if *id == scoped)));
+        // Without a cluster nothing is claimed.
+        let mut single = shard(1);
+        connect(&mut single[0], "b", v5_connect("b", 0, 0), now);
+        assert!(claimed(&outputs(&mut single[0])).is_empty());
     }
 }

@@ -65,6 +65,15 @@ pub enum Input {
     FromCluster(SharedMessage),
     /// The cluster's retained message on a topic changed (an empty payload clears it).
     RetainedFromCluster(SharedMessage),
+    /// A client id (scoped) connected on another node after it did here: its connection here
+    /// ends (v5 DISCONNECT 0x8E), and its session too when the other node's CONNECT asked for
+    /// a clean start.
+    ClusterTakenOver {
+        /// The client id, in its org's scope.
+        client_id: ringmq_proto::mqtt::Str,
+        /// The other node's CONNECT asked for a clean start.
+        clean_start: bool,
+    },
     /// Every cluster ticket of this shard up to this one was taken by the nodes that wanted
     /// its message: their acknowledgements go.
     ClusterDone(u64),
@@ -122,6 +131,10 @@ impl Shard {
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
             Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
             Input::ClusterDone(through) => self.cluster_done(through),
+            Input::ClusterTakenOver {
+                client_id,
+                clean_start,
+            } => self.taken_over_by_another_node(&client_id, clean_start, now),
             Input::ClusterFailed(ticket) => self.cluster_failed(ticket, now),
             Input::FromClusterShared {
                 message,

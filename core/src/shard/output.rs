@@ -102,6 +102,16 @@ pub enum Output {
         /// with [`super::Input::ClusterDone`] or [`super::Input::ClusterFailed`]); 0: none.
         ticket: u64,
     },
+    /// A client id (scoped) connected here: the cluster's registry says so, and a connection
+    /// of it on another node is taken over.
+    ClusterClaim {
+        /// The client id, in its org's scope.
+        client_id: ringmq_proto::mqtt::Str,
+        /// Its CONNECT asked for a clean start (the other node ends its session).
+        clean_start: bool,
+    },
+    /// The session of a client id (scoped) ended here: the registry forgets this node's claim.
+    ClusterRelease(ringmq_proto::mqtt::Str),
     /// This shard's first (`add`) or last subscription or stream on `filter` (scoped) came or
     /// went: the node's interest in the other nodes' messages changes.
     ClusterInterest {

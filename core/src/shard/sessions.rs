@@ -113,6 +113,7 @@ impl Shard {
         }
         self.stats.add_connection(1);
         self.count_org_connection(org, 1);
+        self.cluster_claim(&client_id, clean_start);
         if let Some(entry) = self.entries.get_mut(slot) {
             // Who may claim it later, also after a move or a restart.
             entry.session.state.owner = entry.principal.as_ref().map_or(0, |p| p.owner());
@@ -257,6 +258,7 @@ impl Shard {
         let Some(mut entry) = self.entries.take(slot) else {
             return;
         };
+        self.cluster_release(&entry.session.client_id);
         self.forget_transit(slot);
         self.uncount_offline(entry.org, entry.offline_bytes);
         self.release(entry.blocked.take());
