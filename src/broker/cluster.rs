@@ -78,6 +78,20 @@ pub enum ClusterIn {
     Plain(SharedMessage),
     /// The cluster's retained message on a topic changed (empty: cleared).
     Retained(SharedMessage),
+    /// The session a parked claim fetched from another node (or `None`), for shard `home`.
+    Adopt {
+        /// The parked claim.
+        token: u64,
+        /// The session.
+        record: Option<Box<ringmq_core::durable::SessionRecord>>,
+    },
+    /// Another node takes this client id's session (request numbered by this node's bridge).
+    GiveUp {
+        /// The client id, scoped.
+        client_id: Str,
+        /// The request to answer.
+        request: u64,
+    },
     /// A client id connected on another node after it did here (`clean_start`: that CONNECT
     /// asked for a clean start).
     TakenOver {
@@ -96,6 +110,58 @@ pub enum ClusterIn {
         filter: Str,
     },
 }
+
+/// A shard's part in a session moving between nodes.
+pub enum SessionEvent {
+    /// Fetch the session of a parked claim from the node that holds it.
+    Fetch {
+        /// The client id, scoped.
+        client_id: Str,
+        /// The parked claim.
+        token: u64,
+        /// The shard that parked it.
+        home: u16,
+    },
+    /// A shard's answer to a give-up request.
+    Out {
+        /// The request answered.
+        request: u64,
+        /// The session's record, if this shard held it.
+        record: Option<Vec<u8>>,
+    },
+}
+
+/// How long a node waits for another to hand over a session before the claim goes on with a
+/// new one.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A fetch this node waits for.
+struct Fetching {
+    token: u64,
+    home: u16,
+    client_id: Str,
+    until: std::time::Instant,
+}
+
+/// A give-up this node's shards are answering.
+struct GivingUp {
+    from: u64,
+    request: u64,
+    answers_due: usize,
+    record: Option<Vec<u8>>,
+}
+
+/// Sessions moving in or out of this node.
+#[derive(Default)]
+struct Moving {
+    next: u64,
+    fetching: HashMap<u64, Fetching>,
+    giving_up: HashMap<u64, GivingUp>,
+}
+
+/// Moves in flight at most each way; past it a fetch is answered "none" at once (a new session)
+/// and a give-up request is ignored (the asking node times out).
+const MOVING_MAX: usize = 65_536;
 
 /// What a node's shards and its bridge share.
 pub struct ClusterLink {
@@ -120,6 +186,8 @@ pub struct ClusterLink {
     /// Client ids connected (`Some(clean_start)`) or whose session ended (`None`) here
     /// (bounded by the sessions themselves: never dropped).
     claims: tokio::sync::mpsc::UnboundedSender<(Str, Option<bool>)>,
+    /// Sessions moving between nodes (bounded by the parked claims and the shards' answers).
+    sessions: tokio::sync::mpsc::UnboundedSender<SessionEvent>,
     /// Messages from other nodes, per shard.
     inboxes: Vec<ArrayQueue<ClusterIn>>,
     /// True while the NATS connection is up.
@@ -174,6 +242,11 @@ impl ClusterLink {
         let _ = self.claims.send((client_id, None));
     }
 
+    /// A shard's part in a session moving between nodes.
+    pub fn session_event(&self, event: SessionEvent) {
+        let _ = self.sessions.send(event);
+    }
+
     /// The next message from another node for `shard`.
     pub fn take(&self, shard: usize) -> Option<ClusterIn> {
         self.inboxes.get(shard)?.pop()
@@ -216,11 +289,13 @@ pub fn start(
     let (interest, interest_rx) = tokio::sync::mpsc::unbounded_channel();
     let (shared, shared_rx) = tokio::sync::mpsc::unbounded_channel();
     let (claims, claims_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (sessions, sessions_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = Arc::new(ClusterLink {
         out,
         interest,
         shared,
         claims,
+        sessions,
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
@@ -249,7 +324,7 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("ringmq-cluster".into())
-        .spawn(move || bridge.run((out_rx, interest_rx, shared_rx, claims_rx)))
+        .spawn(move || bridge.run((out_rx, interest_rx, shared_rx, claims_rx, sessions_rx)))
         .map_err(|e| BrokerError::Cluster(format!("cannot start the cluster thread: {e}")))?;
     Ok(link)
 }
@@ -272,6 +347,7 @@ type Inputs = (
     tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Option<bool>)>,
+    tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
 );
 
 impl Bridge {
@@ -337,7 +413,10 @@ impl Bridge {
     }
 
     async fn serve(self, inputs: Inputs) {
-        let (mut out, mut interest, mut shared, mut claims_in) = inputs;
+        let (mut out, mut interest, mut shared, mut claims_in, mut sessions_in) = inputs;
+        let mut moving = Moving::default();
+        // Fetches whose registry lookup found no other node to ask: answered "none".
+        let (unowned_tx, mut unowned) = tokio::sync::mpsc::unbounded_channel::<u64>();
         let shown = crate::config::redact(&self.url);
         let (client, groups_client) = match (
             self.options(true).connect(self.url.as_str()).await,
@@ -440,6 +519,7 @@ impl Bridge {
                     for control in std::iter::once(beat).chain(snapshot) {
                         self.send_control(&client, self.control_all(), &control, &mut envelope).await;
                     }
+                    self.expire_fetches(&mut moving, now).await;
                     let mut todo = Todo::default();
                     self.check_reconnect(&mut peers, &marks, &mut todo);
                     peers.expire(now, &mut todo);
@@ -452,6 +532,15 @@ impl Bridge {
                     }
                     if registry_watch.is_none() {
                         (registry, registry_watch) = self.open_registry(&client).await;
+                    }
+                }
+                event = sessions_in.recv() => {
+                    let Some(event) = event else { break };
+                    self.session_event(event, &mut moving, registry.as_ref(), &client, &unowned_tx).await;
+                }
+                request = unowned.recv() => {
+                    if let Some(request) = request {
+                        self.fetched(&mut moving, request, None).await;
                     }
                 }
                 claim = claims_in.recv() => {
@@ -486,8 +575,11 @@ impl Bridge {
                     self.change_group(&groups_client, &mut groups, group, filter, add).await;
                 }
                 batch = next_batch(&mut subjects) => {
-                    let todo = self.deliver(batch, &mut marks, &mut peers, &client).await;
+                    let (todo, moves) = self.deliver(batch, &mut marks, &mut peers, &client).await;
                     self.apply(&client, todo, &peers).await;
+                    for control in moves {
+                        self.session_control(control, &mut moving, &client).await;
+                    }
                 }
                 picked = next_picked(&mut groups) => self.deliver_shared(picked),
             }
@@ -644,17 +736,12 @@ impl Bridge {
     async fn take_over(&self, client_id: Str, clean_start: bool) {
         tracing::info!(client_id = %ringmq_router::strip_scope(&client_id).1, "cluster: client id connected on another node; taking it over");
         for shard in 0..self.link.inboxes.len() {
-            let mut item = ClusterIn::TakenOver {
+            // Never dropped: the connection would stay on two nodes.
+            let item = ClusterIn::TakenOver {
                 client_id: client_id.clone(),
                 clean_start,
             };
-            // Never dropped: the connection would stay on two nodes.
-            while let Err(back) = self.link.inboxes[shard].push(item) {
-                item = back;
-                self.mesh.wake(shard);
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            self.mesh.wake(shard);
+            self.push_patiently(shard, item).await;
         }
     }
 
@@ -950,7 +1037,7 @@ impl Bridge {
         marks: &mut HashMap<u64, u64>,
         peers: &mut Peers,
         client: &async_nats::Client,
-    ) -> Todo {
+    ) -> (Todo, Vec<Control>) {
         let mut todo = Todo::default();
         self.check_reconnect(peers, marks, &mut todo);
         let control_all = self.control_all();
@@ -1024,11 +1111,222 @@ impl Bridge {
             peers.ack(epoch, through, &mut todo);
         }
         let now = std::time::Instant::now();
+        let mut moves = Vec::new();
         for control in controls {
-            peers.receive(control, now, &mut todo);
+            match control {
+                Control::Fetch { .. } | Control::Session { .. } => moves.push(control),
+                control => peers.receive(control, now, &mut todo),
+            }
         }
         let _ = client;
-        todo
+        (todo, moves)
+    }
+
+    /// A shard asks for a session (a parked claim) or answers a give-up request.
+    async fn session_event(
+        &self,
+        event: SessionEvent,
+        moving: &mut Moving,
+        registry: Option<&async_nats::jetstream::kv::Store>,
+        client: &async_nats::Client,
+        unowned: &tokio::sync::mpsc::UnboundedSender<u64>,
+    ) {
+        match event {
+            SessionEvent::Fetch {
+                client_id,
+                token,
+                home,
+            } => {
+                moving.next += 1;
+                let request = moving.next;
+                let registry = match registry {
+                    Some(registry) if moving.fetching.len() < MOVING_MAX => registry.clone(),
+                    _ => {
+                        self.hand_adopt(token, home, None).await;
+                        return;
+                    }
+                };
+                moving.fetching.insert(
+                    request,
+                    Fetching {
+                        token,
+                        home,
+                        client_id: client_id.clone(),
+                        until: std::time::Instant::now() + FETCH_TIMEOUT,
+                    },
+                );
+                // The registry names the node that last connected the id; the lookup is a
+                // task of its own (a connect storm must not hold up the bridge).
+                let (org, id) = ringmq_router::strip_scope(&client_id);
+                let Ok(key) = client_key(org, id) else {
+                    let _ = unowned.send(request);
+                    return;
+                };
+                let me = self.epoch;
+                let client = client.clone();
+                let prefix = self.prefix.clone();
+                let unowned = unowned.clone();
+                tokio::spawn(async move {
+                    let owner = match registry.get(&key).await {
+                        Ok(Some(value)) => Registration::decode(&value).map(|r| r.epoch),
+                        _ => None,
+                    };
+                    match owner {
+                        Some(owner) if owner != me => {
+                            let mut buf = Vec::new();
+                            Control::Fetch {
+                                from: me,
+                                request,
+                                client_id: client_id.to_string(),
+                            }
+                            .encode(&mut buf);
+                            let subject = format!("{prefix}._n.to.{owner:016x}");
+                            if client.publish(subject, Bytes::from(buf)).await.is_err() {
+                                let _ = unowned.send(request);
+                            }
+                        }
+                        _ => {
+                            let _ = unowned.send(request);
+                        }
+                    }
+                });
+            }
+            SessionEvent::Out { request, record } => {
+                let Some(giving) = moving.giving_up.get_mut(&request) else {
+                    return;
+                };
+                giving.answers_due = giving.answers_due.saturating_sub(1);
+                if record.is_some() {
+                    giving.record = record;
+                }
+                if giving.answers_due > 0 {
+                    return;
+                }
+                let Some(done) = moving.giving_up.remove(&request) else {
+                    return;
+                };
+                let answer = Control::Session {
+                    request: done.request,
+                    record: done.record.unwrap_or_default(),
+                };
+                let mut buf = Vec::new();
+                self.send_control(client, self.control_to(done.from), &answer, &mut buf)
+                    .await;
+            }
+        }
+    }
+
+    /// Another node's request (give a session up) or answer (the session asked for).
+    async fn session_control(
+        &self,
+        control: Control,
+        moving: &mut Moving,
+        client: &async_nats::Client,
+    ) {
+        match control {
+            Control::Fetch {
+                from,
+                request,
+                client_id,
+            } => {
+                if moving.giving_up.len() >= MOVING_MAX {
+                    return;
+                }
+                moving.next += 1;
+                let local = moving.next;
+                let shards = self.link.inboxes.len();
+                moving.giving_up.insert(
+                    local,
+                    GivingUp {
+                        from,
+                        request,
+                        answers_due: shards,
+                        record: None,
+                    },
+                );
+                let client_id = Str::from(client_id);
+                for shard in 0..shards {
+                    self.push_patiently(
+                        shard,
+                        ClusterIn::GiveUp {
+                            client_id: client_id.clone(),
+                            request: local,
+                        },
+                    )
+                    .await;
+                }
+                let _ = client;
+            }
+            Control::Session { request, record } => {
+                let record = if record.is_empty() {
+                    None
+                } else {
+                    match ringmq_core::durable::Record::decode(&record, &self.clock) {
+                        Ok(ringmq_core::durable::Record::Session(record)) => Some(record),
+                        _ => {
+                            self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                    }
+                };
+                self.fetched(moving, request, record).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to fetch `request` (the session, or `None`) goes to the shard that parked
+    /// the claim; a record for another client id is not taken.
+    async fn fetched(
+        &self,
+        moving: &mut Moving,
+        request: u64,
+        record: Option<Box<ringmq_core::durable::SessionRecord>>,
+    ) {
+        let Some(fetching) = moving.fetching.remove(&request) else {
+            return;
+        };
+        let record = record.filter(|r| r.client_id == fetching.client_id);
+        self.hand_adopt(fetching.token, fetching.home, record).await;
+    }
+
+    /// Fetches not answered in time go on without a session.
+    async fn expire_fetches(&self, moving: &mut Moving, now: std::time::Instant) {
+        let late: Vec<u64> = moving
+            .fetching
+            .iter()
+            .filter(|(_, f)| f.until <= now)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in late {
+            tracing::warn!(
+                "cluster: no node handed a session over in time; the client starts a new one"
+            );
+            self.fetched(moving, request, None).await;
+        }
+    }
+
+    async fn hand_adopt(
+        &self,
+        token: u64,
+        home: u16,
+        record: Option<Box<ringmq_core::durable::SessionRecord>>,
+    ) {
+        self.push_patiently(usize::from(home), ClusterIn::Adopt { token, record })
+            .await;
+    }
+
+    /// Puts an item no shard may miss into its inbox, waiting for room.
+    async fn push_patiently(&self, shard: usize, mut item: ClusterIn) {
+        let Some(inbox) = self.link.inboxes.get(shard) else {
+            return;
+        };
+        while let Err(back) = inbox.push(item) {
+            item = back;
+            self.mesh.wake(shard);
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.mesh.wake(shard);
     }
 
     /// After this node's NATS connection came back, each peer learns which of its messages

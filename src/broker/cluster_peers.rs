@@ -95,6 +95,23 @@ pub enum Control {
         /// The receiver's sequence number it has everything up to.
         through: u64,
     },
+    /// `from` asks the receiver for the session of `client_id` (scoped): a CONNECT without
+    /// clean start reached `from` (`cluster_sessions.rs` in the core).
+    Fetch {
+        /// The asking node.
+        from: u64,
+        /// Its request's number.
+        request: u64,
+        /// The client id, in its org's scope.
+        client_id: String,
+    },
+    /// The answer to a [`Control::Fetch`]: the session's record (empty: none).
+    Session {
+        /// The request answered.
+        request: u64,
+        /// The durable codec's session record.
+        record: Vec<u8>,
+    },
     /// `from` lost its NATS connection and may have missed the receiver's messages after
     /// `after` through `through`: their acknowledgements must not go.
     Lost {
@@ -113,6 +130,8 @@ const WANT_KIND: u8 = 3;
 const SNAPSHOT_KIND: u8 = 4;
 const ACK_KIND: u8 = 5;
 const LOST_KIND: u8 = 6;
+const FETCH_KIND: u8 = 7;
+const SESSION_KIND: u8 = 8;
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
     let len = s.len().min(FILTER_BYTES_MAX);
@@ -196,6 +215,22 @@ impl Control {
                 buf.put_u64_le(*from);
                 buf.put_u64_le(*through);
             }
+            Control::Fetch {
+                from,
+                request,
+                client_id,
+            } => {
+                buf.put_u8(FETCH_KIND);
+                buf.put_u64_le(*from);
+                buf.put_u64_le(*request);
+                put_str(buf, client_id);
+            }
+            Control::Session { request, record } => {
+                buf.put_u8(SESSION_KIND);
+                buf.put_u64_le(*request);
+                buf.put_u32_le(record.len() as u32);
+                buf.extend_from_slice(record);
+            }
             Control::Lost {
                 from,
                 after,
@@ -263,6 +298,21 @@ impl Control {
                 from: get_u64(bytes)?,
                 through: get_u64(bytes)?,
             },
+            FETCH_KIND => Control::Fetch {
+                from: get_u64(bytes)?,
+                request: get_u64(bytes)?,
+                client_id: get_str(bytes)?,
+            },
+            SESSION_KIND => {
+                let request = get_u64(bytes)?;
+                let len = get_u32(bytes)? as usize;
+                if bytes.remaining() < len {
+                    return None;
+                }
+                let record = bytes[..len].to_vec();
+                bytes.advance(len);
+                Control::Session { request, record }
+            }
             LOST_KIND => Control::Lost {
                 from: get_u64(bytes)?,
                 after: get_u64(bytes)?,
@@ -616,6 +666,8 @@ impl Peers {
                     self.advance_all(todo);
                 }
             }
+            // The bridge's own business (sessions moving), not the peers'.
+            Control::Fetch { .. } | Control::Session { .. } => {}
             Control::Lost {
                 from,
                 after,
@@ -818,6 +870,15 @@ mod tests {
                 from: B,
                 after: 3,
                 through: 9,
+            },
+            Control::Fetch {
+                from: B,
+                request: 4,
+                client_id: "\u{0}7\u{0}dev".into(),
+            },
+            Control::Session {
+                request: 4,
+                record: vec![1, 2, 3],
             },
         ];
         let mut buf = Vec::new();

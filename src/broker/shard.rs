@@ -6,6 +6,7 @@
 //! (also at the end of each round, in [`Shard::flush`], which then moves the core's outgoing
 //! mesh messages onto the mesh and wakes the shards that got some).
 
+use super::cluster::SessionEvent;
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -185,6 +186,24 @@ impl Shard {
                 } => {
                     if let Some(link) = &self.facts.cluster {
                         link.claim(client_id, clean_start);
+                    }
+                }
+                Output::ClusterFetch {
+                    client_id,
+                    token,
+                    home,
+                } => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.session_event(SessionEvent::Fetch {
+                            client_id,
+                            token,
+                            home,
+                        });
+                    }
+                }
+                Output::ClusterSessionOut { request, record } => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.session_event(SessionEvent::Out { request, record });
                     }
                 }
                 Output::ClusterRelease(client_id) => {
@@ -575,6 +594,12 @@ impl Shard {
                 Some(super::cluster::ClusterIn::Plain(message)) => Input::FromCluster(message),
                 Some(super::cluster::ClusterIn::Retained(message)) => {
                     Input::RetainedFromCluster(message)
+                }
+                Some(super::cluster::ClusterIn::Adopt { token, record }) => {
+                    Input::ClusterAdopt { token, record }
+                }
+                Some(super::cluster::ClusterIn::GiveUp { client_id, request }) => {
+                    Input::ClusterGiveUp { client_id, request }
                 }
                 Some(super::cluster::ClusterIn::TakenOver {
                     client_id,

@@ -408,6 +408,78 @@ def test_a_client_id_is_taken_over_across_nodes(nodes):
     other.close(), third.close()
 
 
+class Persistent:
+    """A paho v5 client with a kept session (expiry 600 s, no clean start)."""
+
+    def __init__(self, node: Broker, client_id: str):
+        self.got: list[tuple[str, bytes]] = []
+        self.present: list[bool] = []
+        self.reasons: list[int] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, flags, rc, p: self.present.append(bool(flags.session_present))
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.reasons.append(rc.value)
+        self.client.on_message = self._on_message
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        self.client.connect("127.0.0.1", node.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.present:
+            assert time.monotonic() < deadline, "no CONNACK"
+            time.sleep(0.02)
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.got.append((message.topic, message.payload))
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.got) >= count:
+                    break
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.got)
+
+    def leave(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_persistent_session_moves_with_its_client_id_across_nodes(nodes):
+    n1, n2 = nodes(2)
+    wait_peers(n1, 1), wait_peers(n2, 1)
+    dev = Persistent(n1, "dev-9")
+    assert dev.present == [False]
+    dev.client.subscribe("cmd/dev-9", qos=1)
+    time.sleep(0.5)
+    dev.leave()
+    pub = publisher(n2, "ops")
+    pub.publish("cmd/dev-9", b"queued while away", qos=1).wait_for_publish(5)
+    time.sleep(0.3)
+    # The device comes back on the other node: its session (subscription, queued message)
+    # comes with it, and the CONNACK says so.
+    moved = Persistent(n2, "dev-9")
+    assert moved.present == [True], "session present"
+    assert moved.wait(1) == [("cmd/dev-9", b"queued while away")]
+    pub.publish("cmd/dev-9", b"live", qos=1).wait_for_publish(5)
+    assert moved.wait(2)[1:] == [("cmd/dev-9", b"live")]
+    # While connected, a CONNECT on the first node takes it back: 0x8E here, present there.
+    back = Persistent(n1, "dev-9")
+    assert back.present == [True]
+    deadline = time.monotonic() + 5
+    while not moved.reasons and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert moved.reasons == [0x8E]
+    moved.client.loop_stop()
+    pub.publish("cmd/dev-9", b"again", qos=1).wait_for_publish(5)
+    assert back.wait(1) == [("cmd/dev-9", b"again")]
+    back.leave()
+    pub.loop_stop()
+
+
 def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
     n1, n2, n3 = nodes(3)
     sub = Sub(n2, "sub", ["t/#"])

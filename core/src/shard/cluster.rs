@@ -391,7 +391,11 @@ mod tests {
                 _ => None,
             })
             .expect("closed");
-        assert_eq!((rest[0], rest[2]), (0xE0, 0x8E), "DISCONNECT, Session taken over");
+        assert_eq!(
+            (rest[0], rest[2]),
+            (0xE0, 0x8E),
+            "DISCONNECT, Session taken over"
+        );
         assert!(s.entry_mut(a).is_some(), "a kept session stays, offline");
         s.handle(
             super::super::Input::ClusterTakenOver {

@@ -324,7 +324,7 @@ impl Shard {
                     self.record_session_end(&record.client_id, true, now);
                     continue;
                 }
-                self.restore_session(record, offline_since, now);
+                self.restore_session(record, offline_since, now, false);
                 restored.count += 1;
             } else if !expired {
                 for filter in record.state.subscriptions.keys() {
@@ -369,7 +369,16 @@ impl Shard {
         }
     }
 
-    fn restore_session(&mut self, record: &SessionRecord, offline_since: Instant, now: Instant) {
+    /// Seats a session from its record, offline, at this shard (its client id's home).
+    /// `announce`: its subscriptions are announced to the other shards (a session taken from
+    /// another node at run time); at start every shard reads them from the log itself.
+    pub(super) fn restore_session(
+        &mut self,
+        record: &SessionRecord,
+        offline_since: Instant,
+        now: Instant,
+        announce: bool,
+    ) -> Slot {
         let client_id = record.client_id.clone();
         let mut session = Session::from_state(client_id.clone(), record.state.clone());
         session.disconnected_at = Some(offline_since);
@@ -398,7 +407,8 @@ impl Shard {
         });
         let will_at = pending_will.as_ref().map(|p| p.1);
         let slot = self.entries.insert(Entry {
-            persisted: true,
+            // From another node, the session is not in this node's log yet.
+            persisted: !announce,
             pending_will,
             offline_bytes,
             ..Entry::offline(session, generation, token, record.org, now)
@@ -407,6 +417,10 @@ impl Shard {
         self.by_client_id.insert(&self.entries, slot);
         self.owners.insert(client_id, (token, owner));
         for (filter, subscription) in subscriptions {
+            if announce {
+                self.add_subscription(slot, &filter, subscription);
+                continue;
+            }
             // Quietly: every other shard puts this filter into its index itself.
             match split_shared(&filter) {
                 Some(shared) => {
@@ -446,6 +460,10 @@ impl Shard {
             self.timers
                 .push(at, TimerKind::WillDelay, slot, generation, 0);
         }
+        if announce {
+            self.touch(slot);
+        }
+        slot
     }
 }
 
@@ -483,7 +501,7 @@ fn live_will(entry: &Entry) -> Option<&Will> {
     entry.session.link.as_ref()?.will.as_deref()
 }
 
-fn session_view<'a>(
+pub(super) fn session_view<'a>(
     entry: &'a Entry,
     version: u64,
     now: Instant,

@@ -74,6 +74,21 @@ pub enum Input {
         /// The other node's CONNECT asked for a clean start.
         clean_start: bool,
     },
+    /// The answer to [`super::Output::ClusterFetch`]: the session another node handed over,
+    /// if any; the parked claim goes on.
+    ClusterAdopt {
+        /// The parked claim.
+        token: u64,
+        /// The session.
+        record: Option<Box<crate::durable::SessionRecord>>,
+    },
+    /// Another node takes the client id's session: hand it over if held here.
+    ClusterGiveUp {
+        /// The client id, in its org's scope.
+        client_id: ringmq_proto::mqtt::Str,
+        /// The request to answer ([`super::Output::ClusterSessionOut`]).
+        request: u64,
+    },
     /// Every cluster ticket of this shard up to this one was taken by the nodes that wanted
     /// its message: their acknowledgements go.
     ClusterDone(u64),
@@ -131,6 +146,10 @@ impl Shard {
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
             Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
             Input::ClusterDone(through) => self.cluster_done(through),
+            Input::ClusterAdopt { token, record } => self.adopt_from_cluster(token, record, now),
+            Input::ClusterGiveUp { client_id, request } => {
+                self.give_up_to_cluster(&client_id, request, now)
+            }
             Input::ClusterTakenOver {
                 client_id,
                 clean_start,

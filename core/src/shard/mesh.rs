@@ -90,33 +90,12 @@ impl Shard {
                     shard,
                     "a claim's token names its shard"
                 );
-                // A session belongs to the principal that created it: another login with the
-                // same client id is refused, and the session (queued messages, subscriptions)
-                // and its connection are not touched. Deleting the session (the sessions API)
-                // or its expiry frees the id.
-                if let Some(&(_, held_owner)) = self.owners.get(&client_id) {
-                    if held_owner != owner {
-                        tracing::info!(%client_id, "client id held by another principal's session; refused");
-                        self.send(shard, MeshMsg::Refused { token });
-                        return;
-                    }
+                if !clean_start && self.cluster && !self.owners.contains_key(&client_id) {
+                    // The session may be on another node: fetched first (cluster_sessions.rs).
+                    self.fetch_from_cluster(client_id, shard, token, owner);
+                    return;
                 }
-                match self
-                    .owners
-                    .insert(client_id.clone(), (token, owner))
-                    .map(|(held, _)| held)
-                {
-                    None => self.send(shard, MeshMsg::Grant { token, state: None }),
-                    Some(held) => self.send(
-                        Self::token_shard(held),
-                        MeshMsg::Takeover {
-                            client_id,
-                            to_shard: shard,
-                            token,
-                            clean_start,
-                        },
-                    ),
-                }
+                self.claim(client_id, shard, token, clean_start, owner);
             }
             MeshMsg::Takeover {
                 client_id,
@@ -189,6 +168,45 @@ impl Shard {
                     self.owners.remove(&client_id);
                 }
             }
+        }
+    }
+
+    /// A claim of `client_id` at its home: granted, refused, or the holder asked to hand the
+    /// session over.
+    pub(super) fn claim(
+        &mut self,
+        client_id: Str,
+        shard: u16,
+        token: u64,
+        clean_start: bool,
+        owner: u64,
+    ) {
+        // A session belongs to the principal that created it: another login with the
+        // same client id is refused, and the session (queued messages, subscriptions)
+        // and its connection are not touched. Deleting the session (the sessions API)
+        // or its expiry frees the id.
+        if let Some(&(_, held_owner)) = self.owners.get(&client_id) {
+            if held_owner != owner {
+                tracing::info!(%client_id, "client id held by another principal's session; refused");
+                self.send(shard, MeshMsg::Refused { token });
+                return;
+            }
+        }
+        match self
+            .owners
+            .insert(client_id.clone(), (token, owner))
+            .map(|(held, _)| held)
+        {
+            None => self.send(shard, MeshMsg::Grant { token, state: None }),
+            Some(held) => self.send(
+                Self::token_shard(held),
+                MeshMsg::Takeover {
+                    client_id,
+                    to_shard: shard,
+                    token,
+                    clean_start,
+                },
+            ),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::timers::Timers;
 mod client_ids;
 mod cluster;
 mod cluster_acks;
+mod cluster_sessions;
 mod commit;
 mod counted;
 mod durability;
@@ -302,6 +303,8 @@ pub struct Shard {
     cluster: bool,
     /// Acknowledgements waiting for the other nodes of the cluster.
     cluster_acks: cluster_acks::ClusterAcks,
+    /// Claims waiting for another node's session (by token).
+    parked: AHashMap<u64, cluster_sessions::ParkedClaim>,
     /// Connections that ended while a SUBACK of theirs waited for its fence: their last bytes
     /// wait here (with the answers still due) so "SUBACK received" keeps meaning "in force on
     /// every shard" even for a client that disconnects at once (found by ringmq-sim).
@@ -362,6 +365,7 @@ impl Shard {
             local_inbox: VecDeque::new(),
             cluster: false,
             cluster_acks: Default::default(),
+            parked: AHashMap::new(),
             outputs: VecDeque::new(),
             urgent: false,
             timers: Timers::new(now),

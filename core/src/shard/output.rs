@@ -110,6 +110,24 @@ pub enum Output {
         /// Its CONNECT asked for a clean start (the other node ends its session).
         clean_start: bool,
     },
+    /// Ask the cluster for the session of a client id (scoped) a CONNECT without clean start
+    /// claims; answer with [`super::Input::ClusterAdopt`] at shard `home`.
+    ClusterFetch {
+        /// The client id, in its org's scope.
+        client_id: ringmq_proto::mqtt::Str,
+        /// The parked claim.
+        token: u64,
+        /// The shard to answer.
+        home: u16,
+    },
+    /// The answer to [`super::Input::ClusterGiveUp`]: the session's record (the durable
+    /// codec's), or `None` when this shard does not hold it.
+    ClusterSessionOut {
+        /// The request answered.
+        request: u64,
+        /// The encoded session record.
+        record: Option<Vec<u8>>,
+    },
     /// The session of a client id (scoped) ended here: the registry forgets this node's claim.
     ClusterRelease(ringmq_proto::mqtt::Str),
     /// This shard's first (`add`) or last subscription or stream on `filter` (scoped) came or
