@@ -448,7 +448,14 @@ impl Bridge {
         // interest and snapshots on one subject, what is meant for this node on another; both
         // read in the same batches as the data, so a heartbeat comes after what preceded it.
         let mut peers = Peers::new(self.epoch, self.link.inboxes.len());
-        for subject in [self.control_all(), self.control_to(self.epoch)] {
+        // A session fetch is addressed by node id, which outlives the process: a node back
+        // after a crash hands over the sessions its log kept.
+        let node_subject = format!("{}._n.node.{}", self.prefix, self.link.node_id);
+        for subject in [
+            self.control_all(),
+            self.control_to(self.epoch),
+            node_subject,
+        ] {
             match client.subscribe(subject.clone()).await {
                 Ok(subscriber) => {
                     subjects.insert(
@@ -1042,13 +1049,14 @@ impl Bridge {
         self.check_reconnect(peers, marks, &mut todo);
         let control_all = self.control_all();
         let control_mine = self.control_to(self.epoch);
+        let control_node = format!("{}._n.node.{}", self.prefix, self.link.node_id);
         let mut decoded: Vec<(u64, u64, SharedMessage)> = Vec::with_capacity(batch.len());
         let mut controls = Vec::new();
         // Senders with a message whose acknowledgement waits for this node.
         let mut acked: Vec<u64> = Vec::new();
         for message in batch {
             let subject = message.subject.as_str();
-            if subject == control_all || subject == control_mine {
+            if subject == control_all || subject == control_mine || subject == control_node {
                 match Control::decode(&message.payload) {
                     Some(control) => controls.push(control),
                     None => {
@@ -1168,11 +1176,11 @@ impl Bridge {
                 let unowned = unowned.clone();
                 tokio::spawn(async move {
                     let owner = match registry.get(&key).await {
-                        Ok(Some(value)) => Registration::decode(&value).map(|r| r.epoch),
+                        Ok(Some(value)) => Registration::decode(&value),
                         _ => None,
                     };
                     match owner {
-                        Some(owner) if owner != me => {
+                        Some(owner) if owner.epoch != me => {
                             let mut buf = Vec::new();
                             Control::Fetch {
                                 from: me,
@@ -1180,7 +1188,7 @@ impl Bridge {
                                 client_id: client_id.to_string(),
                             }
                             .encode(&mut buf);
-                            let subject = format!("{prefix}._n.to.{owner:016x}");
+                            let subject = format!("{prefix}._n.node.{}", owner.node_id);
                             if client.publish(subject, Bytes::from(buf)).await.is_err() {
                                 let _ = unowned.send(request);
                             }

@@ -64,6 +64,12 @@ impl Registration {
             _ => return None,
         };
         let node_id = std::str::from_utf8(bytes).ok()?.to_owned();
+        // A node id becomes a NATS subject token (fetches are addressed by it): only what the
+        // configuration allows for one, never a `.`, `*` or `>` from a forged value.
+        let token = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if node_id.is_empty() || node_id.len() > 64 || !node_id.bytes().all(token) {
+            return None;
+        }
         Some(Registration {
             epoch,
             clean_start,
@@ -181,6 +187,15 @@ mod tests {
         let mut bad = vec![0u8; 8];
         bad.extend_from_slice(&[0, 0xff]);
         assert_eq!(Registration::decode(&bad), None, "a node id not UTF-8");
+        for forged in ["", "a.b", "*", ">", "n 1"] {
+            let value = Registration {
+                epoch: 1,
+                clean_start: false,
+                node_id: forged.into(),
+            }
+            .encode();
+            assert_eq!(Registration::decode(&value), None, "{forged:?}");
+        }
     }
 
     /// The newer write wins, whichever of the two revisions is known first.
