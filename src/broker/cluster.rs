@@ -43,7 +43,7 @@ use ringmq_router::subject::{
 };
 
 use super::cluster_clients::{Claims, Registration};
-use super::cluster_peers::{Control, Peers, Todo, HEARTBEAT};
+use super::cluster_peers::{Control, Peers, Receipts, Todo, HEARTBEAT};
 use super::error::BrokerError;
 use super::mesh_msg::MeshMsg;
 use crate::config::Config;
@@ -78,6 +78,13 @@ pub enum ClusterIn {
     Plain(SharedMessage),
     /// The cluster's retained message on a topic changed (empty: cleared).
     Retained(SharedMessage),
+    /// A message another node published and waits for: give `receipt` back once routed.
+    PlainAcked {
+        /// The message.
+        message: SharedMessage,
+        /// The bridge's number for it, per shard.
+        receipt: u64,
+    },
     /// The session a parked claim fetched from another node (or `None`), for shard `home`.
     Adopt {
         /// The parked claim.
@@ -188,6 +195,8 @@ pub struct ClusterLink {
     claims: tokio::sync::mpsc::UnboundedSender<(Str, Option<bool>)>,
     /// Sessions moving between nodes (bounded by the parked claims and the shards' answers).
     sessions: tokio::sync::mpsc::UnboundedSender<SessionEvent>,
+    /// Receipts of other nodes' messages, (shard, receipt) (bounded by the inboxes).
+    receipts: tokio::sync::mpsc::UnboundedSender<(u16, u64)>,
     /// Messages from other nodes, per shard.
     inboxes: Vec<ArrayQueue<ClusterIn>>,
     /// True while the NATS connection is up.
@@ -242,6 +251,11 @@ impl ClusterLink {
         let _ = self.claims.send((client_id, None));
     }
 
+    /// `shard` routed (and, with `sync`, logged) every message of other nodes through `receipt`.
+    pub fn receipt(&self, shard: u16, receipt: u64) {
+        let _ = self.receipts.send((shard, receipt));
+    }
+
     /// A shard's part in a session moving between nodes.
     pub fn session_event(&self, event: SessionEvent) {
         let _ = self.sessions.send(event);
@@ -290,12 +304,14 @@ pub fn start(
     let (shared, shared_rx) = tokio::sync::mpsc::unbounded_channel();
     let (claims, claims_rx) = tokio::sync::mpsc::unbounded_channel();
     let (sessions, sessions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (receipts, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
     let link = Arc::new(ClusterLink {
         out,
         interest,
         shared,
         claims,
         sessions,
+        receipts,
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
@@ -324,7 +340,16 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("ringmq-cluster".into())
-        .spawn(move || bridge.run((out_rx, interest_rx, shared_rx, claims_rx, sessions_rx)))
+        .spawn(move || {
+            bridge.run((
+                out_rx,
+                interest_rx,
+                shared_rx,
+                claims_rx,
+                sessions_rx,
+                receipts_rx,
+            ))
+        })
         .map_err(|e| BrokerError::Cluster(format!("cannot start the cluster thread: {e}")))?;
     Ok(link)
 }
@@ -348,6 +373,7 @@ type Inputs = (
     tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Option<bool>)>,
     tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
+    tokio::sync::mpsc::UnboundedReceiver<(u16, u64)>,
 );
 
 impl Bridge {
@@ -413,8 +439,11 @@ impl Bridge {
     }
 
     async fn serve(self, inputs: Inputs) {
-        let (mut out, mut interest, mut shared, mut claims_in, mut sessions_in) = inputs;
+        let (mut out, mut interest, mut shared, mut claims_in, mut sessions_in, mut receipts_in) =
+            inputs;
         let mut moving = Moving::default();
+        let mut receipts = Receipts::new(self.link.inboxes.len());
+        let mut given_back = Vec::with_capacity(OUT_BATCH);
         // Fetches whose registry lookup found no other node to ask: answered "none".
         let (unowned_tx, mut unowned) = tokio::sync::mpsc::unbounded_channel::<u64>();
         let shown = crate::config::redact(&self.url);
@@ -541,6 +570,18 @@ impl Bridge {
                         (registry, registry_watch) = self.open_registry(&client).await;
                     }
                 }
+                count = receipts_in.recv_many(&mut given_back, OUT_BATCH) => {
+                    if count == 0 {
+                        break;
+                    }
+                    let mut todo = Todo::default();
+                    for (shard, receipt) in given_back.drain(..) {
+                        for (epoch, through) in receipts.done(usize::from(shard), receipt, &marks) {
+                            peers.ack(epoch, through, &mut todo);
+                        }
+                    }
+                    self.apply(&client, todo, &peers).await;
+                }
                 event = sessions_in.recv() => {
                     let Some(event) = event else { break };
                     self.session_event(event, &mut moving, registry.as_ref(), &client, &unowned_tx).await;
@@ -582,7 +623,7 @@ impl Bridge {
                     self.change_group(&groups_client, &mut groups, group, filter, add).await;
                 }
                 batch = next_batch(&mut subjects) => {
-                    let (todo, moves) = self.deliver(batch, &mut marks, &mut peers, &client).await;
+                    let (todo, moves) = self.deliver(batch, &mut marks, &mut peers, &mut receipts, &client).await;
                     self.apply(&client, todo, &peers).await;
                     for control in moves {
                         self.session_control(control, &mut moving, &client).await;
@@ -1043,6 +1084,7 @@ impl Bridge {
         batch: Vec<async_nats::Message>,
         marks: &mut HashMap<u64, u64>,
         peers: &mut Peers,
+        receipts: &mut Receipts,
         client: &async_nats::Client,
     ) -> (Todo, Vec<Control>) {
         let mut todo = Todo::default();
@@ -1050,10 +1092,8 @@ impl Bridge {
         let control_all = self.control_all();
         let control_mine = self.control_to(self.epoch);
         let control_node = format!("{}._n.node.{}", self.prefix, self.link.node_id);
-        let mut decoded: Vec<(u64, u64, SharedMessage)> = Vec::with_capacity(batch.len());
+        let mut decoded: Vec<(u64, u64, (SharedMessage, bool))> = Vec::with_capacity(batch.len());
         let mut controls = Vec::new();
-        // Senders with a message whose acknowledgement waits for this node.
-        let mut acked: Vec<u64> = Vec::new();
         for message in batch {
             let subject = message.subject.as_str();
             if subject == control_all || subject == control_mine || subject == control_node {
@@ -1070,12 +1110,7 @@ impl Bridge {
                 .first()
                 .is_some_and(|b| b & ENVELOPE_ACK != 0);
             match self.open(&message) {
-                Some(item) => {
-                    if wants_ack && !acked.contains(&item.0) {
-                        acked.push(item.0);
-                    }
-                    decoded.push(item);
-                }
+                Some((epoch, seq, message)) => decoded.push((epoch, seq, (message, wants_ack))),
                 None => {
                     self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1083,13 +1118,20 @@ impl Bridge {
         }
         let shards = self.link.inboxes.len();
         let mut woken = 0u64;
-        for (epoch, message) in in_order(decoded, marks) {
+        for (epoch, seq, (message, wants_ack)) in in_order(decoded, marks) {
             let shard = shard_of(epoch, &message.publisher, shards);
             // A QoS 1/2 message waits for room (its sender's acknowledgement waits for this
             // node, and a later acknowledgement would cover it): the wait slows the senders
             // through their acknowledgements. A QoS 0 one is dropped, counted.
             let patient = message.qos != ringmq_proto::mqtt::QoS::AtMostOnce;
-            let mut item = ClusterIn::Plain(message);
+            let mut item = if wants_ack {
+                // Acknowledged once the shard gives the receipt back (routed, and in the
+                // logs with `sync`).
+                let receipt = receipts.expect(epoch, seq, shard);
+                ClusterIn::PlainAcked { message, receipt }
+            } else {
+                ClusterIn::Plain(message)
+            };
             loop {
                 match self.link.inboxes[shard].push(item) {
                     Ok(()) => {
@@ -1114,16 +1156,18 @@ impl Bridge {
                 self.mesh.wake(shard);
             }
         }
-        for epoch in acked {
-            let through = marks.get(&epoch).copied().unwrap_or(0);
-            peers.ack(epoch, through, &mut todo);
-        }
         let now = std::time::Instant::now();
         let mut moves = Vec::new();
         for control in controls {
             match control {
                 Control::Fetch { .. } | Control::Session { .. } => moves.push(control),
                 control => peers.receive(control, now, &mut todo),
+            }
+        }
+        // A heartbeat says everything before it is here, not that the shards have it.
+        for (target, control) in &mut todo.direct {
+            if let Control::Ack { through, .. } = control {
+                *through = receipts.cap(*target, *through);
             }
         }
         let _ = client;
@@ -1444,20 +1488,17 @@ impl Bridge {
 /// A batch in each sender's order, each message once: sorted by (epoch, sequence), and what a
 /// sender's high-water mark already passed dropped (the second copy of a message that matched
 /// two of the node's subscriptions).
-fn in_order(
-    mut batch: Vec<(u64, u64, SharedMessage)>,
-    marks: &mut HashMap<u64, u64>,
-) -> Vec<(u64, SharedMessage)> {
+fn in_order<T>(mut batch: Vec<(u64, u64, T)>, marks: &mut HashMap<u64, u64>) -> Vec<(u64, u64, T)> {
     batch.sort_by_key(|(epoch, seq, _)| (*epoch, *seq));
     if marks.len() > SENDERS_MAX {
         marks.clear();
     }
     let mut out = Vec::with_capacity(batch.len());
-    for (epoch, seq, message) in batch {
+    for (epoch, seq, item) in batch {
         let mark = marks.entry(epoch).or_insert(0);
         if seq > *mark {
             *mark = seq;
-            out.push((epoch, message));
+            out.push((epoch, seq, item));
         }
     }
     out
@@ -1604,9 +1645,9 @@ mod tests {
         })
     }
 
-    fn payloads(out: &[(u64, SharedMessage)]) -> Vec<(u64, String)> {
+    fn payloads(out: &[(u64, u64, SharedMessage)]) -> Vec<(u64, String)> {
         out.iter()
-            .map(|(e, m)| (*e, String::from_utf8_lossy(&m.payload).into_owned()))
+            .map(|(e, _, m)| (*e, String::from_utf8_lossy(&m.payload).into_owned()))
             .collect()
     }
 

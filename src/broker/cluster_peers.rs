@@ -794,6 +794,87 @@ impl Peers {
     }
 }
 
+/// Messages of other nodes handed to this node's shards whose senders wait for them: a sender
+/// is acknowledged through a sequence number once every such message up to it is routed here
+/// (and, with `sync` durability, in the logs), which the shards say with receipts, in order
+/// per shard.
+#[derive(Debug)]
+pub struct Receipts {
+    /// Per shard: the last receipt number handed out, and the last one the shard gave back.
+    next: Vec<u64>,
+    done: Vec<u64>,
+    /// Per sender: (sequence, shard, receipt) not given back yet, in sequence order.
+    pending: HashMap<u64, VecDeque<(u64, usize, u64)>>,
+}
+
+impl Receipts {
+    /// None pending, for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Receipts {
+            next: vec![0; shards],
+            done: vec![0; shards],
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Sender `epoch`'s message `seq` goes to `shard`: its receipt number.
+    pub fn expect(&mut self, epoch: u64, seq: u64, shard: usize) -> u64 {
+        let Some(next) = self.next.get_mut(shard) else {
+            return 0;
+        };
+        *next += 1;
+        let receipt = *next;
+        self.pending
+            .entry(epoch)
+            .or_default()
+            .push_back((seq, shard, receipt));
+        receipt
+    }
+
+    /// `shard` gave back every receipt through `receipt`: the senders to acknowledge, and
+    /// through which sequence number (`marks`: the last sequence number seen of each).
+    pub fn done(
+        &mut self,
+        shard: usize,
+        receipt: u64,
+        marks: &HashMap<u64, u64>,
+    ) -> Vec<(u64, u64)> {
+        if let Some(done) = self.done.get_mut(shard) {
+            *done = (*done).max(receipt);
+        }
+        let mut acks = Vec::new();
+        let done = &self.done;
+        self.pending.retain(|epoch, queue| {
+            let mut popped = false;
+            while queue
+                .front()
+                .is_some_and(|(_, shard, r)| done.get(*shard).is_some_and(|d| r <= d))
+            {
+                queue.pop_front();
+                popped = true;
+            }
+            if popped {
+                let through = match queue.front() {
+                    Some((seq, _, _)) => seq - 1,
+                    None => marks.get(epoch).copied().unwrap_or(0),
+                };
+                acks.push((*epoch, through));
+            }
+            !queue.is_empty()
+        });
+        acks
+    }
+
+    /// An acknowledgement of `epoch` through `through` lowered below its first message not
+    /// given back yet.
+    pub fn cap(&self, epoch: u64, through: u64) -> u64 {
+        match self.pending.get(&epoch).and_then(VecDeque::front) {
+            Some((seq, _, _)) => through.min(seq - 1),
+            None => through,
+        }
+    }
+}
+
 /// The [`Control::Lost`] that closes the gap this node's outage left in `peer`'s messages,
 /// once it hears of them again through `through` (everything in the gap counts as missed,
 /// even what did arrive: a publisher sends again rather than a message go unacknowledged
@@ -1101,6 +1182,31 @@ mod tests {
             0,
             "an invalid filter is not taken"
         );
+    }
+
+    /// A sender is acknowledged only through what every shard gave back, in its order, and a
+    /// heartbeat's acknowledgement stops before the first message not given back.
+    #[test]
+    fn receipts_acknowledge_in_each_senders_order() {
+        let mut receipts = Receipts::new(2);
+        let marks = HashMap::from([(A, 7), (B, 3)]);
+        assert_eq!(receipts.expect(A, 5, 0), 1);
+        assert_eq!(receipts.expect(A, 6, 1), 1);
+        assert_eq!(receipts.expect(A, 7, 0), 2);
+        assert_eq!(receipts.expect(B, 3, 1), 2);
+        assert_eq!(receipts.cap(A, 9), 4);
+        assert!(
+            receipts.done(1, 2, &marks).contains(&(B, 3)),
+            "B's one message is in"
+        );
+        assert_eq!(receipts.cap(A, 9), 4, "A's 5 (shard 0) is not");
+        assert_eq!(
+            receipts.done(0, 1, &marks),
+            [(A, 6)],
+            "5 and then 6 (shard 1 did 1)"
+        );
+        assert_eq!(receipts.done(0, 2, &marks), [(A, 7)]);
+        assert_eq!(receipts.cap(A, 9), 9);
     }
 
     /// A node back from an outage tells each peer which of its messages it may have missed;

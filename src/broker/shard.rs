@@ -201,6 +201,11 @@ impl Shard {
                         });
                     }
                 }
+                Output::ClusterReceipt(receipt) => {
+                    if let Some(link) = &self.facts.cluster {
+                        link.receipt(self.core.id, receipt);
+                    }
+                }
                 Output::ClusterSessionOut { request, record } => {
                     if let Some(link) = &self.facts.cluster {
                         link.session_event(SessionEvent::Out { request, record });
@@ -594,6 +599,9 @@ impl Shard {
                 Some(super::cluster::ClusterIn::Plain(message)) => Input::FromCluster(message),
                 Some(super::cluster::ClusterIn::Retained(message)) => {
                     Input::RetainedFromCluster(message)
+                }
+                Some(super::cluster::ClusterIn::PlainAcked { message, receipt }) => {
+                    Input::FromClusterAcked { message, receipt }
                 }
                 Some(super::cluster::ClusterIn::Adopt { token, record }) => {
                     Input::ClusterAdopt { token, record }

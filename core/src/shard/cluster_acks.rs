@@ -366,4 +366,46 @@ mod tests {
         s.handle(Input::ClusterFailed(1), now);
         assert_eq!(receipts(s), [6], "only the failed one's");
     }
+
+    /// Another node's message waited for: its receipt goes once it is routed here, and with
+    /// `sync` durability once the logs hold it.
+    #[test]
+    fn a_receipt_follows_the_routing_and_the_commit() {
+        let now = Instant::now();
+        let receipts = |s: &mut Shard| {
+            outputs(s)
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::ClusterReceipt(r) => Some(r),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut plain = clustered(shard(1));
+        plain[0].handle(
+            Input::FromClusterAcked {
+                message: test_message("t/1", b"x", QoS::AtLeastOnce, false),
+                receipt: 4,
+            },
+            now,
+        );
+        assert_eq!(receipts(&mut plain[0]), [4]);
+        let mut synced = clustered(committing(1));
+        let s = &mut synced[0];
+        let (sub, _) = connect(s, "sub", v5_connect("sub", 0, 600), now);
+        subscribe(s, sub, "t/#", now);
+        sync(s, now);
+        outputs(s);
+        s.handle(
+            Input::FromClusterAcked {
+                message: test_message("t/1", b"x", QoS::AtLeastOnce, false),
+                receipt: 5,
+            },
+            now,
+        );
+        assert!(receipts(s).is_empty(), "not in the log yet");
+        s.close_commit_round(now);
+        sync(s, now);
+        assert_eq!(receipts(s), [5]);
+    }
 }

@@ -106,6 +106,8 @@ enum Waiter {
     Count(u64),
     /// A connection's writer, held whole ([`Shard::hold_writer`]).
     Fence(ConnAt),
+    /// Another node's message routed here: its receipt goes to the bridge (`cluster.rs`).
+    Receipt(u64),
 }
 
 /// One round's commit, until its batch is synced here and every other shard answered.
@@ -222,6 +224,22 @@ impl Shard {
             if std::mem::take(&mut commit.watching) {
                 commit.round_messages.push(SharedMessage::clone(message));
             }
+        }
+    }
+
+    /// Makes the receipt of another node's message wait for this round's commit; false when
+    /// commits are off (or the disk is full: nothing waits then).
+    pub(super) fn receipt_commit(&mut self, receipt: u64) -> bool {
+        if self.storage_full() {
+            return false;
+        }
+        match self.commit_mut() {
+            Some(commit) => {
+                commit.round.push(Waiter::Receipt(receipt));
+                commit.round_consumable = false;
+                true
+            }
+            None => false,
         }
     }
 
@@ -407,6 +425,9 @@ impl Shard {
                     Waiter::Acks(at, acks, ticket) => self.release_acks(at, &acks, ticket),
                     Waiter::Count(token) => self.counted(token, 0),
                     Waiter::Fence(at) => self.fence_ack(at),
+                    Waiter::Receipt(receipt) => {
+                        self.outputs.push_back(Output::ClusterReceipt(receipt))
+                    }
                 }
             }
         }

@@ -65,6 +65,14 @@ pub enum Input {
     FromCluster(SharedMessage),
     /// The cluster's retained message on a topic changed (an empty payload clears it).
     RetainedFromCluster(SharedMessage),
+    /// A message another node published and waits for: routed as [`Input::FromCluster`], then
+    /// [`super::Output::ClusterReceipt`] with `receipt` (after the commit, in `sync` mode).
+    FromClusterAcked {
+        /// The message.
+        message: SharedMessage,
+        /// The bridge's number for it.
+        receipt: u64,
+    },
     /// A client id (scoped) connected on another node after it did here: its connection here
     /// ends (v5 DISCONNECT 0x8E), and its session too when the other node's CONNECT asked for
     /// a clean start.
@@ -144,6 +152,13 @@ impl Shard {
             Input::Snapshot(snapshot) => self.set_snapshot(snapshot, now),
             Input::Publish(message) => self.publish(message, now),
             Input::FromCluster(message) => self.publish_from_cluster(message, now),
+            Input::FromClusterAcked { message, receipt } => {
+                self.publish_from_cluster(message, now);
+                if !self.receipt_commit(receipt) {
+                    self.outputs
+                        .push_back(super::Output::ClusterReceipt(receipt));
+                }
+            }
             Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
             Input::ClusterDone(through) => self.cluster_done(through),
             Input::ClusterAdopt { token, record } => self.adopt_from_cluster(token, record, now),

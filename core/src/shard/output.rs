@@ -110,6 +110,9 @@ pub enum Output {
         /// Its CONNECT asked for a clean start (the other node ends its session).
         clean_start: bool,
     },
+    /// Another node's message given with [`super::Input::FromClusterAcked`] is routed here (and,
+    /// with `sync` durability, in the logs of every shard that got a copy).
+    ClusterReceipt(u64),
     /// Ask the cluster for the session of a client id (scoped) a CONNECT without clean start
     /// claims; answer with [`super::Input::ClusterAdopt`] at shard `home`.
     ClusterFetch {
