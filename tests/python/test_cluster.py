@@ -504,6 +504,41 @@ def test_a_session_continues_from_its_nodes_log_after_a_crash(nodes):
     pub.loop_stop()
 
 
+def test_orgs_stay_apart_across_nodes(nodes):
+    """An org's messages cross to its own subscribers on other nodes and to nobody else's."""
+    from test_security import SseStream, api, new_org, root_key
+
+    n1, n2 = nodes(2)
+    wait_peers(n1, 1)
+    # Each node has its own control plane (PostgreSQL is not used yet): orgs made in the same
+    # order get the same routing number on both.
+    keys: dict[int, dict[str, str]] = {}
+    for node in (n1, n2):
+        keys[node.port] = {}
+        with api(node, root_key(node)) as admin:
+            for name in ("acme", "evil"):
+                _, key = new_org(admin, name)
+                with api(node, key) as org:
+                    r = org.post("/v1/acl/rules", json={"topic": "#", "action": "all", "permission": "allow"})
+                    assert r.status_code == 201, r.text
+                keys[node.port][name] = key
+    acme = SseStream(n2, keys[n2.port]["acme"], query="topic=x%2F%23")
+    evil = SseStream(n2, keys[n2.port]["evil"], query="topic=%23")
+    anonymous = Sub(n2, "default-org", ["#"])
+    time.sleep(0.5)  # the node's interest reaches NATS and node 1
+    with api(n1, keys[n1.port]["acme"]) as publisher_api:
+        r = publisher_api.post("/v1/publish", json={"topic": "x/1", "payload": "for acme", "qos": 1})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 10
+    while "for acme" not in acme.payloads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert acme.payloads() == ["for acme"], "its own org on the other node gets it"
+    time.sleep(1.0)
+    assert evil.payloads() == [], "another org's `#` gets nothing"
+    assert [t for t, _, _ in anonymous.got if t.startswith("x/")] == [], "nor the default org's"
+    anonymous.close()
+
+
 def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
     n1, n2, n3 = nodes(3)
     sub = Sub(n2, "sub", ["t/#"])
