@@ -152,12 +152,23 @@ pub enum RateLimitError {
 }
 
 /// The buckets of every org, shared by all shards; at most `orgs_max` of them.
+///
+/// In a cluster each node enforces its share of an org's limits: rate and burst divided by the
+/// number of nodes alive ([`RateLimits::set_share`]), rounded up, so the cluster as a whole
+/// admits about the org's rate with no counter shared between nodes.
 #[derive(Debug)]
 pub struct RateLimits {
-    /// Bucket per org id.
-    buckets: Mutex<HashMap<u32, Arc<TokenBucket>>>,
+    /// Bucket per org id, with the org's whole rate and burst.
+    buckets: Mutex<HashMap<u32, (Arc<TokenBucket>, u32, u32)>>,
     /// Most orgs held.
     orgs_max: usize,
+    /// The nodes sharing each org's limits (1 outside a cluster).
+    share: std::sync::atomic::AtomicU32,
+}
+
+/// This node's part of `limit` when `nodes` share it (at least 1).
+pub fn split(limit: u32, nodes: u32) -> u32 {
+    limit.div_ceil(nodes.max(1)).max(1)
 }
 
 impl RateLimits {
@@ -166,6 +177,19 @@ impl RateLimits {
         RateLimits {
             buckets: Mutex::new(HashMap::new()),
             orgs_max,
+            share: std::sync::atomic::AtomicU32::new(1),
+        }
+    }
+
+    /// `nodes` nodes now share every org's limits: each bucket gets its part.
+    pub fn set_share(&self, nodes: u32) {
+        let nodes = nodes.max(1);
+        let buckets = self.lock();
+        if self.share.swap(nodes, Ordering::Relaxed) == nodes {
+            return;
+        }
+        for (bucket, rate, burst) in buckets.values() {
+            bucket.set_limits(split(*rate, nodes), split(*burst, nodes));
         }
     }
 
@@ -178,7 +202,7 @@ impl RateLimits {
         burst: u32,
     ) -> Result<Arc<TokenBucket>, RateLimitError> {
         let mut buckets = self.lock();
-        if let Some(bucket) = buckets.get(&org) {
+        if let Some((bucket, _, _)) = buckets.get(&org) {
             return Ok(Arc::clone(bucket));
         }
         if buckets.len() >= self.orgs_max {
@@ -186,17 +210,23 @@ impl RateLimits {
                 limit: self.orgs_max,
             });
         }
-        let bucket = Arc::new(TokenBucket::new(rate_per_sec, burst));
-        buckets.insert(org, Arc::clone(&bucket));
+        let nodes = self.share.load(Ordering::Relaxed);
+        let bucket = Arc::new(TokenBucket::new(
+            split(rate_per_sec, nodes),
+            split(burst, nodes),
+        ));
+        buckets.insert(org, (Arc::clone(&bucket), rate_per_sec, burst));
         Ok(bucket)
     }
 
     /// Applies new org settings to its bucket (seen at once by every cached `Arc`); false when
     /// the org has no bucket yet, in which case the next `get_or_insert` uses the new values.
     pub fn update(&self, org: u32, rate_per_sec: u32, burst: u32) -> bool {
-        match self.lock().get(&org) {
-            Some(bucket) => {
-                bucket.set_limits(rate_per_sec, burst);
+        let nodes = self.share.load(Ordering::Relaxed);
+        match self.lock().get_mut(&org) {
+            Some((bucket, rate, full_burst)) => {
+                (*rate, *full_burst) = (rate_per_sec, burst);
+                bucket.set_limits(split(rate_per_sec, nodes), split(burst, nodes));
                 true
             }
             None => false,
@@ -219,7 +249,7 @@ impl RateLimits {
     }
 
     /// The map; a panic elsewhere cannot leave it half-updated, so poisoning is ignored.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<TokenBucket>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Arc<TokenBucket>, u32, u32)>> {
         self.buckets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -231,6 +261,28 @@ mod tests {
 
     const SEC: u64 = NANOS_PER_SEC;
     const MS: u64 = 1_000_000;
+
+    /// Shared by three nodes, each admits a third (rounded up) of the org's burst; back to one
+    /// node, the whole of it; a later settings change keeps the share.
+    #[test]
+    fn a_cluster_splits_each_orgs_limits() {
+        let limits = RateLimits::new(8);
+        let bucket = limits.get_or_insert(1, 90, 30).expect("room");
+        let admitted = |bucket: &TokenBucket, now: u64| {
+            (0..100).filter(|_| bucket.try_take(1, now).allowed).count()
+        };
+        assert_eq!(admitted(&bucket, SEC), 30);
+        limits.set_share(3);
+        assert_eq!(admitted(&bucket, 100 * SEC), 10);
+        limits.update(1, 90, 60);
+        assert_eq!(admitted(&bucket, 200 * SEC), 20);
+        limits.set_share(1);
+        assert_eq!(admitted(&bucket, 300 * SEC), 60);
+        let later = limits.get_or_insert(2, 10, 10).expect("room");
+        limits.set_share(4);
+        assert_eq!(admitted(&later, 400 * SEC), 3, "10 / 4, rounded up");
+        assert_eq!((split(0, 3), split(7, 0)), (1, 7));
+    }
 
     #[test]
     fn burst_then_refusal() {

@@ -288,6 +288,8 @@ struct Bridge {
     url: String,
     /// This process's epoch: the first part of every envelope's id.
     epoch: u64,
+    /// Tells the rate limits how many nodes share them (this one and its live peers).
+    share_limits: Box<dyn Fn(u32) + Send>,
 }
 
 /// Starts the bridge thread (the NATS connection is made, and remade, in the background: a
@@ -297,6 +299,7 @@ pub fn start(
     mesh: Arc<Mesh<MeshMsg>>,
     clock: (std::time::Instant, u64),
     shards: usize,
+    share_limits: Box<dyn Fn(u32) + Send>,
 ) -> Result<Arc<ClusterLink>, BrokerError> {
     let settings = &config.cluster;
     let (out, out_rx) = tokio::sync::mpsc::channel(settings.outbound_queue);
@@ -337,6 +340,7 @@ pub fn start(
         prefix: settings.subject_prefix.clone(),
         url: settings.nats.clone(),
         epoch: u64::from_le_bytes(epoch),
+        share_limits,
     };
     std::thread::Builder::new()
         .name("ringmq-cluster".into())
@@ -1410,9 +1414,10 @@ impl Bridge {
                 self.mesh.wake(shard);
             }
         }
-        self.link
-            .peers
-            .store(peers.peer_count() as u64, Ordering::Relaxed);
+        let count = peers.peer_count() as u64;
+        if self.link.peers.swap(count, Ordering::Relaxed) != count {
+            (self.share_limits)(u32::try_from(count + 1).unwrap_or(u32::MAX));
+        }
         self.link
             .waiting
             .store(peers.waiting() as u64, Ordering::Relaxed);

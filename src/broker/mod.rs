@@ -170,11 +170,14 @@ impl Broker {
         let cluster = if config.cluster.nats.is_empty() {
             None
         } else {
+            // Each node enforces its share of every org's rate limit (ratelimit.rs).
+            let limits = Arc::clone(&control);
             Some(cluster::start(
                 &config,
                 Arc::clone(&mesh),
                 clock,
                 shard_count,
+                Box::new(move |nodes| limits.front.rate_limits.set_share(nodes)),
             )?)
         };
         let (ready_tx, ready_rx) = mpsc::channel();

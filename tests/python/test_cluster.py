@@ -539,6 +539,34 @@ def test_orgs_stay_apart_across_nodes(nodes):
     anonymous.close()
 
 
+def test_an_orgs_rate_limit_is_split_between_the_nodes(nodes):
+    """Each node admits its share of an org's rate (its burst divided by the nodes alive)."""
+    from test_security import api, root_key
+
+    n1, n2 = nodes(2)
+    wait_peers(n1, 1)
+    with api(n1, root_key(n1)) as admin:
+        r = admin.post("/v1/orgs", json={"name": "limited",
+                                         "settings": {"rate_limit_per_sec": 4, "rate_burst": 20}})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]["key"]
+
+    def burst(count: int) -> int:
+        with api(n1, key) as org:
+            codes = [org.get("/v1/acl/rules").status_code for _ in range(count)]
+        assert set(codes) <= {200, 429}, codes
+        return codes.count(200)
+
+    # Two nodes: 20 / 2 = 10 at once on this one (plus what 2/s refills meanwhile).
+    assert 9 <= burst(30) <= 13
+    # Alone (the other node gone for 3 s), it gets the whole burst back as it refills.
+    n2.proc.send_signal(signal.SIGKILL)
+    n2.proc.wait(5)
+    wait_peers(n1, 0, timeout=10)
+    time.sleep(5.5)  # 4/s refills the whole burst of 20
+    assert burst(40) >= 19
+
+
 def test_the_rest_go_on_after_kill_9_of_a_node(nodes):
     n1, n2, n3 = nodes(3)
     sub = Sub(n2, "sub", ["t/#"])
