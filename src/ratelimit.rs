@@ -159,12 +159,15 @@ pub enum RateLimitError {
 #[derive(Debug)]
 pub struct RateLimits {
     /// Bucket per org id, with the org's whole rate and burst.
-    buckets: Mutex<HashMap<u32, (Arc<TokenBucket>, u32, u32)>>,
+    buckets: Mutex<Buckets>,
     /// Most orgs held.
     orgs_max: usize,
     /// The nodes sharing each org's limits (1 outside a cluster).
     share: std::sync::atomic::AtomicU32,
 }
+
+/// Each org's bucket with the org's whole rate and burst (the bucket holds this node's part).
+type Buckets = HashMap<u32, (Arc<TokenBucket>, u32, u32)>;
 
 /// This node's part of `limit` when `nodes` share it (at least 1).
 pub fn split(limit: u32, nodes: u32) -> u32 {
@@ -249,7 +252,7 @@ impl RateLimits {
     }
 
     /// The map; a panic elsewhere cannot leave it half-updated, so poisoning is ignored.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Arc<TokenBucket>, u32, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
         self.buckets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
