@@ -175,9 +175,9 @@ pub struct ClusterLink {
     /// Messages published here, for NATS (bounded: full, a message is not sent and counted),
     /// with their shard and cluster ticket.
     out: tokio::sync::mpsc::Sender<(SharedMessage, u16, u64)>,
-    /// Per shard: every cluster ticket through this one is done (the peers that wanted its
-    /// message have it).
-    done: Vec<AtomicU64>,
+    /// Per shard: cluster tickets done (the peers that wanted their messages have them), not
+    /// taken by the shard yet (bounded by the tickets the shard handed out).
+    done: Vec<std::sync::Mutex<Vec<u64>>>,
     /// Per shard: tickets whose message never left (NATS refused it).
     failed: Vec<ArrayQueue<u64>>,
     /// Other nodes known alive.
@@ -266,11 +266,12 @@ impl ClusterLink {
         self.inboxes.get(shard)?.pop()
     }
 
-    /// The last of `shard`'s cluster tickets done (every earlier one is done too).
-    pub fn done(&self, shard: usize) -> u64 {
-        self.done
-            .get(shard)
-            .map_or(0, |d| d.load(Ordering::Acquire))
+    /// `shard`'s cluster tickets done since the last call.
+    pub fn take_done(&self, shard: usize) -> Vec<u64> {
+        match self.done.get(shard).map(|d| d.lock()) {
+            Some(Ok(mut done)) => std::mem::take(&mut *done),
+            _ => Vec::new(),
+        }
     }
 
     /// A ticket of `shard` whose message never left for the other nodes.
@@ -318,7 +319,9 @@ pub fn start(
         inboxes: (0..shards)
             .map(|_| ArrayQueue::new(settings.inbound_queue))
             .collect(),
-        done: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        done: (0..shards)
+            .map(|_| std::sync::Mutex::new(Vec::new()))
+            .collect(),
         failed: (0..shards).map(|_| ArrayQueue::new(FAILED_MAX)).collect(),
         peers: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
@@ -520,7 +523,7 @@ impl Bridge {
                             // Kept on this node (a subject NATS cannot carry): nobody to wait for.
                             self.link.dropped_out.fetch_add(1, Ordering::Relaxed);
                             if ticket != 0 {
-                                todo.done.extend(peers.wait(shard, seq, ticket, 0).map(|t| (shard, t)));
+                                todo.done.push((shard, ticket));
                             }
                             continue;
                         };
@@ -534,7 +537,9 @@ impl Bridge {
                                 self.link.sent.fetch_add(1, Ordering::Relaxed);
                                 if ticket != 0 {
                                     let mask = peers.interested(&message.topic);
-                                    todo.done.extend(peers.wait(shard, seq, ticket, mask).map(|t| (shard, t)));
+                                    if peers.wait(shard, seq, ticket, mask) {
+                                        todo.done.push((shard, ticket));
+                                    }
                                 }
                             }
                             Err(_) => {
@@ -1408,9 +1413,15 @@ impl Bridge {
         for (shard, ticket) in todo.failed {
             self.fail(shard, ticket);
         }
-        for (shard, through) in todo.done {
-            if let Some(done) = self.link.done.get(shard) {
-                done.fetch_max(through, Ordering::Release);
+        let mut woken = 0u64;
+        for (shard, ticket) in todo.done {
+            if let Some(Ok(mut done)) = self.link.done.get(shard).map(|d| d.lock()) {
+                done.push(ticket);
+                woken |= 1 << shard;
+            }
+        }
+        for shard in 0..self.link.inboxes.len() {
+            if woken & (1 << shard) != 0 {
                 self.mesh.wake(shard);
             }
         }

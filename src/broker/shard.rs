@@ -58,8 +58,6 @@ pub struct Shard {
     pub parks: Option<super::park::ParkSet<Parked>>,
     /// The control plane (absent in unit tests).
     control: Option<Arc<ControlHandle>>,
-    /// The last cluster ticket the bridge said was done (given to the core).
-    cluster_done: u64,
 }
 
 impl Deref for Shard {
@@ -124,7 +122,6 @@ impl Shard {
                 }
             },
             control,
-            cluster_done: 0,
         }
     }
 
@@ -586,9 +583,8 @@ impl Shard {
             self.core.handle(Input::ClusterFailed(ticket), now);
             answered = true;
         }
-        let done = link.done(id);
-        if done > self.cluster_done {
-            self.cluster_done = done;
+        let done = link.take_done(id);
+        if !done.is_empty() {
             self.core.handle(Input::ClusterDone(done), now);
             answered = true;
         }

@@ -4,10 +4,11 @@
 //! The shard cannot know which nodes want a message (the bridge keeps their filters), so it
 //! numbers every QoS 1/2 message a client publishes here with a *ticket*, in order, and hands
 //! the ticket to the bridge with the message ([`Output::ClusterPublish`]). The bridge answers
-//! cumulatively: [`Input::ClusterDone`] `(t)` says every ticket up to `t` is taken by every
-//! node that wanted it (at once for a message no other node wants). Meanwhile the
-//! acknowledgement waits here, in order, as `sync` durability's do in its commit (and after
-//! it, when both apply). A ticket the bridge never got (its queue to NATS was full) is
+//! [`Input::ClusterDone`] with the tickets every node that wanted their message has taken (at
+//! once for a message no other node wants), in any order. Meanwhile the acknowledgement waits
+//! here, as `sync` durability's do in its commit (and after it, when both apply); a
+//! connection's acknowledgements leave in the order of its PUBLISHes, but one connection
+//! waiting for a slow node holds up no other. A ticket the bridge never got (its queue to NATS was full) is
 //! [`Input::ClusterFailed`]: the publisher's connection is closed without the acknowledgement,
 //! so the client sends the message again, as after any lost connection; nothing is
 //! acknowledged that did not reach the other nodes.
@@ -29,24 +30,40 @@ use super::{ConnAt, Shard, Slot};
 pub(super) struct ClusterAcks {
     /// The last ticket handed out (tickets start at 1; 0 is "no ticket").
     issued: u64,
-    /// Every ticket up to this one is done.
-    done: u64,
     /// The connection whose QoS 1/2 PUBLISH is being handled (and the packet id of a QoS 2
     /// one): its message gets a ticket.
     acking: Option<(ConnAt, Option<u16>)>,
     /// The ticket the packet being handled got.
     current: Option<u64>,
-    /// Who published each ticket not done yet, in order (to close it on a failure), with the
-    /// packet id of a QoS 2 PUBLISH.
+    /// The tickets not done yet, in ticket order, with who published each (to close it on a
+    /// failure) and the packet id of a QoS 2 PUBLISH.
     owners: VecDeque<(u64, ConnAt, Option<u16>)>,
-    /// Acknowledgements waiting for their ticket, in order.
-    held: VecDeque<(u64, ConnAt, BytesMut)>,
+    /// Acknowledgements waiting for their tickets (every one of them), in order.
+    held: VecDeque<(Vec<u64>, ConnAt, BytesMut)>,
 }
 
 impl ClusterAcks {
-    /// True when an acknowledgement for `ticket` must still wait.
-    pub(super) fn waits_for(&self, ticket: u64) -> bool {
-        ticket > self.done
+    /// True while `ticket` is not done.
+    fn pending(&self, ticket: u64) -> bool {
+        ticket != 0
+            && self
+                .owners
+                .binary_search_by_key(&ticket, |(t, _, _)| *t)
+                .is_ok()
+    }
+
+    /// True when an acknowledgement for these tickets must still wait.
+    pub(super) fn waits_for(&self, tickets: &[u64]) -> bool {
+        tickets.iter().any(|t| self.pending(*t))
+    }
+
+    /// Takes `ticket` off the tickets not done; its owner, if it was not done yet.
+    fn finish(&mut self, ticket: u64) -> Option<(ConnAt, Option<u16>)> {
+        let index = self
+            .owners
+            .binary_search_by_key(&ticket, |(t, _, _)| *t)
+            .ok()?;
+        self.owners.remove(index).map(|(_, at, id)| (at, id))
     }
 }
 
@@ -99,7 +116,7 @@ impl Shard {
             let rest = out.split_off(to);
             let held = out.split_off(from);
             out.unsplit(rest);
-            self.cluster_acks.held.push_back((ticket, at, held));
+            self.cluster_acks.held.push_back((vec![ticket], at, held));
         } else {
             // `sync`: the commit holds it; it asks for the ticket when it lets it go.
             self.commit_wants_ticket(at, ticket);
@@ -108,10 +125,10 @@ impl Shard {
 
     /// Acknowledgements the commit let go, for a message whose ticket is not done: they wait
     /// on here.
-    pub(super) fn hold_for_cluster(&mut self, at: ConnAt, ticket: u64, acks: &[u8]) {
+    pub(super) fn hold_for_cluster(&mut self, at: ConnAt, tickets: Vec<u64>, acks: &[u8]) {
         self.cluster_acks
             .held
-            .push_back((ticket, at, BytesMut::from(acks)));
+            .push_back((tickets, at, BytesMut::from(acks)));
     }
 
     /// How many acknowledgements wait for the other nodes.
@@ -119,21 +136,24 @@ impl Shard {
         self.cluster_acks.held.len()
     }
 
-    /// The bridge says every ticket through `through` is done: their acknowledgements go.
-    pub fn cluster_done(&mut self, through: u64) {
-        let acks = &mut self.cluster_acks;
-        if through <= acks.done {
-            return;
+    /// The bridge says these tickets are done: the acknowledgements that waited only for them
+    /// go, each connection's in order.
+    pub fn cluster_done(&mut self, tickets: &[u64]) {
+        for ticket in tickets {
+            self.cluster_acks.finish(*ticket);
         }
-        acks.done = through.min(acks.issued);
-        while acks.owners.front().is_some_and(|(t, _, _)| *t <= acks.done) {
-            acks.owners.pop_front();
-        }
-        while let Some((ticket, _, _)) = self.cluster_acks.held.front() {
-            if *ticket > self.cluster_acks.done {
-                break;
+        // Connections with an earlier acknowledgement still waiting: their later ones wait too.
+        let mut blocked: Vec<ConnAt> = Vec::new();
+        let mut index = 0;
+        while let Some((tickets, at, _)) = self.cluster_acks.held.get(index) {
+            if blocked.contains(at) || self.cluster_acks.waits_for(tickets) {
+                if !blocked.contains(at) {
+                    blocked.push(*at);
+                }
+                index += 1;
+                continue;
             }
-            let Some((_, at, bytes)) = self.cluster_acks.held.pop_front() else {
+            let Some((_, at, bytes)) = self.cluster_acks.held.remove(index) else {
                 break;
             };
             let Some(entry) = self.entries.get_mut(at.slot) else {
@@ -152,10 +172,7 @@ impl Shard {
     /// without the acknowledgement (the client sends it again on its next connection).
     pub fn cluster_failed(&mut self, ticket: u64, now: Instant) {
         let acks = &mut self.cluster_acks;
-        let Some(index) = acks.owners.iter().position(|(t, _, _)| *t == ticket) else {
-            return;
-        };
-        let Some((_, at, qos2_id)) = acks.owners.remove(index) else {
+        let Some((at, qos2_id)) = acks.finish(ticket) else {
             return;
         };
         // Its acknowledgement must never go, even once later tickets are done.
@@ -248,16 +265,16 @@ mod tests {
         );
         assert!(acks(s, p).is_empty(), "no node said yes yet");
         assert_eq!(s.cluster_acks_waiting(), 2);
-        s.handle(Input::ClusterDone(1), now);
+        s.handle(Input::ClusterDone(vec![1]), now);
         assert_eq!(acks(s, p), [1]);
-        s.handle(Input::ClusterDone(2), now);
+        s.handle(Input::ClusterDone(vec![2]), now);
         assert_eq!(acks(s, p), [2], "the PUBREC");
         assert_eq!(s.cluster_acks_waiting(), 0);
-        // Later tickets keep counting; a stale answer changes nothing.
+        // Later tickets keep counting; a second answer for a done ticket changes nothing.
         publish(s, p, "t/4", QoS::AtLeastOnce, 3, now);
-        s.handle(Input::ClusterDone(2), now);
+        s.handle(Input::ClusterDone(vec![2]), now);
         assert!(acks(s, p).is_empty());
-        s.handle(Input::ClusterDone(3), now);
+        s.handle(Input::ClusterDone(vec![3]), now);
         assert_eq!(acks(s, p), [3]);
     }
 
@@ -286,7 +303,7 @@ mod tests {
         let out = std::mem::take(&mut s.entry_mut(p).expect("session").session.out);
         assert!(!out.is_empty(), "its own copy went out");
         assert_eq!(acks(s, p), Vec::<u16>::new());
-        s.handle(Input::ClusterDone(1), now);
+        s.handle(Input::ClusterDone(vec![1]), now);
         assert_eq!(acks(s, p), [7]);
     }
 
@@ -315,7 +332,7 @@ mod tests {
             .expect("closed");
         // Nothing before it (no PUBACK): a v5 DISCONNECT, Server busy.
         assert_eq!((rest[0], rest[2]), (0xE0, 0x89), "{rest:?}");
-        s.handle(Input::ClusterDone(2), now);
+        s.handle(Input::ClusterDone(vec![2]), now);
         assert_eq!(acks(s, q), [1]);
         assert_eq!(s.cluster_acks_waiting(), 0);
     }
@@ -333,11 +350,11 @@ mod tests {
         s.close_commit_round(now);
         sync(s, now);
         assert!(acks(s, p).is_empty(), "synced, the nodes not yet");
-        s.handle(Input::ClusterDone(1), now);
+        s.handle(Input::ClusterDone(vec![1]), now);
         assert_eq!(acks(s, p), [1]);
         // The other way round: the nodes first, then the sync.
         publish(s, p, "t/2", QoS::AtLeastOnce, 2, now);
-        s.handle(Input::ClusterDone(2), now);
+        s.handle(Input::ClusterDone(vec![2]), now);
         assert!(acks(s, p).is_empty(), "the nodes have it, the log not yet");
         s.close_commit_round(now);
         sync(s, now);
@@ -407,5 +424,26 @@ mod tests {
         s.close_commit_round(now);
         sync(s, now);
         assert_eq!(receipts(s), [5]);
+    }
+
+    /// A connection waiting for a slow node holds up no other connection, and its own
+    /// acknowledgements stay in the order of its PUBLISHes.
+    #[test]
+    fn one_slow_ticket_holds_up_only_its_connection() {
+        let now = Instant::now();
+        let mut shards = clustered(shard(1));
+        let s = &mut shards[0];
+        let (p, _) = connect(s, "p", v5_connect("p", 0, 0), now);
+        let (q, _) = connect(s, "q", v5_connect("q", 0, 0), now);
+        outputs(s);
+        publish(s, p, "slow/1", QoS::AtLeastOnce, 1, now);
+        publish(s, q, "t/1", QoS::AtLeastOnce, 1, now);
+        publish(s, p, "t/2", QoS::AtLeastOnce, 2, now);
+        s.handle(Input::ClusterDone(vec![2, 3]), now);
+        assert_eq!(acks(s, q), [1], "q's message needed nobody slow");
+        assert!(acks(s, p).is_empty(), "p's second waits behind its first");
+        s.handle(Input::ClusterDone(vec![1]), now);
+        assert_eq!(acks(s, p), [1, 2]);
+        assert_eq!(s.cluster_acks_waiting(), 0);
     }
 }

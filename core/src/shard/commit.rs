@@ -100,8 +100,8 @@ impl Default for Commit {
 #[derive(Debug)]
 enum Waiter {
     /// Acknowledgements (encoded PUBACKs and PUBRECs, in order) for a connection's outbox, and
-    /// the last cluster ticket among their messages (0: none; see `cluster_acks.rs`).
-    Acks(ConnAt, BytesMut, u64),
+    /// the cluster tickets of their messages (see `cluster_acks.rs`).
+    Acks(ConnAt, BytesMut, Vec<u64>),
     /// A counted REST publish (one more answer to its count).
     Count(u64),
     /// A connection's writer, held whole ([`Shard::hold_writer`]).
@@ -191,7 +191,7 @@ impl Shard {
         // A connection's packets of one round come together: one entry holds them all.
         match commit.round.last_mut() {
             Some(Waiter::Acks(last, held, _)) if *last == at => held.extend_from_slice(&acks),
-            _ => commit.round.push(Waiter::Acks(at, acks, 0)),
+            _ => commit.round.push(Waiter::Acks(at, acks, Vec::new())),
         }
     }
 
@@ -422,7 +422,7 @@ impl Shard {
             };
             for waiter in wait.waiters {
                 match waiter {
-                    Waiter::Acks(at, acks, ticket) => self.release_acks(at, &acks, ticket),
+                    Waiter::Acks(at, acks, tickets) => self.release_acks(at, &acks, tickets),
                     Waiter::Count(token) => self.counted(token, 0),
                     Waiter::Fence(at) => self.fence_ack(at),
                     Waiter::Receipt(receipt) => {
@@ -435,16 +435,16 @@ impl Shard {
 
     /// Puts committed acknowledgements into their connection's outbox (dropped if it left:
     /// not acknowledged, so its client sends the PUBLISH again).
-    fn release_acks(&mut self, at: ConnAt, acks: &[u8], ticket: u64) {
+    fn release_acks(&mut self, at: ConnAt, acks: &[u8], tickets: Vec<u64>) {
         let Some(entry) = self.entries.get_mut(at.slot) else {
             return;
         };
         if entry.conn() != Some(at.conn) {
             return;
         }
-        if self.cluster_acks.waits_for(ticket) {
+        if self.cluster_acks.waits_for(&tickets) {
             // Committed here; the other nodes have not all taken the message yet.
-            self.hold_for_cluster(at, ticket, acks);
+            self.hold_for_cluster(at, tickets, acks);
             return;
         }
         let Some(entry) = self.entries.get_mut(at.slot) else {
@@ -460,7 +460,7 @@ impl Shard {
             return;
         };
         match commit.round.last_mut() {
-            Some(Waiter::Acks(last, _, wanted)) if *last == at => *wanted = (*wanted).max(ticket),
+            Some(Waiter::Acks(last, _, wanted)) if *last == at => wanted.push(ticket),
             // Not held by the commit after all (the disk is full): the ticket goes unwaited,
             // as the acknowledgement already went out.
             _ => {}

@@ -97,9 +97,9 @@ pub enum Input {
         /// The request to answer ([`super::Output::ClusterSessionOut`]).
         request: u64,
     },
-    /// Every cluster ticket of this shard up to this one was taken by the nodes that wanted
-    /// its message: their acknowledgements go.
-    ClusterDone(u64),
+    /// These cluster tickets of this shard were taken by the nodes that wanted their messages:
+    /// their acknowledgements go.
+    ClusterDone(Vec<u64>),
     /// The message of this cluster ticket never left for the other nodes: its publisher is
     /// closed unacknowledged.
     ClusterFailed(u64),
@@ -160,7 +160,7 @@ impl Shard {
                 }
             }
             Input::RetainedFromCluster(message) => self.retained_from_cluster(message),
-            Input::ClusterDone(through) => self.cluster_done(through),
+            Input::ClusterDone(tickets) => self.cluster_done(&tickets),
             Input::ClusterAdopt { token, record } => self.adopt_from_cluster(token, record, now),
             Input::ClusterGiveUp { client_id, request } => {
                 self.give_up_to_cluster(&client_id, request, now)
