@@ -492,19 +492,8 @@ impl Bridge {
             self.control_to(self.epoch),
             node_subject,
         ] {
-            match client.subscribe(subject.clone()).await {
-                Ok(subscriber) => {
-                    subjects.insert(
-                        subject,
-                        Interest {
-                            users: 1,
-                            subscriber,
-                        },
-                    );
-                }
-                Err(error) => {
-                    tracing::error!(%subject, %error, "cluster: cannot hear the other nodes; acknowledgements wait for nobody");
-                }
+            if let Err(error) = subscribe_into(&client, &mut subjects, subject.clone()).await {
+                tracing::error!(%subject, %error, "cluster: cannot hear the other nodes; acknowledgements wait for nobody");
             }
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -1055,19 +1044,8 @@ impl Bridge {
                     existing.users += 1;
                     continue;
                 }
-                match client.subscribe(subject.clone()).await {
-                    Ok(subscriber) => {
-                        subjects.insert(
-                            subject,
-                            Interest {
-                                users: 1,
-                                subscriber,
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        tracing::error!(%subject, %error, "cluster: cannot subscribe; other nodes' messages on it are missed");
-                    }
+                if let Err(error) = subscribe_into(client, subjects, subject.clone()).await {
+                    tracing::error!(%subject, %error, "cluster: cannot subscribe; other nodes' messages on it are missed");
                 }
             } else if let Some(existing) = subjects.get_mut(&subject) {
                 existing.users -= 1;
@@ -1564,6 +1542,23 @@ async fn open_or_make_bucket(
             Ok(_) => format!("opening the bucket: {error}"),
         })),
     }
+}
+
+/// Subscribes to `subject` and keeps the subscription in `subjects` (read with the data).
+async fn subscribe_into(
+    client: &async_nats::Client,
+    subjects: &mut HashMap<String, Interest>,
+    subject: String,
+) -> Result<(), async_nats::SubscribeError> {
+    let subscriber = client.subscribe(subject.clone()).await?;
+    subjects.insert(
+        subject,
+        Interest {
+            users: 1,
+            subscriber,
+        },
+    );
+    Ok(())
 }
 
 /// The next change of the retained messages' bucket (never, without a watch).

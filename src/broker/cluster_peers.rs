@@ -590,11 +590,7 @@ impl Peers {
                     let slot = peer.slot;
                     if add {
                         if peer.filters.len() < PEER_FILTERS_MAX
-                            && ringmq_router::validate_filter(
-                                ringmq_router::strip_scope(&filter).1,
-                                usize::MAX,
-                            )
-                            .is_ok()
+                            && acceptable(&filter)
                             && peer.filters.insert(filter.clone())
                         {
                             self.index.add(&filter, slot);
@@ -633,10 +629,9 @@ impl Peers {
                     }
                 };
                 staging.1 += 1;
-                staging.2.extend(filters.into_iter().filter(|f| {
-                    ringmq_router::validate_filter(ringmq_router::strip_scope(f).1, usize::MAX)
-                        .is_ok()
-                }));
+                staging
+                    .2
+                    .extend(filters.into_iter().filter(|f| acceptable(f)));
                 staging.2.truncate(PEER_FILTERS_MAX);
                 if staging.1 < parts {
                     return;
@@ -790,6 +785,12 @@ impl Peers {
         }
         self.advance_all(todo);
     }
+}
+
+/// True for a filter a peer may announce (scoped, valid once its scope is off): the replica
+/// takes nothing else.
+fn acceptable(filter: &str) -> bool {
+    ringmq_router::validate_filter(ringmq_router::strip_scope(filter).1, usize::MAX).is_ok()
 }
 
 /// Messages of other nodes handed to this node's shards whose senders wait for them: a sender

@@ -291,6 +291,7 @@ def wait_peers(node: Broker, count: int, timeout: float = 5.0) -> None:
 def test_a_qos1_puback_waits_for_the_nodes_that_want_the_message(nodes):
     n1, n2 = nodes(2)
     wait_peers(n1, 1), wait_peers(n2, 1)
+    time.sleep(1.0)  # each node has the other's snapshot (asked for at the first heartbeat)
     sub = Sub(n2, "sub", ["want/#"])
     time.sleep(0.3)  # node 2's announcement of its filter reaches node 1
     pub = publisher(n1, "pub")
@@ -482,9 +483,12 @@ def test_a_persistent_session_moves_with_its_client_id_across_nodes(nodes):
 
 def test_a_session_continues_from_its_nodes_log_after_a_crash(nodes):
     n1, n2 = nodes(2, durability="sync")
+    wait_peers(n1, 1), wait_peers(n2, 1)
     dev = Persistent(n1, "dev-11")
     dev.client.subscribe("cmd/dev-11", qos=1)
-    time.sleep(0.5)
+    # Node 2 must know node 1 wants the topic before the PUBACK can wait for it: the filter's
+    # announcement (or, for a node just met, its snapshot at the next heartbeat) must be in.
+    time.sleep(1.5)
     dev.leave()
     pub = publisher(n2, "ops")
     # With `sync` durability the PUBACK means node 1's log holds the message: killed at once

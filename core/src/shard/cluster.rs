@@ -88,6 +88,20 @@ impl Shard {
         let Some(slot) = self.by_client_id.get(&self.entries, client_id.as_bytes()) else {
             return;
         };
+        self.end_for_another_node(slot, true, now);
+        if clean_start {
+            self.end_session(slot, now);
+        }
+    }
+
+    /// Ends the connection of `slot`, if it has one, with v5 DISCONNECT 0x8E: its client id
+    /// connected on another node.
+    pub(super) fn end_for_another_node(
+        &mut self,
+        slot: super::Slot,
+        publish_will: bool,
+        now: Instant,
+    ) {
         if self.entries.get(slot).is_some_and(|e| e.conn().is_some()) {
             self.end_connection(
                 slot,
@@ -95,12 +109,9 @@ impl Shard {
                     ringmq_proto::mqtt::ReasonCode::SESSION_TAKEN_OVER,
                     "session taken over on another node",
                 )),
-                true,
+                publish_will,
                 now,
             );
-        }
-        if clean_start {
-            self.end_session(slot, now);
         }
     }
 

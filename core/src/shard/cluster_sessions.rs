@@ -20,7 +20,7 @@
 
 use std::time::Instant;
 
-use ringmq_proto::mqtt::{ReasonCode, Str};
+use ringmq_proto::mqtt::Str;
 
 use super::durability::session_view;
 use super::{Output, Shard};
@@ -118,19 +118,9 @@ impl Shard {
             out
         });
         let too_big = record.as_ref().is_some_and(|r| r.len() > RECORD_MAX);
-        if entry.conn().is_some() {
-            // Its will moves with the session (due at its delay there, or cancelled by the
-            // connection that takes it): not published here.
-            self.end_connection(
-                slot,
-                Some((
-                    ReasonCode::SESSION_TAKEN_OVER,
-                    "session taken over on another node",
-                )),
-                false,
-                now,
-            );
-        }
+        // Its will moves with the session (due at its delay there, or cancelled by the
+        // connection that takes it): not published here.
+        self.end_for_another_node(slot, false, now);
         if too_big {
             tracing::warn!(%client_id, "session too large to move to another node; it stays here until it expires");
             return None;
