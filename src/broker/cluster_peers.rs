@@ -516,13 +516,22 @@ impl Peers {
     fn advance_all(&mut self, todo: &mut Todo) {
         // Each slot's acknowledged sequence (a dead peer's slot is cleared from every mask).
         let mut acked = [u64::MAX; PEERS_MAX];
+        let mut highest = 0;
         for peer in self.peers.values() {
             if let Some(slot) = acked.get_mut(usize::from(peer.slot)) {
                 *slot = peer.acked;
             }
+            highest = highest.max(peer.acked);
         }
         for (shard, queue) in self.pending.iter_mut().enumerate() {
-            queue.retain_mut(|pending| {
+            // A queue is in sequence order: past the highest acknowledged sequence nothing was
+            // answered, so the walk stops there (masks emptied by a death are swept by
+            // `expire`).
+            let mut index = 0;
+            while let Some(pending) = queue.get_mut(index) {
+                if pending.seq > highest && pending.mask != 0 {
+                    break;
+                }
                 let mut mask = pending.mask;
                 while mask != 0 {
                     let slot = mask.trailing_zeros() as usize;
@@ -531,6 +540,20 @@ impl Peers {
                         pending.mask &= !(1 << slot);
                     }
                 }
+                if pending.mask == 0 {
+                    todo.done.push((shard, pending.ticket));
+                    queue.remove(index);
+                } else {
+                    index += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes off every queue the messages whose masks a death emptied.
+    fn sweep(&mut self, todo: &mut Todo) {
+        for (shard, queue) in self.pending.iter_mut().enumerate() {
+            queue.retain(|pending| {
                 if pending.mask == 0 {
                     todo.done.push((shard, pending.ticket));
                 }
@@ -783,6 +806,7 @@ impl Peers {
             }
             self.used &= !bit;
         }
+        self.sweep(todo);
         self.advance_all(todo);
     }
 }

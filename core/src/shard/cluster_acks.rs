@@ -38,8 +38,11 @@ pub(super) struct ClusterAcks {
     /// The tickets not done yet, in ticket order, with who published each (to close it on a
     /// failure) and the packet id of a QoS 2 PUBLISH.
     owners: VecDeque<(u64, ConnAt, Option<u16>)>,
-    /// Acknowledgements waiting for their tickets (every one of them), in order.
-    held: VecDeque<(Vec<u64>, ConnAt, BytesMut)>,
+    /// Acknowledgements waiting for their tickets (every one of them), per connection in the
+    /// order of its PUBLISHes.
+    held: ahash::AHashMap<ConnAt, VecDeque<(Vec<u64>, BytesMut)>>,
+    /// How many acknowledgements `held` holds.
+    held_count: usize,
 }
 
 impl ClusterAcks {
@@ -55,6 +58,16 @@ impl ClusterAcks {
     /// True when an acknowledgement for these tickets must still wait.
     pub(super) fn waits_for(&self, tickets: &[u64]) -> bool {
         tickets.iter().any(|t| self.pending(*t))
+    }
+
+    /// True while an acknowledgement of `at` waits for the other nodes.
+    pub(super) fn holds(&self, at: ConnAt) -> bool {
+        self.held.contains_key(&at)
+    }
+
+    fn hold(&mut self, at: ConnAt, tickets: Vec<u64>, bytes: BytesMut) {
+        self.held.entry(at).or_default().push_back((tickets, bytes));
+        self.held_count += 1;
     }
 
     /// Takes `ticket` off the tickets not done; its owner, if it was not done yet.
@@ -116,7 +129,7 @@ impl Shard {
             let rest = out.split_off(to);
             let held = out.split_off(from);
             out.unsplit(rest);
-            self.cluster_acks.held.push_back((vec![ticket], at, held));
+            self.cluster_acks.hold(at, vec![ticket], held);
         } else {
             // `sync`: the commit holds it; it asks for the ticket when it lets it go.
             self.commit_wants_ticket(at, ticket);
@@ -126,36 +139,49 @@ impl Shard {
     /// Acknowledgements the commit let go, for a message whose ticket is not done: they wait
     /// on here.
     pub(super) fn hold_for_cluster(&mut self, at: ConnAt, tickets: Vec<u64>, acks: &[u8]) {
-        self.cluster_acks
-            .held
-            .push_back((tickets, at, BytesMut::from(acks)));
+        self.cluster_acks.hold(at, tickets, BytesMut::from(acks));
     }
 
     /// How many acknowledgements wait for the other nodes.
     pub fn cluster_acks_waiting(&self) -> usize {
-        self.cluster_acks.held.len()
+        self.cluster_acks.held_count
     }
 
     /// The bridge says these tickets are done: the acknowledgements that waited only for them
     /// go, each connection's in order.
     pub fn cluster_done(&mut self, tickets: &[u64]) {
+        // Only the connections that published these tickets can have something to let go.
+        let mut touched: Vec<ConnAt> = Vec::new();
         for ticket in tickets {
-            self.cluster_acks.finish(*ticket);
-        }
-        // Connections with an earlier acknowledgement still waiting: their later ones wait too.
-        let mut blocked: Vec<ConnAt> = Vec::new();
-        let mut index = 0;
-        while let Some((tickets, at, _)) = self.cluster_acks.held.get(index) {
-            if blocked.contains(at) || self.cluster_acks.waits_for(tickets) {
-                if !blocked.contains(at) {
-                    blocked.push(*at);
+            if let Some((at, _)) = self.cluster_acks.finish(*ticket) {
+                if !touched.contains(&at) {
+                    touched.push(at);
                 }
-                index += 1;
+            }
+        }
+        for at in touched {
+            let acks = &mut self.cluster_acks;
+            let Some(queue) = acks.held.get_mut(&at) else {
+                continue;
+            };
+            let mut released = BytesMut::new();
+            // A connection's later acknowledgements wait behind its earlier ones.
+            while queue.front().is_some_and(|(tickets, _)| {
+                !tickets
+                    .iter()
+                    .any(|t| acks.owners.binary_search_by_key(t, |(o, _, _)| *o).is_ok())
+            }) {
+                if let Some((_, bytes)) = queue.pop_front() {
+                    released.extend_from_slice(&bytes);
+                    acks.held_count -= 1;
+                }
+            }
+            if queue.is_empty() {
+                acks.held.remove(&at);
+            }
+            if released.is_empty() {
                 continue;
             }
-            let Some((_, at, bytes)) = self.cluster_acks.held.remove(index) else {
-                break;
-            };
             let Some(entry) = self.entries.get_mut(at.slot) else {
                 continue;
             };
@@ -163,7 +189,7 @@ impl Shard {
             if entry.conn() != Some(at.conn) {
                 continue;
             }
-            entry.session.out.extend_from_slice(&bytes);
+            entry.session.out.extend_from_slice(&released);
             self.want_write(at.slot);
         }
     }
@@ -176,8 +202,9 @@ impl Shard {
             return;
         };
         // Its acknowledgement must never go, even once later tickets are done.
-        acks.held
-            .retain(|(_, held_at, _)| held_at.conn != at.conn || held_at.slot != at.slot);
+        if let Some(gone) = acks.held.remove(&at) {
+            acks.held_count -= gone.len();
+        }
         self.stats.messages_dropped.inc();
         let Some(entry) = self.entries.get_mut(at.slot) else {
             return;
@@ -442,6 +469,29 @@ mod tests {
         s.handle(Input::ClusterDone(vec![2, 3]), now);
         assert_eq!(acks(s, q), [1], "q's message needed nobody slow");
         assert!(acks(s, p).is_empty(), "p's second waits behind its first");
+        s.handle(Input::ClusterDone(vec![1]), now);
+        assert_eq!(acks(s, p), [1, 2]);
+        assert_eq!(s.cluster_acks_waiting(), 0);
+    }
+
+    /// With `sync`, a later acknowledgement whose nodes are done while an earlier one of the
+    /// same connection still waits for its nodes does not overtake it.
+    #[test]
+    fn a_committed_acknowledgement_keeps_its_connections_order() {
+        let now = Instant::now();
+        let mut shards = clustered(committing(1));
+        let s = &mut shards[0];
+        let (p, _) = connect(s, "p", v5_connect("p", 0, 0), now);
+        sync(s, now);
+        outputs(s);
+        publish(s, p, "slow/1", QoS::AtLeastOnce, 1, now);
+        s.close_commit_round(now);
+        sync(s, now);
+        publish(s, p, "t/2", QoS::AtLeastOnce, 2, now);
+        s.handle(Input::ClusterDone(vec![2]), now);
+        s.close_commit_round(now);
+        sync(s, now);
+        assert!(acks(s, p).is_empty(), "2 waits behind 1");
         s.handle(Input::ClusterDone(vec![1]), now);
         assert_eq!(acks(s, p), [1, 2]);
         assert_eq!(s.cluster_acks_waiting(), 0);

@@ -442,8 +442,9 @@ impl Shard {
         if entry.conn() != Some(at.conn) {
             return;
         }
-        if self.cluster_acks.waits_for(&tickets) {
-            // Committed here; the other nodes have not all taken the message yet.
+        if self.cluster_acks.waits_for(&tickets) || self.cluster_acks.holds(at) {
+            // Committed here; the other nodes have not all taken the message yet (or an
+            // earlier acknowledgement of the connection still waits for them: order holds).
             self.hold_for_cluster(at, tickets, acks);
             return;
         }

@@ -18,7 +18,7 @@ pub type ConnId = u64;
 /// attached to (so a driver can keep its connections in a slot-indexed table, not a second
 /// hash map) and its id (so an output meant for a connection that already left the slot is
 /// recognised).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnAt {
     /// The session's slot.
     pub slot: Slot,
