@@ -621,13 +621,13 @@ impl Bridge {
                     self.change_group(&groups_client, &mut groups, group, filter, add).await;
                 }
                 batch = next_batch(&mut subjects) => {
-                    let (todo, moves) = self.deliver(batch, &mut marks, &mut peers, &mut receipts, &client).await;
+                    let (todo, moves) = self.deliver(batch, &mut marks, &mut peers, &mut receipts).await;
                     self.apply(&client, todo, &peers).await;
                     for control in moves {
-                        self.session_control(control, &mut moving, &client).await;
+                        self.session_control(control, &mut moving).await;
                     }
                 }
-                picked = next_picked(&mut groups) => self.deliver_shared(picked),
+                picked = next_picked(&mut groups) => self.deliver_shared(picked).await,
             }
         }
         tracing::info!("cluster: bridge stopped");
@@ -926,7 +926,7 @@ impl Bridge {
 
     /// Hands messages NATS picked this node for to the shard of their publisher, for one
     /// member of their group.
-    fn deliver_shared(&self, picked: Vec<((Str, Str), async_nats::Message)>) {
+    async fn deliver_shared(&self, picked: Vec<((Str, Str), async_nats::Message)>) {
         let shards = self.link.inboxes.len();
         let mut opened: Vec<(u64, u64, (Str, Str), SharedMessage)> = picked
             .into_iter()
@@ -951,28 +951,50 @@ impl Bridge {
                         group,
                         filter,
                     };
-                    (shard, item)
+                    (shard, item, false)
                 }),
-        );
+        )
+        .await;
     }
 
-    /// Puts each item into its shard's inbox (a full one drops it, counted) and wakes each
-    /// shard that got some, once.
-    fn hand_over(&self, items: impl Iterator<Item = (usize, ClusterIn)>) {
+    /// Puts each item into its shard's inbox (a full one drops it, counted, unless the item is
+    /// patient: see [`Bridge::push`]) and wakes each shard that got some, once.
+    async fn hand_over(&self, items: impl Iterator<Item = (usize, ClusterIn, bool)>) {
         let mut woken = 0u64;
-        for (shard, item) in items {
-            match self.link.inboxes[shard].push(item) {
-                Ok(()) => {
-                    self.link.received.fetch_add(1, Ordering::Relaxed);
-                    woken |= 1 << shard;
-                }
-                Err(_) => {
-                    self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
-                }
+        for (shard, item, patient) in items {
+            if self.push(shard, item, patient).await {
+                self.link.received.fetch_add(1, Ordering::Relaxed);
+                woken |= 1 << shard;
+            } else {
+                self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.wake_all(woken);
+    }
+
+    /// Puts `item` into `shard`'s inbox; true once it is in. Full, an impatient item is not
+    /// (false), a patient one waits for room, waking the shard to make some.
+    async fn push(&self, shard: usize, mut item: ClusterIn, patient: bool) -> bool {
+        let Some(inbox) = self.link.inboxes.get(shard) else {
+            return false;
+        };
+        loop {
+            match inbox.push(item) {
+                Ok(()) => return true,
+                Err(back) if patient => {
+                    item = back;
+                    self.mesh.wake(shard);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Wakes each shard whose bit `mask` has.
+    fn wake_all(&self, mask: u64) {
         for shard in 0..self.link.inboxes.len() {
-            if woken & (1 << shard) != 0 {
+            if mask & (1 << shard) != 0 {
                 self.mesh.wake(shard);
             }
         }
@@ -1072,7 +1094,6 @@ impl Bridge {
         marks: &mut HashMap<u64, u64>,
         peers: &mut Peers,
         receipts: &mut Receipts,
-        client: &async_nats::Client,
     ) -> (Todo, Vec<Control>) {
         let mut todo = Todo::default();
         self.check_reconnect(peers, marks, &mut todo);
@@ -1104,45 +1125,26 @@ impl Bridge {
             }
         }
         let shards = self.link.inboxes.len();
-        let mut woken = 0u64;
-        for (epoch, seq, (message, wants_ack)) in in_order(decoded, marks) {
-            let shard = shard_of(epoch, &message.publisher, shards);
-            // A QoS 1/2 message waits for room (its sender's acknowledgement waits for this
-            // node, and a later acknowledgement would cover it): the wait slows the senders
-            // through their acknowledgements. A QoS 0 one is dropped, counted.
-            let patient = message.qos != ringmq_proto::mqtt::QoS::AtMostOnce;
-            let mut item = if wants_ack {
-                // Acknowledged once the shard gives the receipt back (routed, and in the
-                // logs with `sync`).
-                let receipt = receipts.expect(epoch, seq, shard);
-                ClusterIn::PlainAcked { message, receipt }
-            } else {
-                ClusterIn::Plain(message)
-            };
-            loop {
-                match self.link.inboxes[shard].push(item) {
-                    Ok(()) => {
-                        self.link.received.fetch_add(1, Ordering::Relaxed);
-                        woken |= 1 << shard;
-                        break;
-                    }
-                    Err(back) if patient => {
-                        item = back;
-                        self.mesh.wake(shard);
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    }
-                    Err(_) => {
-                        self.link.dropped_in.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            }
-        }
-        for shard in 0..shards {
-            if woken & (1 << shard) != 0 {
-                self.mesh.wake(shard);
-            }
-        }
+        let items: Vec<(usize, ClusterIn, bool)> = in_order(decoded, marks)
+            .into_iter()
+            .map(|(epoch, seq, (message, wants_ack))| {
+                let shard = shard_of(epoch, &message.publisher, shards);
+                // A QoS 1/2 message waits for room (its sender's acknowledgement waits for
+                // this node, and a later acknowledgement would cover it): the wait slows the
+                // senders through their acknowledgements. A QoS 0 one is dropped, counted.
+                let patient = message.qos != ringmq_proto::mqtt::QoS::AtMostOnce;
+                let item = if wants_ack {
+                    // Acknowledged once the shard gives the receipt back (routed, and in the
+                    // logs with `sync`).
+                    let receipt = receipts.expect(epoch, seq, shard);
+                    ClusterIn::PlainAcked { message, receipt }
+                } else {
+                    ClusterIn::Plain(message)
+                };
+                (shard, item, patient)
+            })
+            .collect();
+        self.hand_over(items.into_iter()).await;
         let now = std::time::Instant::now();
         let mut moves = Vec::new();
         for control in controls {
@@ -1157,7 +1159,6 @@ impl Bridge {
                 *through = receipts.cap(*target, *through);
             }
         }
-        let _ = client;
         (todo, moves)
     }
 
@@ -1256,12 +1257,7 @@ impl Bridge {
     }
 
     /// Another node's request (give a session up) or answer (the session asked for).
-    async fn session_control(
-        &self,
-        control: Control,
-        moving: &mut Moving,
-        client: &async_nats::Client,
-    ) {
+    async fn session_control(&self, control: Control, moving: &mut Moving) {
         match control {
             Control::Fetch {
                 from,
@@ -1294,7 +1290,6 @@ impl Bridge {
                     )
                     .await;
                 }
-                let _ = client;
             }
             Control::Session { request, record } => {
                 let record = if record.is_empty() {
@@ -1356,16 +1351,10 @@ impl Bridge {
     }
 
     /// Puts an item no shard may miss into its inbox, waiting for room.
-    async fn push_patiently(&self, shard: usize, mut item: ClusterIn) {
-        let Some(inbox) = self.link.inboxes.get(shard) else {
-            return;
-        };
-        while let Err(back) = inbox.push(item) {
-            item = back;
+    async fn push_patiently(&self, shard: usize, item: ClusterIn) {
+        if self.push(shard, item, true).await {
             self.mesh.wake(shard);
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        self.mesh.wake(shard);
     }
 
     /// After this node's NATS connection came back, each peer learns which of its messages
@@ -1398,11 +1387,7 @@ impl Bridge {
                 woken |= 1 << shard;
             }
         }
-        for shard in 0..self.link.inboxes.len() {
-            if woken & (1 << shard) != 0 {
-                self.mesh.wake(shard);
-            }
-        }
+        self.wake_all(woken);
         let count = peers.peer_count() as u64;
         if self.link.peers.swap(count, Ordering::Relaxed) != count {
             (self.share_limits)(u32::try_from(count + 1).unwrap_or(u32::MAX));

@@ -604,10 +604,9 @@ impl Peers {
                 add,
                 filter,
             } => {
-                let Some(peer) = self.peers.get_mut(&epoch) else {
+                let Some(peer) = heard(&mut self.peers, epoch, now) else {
                     return;
                 };
-                peer.heard = now;
                 if peer.version.is_some_and(|v| v + 1 == version) {
                     peer.version = Some(version);
                     let slot = peer.slot;
@@ -639,10 +638,9 @@ impl Peers {
                 parts,
                 filters,
             } => {
-                let Some(peer) = self.peers.get_mut(&epoch) else {
+                let Some(peer) = heard(&mut self.peers, epoch, now) else {
                     return;
                 };
-                peer.heard = now;
                 let staging = match (&mut peer.staging, part) {
                     (_, 0) => peer.staging.insert((version, 0, Vec::new())),
                     (Some(staging), _) if staging.0 == version && staging.1 == part => staging,
@@ -673,10 +671,9 @@ impl Peers {
                 peer.version = Some(version);
             }
             Control::Ack { from, through } => {
-                let Some(peer) = self.peers.get_mut(&from) else {
+                let Some(peer) = heard(&mut self.peers, from, now) else {
                     return;
                 };
-                peer.heard = now;
                 if through > peer.acked {
                     peer.acked = through;
                     self.advance_all(todo);
@@ -809,6 +806,13 @@ impl Peers {
         self.sweep(todo);
         self.advance_all(todo);
     }
+}
+
+/// A known peer, heard from now.
+fn heard(peers: &mut HashMap<u64, Peer>, epoch: u64, now: Instant) -> Option<&mut Peer> {
+    let peer = peers.get_mut(&epoch)?;
+    peer.heard = now;
+    Some(peer)
 }
 
 /// True for a filter a peer may announce (scoped, valid once its scope is off): the replica

@@ -167,17 +167,9 @@ mod tests {
 
     use ringmq_proto::mqtt::QoS;
 
-    use super::super::tests::{connect, outputs, pump, shard, subscribe, v5_connect};
+    use super::super::tests::{clustered, connect, outputs, pump, shard, subscribe, v5_connect};
     use super::*;
     use crate::test_util::test_message;
-
-    fn clustered(count: usize) -> Vec<Shard> {
-        let mut shards = shard(count);
-        for s in &mut shards {
-            s.enable_cluster();
-        }
-        shards
-    }
 
     fn interest(seen: &[Output]) -> Vec<(String, bool)> {
         seen.iter()
@@ -202,7 +194,7 @@ mod tests {
     #[test]
     fn interest_follows_the_first_and_last_subscription() {
         let now = Instant::now();
-        let mut shards = clustered(2);
+        let mut shards = clustered(shard(2));
         let (a, _) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
         let (b, _) = connect(&mut shards[0], "b", v5_connect("b", 0, 0), now);
         subscribe(&mut shards[0], a, "t/#", now);
@@ -238,7 +230,7 @@ mod tests {
     #[test]
     fn shared_groups_are_left_to_the_cluster() {
         let now = Instant::now();
-        let mut shards = clustered(2);
+        let mut shards = clustered(shard(2));
         let (a, _) = connect(&mut shards[0], "a", v5_connect("a", 0, 0), now);
         let (b, _) = connect(&mut shards[1], "b", v5_connect("b", 0, 0), now);
         subscribe(&mut shards[0], a, "$share/g/t/#", now);
@@ -296,7 +288,7 @@ mod tests {
     #[test]
     fn retained_messages_are_stored_in_the_buckets_order() {
         let now = Instant::now();
-        let mut shards = clustered(2);
+        let mut shards = clustered(shard(2));
         shards[0].handle(
             super::super::Input::FromCluster(test_message("r/1", b"live", QoS::AtMostOnce, true)),
             now,
@@ -338,7 +330,7 @@ mod tests {
     #[test]
     fn a_message_crosses_to_the_cluster_once() {
         let now = Instant::now();
-        let mut shards = clustered(2);
+        let mut shards = clustered(shard(2));
         let (sub, _) = connect(&mut shards[1], "sub", v5_connect("sub", 0, 0), now);
         subscribe(&mut shards[1], sub, "t/#", now);
         pump(&mut shards, now);
@@ -372,7 +364,7 @@ mod tests {
     #[test]
     fn client_ids_are_claimed_and_taken_over() {
         let now = Instant::now();
-        let mut shards = clustered(1);
+        let mut shards = clustered(shard(1));
         let s = &mut shards[0];
         let (a, _) = connect(s, "a", v5_connect("a", 0, 600), now);
         let claimed = |seen: &[Output]| {

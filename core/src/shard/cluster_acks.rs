@@ -46,18 +46,9 @@ pub(super) struct ClusterAcks {
 }
 
 impl ClusterAcks {
-    /// True while `ticket` is not done.
-    fn pending(&self, ticket: u64) -> bool {
-        ticket != 0
-            && self
-                .owners
-                .binary_search_by_key(&ticket, |(t, _, _)| *t)
-                .is_ok()
-    }
-
     /// True when an acknowledgement for these tickets must still wait.
     pub(super) fn waits_for(&self, tickets: &[u64]) -> bool {
-        tickets.iter().any(|t| self.pending(*t))
+        any_pending(&self.owners, tickets)
     }
 
     /// True while an acknowledgement of `at` waits for the other nodes.
@@ -78,6 +69,13 @@ impl ClusterAcks {
             .ok()?;
         self.owners.remove(index).map(|(_, at, id)| (at, id))
     }
+}
+
+/// True when one of `tickets` is among `owners` (the tickets not done, in order).
+fn any_pending(owners: &VecDeque<(u64, ConnAt, Option<u16>)>, tickets: &[u64]) -> bool {
+    tickets
+        .iter()
+        .any(|ticket| *ticket != 0 && owners.binary_search_by_key(ticket, |(t, _, _)| *t).is_ok())
 }
 
 impl Shard {
@@ -166,11 +164,10 @@ impl Shard {
             };
             let mut released = BytesMut::new();
             // A connection's later acknowledgements wait behind its earlier ones.
-            while queue.front().is_some_and(|(tickets, _)| {
-                !tickets
-                    .iter()
-                    .any(|t| acks.owners.binary_search_by_key(t, |(o, _, _)| *o).is_ok())
-            }) {
+            while queue
+                .front()
+                .is_some_and(|(tickets, _)| !any_pending(&acks.owners, tickets))
+            {
                 if let Some((_, bytes)) = queue.pop_front() {
                     released.extend_from_slice(&bytes);
                     acks.held_count -= 1;
@@ -239,17 +236,10 @@ mod tests {
     use ringmq_proto::mqtt::QoS;
 
     use super::super::commit::tests::{acks, committing, publish, sync};
-    use super::super::tests::{connect, outputs, shard, subscribe, v5_connect};
+    use super::super::tests::{clustered, connect, outputs, shard, subscribe, v5_connect};
     use super::super::{Input, Output};
     use super::*;
     use crate::test_util::test_message;
-
-    fn clustered(mut shards: Vec<Shard>) -> Vec<Shard> {
-        for s in &mut shards {
-            s.enable_cluster();
-        }
-        shards
-    }
 
     fn tickets(s: &mut Shard) -> Vec<(String, u64)> {
         outputs(s)

@@ -139,19 +139,11 @@ mod tests {
 
     use ringmq_proto::mqtt::QoS;
 
-    use super::super::tests::{connect, outputs, pump, shard, subscribe, v5_connect};
+    use super::super::tests::{clustered, connect, outputs, pump, shard, subscribe, v5_connect};
     use super::super::{Input, Output};
     use super::*;
     use crate::durable::Record;
     use crate::test_util::test_message;
-
-    fn clustered(count: usize) -> Vec<Shard> {
-        let mut shards = shard(count);
-        for s in &mut shards {
-            s.enable_cluster();
-        }
-        shards
-    }
 
     /// A session handed over by one node's shard is seated by another node's home shard with
     /// its subscriptions and queued messages, and the parked claim resumes it.
@@ -159,7 +151,7 @@ mod tests {
     fn a_session_moves_between_nodes() {
         let now = Instant::now();
         // Node A: a persistent session with a subscription and a queued QoS 1 message.
-        let mut a = clustered(2);
+        let mut a = clustered(shard(2));
         let (slot, _) = connect(&mut a[1], "dev", v5_connect("dev", 0, 600), now);
         subscribe(&mut a[1], slot, "t/#", now);
         pump(&mut a, now);
@@ -202,7 +194,7 @@ mod tests {
         };
         assert_eq!(record.state.queue.len(), 1);
         // Node B: the claim of a CONNECT without clean start is parked and fetched.
-        let mut b = clustered(2);
+        let mut b = clustered(shard(2));
         let home = b[0].home_of(&client_id) as usize;
         let token = b[1].begin_connect(client_id.clone(), false, record.state.owner);
         pump(&mut b, now);
@@ -237,7 +229,7 @@ mod tests {
     #[test]
     fn without_an_answer_the_claim_goes_on() {
         let now = Instant::now();
-        let mut b = clustered(1);
+        let mut b = clustered(shard(1));
         let token = b[0].begin_connect(Str::from("x"), false, 0);
         pump(&mut b, now);
         assert!(

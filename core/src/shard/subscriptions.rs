@@ -82,11 +82,15 @@ impl Shard {
             // `sync` durability: the PUBACK or PUBREC just written waits for the logs.
             self.hold_ack(slot, before, consumable);
         }
-        // Where the acknowledgement ends in the outbox (`before` when the commit took it).
-        let ack_end = self
-            .entries
-            .get(slot)
-            .map_or(before, |e| e.session.out.len());
+        // Where the acknowledgement ends in the outbox (`before` when the commit took it); only
+        // a cluster needs it.
+        let ack_end = if self.cluster {
+            self.entries
+                .get(slot)
+                .map_or(before, |e| e.session.out.len())
+        } else {
+            before
+        };
         if changes {
             self.touch(slot);
         }

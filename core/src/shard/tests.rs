@@ -37,6 +37,14 @@ pub(crate) fn shard(count: usize) -> Vec<Shard> {
 }
 
 /// Everything the core asked of its driver so far.
+/// `shards`, each made part of a cluster.
+pub(crate) fn clustered(mut shards: Vec<Shard>) -> Vec<Shard> {
+    for s in &mut shards {
+        s.enable_cluster();
+    }
+    shards
+}
+
 pub(crate) fn outputs(s: &mut Shard) -> Vec<Output> {
     std::iter::from_fn(|| s.poll_output()).collect()
 }
