@@ -1,11 +1,11 @@
-//! SQLite schema, migrations and org-scoped queries of the control plane.
+//! Schema, migrations and org-scoped queries of the control plane, on SQLite (one node) or
+//! PostgreSQL (every node of a cluster shares the rows).
 //!
 //! Every query that reads or writes an org's rows takes the org id and filters on it, so one
 //! org can never reach another's rows.
 
+use std::cell::RefCell;
 use std::path::Path;
-
-use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::model::{
     AclSet, Action, Allowed, Key, KeyKindName, KeyPermission, Org, OrgSettings, OrgSettingsPatch,
@@ -20,6 +20,12 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed or could not be reached.
+    #[error("postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The store's URL is not one we can use.
+    #[error("store URL: {0}")]
+    Url(String),
     /// The row does not exist in this org.
     #[error("not found")]
     NotFound,
@@ -40,12 +46,23 @@ pub enum StoreError {
     File(#[from] std::io::Error),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (as opposed to refusing or failing a query).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => db::unavailable(e),
+            _ => false,
+        }
+    }
+}
+
 /// Id of the org created on first start.
 pub const DEFAULT_ORG: &str = "default";
 /// Name of the rule set every org has.
 pub const DEFAULT_SET: &str = "default";
 
 mod build;
+mod db;
 mod keys;
 mod rules;
 mod schema;
@@ -53,7 +70,7 @@ mod schema;
 mod tests;
 mod users;
 
-use schema::MIGRATIONS;
+use db::{args, Db, DbRow};
 
 /// Most rules in one set (each principal's ACL is scanned linearly).
 pub const RULES_PER_SET_MAX: i64 = 1000;
@@ -125,7 +142,7 @@ pub struct UsageCounters {
 /// The control-plane database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    db: Db,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -178,25 +195,14 @@ pub fn action_str(a: Action) -> &'static str {
     }
 }
 
-fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, i64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
-}
-
-fn make_rule(r: (String, String, String, String, String, i64)) -> Result<Rule, StoreError> {
+fn rule_from_row(row: &DbRow) -> Result<Rule, StoreError> {
     Ok(Rule {
-        id: r.0,
-        set: r.1,
-        permission: parse_permission(&r.2)?,
-        action: parse_action(&r.3)?,
-        topic: r.4,
-        created_at: to_u64(r.5),
+        id: row.get(0)?,
+        set: row.get(1)?,
+        permission: parse_permission(&row.get::<String>(2)?)?,
+        action: parse_action(&row.get::<String>(3)?)?,
+        topic: row.get(4)?,
+        created_at: to_u64(row.get(5)?),
     })
 }
 
@@ -225,7 +231,11 @@ const KEY_COLS: &str =
 const ORG_COLS: &str =
     "id, num, name, rate_limit_per_sec, rate_burst, monthly_quota, connections_max, created_at";
 
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(Key, String, String, bool)> {
+/// A key row as stored: the key (kind, permissions and sets not yet filled in), its kind and
+/// permissions as stored.
+type RawKey = (Key, String, String);
+
+fn key_from_row(row: &DbRow) -> Result<RawKey, StoreError> {
     Ok((
         Key {
             id: row.get(0)?,
@@ -239,13 +249,12 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(Key, String, String, bool)> 
             revoked_at: opt_u64(row.get(7)?),
             key: None,
         },
-        row.get::<_, String>(2)?,
-        row.get::<_, String>(4)?,
-        row.get::<_, i64>(8)? != 0,
+        row.get(2)?,
+        row.get(4)?,
     ))
 }
 
-fn org_from_row(row: &Row<'_>) -> rusqlite::Result<(Org, OrgNum)> {
+fn org_from_row(row: &DbRow) -> Result<(Org, OrgNum), StoreError> {
     let num: i64 = row.get(1)?;
     Ok((
         Org {
@@ -269,66 +278,151 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
         make_private(path)?;
-        let conn = Connection::open(path)?;
+        let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Store::init(conn)
+        Store::init_sqlite(conn)
     }
 
     /// A fresh in-memory database (tests).
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::init(Connection::open_in_memory()?)
+        Store::init_sqlite(rusqlite::Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init_sqlite(conn: rusqlite::Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = Store {
+            db: Db::Sqlite(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
 
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`),
+    /// which every node of a cluster shares, and migrates it.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        Store::open_postgres_with(db::pg_config(url)?)
+    }
+
+    fn open_postgres_with(config: postgres::Config) -> Result<Store, StoreError> {
+        let mut store = Store {
+            db: Db::Postgres(RefCell::new(db::Pg::new(config))),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A fresh, empty store for a test: in memory, or a new database on the PostgreSQL server
+    /// `RINGMQ_TEST_STORE` names (`scripts/test.sh` runs the control tests both ways).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Store {
+        match Store::test_database() {
+            Some(config) => Store::open_postgres_with(config).expect("open the test database"),
+            None => Store::open_in_memory().expect("in-memory store"),
+        }
+    }
+
+    /// A new, empty database on the server `RINGMQ_TEST_STORE` names, if it names one.
+    #[cfg(test)]
+    fn test_database() -> Option<postgres::Config> {
+        let url = std::env::var("RINGMQ_TEST_STORE").ok()?;
+        let mut config = db::pg_config(&url).expect("RINGMQ_TEST_STORE");
+        let mut admin = config
+            .connect(postgres::NoTls)
+            .expect("connect to RINGMQ_TEST_STORE");
+        let name = format!(
+            "ringmq_test_{}",
+            secrets::random_id("", 12).expect("random")
+        )
+        .to_ascii_lowercase();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create a test database");
+        config.dbname(&name);
+        Some(config)
+    }
+
+    /// Whether every node of a cluster shares this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.db.shared()
+    }
+
     /// Number of migrations applied.
     pub fn schema_version(&self) -> Result<usize, StoreError> {
-        let v: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let v: i64 = match &self.db {
+            Db::Sqlite(_) => self.db.query_one("PRAGMA user_version", &[])?.get(0)?,
+            Db::Postgres(_) => self
+                .db
+                .query_opt("SELECT version FROM ringmq_schema", &[])?
+                .map(|r| r.get(0))
+                .transpose()?
+                .unwrap_or(0),
+        };
         Ok(usize::try_from(v).unwrap_or(0))
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let applied = self.schema_version()?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(0))?;
-            tx.commit()?;
-        }
-        Ok(())
+        let migrations = match &self.db {
+            Db::Sqlite(_) => schema::MIGRATIONS,
+            Db::Postgres(_) => schema::PG_MIGRATIONS,
+        };
+        let db = &self.db;
+        db.transaction(|| {
+            if db.shared() {
+                // Nodes starting together migrate one after another; the lock ends with the
+                // transaction.
+                db.query("SELECT pg_advisory_xact_lock(?1)", args![schema::PG_LOCK])?;
+                db.batch(schema::PG_VERSION_TABLE)?;
+            }
+            let applied = self.schema_version()?;
+            if applied > migrations.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "the database is at schema version {applied}, newer than this ringmq ({}): \
+                     run the newer ringmq",
+                    migrations.len()
+                )));
+            }
+            for sql in migrations.iter().skip(applied) {
+                db.batch(sql)?;
+            }
+            let version = i64::try_from(migrations.len()).unwrap_or(0);
+            match db {
+                Db::Sqlite(_) => db.batch(&format!("PRAGMA user_version = {version}"))?,
+                Db::Postgres(_) => {
+                    db.execute("UPDATE ringmq_schema SET version = ?1", args![version])?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// On first start creates org `default` and its root key, returning the key's secret once.
+    /// Of nodes starting together on one shared store, exactly one creates them.
     pub fn bootstrap(&mut self) -> Result<Option<String>, StoreError> {
-        let count: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get(0))?;
-        if count > 0 {
-            return Ok(None);
-        }
         let now = now_unix();
-        let tx = self.conn.transaction()?;
-        insert_org(&tx, DEFAULT_ORG, 0, "default", &OrgSettings::default(), now)?;
-        let key = insert_key(
-            &tx,
-            DEFAULT_ORG,
-            "root",
-            KeyKindName::Secret,
-            &[],
-            &[],
-            true,
-            now,
-        )?;
-        tx.commit()?;
-        Ok(key.key)
+        let db = &self.db;
+        db.transaction(|| {
+            if db.shared() {
+                db.query("SELECT pg_advisory_xact_lock(?1)", args![schema::PG_LOCK])?;
+            }
+            let count: i64 = db.query_one("SELECT COUNT(*) FROM orgs", &[])?.get(0)?;
+            if count > 0 {
+                return Ok(None);
+            }
+            insert_org(db, DEFAULT_ORG, 0, "default", &OrgSettings::default(), now)?;
+            let key = insert_key(
+                db,
+                DEFAULT_ORG,
+                "root",
+                KeyKindName::Secret,
+                &[],
+                &[],
+                true,
+                now,
+            )?;
+            Ok(key.key)
+        })
     }
 
     // ---- orgs ----
@@ -340,54 +434,53 @@ impl Store {
         settings: &OrgSettings,
         now: u64,
     ) -> Result<(Org, Key), StoreError> {
-        let tx = self.conn.transaction()?;
-        // Numbers are never reused, so a counter survives deletions where max(num) would not.
-        let num: i64 = tx.query_row(
-            "UPDATE counters SET value = value + 1 WHERE name = 'org_num' RETURNING value",
-            [],
-            |r| r.get(0),
-        )?;
-        let id = secrets::random_id("org_", 12)?;
-        insert_org(&tx, &id, num, name, settings, now)?;
-        let key = insert_key(
-            &tx,
-            &id,
-            "default",
-            KeyKindName::Secret,
-            &[],
-            &[],
-            false,
-            now,
-        )?;
-        tx.commit()?;
+        let db = &self.db;
+        let (id, key) = db.transaction(|| {
+            // Numbers are never reused, so a counter survives deletions where max(num) would
+            // not; on PostgreSQL the row's lock gives nodes creating orgs together distinct ones.
+            let num: i64 = db
+                .query_one(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'org_num' RETURNING value",
+                    &[],
+                )?
+                .get(0)?;
+            let id = secrets::random_id("org_", 12)?;
+            insert_org(db, &id, num, name, settings, now)?;
+            let key = insert_key(
+                db,
+                &id,
+                "default",
+                KeyKindName::Secret,
+                &[],
+                &[],
+                false,
+                now,
+            )?;
+            Ok((id, key))
+        })?;
         let org = self.get_org(&id)?;
         Ok((org, key))
     }
 
+    fn org_row(&self, id: &str) -> Result<(Org, OrgNum), StoreError> {
+        self.db
+            .query_opt(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                args![id],
+            )?
+            .map(|r| org_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// One org by id.
     pub fn get_org(&self, id: &str) -> Result<Org, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
-                [id],
-                org_from_row,
-            )
-            .optional()?
-            .map(|(o, _)| o)
-            .ok_or(StoreError::NotFound)
+        Ok(self.org_row(id)?.0)
     }
 
     /// Routing number of an org.
     pub fn org_num(&self, id: &str) -> Result<OrgNum, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
-                [id],
-                org_from_row,
-            )
-            .optional()?
-            .map(|(_, n)| n)
-            .ok_or(StoreError::NotFound)
+        Ok(self.org_row(id)?.1)
     }
 
     /// Orgs ordered by id.
@@ -396,15 +489,14 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Org>, Option<String>), StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![cursor.unwrap_or(""), limit_sql(limit)],
-                org_from_row,
+        let rows = self
+            .db
+            .query(
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                args![cursor.unwrap_or(""), limit_sql(limit)],
             )?
-            .map(|r| r.map(|(o, _)| o))
+            .iter()
+            .map(|r| org_from_row(r).map(|(o, _)| o))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, limit, |o| o.id.clone()))
     }
@@ -424,12 +516,12 @@ impl Store {
             patch.apply(&mut org.settings);
         }
         let s = &org.settings;
-        self.conn.execute(
+        self.db.execute(
             "UPDATE orgs SET name = ?2, rate_limit_per_sec = ?3, rate_burst = ?4, monthly_quota = ?5,
              connections_max = ?6 WHERE id = ?1",
-            params![
+            args![
                 id,
-                org.name,
+                &org.name,
                 to_i64(s.rate_limit_per_sec),
                 to_i64(s.rate_burst),
                 to_i64(s.monthly_quota),
@@ -446,30 +538,26 @@ impl Store {
                 "the default org cannot be deleted".into(),
             ));
         }
-        let tx = self.conn.transaction()?;
-        // Join rows first: their set foreign keys would otherwise race the cascade order.
-        tx.execute("DELETE FROM user_sets WHERE org = ?1", [id])?;
-        tx.execute("DELETE FROM key_sets WHERE org = ?1", [id])?;
-        tx.execute("DELETE FROM acl_rules WHERE org = ?1", [id])?;
-        let n = tx.execute("DELETE FROM orgs WHERE id = ?1", [id])?;
-        tx.commit()?;
+        let db = &self.db;
+        let n = db.transaction(|| {
+            // Join rows first: their set foreign keys would otherwise race the cascade order.
+            db.execute("DELETE FROM user_sets WHERE org = ?1", args![id])?;
+            db.execute("DELETE FROM key_sets WHERE org = ?1", args![id])?;
+            db.execute("DELETE FROM acl_rules WHERE org = ?1", args![id])?;
+            db.execute("DELETE FROM orgs WHERE id = ?1", args![id])
+        })?;
         if n == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
     }
 
-    fn check_count(
-        &self,
-        sql: &str,
-        args: &[&str],
-        max: i64,
-        what: &str,
-    ) -> Result<(), StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
-        if n >= max {
+    fn count(&self, sql: &str, org: &str) -> Result<i64, StoreError> {
+        self.db.query_one(sql, args![org])?.get(0)
+    }
+
+    fn check_count(&self, sql: &str, org: &str, max: i64, what: &str) -> Result<(), StoreError> {
+        if self.count(sql, org)? >= max {
             return Err(StoreError::Conflict(format!(
                 "at most {max} {what} allowed"
             )));
@@ -486,25 +574,25 @@ impl Store {
                 "SELECT COUNT(*) FROM api_keys WHERE org = ?1 AND revoked_at IS NULL"
             }
         };
-        let n: i64 = self.conn.query_row(sql, [org], |r| r.get(0))?;
-        Ok(to_u64(n))
+        Ok(to_u64(self.count(sql, org)?))
     }
 
     // ---- usage ----
 
-    /// Adds to an org's counters of `month` (`YYYY-MM`).
+    /// Adds to an org's counters of `month` (`YYYY-MM`). On a shared store every node adds to
+    /// the same row, so the month's figures are the cluster's.
     pub fn add_usage(
         &mut self,
         org: &str,
         month: &str,
         add: UsageCounters,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO usage (org, month, messages_in, messages_out, rest_publishes)
              VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (org, month) DO UPDATE SET messages_in = messages_in + ?3,
-             messages_out = messages_out + ?4, rest_publishes = rest_publishes + ?5",
-            params![
+             ON CONFLICT (org, month) DO UPDATE SET messages_in = usage.messages_in + ?3,
+             messages_out = usage.messages_out + ?4, rest_publishes = usage.rest_publishes + ?5",
+            args![
                 org,
                 month,
                 to_i64(add.messages_in),
@@ -517,25 +605,41 @@ impl Store {
 
     /// An org's counters of `month`.
     pub fn usage(&self, org: &str, month: &str) -> Result<UsageCounters, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
-                [org, month],
-                |r| {
-                    Ok(UsageCounters {
-                        messages_in: to_u64(r.get(0)?),
-                        messages_out: to_u64(r.get(1)?),
-                        rest_publishes: to_u64(r.get(2)?),
-                    })
-                },
-            )
-            .optional()?
-            .unwrap_or_default())
+        let Some(r) = self.db.query_opt(
+            "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
+            args![org, month],
+        )?
+        else {
+            return Ok(UsageCounters::default());
+        };
+        Ok(UsageCounters {
+            messages_in: to_u64(r.get(0)?),
+            messages_out: to_u64(r.get(1)?),
+            rest_publishes: to_u64(r.get(2)?),
+        })
+    }
+
+    // ---- changes between nodes ----
+
+    /// Counts a change other nodes must load (a shared store only): the number they poll.
+    pub fn bump_changes(&mut self) -> Result<i64, StoreError> {
+        self.db
+            .query_one(
+                "UPDATE counters SET value = value + 1 WHERE name = 'changes' RETURNING value",
+                &[],
+            )?
+            .get(0)
+    }
+
+    /// The count of changes so far (see [`Store::bump_changes`]).
+    pub fn changes(&self) -> Result<i64, StoreError> {
+        self.db
+            .query_one("SELECT value FROM counters WHERE name = 'changes'", &[])?
+            .get(0)
     }
 }
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+fn user_from_row(row: &DbRow) -> Result<UserRow, StoreError> {
     Ok(UserRow {
         username: row.get(0)?,
         namespace: row.get(1)?,
@@ -547,7 +651,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
     })
 }
 
-fn set_from_row(row: &Row<'_>) -> rusqlite::Result<AclSet> {
+fn set_from_row(row: &DbRow) -> Result<AclSet, StoreError> {
     Ok(AclSet {
         name: row.get(0)?,
         description: row.get(1)?,
@@ -558,17 +662,17 @@ fn set_from_row(row: &Row<'_>) -> rusqlite::Result<AclSet> {
 }
 
 fn insert_org(
-    tx: &Connection,
+    db: &Db,
     id: &str,
     num: i64,
     name: &str,
     s: &OrgSettings,
     now: u64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    db.execute(
         "INSERT INTO orgs (id, num, name, rate_limit_per_sec, rate_burst, monthly_quota,
          connections_max, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+        args![
             id,
             num,
             name,
@@ -579,16 +683,16 @@ fn insert_org(
             to_i64(now)
         ],
     )?;
-    tx.execute(
+    db.execute(
         "INSERT INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, '', ?3)",
-        params![id, DEFAULT_SET, to_i64(now)],
+        args![id, DEFAULT_SET, to_i64(now)],
     )?;
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 fn insert_key(
-    tx: &Connection,
+    db: &Db,
     org: &str,
     name: &str,
     kind: KeyKindName,
@@ -607,25 +711,25 @@ fn insert_key(
     let shown: String = secret.chars().take(10).collect();
     let perms =
         serde_json::to_string(permissions).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.execute(
+    db.execute(
         "INSERT INTO api_keys (id, org, name, kind, key_hash, prefix, permissions, root, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            id,
+        args![
+            &id,
             org,
             name,
             kind.as_str(),
             secrets::key_hash(&secret).to_vec(),
-            shown,
+            &shown,
             perms,
             root,
             to_i64(now)
         ],
     )?;
     for set in acl_sets {
-        tx.execute(
-            "INSERT OR IGNORE INTO key_sets (org, key_id, set_name) VALUES (?1, ?2, ?3)",
-            params![org, id, set],
+        db.execute(
+            "INSERT INTO key_sets (org, key_id, set_name) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![org, &id, set],
         )?;
     }
     let mut sets = acl_sets.to_vec();

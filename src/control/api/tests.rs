@@ -39,7 +39,7 @@ fn harness_with(limits: OrgLimits) -> Harness {
 }
 
 fn harness_full(limits: OrgLimits, providers: &[jwt::ProviderConfig]) -> Harness {
-    let mut store = Store::open_in_memory().unwrap();
+    let mut store = Store::for_tests();
     let root = store.bootstrap().unwrap().unwrap();
     let api = Api::new(store, jwt::Providers::new(providers).unwrap(), limits).unwrap();
     Harness { api, root }

@@ -17,27 +17,27 @@ impl Store {
     pub fn snapshot(&self, version: u64) -> Result<Snapshot, StoreError> {
         let mut snap = Snapshot::new(version);
         let mut nums: HashMap<String, OrgNum> = HashMap::new();
+        for row in self
+            .db
+            .query(&format!("SELECT {ORG_COLS} FROM orgs"), &[])?
         {
-            let mut stmt = self.conn.prepare(&format!("SELECT {ORG_COLS} FROM orgs"))?;
-            for row in stmt.query_map([], org_from_row)? {
-                let (org, num) = row?;
-                nums.insert(org.id.clone(), num);
-                snap.insert_org(OrgInfo {
-                    num,
-                    id: org.id,
-                    name: org.name,
-                    settings: org.settings,
-                });
-            }
+            let (org, num) = org_from_row(&row)?;
+            nums.insert(org.id.clone(), num);
+            snap.insert_org(OrgInfo {
+                num,
+                id: org.id,
+                name: org.name,
+                settings: org.settings,
+            });
         }
         // Rules of every set, keyed by (org, set), in id order so generations are stable.
         let mut rules: HashMap<(String, String), Vec<acl::Rule>> = HashMap::new();
         {
-            let mut stmt = self.conn.prepare(
+            let rows = self.db.query(
                 "SELECT org, set_name, permission, action, topic FROM acl_rules ORDER BY id",
+                &[],
             )?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
+            for r in rows {
                 let perm: String = r.get(2)?;
                 let action: String = r.get(3)?;
                 rules
@@ -52,11 +52,11 @@ impl Store {
         }
         let mut user_sets: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT org, username, set_name FROM user_sets ORDER BY set_name")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
+            let rows = self.db.query(
+                "SELECT org, username, set_name FROM user_sets ORDER BY set_name",
+                &[],
+            )?;
+            for r in rows {
                 user_sets
                     .entry((r.get(0)?, r.get(1)?))
                     .or_default()
@@ -70,12 +70,12 @@ impl Store {
                 .unwrap_or(&[])
         };
         {
-            let mut stmt = self.conn.prepare(
+            let rows = self.db.query(
                 "SELECT org, username, password_hash, namespace, enabled, expires_at,
                  allowed_publish, allowed_subscribe, owner FROM users",
+                &[],
             )?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
+            for r in rows {
                 let org: String = r.get(0)?;
                 let Some(&num) = nums.get(&org) else { continue };
                 let username: String = r.get(1)?;
@@ -125,11 +125,11 @@ impl Store {
             }
         }
         {
-            let mut stmt = self.conn.prepare(
+            let rows = self.db.query(
                 "SELECT id, org, kind, key_hash, permissions, root FROM api_keys WHERE revoked_at IS NULL",
+                &[],
             )?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
+            for r in rows {
                 let id: String = r.get(0)?;
                 let org: String = r.get(1)?;
                 let Some(&num) = nums.get(&org) else { continue };
@@ -155,7 +155,7 @@ impl Store {
                         (KeyKind::Restricted, Some(rules))
                     }
                     KeyKindName::Public => {
-                        let sets = self.finish_key_sets(&org, &id)?;
+                        let sets = self.key_sets(&org, &id)?;
                         let rules = if sets.is_empty() {
                             vec![acl::Rule {
                                 permission: Permission::Allow,
@@ -198,16 +198,6 @@ impl Store {
             }
         }
         Ok(snap)
-    }
-
-    fn finish_key_sets(&self, org: &str, id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
-        )?;
-        let sets = stmt
-            .query_map([org, id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(sets)
     }
 }
 

@@ -16,44 +16,43 @@ impl Store {
         self.check_sets(org, acl_sets)?;
         self.check_count(
             "SELECT COUNT(*) FROM api_keys WHERE org = ?1",
-            &[org],
+            org,
             KEYS_PER_ORG_MAX,
             "keys per org",
         )?;
-        let tx = self.conn.transaction()?;
-        let key = insert_key(&tx, org, name, kind, permissions, acl_sets, false, now)?;
-        tx.commit()?;
-        Ok(key)
+        let db = &self.db;
+        db.transaction(|| insert_key(db, org, name, kind, permissions, acl_sets, false, now))
     }
 
     pub(super) fn key_row(&self, org: &str, id: &str) -> Result<Key, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
+        let row = self
+            .db
+            .query_opt(
                 &format!("SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id = ?2"),
-                [org, id],
-                key_from_row,
-            )
-            .optional()?
+                args![org, id],
+            )?
             .ok_or(StoreError::NotFound)?;
-        self.finish_key(org, raw)
+        self.finish_key(org, key_from_row(&row)?)
     }
 
-    pub(super) fn finish_key(
-        &self,
-        org: &str,
-        raw: (Key, String, String, bool),
-    ) -> Result<Key, StoreError> {
-        let (mut key, kind, perms, _root) = raw;
+    pub(super) fn finish_key(&self, org: &str, raw: RawKey) -> Result<Key, StoreError> {
+        let (mut key, kind, perms) = raw;
         key.kind = KeyKindName::parse(&kind).ok_or_else(|| corrupt("key kind"))?;
         key.permissions = serde_json::from_str(&perms).map_err(|_| corrupt("key permissions"))?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
-        )?;
-        key.acl_sets = stmt
-            .query_map([org, key.id.as_str()], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
+        key.acl_sets = self.key_sets(org, &key.id)?;
         Ok(key)
+    }
+
+    /// The rule sets attached to a key, by name.
+    pub(super) fn key_sets(&self, org: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        self.db
+            .query(
+                "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
+                args![org, id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     /// One key (never its secret).
@@ -68,14 +67,16 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Key>, Option<String>), StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![org, cursor.unwrap_or(""), limit_sql(limit)],
-                key_from_row,
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ),
+                args![org, cursor.unwrap_or(""), limit_sql(limit)],
             )?
+            .iter()
+            .map(key_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let (rows, next) = page(rows, limit, |k| k.0.id.clone());
         let keys = rows
@@ -87,9 +88,9 @@ impl Store {
 
     /// Renames a key.
     pub fn rename_key(&mut self, org: &str, id: &str, name: &str) -> Result<Key, StoreError> {
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "UPDATE api_keys SET name = ?3 WHERE org = ?1 AND id = ?2",
-            params![org, id, name],
+            args![org, id, name],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
@@ -100,30 +101,29 @@ impl Store {
     /// Revokes a key (kept for the audit trail; absent from snapshots from now on).
     pub fn revoke_key(&mut self, org: &str, id: &str, now: u64) -> Result<(), StoreError> {
         self.get_key(org, id)?;
-        self.conn.execute(
+        self.db.execute(
             "UPDATE api_keys SET revoked_at = ?3 WHERE org = ?1 AND id = ?2 AND revoked_at IS NULL",
-            params![org, id, to_i64(now)],
+            args![org, id, to_i64(now)],
         )?;
         Ok(())
     }
 
     /// Whether `id` is the root key (404 if the org has no such key).
     pub fn is_root_key(&self, org: &str, id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 "SELECT root FROM api_keys WHERE org = ?1 AND id = ?2",
-                [org, id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
+                args![org, id],
+            )?
+            .ok_or(StoreError::NotFound)?
+            .get(0)
     }
 
     /// Records a key's use.
     pub fn touch_key(&mut self, id: &str, now: u64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
-            params![id, to_i64(now)],
+            args![id, to_i64(now)],
         )?;
         Ok(())
     }

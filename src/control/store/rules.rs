@@ -2,6 +2,9 @@
 
 use super::*;
 
+const SET_COLS: &str = "name, description, created_at,
+    (SELECT COUNT(*) FROM acl_rules r WHERE r.org = s.org AND r.set_name = s.name)";
+
 impl Store {
     /// Creates a rule set.
     pub fn create_set(
@@ -13,13 +16,14 @@ impl Store {
     ) -> Result<AclSet, StoreError> {
         self.check_count(
             "SELECT COUNT(*) FROM acl_sets WHERE org = ?1",
-            &[org],
+            org,
             SETS_PER_ORG_MAX,
             "acl sets per org",
         )?;
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![org, name, description, to_i64(now)],
+        let n = self.db.execute(
+            "INSERT INTO acl_sets (org, name, description, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            args![org, name, description, to_i64(now)],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -31,17 +35,14 @@ impl Store {
 
     /// One set, with its rules when `with_rules`.
     pub fn get_set(&self, org: &str, name: &str, with_rules: bool) -> Result<AclSet, StoreError> {
-        let mut set = self
-            .conn
-            .query_row(
-                "SELECT name, description, created_at,
-                 (SELECT COUNT(*) FROM acl_rules r WHERE r.org = s.org AND r.set_name = s.name)
-                 FROM acl_sets s WHERE org = ?1 AND name = ?2",
-                [org, name],
-                set_from_row,
-            )
-            .optional()?
+        let row = self
+            .db
+            .query_opt(
+                &format!("SELECT {SET_COLS} FROM acl_sets s WHERE org = ?1 AND name = ?2"),
+                args![org, name],
+            )?
             .ok_or(StoreError::NotFound)?;
+        let mut set = set_from_row(&row)?;
         if with_rules {
             set.rules = Some(self.list_rules(org, Some(name), usize::MAX - 1, None)?.0);
         }
@@ -55,16 +56,17 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<AclSet>, Option<String>), StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT name, description, created_at,
-             (SELECT COUNT(*) FROM acl_rules r WHERE r.org = s.org AND r.set_name = s.name)
-             FROM acl_sets s WHERE org = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![org, cursor.unwrap_or(""), limit_sql(limit)],
-                set_from_row,
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {SET_COLS} FROM acl_sets s WHERE org = ?1 AND name > ?2
+                     ORDER BY name LIMIT ?3"
+                ),
+                args![org, cursor.unwrap_or(""), limit_sql(limit)],
             )?
+            .iter()
+            .map(set_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, limit, |s| s.name.clone()))
     }
@@ -76,9 +78,9 @@ impl Store {
         name: &str,
         description: &str,
     ) -> Result<AclSet, StoreError> {
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "UPDATE acl_sets SET description = ?3 WHERE org = ?1 AND name = ?2",
-            params![org, name, description],
+            args![org, name, description],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
@@ -94,36 +96,41 @@ impl Store {
                 "the default set cannot be deleted".into(),
             ));
         }
-        let users: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM user_sets WHERE org = ?1 AND set_name = ?2",
-            [org, name],
-            |r| r.get(0),
-        )?;
-        let keys: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM key_sets k JOIN api_keys a ON a.id = k.key_id
-             WHERE k.org = ?1 AND k.set_name = ?2 AND a.revoked_at IS NULL",
-            [org, name],
-            |r| r.get(0),
-        )?;
+        let users: i64 = self
+            .db
+            .query_one(
+                "SELECT COUNT(*) FROM user_sets WHERE org = ?1 AND set_name = ?2",
+                args![org, name],
+            )?
+            .get(0)?;
+        let keys: i64 = self
+            .db
+            .query_one(
+                "SELECT COUNT(*) FROM key_sets k JOIN api_keys a ON a.id = k.key_id
+                 WHERE k.org = ?1 AND k.set_name = ?2 AND a.revoked_at IS NULL",
+                args![org, name],
+            )?
+            .get(0)?;
         if users + keys > 0 {
             return Err(StoreError::Conflict(format!(
                 "acl set '{name}' is attached to {users} users and {keys} keys"
             )));
         }
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "DELETE FROM acl_rules WHERE org = ?1 AND set_name = ?2",
-            [org, name],
-        )?;
-        tx.execute(
-            "DELETE FROM key_sets WHERE org = ?1 AND set_name = ?2",
-            [org, name],
-        )?;
-        tx.execute(
-            "DELETE FROM acl_sets WHERE org = ?1 AND name = ?2",
-            [org, name],
-        )?;
-        tx.commit()?;
+        let db = &self.db;
+        db.transaction(|| {
+            db.execute(
+                "DELETE FROM acl_rules WHERE org = ?1 AND set_name = ?2",
+                args![org, name],
+            )?;
+            db.execute(
+                "DELETE FROM key_sets WHERE org = ?1 AND set_name = ?2",
+                args![org, name],
+            )?;
+            db.execute(
+                "DELETE FROM acl_sets WHERE org = ?1 AND name = ?2",
+                args![org, name],
+            )
+        })?;
         Ok(())
     }
 
@@ -145,11 +152,11 @@ impl Store {
             )));
         }
         let id = secrets::random_id("rule_", 16)?;
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO acl_rules (id, org, set_name, permission, action, topic, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id,
+            args![
+                &id,
                 org,
                 set,
                 permission_str(permission),
@@ -163,16 +170,14 @@ impl Store {
 
     /// One rule.
     pub fn get_rule(&self, org: &str, id: &str) -> Result<Rule, StoreError> {
-        let raw = self
-            .conn
-            .query_row(
+        let row = self
+            .db
+            .query_opt(
                 &format!("SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1 AND id = ?2"),
-                [org, id],
-                rule_from_row,
-            )
-            .optional()?
+                args![org, id],
+            )?
             .ok_or(StoreError::NotFound)?;
-        make_rule(raw)
+        rule_from_row(&row)
     }
 
     /// Rules ordered by id, optionally of one set.
@@ -183,19 +188,18 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Rule>, Option<String>), StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1 AND (?2 IS NULL OR set_name = ?2)
-             AND id > ?3 ORDER BY id LIMIT ?4"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![org, set, cursor.unwrap_or(""), limit_sql(limit)],
-                rule_from_row,
+        // The CAST gives PostgreSQL the parameter's type where `IS NULL` alone would not.
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1
+                     AND (CAST(?2 AS TEXT) IS NULL OR set_name = ?2) AND id > ?3 ORDER BY id LIMIT ?4"
+                ),
+                args![org, set, cursor.unwrap_or(""), limit_sql(limit)],
             )?
-            .collect::<Result<Vec<_>, _>>()?;
-        let rows = rows
-            .into_iter()
-            .map(make_rule)
+            .iter()
+            .map(rule_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, limit, |r| r.id.clone()))
     }
@@ -219,12 +223,12 @@ impl Store {
         if let Some(p) = permission {
             rule.permission = p;
         }
-        self.conn.execute(
+        self.db.execute(
             "UPDATE acl_rules SET topic = ?3, action = ?4, permission = ?5 WHERE org = ?1 AND id = ?2",
-            params![
+            args![
                 org,
                 id,
-                rule.topic,
+                &rule.topic,
                 action_str(rule.action),
                 permission_str(rule.permission)
             ],
@@ -234,9 +238,9 @@ impl Store {
 
     /// Deletes a rule.
     pub fn delete_rule(&mut self, org: &str, id: &str) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "DELETE FROM acl_rules WHERE org = ?1 AND id = ?2",
-            [org, id],
+            args![org, id],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);

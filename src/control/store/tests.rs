@@ -16,8 +16,13 @@ fn user(name: &str, sets: &[&str]) -> NewUser {
 
 #[test]
 fn migrations_and_bootstrap() {
-    let mut s = Store::open_in_memory().unwrap();
-    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+    let mut s = Store::for_tests();
+    let migrations = if s.shared() {
+        schema::PG_MIGRATIONS
+    } else {
+        schema::MIGRATIONS
+    };
+    assert_eq!(s.schema_version().unwrap(), migrations.len());
     s.migrate().unwrap();
     let root = s.bootstrap().unwrap().unwrap();
     assert!(root.starts_with("sk_"));
@@ -32,7 +37,7 @@ fn migrations_and_bootstrap() {
 
 #[test]
 fn org_numbers_are_never_reused() {
-    let mut s = Store::open_in_memory().unwrap();
+    let mut s = Store::for_tests();
     s.bootstrap().unwrap();
     let (a, _) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
     assert_eq!(s.org_num(&a.id).unwrap(), 1);
@@ -47,7 +52,7 @@ fn org_numbers_are_never_reused() {
 
 #[test]
 fn delete_org_cascades() {
-    let mut s = Store::open_in_memory().unwrap();
+    let mut s = Store::for_tests();
     s.bootstrap().unwrap();
     let (o, k) = s.create_org("a", &OrgSettings::default(), 1).unwrap();
     s.create_set(&o.id, "x", "", 1).unwrap();
@@ -64,7 +69,7 @@ fn delete_org_cascades() {
 
 #[test]
 fn user_generation_changes_with_its_rules() {
-    let mut s = Store::open_in_memory().unwrap();
+    let mut s = Store::for_tests();
     s.bootstrap().unwrap();
     s.create_set("default", "x", "", 1).unwrap();
     s.create_user("default", &user("u", &["x"]), 1).unwrap();
@@ -119,7 +124,7 @@ fn reopen_keeps_schema_and_data() {
     let db = dir.join("ringmq.db");
     let root = Store::open(&db).unwrap().bootstrap().unwrap().unwrap();
     let mut again = Store::open(&db).unwrap();
-    assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len());
+    assert_eq!(again.schema_version().unwrap(), schema::MIGRATIONS.len());
     assert!(again.bootstrap().unwrap().is_none());
     assert!(again.snapshot(1).unwrap().key(&root).unwrap().root);
     let key_file = dir.join("bootstrap-key");
@@ -133,7 +138,7 @@ fn reopen_keeps_schema_and_data() {
 
 #[test]
 fn public_key_with_sets_only_subscribes() {
-    let mut s = Store::open_in_memory().unwrap();
+    let mut s = Store::for_tests();
     s.bootstrap().unwrap();
     s.create_set("default", "web", "", 1).unwrap();
     s.create_rule(
@@ -241,7 +246,7 @@ fn database_files_are_private() {
 
 #[test]
 fn exchanged_tokens_are_kept_until_they_expire() {
-    let mut s = Store::open_in_memory().unwrap();
+    let mut s = Store::for_tests();
     assert!(s.record_exchange("idp", "jti:1", 100).unwrap());
     assert!(!s.record_exchange("idp", "jti:1", 100).unwrap());
     // Ids are per provider.
@@ -251,4 +256,109 @@ fn exchanged_tokens_are_kept_until_they_expire() {
     assert!(!s.record_exchange("idp", "jti:1", 100).unwrap());
     assert_eq!(s.sweep_exchanged(101).unwrap(), 2);
     assert_eq!(s.exchanged_count("idp").unwrap(), 0);
+}
+
+/// Two stores on one fresh PostgreSQL database, as two nodes of a cluster see it; `None` when
+/// `RINGMQ_TEST_STORE` names no server.
+fn two_nodes() -> Option<(Store, Store)> {
+    let config = Store::test_database()?;
+    let a = Store::open_postgres_with(config.clone()).unwrap();
+    let b = Store::open_postgres_with(config).unwrap();
+    Some((a, b))
+}
+
+#[test]
+fn nodes_sharing_a_store_bootstrap_once_and_see_each_others_writes() {
+    let Some((mut a, mut b)) = two_nodes() else {
+        eprintln!("RINGMQ_TEST_STORE is not set: PostgreSQL-only test skipped");
+        return;
+    };
+    let first = a.bootstrap().unwrap();
+    assert!(first.is_some());
+    assert!(
+        b.bootstrap().unwrap().is_none(),
+        "the other node finds it done"
+    );
+    let changes = b.changes().unwrap();
+    let (org, _) = a.create_org("acme", &OrgSettings::default(), 1).unwrap();
+    a.create_user(&org.id, &user("dev", &[]), 1).unwrap();
+    assert!(a.bump_changes().unwrap() > changes);
+    assert!(
+        b.changes().unwrap() > changes,
+        "the other node sees the count move"
+    );
+    let snap = b.snapshot(2).unwrap();
+    assert_eq!(snap.org_num(&org.id), Some(1));
+    assert!(snap.user(1, "dev").is_some());
+    // Org numbers come from one counter: a node creating an org after another gets the next.
+    let (second, _) = b.create_org("other", &OrgSettings::default(), 1).unwrap();
+    assert_eq!(a.org_num(&second.id).unwrap(), 2);
+    // Usage adds up over the nodes.
+    let add = UsageCounters {
+        messages_in: 3,
+        messages_out: 4,
+        rest_publishes: 1,
+    };
+    a.add_usage(&org.id, "2026-12", add).unwrap();
+    b.add_usage(&org.id, "2026-12", add).unwrap();
+    assert_eq!(a.usage(&org.id, "2026-12").unwrap().messages_in, 6);
+}
+
+#[test]
+fn nodes_starting_together_migrate_and_bootstrap_once() {
+    let Some(config) = Store::test_database() else {
+        eprintln!("RINGMQ_TEST_STORE is not set: PostgreSQL-only test skipped");
+        return;
+    };
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open_postgres_with(config).unwrap();
+                s.bootstrap().unwrap()
+            })
+        })
+        .collect();
+    let keys: Vec<_> = threads
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 1, "one root key");
+}
+
+#[test]
+fn a_store_without_its_server_fails_cleanly_and_reconnects() {
+    let Some(config) = Store::test_database() else {
+        eprintln!("RINGMQ_TEST_STORE is not set: PostgreSQL-only test skipped");
+        return;
+    };
+    let mut s = Store::open_postgres_with(config.clone()).unwrap();
+    s.bootstrap().unwrap();
+    // Kill this store's session from another connection, as a server restart would.
+    let mut admin = config.connect(postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    // The first query may see the dead connection; the next reconnects.
+    let first = s.get_org("default");
+    if let Err(e) = &first {
+        assert!(e.is_unavailable(), "{e}");
+    }
+    assert_eq!(s.get_org("default").unwrap().id, "default");
+}
+
+#[test]
+fn bad_store_urls_are_refused_with_the_reason() {
+    for url in [
+        "mysql://x",
+        "postgres://host:notaport/db",
+        "postgres://h/db?connect_timeout=soon",
+        "host=h dbname=d",
+    ] {
+        let e = Store::open_postgres(url).unwrap_err();
+        assert!(matches!(e, StoreError::Url(_)), "{url}: {e}");
+    }
 }

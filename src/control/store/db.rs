@@ -1,0 +1,501 @@
+//! The two engines the control plane runs on, behind one small query interface: SQLite for one
+//! node, PostgreSQL for a cluster (every node reads and writes the same rows).
+//!
+//! Queries are written once, in the SQL both engines accept, with `?N` placeholders (rewritten to
+//! `$N` for PostgreSQL), so the two backends cannot drift apart query by query. Values cross as
+//! [`Value`]s: integers, text, bytes and null, which is all the schema holds.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::StoreError;
+
+/// How long connecting to PostgreSQL may take before the store reports it unreachable.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per PostgreSQL connection at most (the store has fewer queries).
+const PG_STATEMENTS_MAX: usize = 256;
+
+/// A value bound to a query or read from a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Value {
+    /// SQL NULL.
+    Null,
+    /// An integer (booleans are 0 and 1).
+    Int(i64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_string())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value::Blob(v)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+impl From<&Option<String>> for Value {
+    fn from(v: &Option<String>) -> Value {
+        v.as_ref().map_or(Value::Null, |s| Value::Text(s.clone()))
+    }
+}
+
+/// Binds the listed values to a query: `args![org, name, to_i64(now)]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        &[$($crate::control::store::db::Value::from($v)),*]
+    };
+}
+pub(super) use args;
+
+/// One row of a result.
+#[derive(Debug)]
+pub(super) struct DbRow(Vec<Value>);
+
+/// A Rust type a column converts to.
+pub(super) trait FromValue: Sized {
+    /// Converts, or fails on a type the schema never stores there.
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Option<i64> {
+        match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Option<bool> {
+        i64::from_value(v).map(|i| i != 0)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(v: &Value) -> Option<String> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            // Text PostgreSQL keeps as bytes because it may hold NUL (see the schema).
+            Value::Blob(b) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(v: &Value) -> Option<Vec<u8>> {
+        match v {
+            Value::Blob(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: &Value) -> Option<Option<T>> {
+        match v {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+impl DbRow {
+    /// Column `i` as `T`.
+    pub(super) fn get<T: FromValue>(&self, i: usize) -> Result<T, StoreError> {
+        self.0
+            .get(i)
+            .and_then(T::from_value)
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} has an unexpected type")))
+    }
+}
+
+/// The engine under the store.
+pub(super) enum Db {
+    /// One node's embedded database.
+    Sqlite(rusqlite::Connection),
+    /// A database every node shares. `RefCell`: the client needs `&mut` for every query, and the
+    /// store is owned by one thread.
+    Postgres(RefCell<Pg>),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Db::Sqlite(_) => f.write_str("Db::Sqlite"),
+            Db::Postgres(_) => f.write_str("Db::Postgres"),
+        }
+    }
+}
+
+/// A PostgreSQL connection that reconnects when it finds itself closed.
+pub(super) struct Pg {
+    config: postgres::Config,
+    client: Option<postgres::Client>,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// Parses a `postgres://` (or `postgresql://`) URL into a client configuration.
+pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::Url(
+            "expected postgres://user:password@host:port/database".into(),
+        ));
+    }
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| StoreError::Url(e.to_string()))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(PG_CONNECT_TIMEOUT);
+    }
+    // A dead peer behind a silent network is found by keepalives, not by a query hanging forever.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.application_name("ringmq");
+    Ok(config)
+}
+
+impl Pg {
+    /// A connection made on first use.
+    pub(super) fn new(config: postgres::Config) -> Pg {
+        Pg {
+            config,
+            client: None,
+            statements: HashMap::new(),
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut postgres::Client, StoreError> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(postgres::Client::is_closed)
+        {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            self.statements.clear();
+            self.client = Some(self.config.connect(postgres::NoTls)?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt("no connection".into()))
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client()?.prepare(&dollar_placeholders(sql))?;
+        if self.statements.len() >= PG_STATEMENTS_MAX {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Forgets the connection after an error that may have broken it (the next use reconnects).
+    fn after(&mut self, error: StoreError) -> StoreError {
+        if let StoreError::Postgres(e) = &error {
+            if unavailable(e) {
+                self.client = None;
+            }
+        }
+        error
+    }
+
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<DbRow>, StoreError> {
+        let run = |pg: &mut Pg| -> Result<Vec<DbRow>, StoreError> {
+            let stmt = pg.statement(sql)?;
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            let rows = pg.client()?.query(&stmt, &params)?;
+            rows.iter().map(pg_row).collect()
+        };
+        run(self).map_err(|e| self.after(e))
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<usize, StoreError> {
+        let run = |pg: &mut Pg| -> Result<usize, StoreError> {
+            let stmt = pg.statement(sql)?;
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            let n = pg.client()?.execute(&stmt, &params)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        run(self).map_err(|e| self.after(e))
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        let run = |pg: &mut Pg| -> Result<(), StoreError> { Ok(pg.client()?.batch_execute(sql)?) };
+        run(self).map_err(|e| self.after(e))
+    }
+}
+
+/// Whether `e` says the server could not be reached or dropped the connection (as opposed to
+/// refusing a query): no server answer at all, or SQLSTATE class 08 (connection exception) or 57
+/// (operator intervention: shutdown, terminated sessions).
+pub(super) fn unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => e.as_db_error().is_none(),
+        Some(code) => matches!(code.code().get(..2), Some("08" | "57")),
+    }
+}
+
+/// `?1` → `$1`: the store's SQL uses SQLite's numbered placeholders, PostgreSQL wants dollars.
+/// The store's SQL holds no `?` inside literals.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn pg_row(row: &postgres::Row) -> Result<DbRow, StoreError> {
+    use postgres::types::Type;
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let value = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob)
+        } else if *ty == Type::VOID {
+            // What functions called for their effect return (`pg_advisory_xact_lock`).
+            None
+        } else {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(DbRow(values))
+}
+
+impl postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::{IsNull, Type};
+        // Checked here rather than in `accepts`, which cannot see the value: a mismatch between
+        // the schema and a query is an error, never bytes of the wrong width on the wire.
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) if *ty == Type::INT8 => v.to_sql(ty, out),
+            Value::Int(v) if *ty == Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+            Value::Int(v) if *ty == Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+            Value::Int(v) if *ty == Type::BOOL => (*v != 0).to_sql(ty, out),
+            Value::Text(s) if <String as postgres::types::ToSql>::accepts(ty) => s.to_sql(ty, out),
+            Value::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
+            Value::Text(s) if *ty == Type::BYTEA => s.as_bytes().to_sql(ty, out),
+            other => Err(format!("a {other:?} cannot be bound to a {ty} parameter").into()),
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn sqlite_row(row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<DbRow> {
+    use rusqlite::types::ValueRef;
+    let mut values = Vec::with_capacity(columns);
+    for i in 0..columns {
+        values.push(match row.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(v) => Value::Int(v),
+            // The schema holds no reals; one read here is as good as corrupt.
+            ValueRef::Real(_) => Value::Null,
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        });
+    }
+    Ok(DbRow(values))
+}
+
+impl Db {
+    /// Runs a statement; the number of rows it changed.
+    pub(super) fn execute(&self, sql: &str, args: &[Value]) -> Result<usize, StoreError> {
+        match self {
+            Db::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(args.iter()))?),
+            Db::Postgres(pg) => pg.borrow_mut().execute(sql, args),
+        }
+    }
+
+    /// Every row of a query.
+    pub(super) fn query(&self, sql: &str, args: &[Value]) -> Result<Vec<DbRow>, StoreError> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let columns = stmt.column_count();
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                        sqlite_row(row, columns)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            }
+            Db::Postgres(pg) => pg.borrow_mut().query(sql, args),
+        }
+    }
+
+    /// The first row of a query, if any.
+    pub(super) fn query_opt(&self, sql: &str, args: &[Value]) -> Result<Option<DbRow>, StoreError> {
+        Ok(self.query(sql, args)?.into_iter().next())
+    }
+
+    /// The first row of a query that always has one (`COUNT(*)`, `RETURNING`).
+    pub(super) fn query_one(&self, sql: &str, args: &[Value]) -> Result<DbRow, StoreError> {
+        self.query_opt(sql, args)?
+            .ok_or_else(|| StoreError::Corrupt("a query returned no row".into()))
+    }
+
+    /// Runs several statements without arguments (migrations).
+    pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Db::Postgres(pg) => pg.borrow_mut().batch(sql),
+        }
+    }
+
+    /// Runs `f` in a transaction: committed when it succeeds, rolled back when it fails.
+    pub(super) fn transaction<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.batch("BEGIN")?;
+        match f() {
+            Ok(value) => {
+                if let Err(e) = self.batch("COMMIT") {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(e);
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                // A failed rollback leaves nothing to undo that the error does not already say:
+                // SQLite rolls back on the next BEGIN's failure, PostgreSQL when the broken
+                // connection is dropped.
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether every node shares this database.
+    pub(super) fn shared(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars_and_nothing_else_changes() {
+        assert_eq!(
+            dollar_placeholders("SELECT a FROM t WHERE x = ?1 AND y = ?12 OR z = '?'"),
+            "SELECT a FROM t WHERE x = $1 AND y = $12 OR z = '?'"
+        );
+    }
+
+    #[test]
+    fn values_convert_both_ways() {
+        let row = DbRow(vec![
+            Value::Int(7),
+            Value::Null,
+            Value::Text("x".into()),
+            Value::Blob(vec![1]),
+        ]);
+        assert_eq!(row.get::<i64>(0).unwrap(), 7);
+        assert!(row.get::<bool>(0).unwrap());
+        assert_eq!(row.get::<Option<i64>>(1).unwrap(), None);
+        assert_eq!(row.get::<String>(2).unwrap(), "x");
+        assert_eq!(row.get::<Vec<u8>>(3).unwrap(), vec![1]);
+        assert!(row.get::<String>(0).is_err(), "a wrong type is an error");
+        assert!(row.get::<i64>(9).is_err(), "a missing column is an error");
+        assert_eq!(Value::from(Some("a")), Value::Text("a".into()));
+        assert_eq!(Value::from(None::<i64>), Value::Null);
+        assert_eq!(Value::from(true), Value::Int(1));
+    }
+}
