@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    Anonymous, Auth, Cluster, Delivery, Durability, DurabilityMode, HttpOptions, Limits, Listeners,
-    MqttOptions, OptionalAddr, OrgLimits, Placement, ShardCount, Shards, SlowConsumerPolicy, Tls,
-    TlsClientAuth,
+    Anonymous, Auth, Cluster, Control, Delivery, Durability, DurabilityMode, HttpOptions, Limits,
+    Listeners, MqttOptions, OptionalAddr, OrgLimits, Placement, ShardCount, Shards,
+    SlowConsumerPolicy, Tls, TlsClientAuth,
 };
 pub use validate::redact;
 
@@ -87,6 +87,9 @@ pub struct Config {
     /// Nodes of a cluster meeting on NATS (off unless `cluster.nats` is set).
     #[serde(default)]
     pub cluster: Cluster,
+    /// Where the control plane lives: SQLite in `data_dir`, or PostgreSQL shared by a cluster.
+    #[serde(default)]
+    pub control: Control,
 }
 
 /// Settings given on the command line; each `Some` overrides every file layer.
@@ -118,6 +121,8 @@ pub struct ServeOverrides {
     pub cluster: Option<String>,
     /// `--node-id`: overrides `cluster.node_id`.
     pub node_id: Option<String>,
+    /// `--store`: overrides `control.store`.
+    pub store: Option<String>,
 }
 
 /// Why a configuration could not be loaded.

@@ -161,6 +161,8 @@ pub struct ControlHandle {
     pub front: super::front_door::FrontDoor,
     /// MQTT login attempts per source address, over all shards (a guesser spreads over them).
     login_attempts: LoginThrottle,
+    /// Whether the control thread's last look at a shared store (PostgreSQL) reached it.
+    store_reachable: std::sync::atomic::AtomicBool,
 }
 
 /// Login attempts per source address in the current minute: failures, and checks still running.
@@ -213,6 +215,12 @@ impl LoginThrottle {
 }
 
 impl ControlHandle {
+    /// Whether the control-plane store answered the last time the control thread asked (always
+    /// true for SQLite); `/readyz` reports it.
+    pub fn store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Relaxed)
+    }
+
     /// The current snapshot's version: shards compare it with theirs on every mesh poll.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
@@ -381,11 +389,25 @@ pub fn start(
     let data_dir = config.data_dir.as_path();
     make_dir_private(data_dir);
     let path = data_dir.join("ringmq.db");
+    let shared = &config.control.store;
+    let shown = if shared.is_empty() {
+        path.display().to_string()
+    } else {
+        crate::control::store::redact_url(shared)
+    };
     let store_error = |source| ControlError::Store {
-        path: path.display().to_string(),
+        path: shown.clone(),
         source,
     };
-    let mut store = Store::open(&path).map_err(store_error)?;
+    let mut store = if shared.is_empty() {
+        Store::open(&path)
+    } else {
+        Store::open_postgres(shared)
+    }
+    .map_err(store_error)?;
+    if store.shared() {
+        tracing::info!(store = %shown, "control plane on PostgreSQL, shared by the cluster's nodes");
+    }
     if let Some(root_key) = store.bootstrap().map_err(store_error)? {
         let key_path = data_dir.join("bootstrap-key");
         crate::control::store::write_bootstrap_key(&key_path, &root_key).map_err(|source| {
@@ -427,11 +449,13 @@ pub fn start(
         login_attempts: LoginThrottle::default(),
         front: super::front_door::FrontDoor::default(),
         org_connections: RwLock::default(),
+        store_reachable: std::sync::atomic::AtomicBool::new(true),
     });
     let for_thread = Arc::clone(&handle);
+    let reload_every = Duration::from_millis(config.control.reload_interval_ms);
     std::thread::Builder::new()
         .name("ringmq-control".to_owned())
-        .spawn(move || control_loop(api, jobs_rx, for_thread))
+        .spawn(move || control_loop(api, jobs_rx, for_thread, reload_every))
         .map_err(ControlError::Thread)?;
     let verify_rx = Arc::new(Mutex::new(verify_rx));
     for index in 0..VERIFIER_THREADS {
@@ -496,15 +520,31 @@ fn now_unix() -> u64 {
 /// How often usage is stored and expired token-exchange users are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 
-fn control_loop(mut api: Api, jobs: Receiver<ControlJob>, handle: Arc<ControlHandle>) {
+fn control_loop(
+    mut api: Api,
+    jobs: Receiver<ControlJob>,
+    handle: Arc<ControlHandle>,
+    reload_every: Duration,
+) {
     let mut next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
+    let mut next_reload = std::time::Instant::now() + reload_every;
+    let shared = api.shared_store();
     loop {
-        let wait = next_housekeeping.saturating_duration_since(std::time::Instant::now());
+        let due = if shared {
+            next_housekeeping.min(next_reload)
+        } else {
+            next_housekeeping
+        };
+        let wait = due.saturating_duration_since(std::time::Instant::now());
         let job = match jobs.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if shared && std::time::Instant::now() >= next_reload {
+            next_reload =
+                std::time::Instant::now() + reload_shared(&mut api, &handle, reload_every);
+        }
         if std::time::Instant::now() >= next_housekeeping {
             next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
             let now = now_unix();
@@ -535,6 +575,35 @@ fn control_loop(mut api: Api, jobs: Receiver<ControlJob>, handle: Arc<ControlHan
                 }
                 reply.send(response);
             }
+        }
+    }
+}
+
+/// How long to wait before asking an unreachable shared store again (each try may take the
+/// connect timeout).
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Loads what other nodes changed in the shared store, if anything; returns when to look again.
+/// The snapshot in force stays while the store cannot be reached: logins and ACLs go on from
+/// memory, and only changes wait.
+fn reload_shared(api: &mut Api, handle: &ControlHandle, every: Duration) -> Duration {
+    match api.reload_if_changed() {
+        Ok(changed) => {
+            if !handle.store_reachable.swap(true, Ordering::Relaxed) {
+                tracing::info!("control-plane store reachable again");
+            }
+            if changed {
+                if let Some(snapshot) = api.take_changed() {
+                    handle.publish_snapshot(snapshot);
+                }
+            }
+            every
+        }
+        Err(error) => {
+            if handle.store_reachable.swap(false, Ordering::Relaxed) {
+                tracing::warn!(%error, "control-plane store unreachable: serving the last snapshot, retrying");
+            }
+            every.max(STORE_RETRY)
         }
     }
 }

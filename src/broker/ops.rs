@@ -29,10 +29,15 @@ pub async fn readyz(shard: &ShardHandle) -> Response {
             .retained_loaded
             .load(std::sync::atomic::Ordering::Relaxed)
     });
+    let store_down = shard
+        .control
+        .as_ref()
+        .is_some_and(|control| !control.store_reachable());
     match shard.wait_counts(asked, READY_TIMEOUT).await {
         Some(_) if shard.shutting_down.get() => Response::text(503, "shutting down\n"),
         Some(_) if nats_down => Response::text(503, "not connected to NATS (cluster)\n"),
         Some(_) if loading => Response::text(503, "loading the cluster's retained messages\n"),
+        Some(_) if store_down => Response::text(503, "control-plane store unreachable\n"),
         Some(_) => Response::text(200, "ready\n"),
         None => Response::text(503, "a shard did not answer within 1 s\n"),
     }

@@ -138,6 +138,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
 
+    /// Keep the control plane (orgs, users, keys, ACL rules) in this PostgreSQL database,
+    /// shared by every node of a cluster: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE
+    /// [default from profile: SQLite in the data dir].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+
     /// Start even if a shard's log is damaged in the middle, dropping what follows the damage
     /// (without it, such a start stops and names the file).
     #[arg(long)]
@@ -186,6 +192,7 @@ impl ServeArgs {
             repair: self.repair,
             cluster: self.cluster.clone(),
             node_id: self.node_id.clone(),
+            store: self.store.clone(),
         }
     }
 }

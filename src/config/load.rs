@@ -239,5 +239,10 @@ fn overrides_table(overrides: &ServeOverrides) -> Result<toml::Table, ConfigErro
         }
         root.insert("cluster".into(), toml::Value::Table(cluster));
     }
+    if let Some(url) = &overrides.store {
+        let mut control = toml::Table::new();
+        control.insert("store".into(), toml::Value::String(url.clone()));
+        root.insert("control".into(), toml::Value::Table(control));
+    }
     Ok(root)
 }

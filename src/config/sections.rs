@@ -412,6 +412,27 @@ impl Default for Cluster {
     }
 }
 
+/// Where the control plane (orgs, users, keys, ACL rules) lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`, shared by every node of a cluster; empty:
+    /// SQLite in `data_dir` (one node).
+    pub store: String,
+    /// How often a node asks a shared store whether another node changed it, in milliseconds
+    /// (one single-row query; the change is in force on this node within about this).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            store: String::new(),
+            reload_interval_ms: 250,
+        }
+    }
+}
+
 /// What survives a restart, and at what cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -116,8 +116,13 @@ fn overlay_order_is_default_profile_config_flags() {
         repair: true,
         cluster: Some("nats://127.0.0.1:4222".into()),
         node_id: Some("n-1".into()),
+        store: Some("postgres://ringmq@127.0.0.1:5432/ringmq".into()),
     };
     let config = Config::load(&overrides).unwrap();
+    assert_eq!(
+        config.control.store,
+        "postgres://ringmq@127.0.0.1:5432/ringmq"
+    );
     assert_eq!(config.cluster.nats, "nats://127.0.0.1:4222");
     assert_eq!(config.cluster.node_id, "n-1");
     assert_eq!(config.durability.mode, DurabilityMode::Memory);
@@ -321,6 +326,15 @@ fn invalid_values_are_rejected_with_the_key() {
             "cluster.subject_prefix",
         ),
         (|c| c.cluster.outbound_queue = 1, "cluster.outbound_queue"),
+        (|c| c.control.store = "mysql://h/db".into(), "control.store"),
+        (
+            |c| c.control.store = "postgres://u:hunter2@h:port/db".into(),
+            "postgres://***@h:port/db",
+        ),
+        (
+            |c| c.control.reload_interval_ms = 0,
+            "control.reload_interval_ms",
+        ),
     ];
     for (mutate, expected) in cases {
         let mut config = Config::embedded_default();

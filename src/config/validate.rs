@@ -208,6 +208,7 @@ impl Config {
             60_000,
         )?;
         self.validate_cluster()?;
+        self.validate_control()?;
         check_range(
             "durability.consume_grace_us",
             self.durability.consume_grace_us,
@@ -367,6 +368,33 @@ impl Config {
             return invalid(format!(
                 "cluster.node_id (--node-id) must be 1 to 64 letters, digits, `-` or `_` when cluster.nats is set, got {:?}",
                 cluster.node_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[control]`: a PostgreSQL URL we can parse (reaching it is checked at start).
+    fn validate_control(&self) -> Result<(), ConfigError> {
+        check_range(
+            "control.reload_interval_ms",
+            self.control.reload_interval_ms,
+            10,
+            60_000,
+        )?;
+        let url = &self.control.store;
+        if url.is_empty() {
+            return Ok(());
+        }
+        if url.len() > 2048 {
+            return invalid("control.store (--store) is longer than 2048 bytes".into());
+        }
+        if let Err(error) = crate::control::store::check_postgres_url(url) {
+            return invalid(format!(
+                "control.store (--store) must be a PostgreSQL URL such as \
+                 postgres://ringmq@127.0.0.1:5432/ringmq, got {:?}: {error}",
+                crate::control::store::redact_url(url)
             ));
         }
         Ok(())

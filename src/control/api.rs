@@ -115,6 +115,9 @@ pub struct Api {
     exchange_windows: HashMap<String, (u64, u32)>,
     /// Unexpired exchanged tokens per provider, as counted since the last sweep.
     exchanged: HashMap<String, u64>,
+    /// The shared store's change count the snapshot was built at (`None`: SQLite, this node's
+    /// own).
+    built_at: Option<i64>,
 }
 
 /// The authenticated caller.
@@ -157,6 +160,14 @@ fn store_error(e: StoreError) -> ApiResponse {
         StoreError::NotFound => Api::error(404, "not_found", "no such resource"),
         StoreError::Conflict(d) => Api::error(409, "conflict", &d),
         StoreError::Invalid(d) => bad(d),
+        other if other.is_unavailable() => {
+            tracing::warn!(error = %other, "control store unreachable");
+            Api::error(
+                503,
+                "unavailable",
+                "the control-plane store cannot be reached; try again",
+            )
+        }
         other => {
             tracing::error!(error = %other, "control store failed");
             Api::error(500, "internal", "internal error")
@@ -213,8 +224,10 @@ impl Api {
         providers: jwt::Providers,
         limits: OrgLimits,
     ) -> Result<Api, StoreError> {
+        let built_at = store.changes()?;
         let snapshot = Arc::new(store.snapshot(1)?);
         Ok(Api {
+            built_at,
             store,
             providers,
             snapshot,
@@ -308,9 +321,28 @@ impl Api {
 
     fn rebuild(&mut self) -> Result<(), StoreError> {
         let version = self.snapshot.version + 1;
+        // Read before the rows: a change committed while they are read moves the count past
+        // this, so the next poll builds again.
+        self.built_at = self.store.changes()?;
         self.snapshot = Arc::new(self.store.snapshot(version)?);
         self.changed = true;
         Ok(())
+    }
+
+    /// On a store other nodes share, builds a new snapshot when any node changed it since the
+    /// last one; true when it did.
+    pub fn reload_if_changed(&mut self) -> Result<bool, StoreError> {
+        let now = self.store.changes()?;
+        if now.is_none() || now == self.built_at {
+            return Ok(false);
+        }
+        self.rebuild()?;
+        Ok(true)
+    }
+
+    /// Whether every node of a cluster shares the store (PostgreSQL).
+    pub fn shared_store(&self) -> bool {
+        self.store.shared()
     }
 
     /// Rebuilds the snapshot after a successful write.

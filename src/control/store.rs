@@ -307,7 +307,7 @@ impl Store {
 
     fn open_postgres_with(config: postgres::Config) -> Result<Store, StoreError> {
         let mut store = Store {
-            db: Db::Postgres(RefCell::new(db::Pg::new(config))),
+            db: Db::Postgres(Box::new(RefCell::new(db::Pg::new(config)))),
         };
         store.migrate()?;
         Ok(store)
@@ -621,21 +621,16 @@ impl Store {
 
     // ---- changes between nodes ----
 
-    /// Counts a change other nodes must load (a shared store only): the number they poll.
-    pub fn bump_changes(&mut self) -> Result<i64, StoreError> {
-        self.db
-            .query_one(
-                "UPDATE counters SET value = value + 1 WHERE name = 'changes' RETURNING value",
-                &[],
-            )?
-            .get(0)
-    }
-
-    /// The count of changes so far (see [`Store::bump_changes`]).
-    pub fn changes(&self) -> Result<i64, StoreError> {
+    /// How many changes a snapshot shows were ever made to a shared store (by any node: a
+    /// trigger counts them in the writing transaction); `None` on SQLite, which one node owns.
+    pub fn changes(&self) -> Result<Option<i64>, StoreError> {
+        if !self.shared() {
+            return Ok(None);
+        }
         self.db
             .query_one("SELECT value FROM counters WHERE name = 'changes'", &[])?
             .get(0)
+            .map(Some)
     }
 }
 
@@ -747,6 +742,25 @@ fn insert_key(
         revoked_at: None,
         key: Some(secret),
     })
+}
+
+/// Checks that `url` is a PostgreSQL URL the store can use, without connecting.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    db::pg_config(url).map(|_| ()).map_err(|e| match e {
+        StoreError::Url(reason) => reason,
+        other => other.to_string(),
+    })
+}
+
+/// A store URL without its credentials (user information and any `password=` option), for
+/// messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = crate::config::redact(url);
+    if let Some(at) = shown.find("password=") {
+        let end = shown[at..].find('&').map_or(shown.len(), |i| at + i);
+        shown.replace_range(at..end, "password=***");
+    }
+    shown
 }
 
 /// Creates the database file with mode 0600 (or narrows an existing one), and its `-wal` and

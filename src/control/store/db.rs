@@ -156,7 +156,7 @@ pub(super) enum Db {
     Sqlite(rusqlite::Connection),
     /// A database every node shares. `RefCell`: the client needs `&mut` for every query, and the
     /// store is owned by one thread.
-    Postgres(RefCell<Pg>),
+    Postgres(Box<RefCell<Pg>>),
 }
 
 impl std::fmt::Debug for Db {

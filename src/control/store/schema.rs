@@ -206,4 +206,29 @@ CREATE TABLE exchanged_tokens (
     PRIMARY KEY (provider, token_id)
 );
 CREATE INDEX exchanged_tokens_expiry ON exchanged_tokens (expires_at);
+-- Every change a snapshot shows moves the 'changes' counter in the same transaction, whichever
+-- node (or operator) made it: nodes poll it and reload when it moved, so no change can be missed
+-- or seen before its rows. Rows, not statements, so a sweep that deletes nothing moves nothing.
+CREATE FUNCTION ringmq_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'changes';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER orgs_changed AFTER INSERT OR UPDATE OR DELETE ON orgs
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+CREATE TRIGGER acl_sets_changed AFTER INSERT OR UPDATE OR DELETE ON acl_sets
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+CREATE TRIGGER user_sets_changed AFTER INSERT OR UPDATE OR DELETE ON user_sets
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+CREATE TRIGGER acl_rules_changed AFTER INSERT OR UPDATE OR DELETE ON acl_rules
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+CREATE TRIGGER key_sets_changed AFTER INSERT OR UPDATE OR DELETE ON key_sets
+    FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
+-- A key's use (last_used_at) and its name change nothing a node authenticates with.
+CREATE TRIGGER api_keys_changed
+    AFTER INSERT OR DELETE OR UPDATE OF org, kind, key_hash, permissions, root, revoked_at
+    ON api_keys FOR EACH ROW EXECUTE FUNCTION ringmq_changed();
 "#];

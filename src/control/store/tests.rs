@@ -282,11 +282,15 @@ fn nodes_sharing_a_store_bootstrap_once_and_see_each_others_writes() {
     let changes = b.changes().unwrap();
     let (org, _) = a.create_org("acme", &OrgSettings::default(), 1).unwrap();
     a.create_user(&org.id, &user("dev", &[]), 1).unwrap();
-    assert!(a.bump_changes().unwrap() > changes);
-    assert!(
-        b.changes().unwrap() > changes,
-        "the other node sees the count move"
-    );
+    let after = b.changes().unwrap();
+    assert!(after > changes, "the other node sees the count move");
+    // A key's use and a sweep that finds nothing are no change to load.
+    let keys = a.list_keys(&org.id, 10, None).unwrap().0;
+    a.touch_key(&keys[0].id, 5).unwrap();
+    a.sweep_expired(5).unwrap();
+    assert_eq!(b.changes().unwrap(), after);
+    a.revoke_key(&org.id, &keys[0].id, 6).unwrap();
+    assert!(b.changes().unwrap() > after, "a revoked key is");
     let snap = b.snapshot(2).unwrap();
     assert_eq!(snap.org_num(&org.id), Some(1));
     assert!(snap.user(1, "dev").is_some());
@@ -348,6 +352,17 @@ fn a_store_without_its_server_fails_cleanly_and_reconnects() {
         assert!(e.is_unavailable(), "{e}");
     }
     assert_eq!(s.get_org("default").unwrap().id, "default");
+}
+
+#[test]
+fn store_urls_are_shown_without_credentials() {
+    assert_eq!(
+        redact_url("postgres://u:secret@h:5432/db?sslmode=disable&password=x2&a=b"),
+        "postgres://***@h:5432/db?sslmode=disable&password=***&a=b"
+    );
+    assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    assert!(check_postgres_url("postgres://u:p@127.0.0.1:5432/db").is_ok());
+    assert!(check_postgres_url("http://h/db").is_err());
 }
 
 #[test]
