@@ -5,8 +5,12 @@
 #     (falls back to `pip install --user` when the venv module is unusable).
 #   - tests/js: `npm ci` (MQTT.js, playwright-core; exact versions from package-lock.json), rerun
 #     only when the lockfile changes (stamp: tests/js/node_modules/.ringmq-lock-sha256);
-#   - Debian's `chromium` (for playwright-core; no browser download), `curl` and `nats-server`
-#     (the cluster tests), via apt, only when missing.
+#   - Debian's `chromium` (for playwright-core; no browser download), `curl`, `nats-server`
+#     (the cluster tests) and `postgresql` (the shared control plane's tests: scripts/test.sh and
+#     tests/python/test_cluster_control.py start throwaway instances of it with
+#     scripts/pg-test-instance.sh), via apt, only when missing. Installing `postgresql` also makes
+#     Debian's own `main` cluster (port 5432, started where an init system allows): harmless, the
+#     tests never use it, and a failure to start it does not fail this script.
 # Prints the python interpreter to use as its last line ("PYTHON=<path>").
 # `BROKER=mosquitto` runs (optional, for checking
 # the tests themselves against a reference broker) need `apt-get install -y mosquitto`, which this
@@ -58,13 +62,27 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-missing=()
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-# The cluster tests' NATS server (tests/python/test_cluster.py).
-command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt_install "${missing[@]}"
+# The apt packages the tests need and this machine lacks, one a line.
+apt_missing() {
+  [ -x /usr/bin/chromium ] || echo chromium
+  command -v curl >/dev/null 2>&1 || echo curl
+  # The cluster tests' NATS server (tests/python/test_cluster.py).
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || echo nats-server
+  # PostgreSQL's server binaries (initdb, pg_ctl, postgres) for scripts/pg-test-instance.sh.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || echo postgresql
+}
+mapfile -t missing < <(apt_missing)
+if [ "${#missing[@]}" -gt 0 ] && ! apt_install "${missing[@]}"; then
+  # Debian's postgresql creates and starts a `main` cluster in its postinst; where that cannot
+  # start (no init system, port 5432 taken) dpkg may report an error with every binary in place.
+  # Go on only if everything asked for is there.
+  mapfile -t still < <(apt_missing)
+  if [ "${#still[@]}" -gt 0 ]; then
+    echo "apt-get install ${missing[*]} failed; still missing: ${still[*]}" >&2
+    exit 1
+  fi
+  echo "warning: apt-get install ${missing[*]} reported an error (Debian's own PostgreSQL cluster" \
+    "could not start?), but everything the tests need is installed; going on" >&2
 fi
 
 js=tests/js

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README): installs the test dependencies (Python venv, npm modules of tests/js,
-# chromium and curl), builds the workspace once, runs the Rust unit and integration tests
-# (rumqttc), then the integration suite in tests/python (paho-mqtt, raw sockets, and the MQTT.js
-# and headless-Chromium scripts of tests/js) against the freshly built broker, then the SDKs'
-# suites (sdk/python: mypy --strict and pytest; sdk/js: node --test and headless Chromium).
+# chromium, curl, nats-server and postgresql), builds the workspace once, runs the Rust unit and
+# integration tests (rumqttc; then the control plane's tests again against a throwaway
+# PostgreSQL started with scripts/pg-test-instance.sh, named to them by RINGMQ_TEST_STORE),
+# then the integration suite in tests/python (paho-mqtt, raw sockets, and the MQTT.js and
+# headless-Chromium scripts of tests/js) against the freshly built broker, then the SDKs' suites
+# (sdk/python: mypy --strict and pytest; sdk/js: node --test and headless Chromium).
 #
 #   bash scripts/test.sh                     # everything
 #   bash scripts/test.sh -k "retained or will"   # arguments go to pytest (also PYTEST_ARGS="-x")
@@ -30,12 +32,28 @@ stamp "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/ringmq-test.XXXXXX")
-trap 'rm -rf "$logs"' EXIT
+# (`destroy`: the instance's files may live outside $logs, see scripts/pg-test-instance.sh.)
+pg_dir="$logs/postgres"
+trap 'bash "$root/scripts/pg-test-instance.sh" destroy "$pg_dir" >/dev/null 2>&1 || true; rm -rf "$logs"' EXIT
 
 cargo_rc=0
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
   stamp "cargo test --workspace"
   { cargo test --workspace 2>&1 | tee "$logs/cargo.log"; } || cargo_rc=$?
+  # The control plane's tests again, on PostgreSQL: a throwaway instance, each test in a database
+  # of its own (RINGMQ_TEST_STORE; without it they run on in-memory SQLite, as above).
+  stamp "cargo test -p ringmq --lib control:: on PostgreSQL (scripts/pg-test-instance.sh)"
+  pg_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if pg_url=$(bash scripts/pg-test-instance.sh start "$pg_dir" "$pg_port" 2>"$logs/pg-start.log") \
+      && [ -n "$pg_url" ]; then
+    { RINGMQ_TEST_STORE="$pg_url" cargo test -p ringmq --lib control:: 2>&1 | tee -a "$logs/cargo.log"; } \
+      || cargo_rc=$?
+  else
+    echo "FAILED: could not start a throwaway PostgreSQL for the store tests:" >&2
+    sed 's/^/  /' "$logs/pg-start.log" >&2
+    cargo_rc=1
+  fi
+  bash scripts/pg-test-instance.sh destroy "$pg_dir" >/dev/null 2>&1 || true
 fi
 
 stamp "pytest tests/python (paho-mqtt $("$python" -c 'import paho.mqtt; print(paho.mqtt.__version__)'))"

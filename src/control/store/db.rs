@@ -185,6 +185,9 @@ pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e: postgres::Error| StoreError::Url(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        return Err(StoreError::Url("the URL names no host".into()));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(PG_CONNECT_TIMEOUT);
     }

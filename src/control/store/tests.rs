@@ -372,6 +372,8 @@ fn bad_store_urls_are_refused_with_the_reason() {
         "postgres://host:notaport/db",
         "postgres://h/db?connect_timeout=soon",
         "host=h dbname=d",
+        "postgres://",
+        "postgres:///db",
     ] {
         let e = Store::open_postgres(url).unwrap_err();
         assert!(matches!(e, StoreError::Url(_)), "{url}: {e}");
