@@ -356,8 +356,13 @@ impl LiveView for ControlHandle {
     }
 }
 
+/// REST publishes this node added to the store's usage since it started, per org: (`YYYYMM`,
+/// count) of the month they went to.
+type AddedThisRun = ahash::AHashMap<OrgNum, (u64, u64)>;
+
 /// Adds what the shards counted since the last call to the store's monthly usage.
-fn persist_usage(api: &mut Api, handle: &ControlHandle, now: u64) {
+fn persist_usage(api: &mut Api, handle: &ControlHandle, now: u64, added: &mut AddedThisRun) {
+    let month = crate::control::store::month_number(now);
     let totals = handle.totals();
     let Ok(mut persisted) = handle.persisted.lock() else {
         return;
@@ -373,9 +378,36 @@ fn persist_usage(api: &mut Api, handle: &ControlHandle, now: u64) {
             continue;
         }
         match api.record_usage(org, now, add) {
-            Ok(()) => *stored = total,
+            Ok(()) => {
+                *stored = total;
+                let entry = added.entry(org).or_insert((month, 0));
+                if entry.0 != month {
+                    *entry = (month, 0);
+                }
+                entry.1 += add.rest_publishes;
+            }
             Err(error) => tracing::warn!(%error, org, "could not store usage"),
         }
+    }
+}
+
+/// Tells each org's quota what the store counted this month beyond this node's own count since
+/// it started: earlier runs, and on a shared store every other node (so a monthly quota holds
+/// cluster-wide, within a housekeeping interval of each node's traffic).
+fn share_quotas(api: &Api, handle: &ControlHandle, now: u64, added: &AddedThisRun) {
+    let month = crate::control::store::month_number(now);
+    match api.month_usage(now) {
+        Ok(usage) => {
+            for (org, stored) in usage {
+                let mine = added
+                    .get(&org)
+                    .filter(|(m, _)| *m == month)
+                    .map_or(0, |(_, n)| *n);
+                let others = stored.rest_publishes.saturating_sub(mine);
+                handle.front.set_quota_others(org, month, others);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not read the month's usage for quotas"),
     }
 }
 
@@ -529,6 +561,7 @@ fn control_loop(
     let mut next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
     let mut next_reload = std::time::Instant::now() + reload_every;
     let shared = api.shared_store();
+    let mut added = AddedThisRun::new();
     loop {
         let due = if shared {
             next_housekeeping.min(next_reload)
@@ -548,12 +581,8 @@ fn control_loop(
         if std::time::Instant::now() >= next_housekeeping {
             next_housekeeping = std::time::Instant::now() + HOUSEKEEPING_INTERVAL;
             let now = now_unix();
-            persist_usage(&mut api, &handle, now);
-            let orgs: Vec<OrgNum> = api.snapshot().orgs().map(|org| org.num).collect();
-            handle.front.seed_quotas(
-                |org| api.stored_usage(org, now).ok().map(|u| u.rest_publishes),
-                &orgs,
-            );
+            persist_usage(&mut api, &handle, now, &mut added);
+            share_quotas(&api, &handle, now, &added);
             if let Err(error) = api.sweep(now) {
                 tracing::warn!(%error, "could not sweep expired credentials");
             }

@@ -2,7 +2,7 @@
 //! rate limits, monthly quotas and the `Idempotency-Key` cache.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,13 @@ pub(super) const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 pub struct Quota {
     /// `YYYYMM` the count belongs to.
     pub(super) month: AtomicU64,
-    /// Messages published over REST this month.
+    /// Messages published over REST this month through this node since it started.
     pub(super) used: AtomicU64,
-    /// Set once the count includes what the store remembers from earlier runs.
-    pub(super) seeded: AtomicBool,
+    /// What the store says the org used in `others_month` beyond `used`: earlier runs of this
+    /// node, and every other node of a cluster sharing the store.
+    others: AtomicU64,
+    /// `YYYYMM` of `others`.
+    others_month: AtomicU64,
 }
 
 impl Quota {
@@ -48,12 +51,23 @@ impl Quota {
                 self.used.store(0, Ordering::Relaxed);
             }
         }
+        let others = if self.others_month.load(Ordering::Acquire) == month {
+            self.others.load(Ordering::Relaxed)
+        } else {
+            0
+        };
         let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before + n > limit {
+        if before.saturating_add(n).saturating_add(others) > limit {
             self.used.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
         true
+    }
+
+    /// Sets what the rest of the cluster (and earlier runs) used in `month`.
+    pub(super) fn set_others(&self, month: u64, others: u64) {
+        self.others.store(others, Ordering::Relaxed);
+        self.others_month.store(month, Ordering::Release);
     }
 }
 
@@ -182,16 +196,9 @@ impl FrontDoor {
         }
     }
 
-    /// Adds what the store counted this month to quotas not seeded yet (control thread).
-    pub fn seed_quotas(&self, mut stored: impl FnMut(OrgNum) -> Option<u64>, orgs: &[OrgNum]) {
-        for org in orgs {
-            let quota = self.quota(*org);
-            if !quota.seeded.load(Ordering::Relaxed) {
-                if let Some(used) = stored(*org) {
-                    quota.used.fetch_add(used, Ordering::Relaxed);
-                    quota.seeded.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+    /// Tells `org`'s quota what was used in `month` beyond this node's own count since it
+    /// started (control thread, after each look at the store).
+    pub fn set_quota_others(&self, org: OrgNum, month: u64, others: u64) {
+        self.quota(org).set_others(month, others);
     }
 }

@@ -33,8 +33,7 @@ const QUEUED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `YYYYMM` of now (UTC).
 fn month_now() -> u64 {
-    let month = crate::control::store::month_of(crate::control::store::now_unix());
-    month.replace('-', "").parse().unwrap_or(0)
+    crate::control::store::month_number(crate::control::store::now_unix())
 }
 
 /// A token taken from an org's bucket: the decision and burst for the `X-RateLimit-*` headers,
@@ -510,6 +509,23 @@ mod tests {
         assert!(quota.take(2, 5, 202611));
         assert!(!quota.take(1, 5, 202611));
         assert!(quota.take(5, 5, 202612), "a new month starts over");
+    }
+
+    #[test]
+    fn quota_counts_what_the_rest_of_the_cluster_used_that_month() {
+        let quota = Quota::default();
+        quota.set_others(202611, 3);
+        assert!(quota.take(2, 5, 202611));
+        assert!(!quota.take(1, 5, 202611), "3 elsewhere + 2 here fill 5");
+        quota.set_others(202611, 1);
+        assert!(
+            quota.take(2, 5, 202611),
+            "the others' count is replaced, not added"
+        );
+        assert!(
+            quota.take(5, 5, 202612),
+            "another month's count of the others does not apply"
+        );
     }
 
     #[test]

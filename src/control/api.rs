@@ -292,6 +292,17 @@ impl Api {
         self.store.usage(&info.id, &store::month_of(now_unix))
     }
 
+    /// Every org's stored usage of the month holding `now_unix` (all nodes of a cluster, and
+    /// earlier runs), by routing number.
+    pub fn month_usage(&self, now_unix: u64) -> Result<Vec<(OrgNum, UsageCounters)>, StoreError> {
+        Ok(self
+            .store
+            .usage_of_month(&store::month_of(now_unix))?
+            .into_iter()
+            .filter_map(|(id, usage)| Some((self.snapshot.org_num(&id)?, usage)))
+            .collect())
+    }
+
     /// Deletes expired token-exchange users; returns how many.
     pub fn sweep(&mut self, now_unix: u64) -> Result<usize, StoreError> {
         self.store.sweep_exchanged(now_unix)?;

@@ -603,6 +603,27 @@ impl Store {
         Ok(())
     }
 
+    /// Every org's counters of `month`, by org id.
+    pub fn usage_of_month(&self, month: &str) -> Result<Vec<(String, UsageCounters)>, StoreError> {
+        self.db
+            .query(
+                "SELECT org, messages_in, messages_out, rest_publishes FROM usage WHERE month = ?1",
+                args![month],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.get(0)?,
+                    UsageCounters {
+                        messages_in: to_u64(r.get(1)?),
+                        messages_out: to_u64(r.get(2)?),
+                        rest_publishes: to_u64(r.get(3)?),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// An org's counters of `month`.
     pub fn usage(&self, org: &str, month: &str) -> Result<UsageCounters, StoreError> {
         let Some(r) = self.db.query_opt(
@@ -833,6 +854,12 @@ pub fn next_month_start(unix: u64) -> u64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days).unwrap_or(0) * 86_400
+}
+
+/// `YYYYMM` of `unix` seconds (UTC), as a number.
+pub fn month_number(unix: u64) -> u64 {
+    let (year, month) = year_month(unix);
+    u64::try_from(year * 100 + month).unwrap_or(0)
 }
 
 /// `YYYY-MM` of `unix` seconds (UTC).

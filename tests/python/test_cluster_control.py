@@ -327,6 +327,33 @@ def test_without_postgres_logins_go_on_the_api_fails_fast_and_all_recovers(nodes
         wait_ready(node, timeout=10)
 
 
+def test_a_monthly_quota_counts_every_nodes_rest_publishes(nodes):
+    """The org's month is one row every node adds to, and each node's quota counts the others'."""
+    n1, n2 = nodes(2)
+    key = bootstrap_key([n1, n2])
+    with api(n1, key) as one, api(n2, key) as two:
+        r = one.patch("/v1/org", json={"settings": {"monthly_quota": 10}})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 5
+        while two.get("/v1/org").json()["settings"]["monthly_quota"] != 10:
+            assert time.monotonic() < deadline, "the new quota did not reach node 2"
+            time.sleep(0.05)
+        time.sleep(0.5)  # node 2's snapshot (and with it the quota in force) is in
+        for i in range(6):
+            r = one.post("/v1/publish", json={"topic": f"quota/{i}", "payload": "x"})
+            assert r.status_code == 202, r.text
+        # Node 1 adds its count to the shared row within its housekeeping interval (5 s) ...
+        deadline = time.monotonic() + 15
+        while two.get("/v1/org").json()["usage"]["rest_publishes"] < 6:
+            assert time.monotonic() < deadline, "node 1's publishes never reached the shared usage"
+            time.sleep(0.2)
+        # ... and node 2 reads it into its quota within its own.
+        time.sleep(5.5)
+        statuses = [two.post("/v1/publish", json={"topic": f"quota/b{i}", "payload": "x"}).status_code
+                    for i in range(5)]
+    assert statuses == [202, 202, 202, 202, 429], statuses
+
+
 def test_malformed_store_urls_stop_the_start(tmp_path):
     binary = ringmq_binary()
     if not os.access(binary, os.X_OK):
