@@ -45,9 +45,13 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log that cannot be written (stderr a closed pipe) is dropped: by default the subscriber
+    // reports the failure with `eprintln!`, which panics on the same closed pipe and took the
+    // shard threads down with it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().with_ansi(false).init();
     } else {

@@ -224,15 +224,25 @@ impl Broker {
             shutdown,
             tls,
         };
-        for _ in 0..shard_count {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
+        let mut ready = 0;
+        while ready < shard_count {
+            // A shard that dies before it reports (a panic) would leave this wait, and the
+            // broker, hanging forever: the sender lives on in `shared`.
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(())) => ready += 1,
                 Ok(Err(error)) => {
                     broker.shutdown.shutdown();
                     broker.join();
                     return Err(error);
                 }
-                Err(_) => {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(dead) = broker.handles.iter().position(|h| h.is_finished()) {
+                        broker.shutdown.shutdown();
+                        broker.join();
+                        return Err(BrokerError::ShardPanicked(dead));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     broker.shutdown.shutdown();
                     broker.join();
                     return Err(BrokerError::ShardPanicked(0));

@@ -58,3 +58,46 @@ def test_restart_on_same_ports(broker, connect, raw):
     sub.subscribe("again/t", qos=1)
     connect().publish("again/t", b"back", qos=1)
     assert sub.get().payload == b"back"
+
+
+def test_a_closed_log_pipe_neither_stops_the_shards_nor_the_shutdown(tmp_path):
+    """Regression: with stderr a pipe its reader closed, the log subscriber reported the failed
+    write with `eprintln!`, which panicked on the same pipe and killed the shard threads before
+    they were ready; the broker then served nothing and ignored SIGTERM, waiting for them."""
+    import os
+    import subprocess
+
+    from conftest import BROKER_KIND, ROOT, free_port
+
+    if BROKER_KIND != "ringmq":
+        pytest.skip("ringmq's logging")
+    binary = os.environ.get("RINGMQ_BIN") or str(ROOT / "target" / "debug" / "ringmq")
+    mqtt_port, http_port = free_port(), free_port()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every log line now meets EPIPE
+    proc = subprocess.Popen([binary, "serve", "--mqtt-listen", f"127.0.0.1:{mqtt_port}",
+                             "--http-listen", f"127.0.0.1:{http_port}", "--data-dir", str(tmp_path),
+                             "--log", "debug"],
+                            stdout=subprocess.DEVNULL, stderr=write_end, stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = mr.RawClient("127.0.0.1", mqtt_port, 5)
+            except OSError:
+                assert proc.poll() is None, f"the broker exited with {proc.returncode}"
+                assert time.monotonic() < deadline, "the shards never served"
+                time.sleep(0.1)
+                continue
+            try:
+                c.connect(unique("pipe"))
+                break
+            finally:
+                c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
