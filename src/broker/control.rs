@@ -438,7 +438,7 @@ pub fn start(
     }
     .map_err(store_error)?;
     if store.shared() {
-        tracing::info!(store = %shown, "control plane on PostgreSQL, shared by the cluster's nodes");
+        tracing::info!(store = %shown, tls = store.encrypted(), "control plane on PostgreSQL, shared by the cluster's nodes");
     }
     if let Some(root_key) = store.bootstrap().map_err(store_error)? {
         let key_path = data_dir.join("bootstrap-key");

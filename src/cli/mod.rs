@@ -139,8 +139,9 @@ pub struct ServeArgs {
     pub node_id: Option<String>,
 
     /// Keep the control plane (orgs, users, keys, ACL rules) in this PostgreSQL database,
-    /// shared by every node of a cluster: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE
-    /// [default from profile: SQLite in the data dir].
+    /// shared by every node of a cluster: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, with
+    /// ?sslmode=require[&sslrootcert=CA.pem] for verified TLS [default from profile: SQLite in the
+    /// data dir].
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 

@@ -302,12 +302,19 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`),
     /// which every node of a cluster shares, and migrates it.
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        Store::open_postgres_with(db::pg_config(url)?)
+        Store::open_postgres_at(db::pg_target(url)?)
     }
 
+    #[cfg(test)]
     fn open_postgres_with(config: postgres::Config) -> Result<Store, StoreError> {
+        let mut target = db::pg_target("postgres://unused")?;
+        target.config = config;
+        Store::open_postgres_at(target)
+    }
+
+    fn open_postgres_at(target: db::PgTarget) -> Result<Store, StoreError> {
         let mut store = Store {
-            db: Db::Postgres(Box::new(RefCell::new(db::Pg::new(config)))),
+            db: Db::Postgres(Box::new(RefCell::new(db::Pg::new(target)))),
         };
         store.migrate()?;
         Ok(store)
@@ -341,6 +348,14 @@ impl Store {
             .expect("create a test database");
         config.dbname(&name);
         Some(config)
+    }
+
+    /// Whether connections to the store are encrypted (a shared store with `sslmode=require`).
+    pub fn encrypted(&self) -> bool {
+        match &self.db {
+            Db::Postgres(pg) => pg.borrow().tls(),
+            Db::Sqlite(_) => false,
+        }
     }
 
     /// Whether every node of a cluster shares this store (PostgreSQL).
@@ -767,7 +782,7 @@ fn insert_key(
 
 /// Checks that `url` is a PostgreSQL URL the store can use, without connecting.
 pub fn check_postgres_url(url: &str) -> Result<(), String> {
-    db::pg_config(url).map(|_| ()).map_err(|e| match e {
+    db::pg_target(url).map(|_| ()).map_err(|e| match e {
         StoreError::Url(reason) => reason,
         other => other.to_string(),
     })

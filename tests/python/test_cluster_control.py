@@ -377,3 +377,99 @@ def test_malformed_store_urls_stop_the_start(tmp_path):
         assert "hunter2" not in proc.stderr + proc.stdout, "the password is not echoed"
     help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
     assert "--store <URL>" in help_text
+
+
+def _tls_files(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for `hosts` (IPs) signed by it: (ca.pem, server.crt, server.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    span = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique("test-ca"))])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(span[0]).not_valid_after(span[1])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "postgres")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(span[0]).not_valid_after(span[1])
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(h)) for h in hosts]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.crt", directory / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+def _psql(url: str, *sql: str) -> str:
+    args = ["psql", url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    for statement in sql:
+        args += ["-c", statement]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def test_the_store_over_tls_is_verified(postgres, tmp_path):
+    """`sslmode=require&sslrootcert=CA`: the node's connection is encrypted (pg_stat_ssl says so);
+    a server whose certificate the CA did not sign is refused at start, never used in clear."""
+    import pwd
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("installs the server's key as the postgres user")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca, cert, key = _tls_files(certs, ["127.0.0.1"])
+    other_ca, _, _ = _tls_files(tmp_path, ["127.0.0.1"])
+    data_dir = Path(_psql(postgres.url, "SHOW data_directory"))
+    owner = pwd.getpwnam("postgres")
+    for src in (cert, key):
+        dst = data_dir / f"ringmq-test-{src.name}"
+        shutil.copy(src, dst)
+        os.chown(dst, owner.pw_uid, owner.pw_gid)
+        os.chmod(dst, 0o600)
+    _psql(postgres.url, f"ALTER SYSTEM SET ssl_cert_file = '{data_dir / 'ringmq-test-server.crt'}'",
+          f"ALTER SYSTEM SET ssl_key_file = '{data_dir / 'ringmq-test-server.key'}'",
+          "ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while _psql(postgres.url, "SHOW ssl") != "on":
+        assert time.monotonic() < deadline, "PostgreSQL did not turn TLS on"
+        time.sleep(0.1)
+
+    url = f"{postgres.url}?sslmode=require&sslrootcert={ca}"
+    workdir = tmp_path / "tls-node"
+    workdir.mkdir()
+    node = Broker("ringmq", workdir, config=NODE_CONFIG, extra_args=["--store", url])
+    node.start()
+    try:
+        wait_ready(node)
+        encrypted = _psql(postgres.url, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                                        "WHERE a.application_name = 'ringmq' AND s.ssl")
+        plain = _psql(postgres.url, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                                    "WHERE a.application_name = 'ringmq' AND NOT s.ssl")
+        assert (int(encrypted), int(plain)) == (1, 0)
+        with api(node, root_key(node)) as admin:
+            create_user(admin, unique("tlsuser"))
+    finally:
+        node.stop()
+
+    wrong = f"{postgres.url}?sslmode=verify-full&sslrootcert={other_ca}"
+    proc = subprocess.run([ringmq_binary(), "serve", "--data-dir", str(tmp_path / "wrong"),
+                           "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--store", wrong],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0, proc.stderr
+    assert "certificate" in proc.stderr.lower(), proc.stderr

@@ -168,20 +168,130 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Where a shared store is and how to reach it.
+#[derive(Clone)]
+pub(super) struct PgTarget {
+    pub(super) config: postgres::Config,
+    /// With `sslmode=require`: TLS whose certificate chain and host name rustls always checks
+    /// (what libpq calls `verify-full`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl PgTarget {
+    fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+    }
+
+    /// Whether connections use TLS.
+    pub(super) fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
 /// A PostgreSQL connection that reconnects when it finds itself closed.
 pub(super) struct Pg {
-    config: postgres::Config,
+    target: PgTarget,
     client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
 }
 
-/// Parses a `postgres://` (or `postgresql://`) URL into a client configuration.
-pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
+/// Parses a `postgres://` (or `postgresql://`) URL into where and how to connect.
+///
+/// `sslmode=require` (or libpq's `verify-ca` / `verify-full`, which rustls always does) asks
+/// for TLS, trusting the public web's roots or, with `sslrootcert=PATH`, only the certificates
+/// in that PEM file. `disable`, `allow` and `prefer` mean plain text: a TLS that an attacker on
+/// the path can refuse protects nothing, so the only TLS offered is one that cannot be skipped.
+pub(super) fn pg_target(url: &str) -> Result<PgTarget, StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::Url(
             "expected postgres://user:password@host:port/database".into(),
         ));
     }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let mut tls = false;
+    let mut root_cert = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslrootcert" => {
+                let path = percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .map_err(|_| StoreError::Url("sslrootcert is not UTF-8".into()))?;
+                root_cert = Some(std::path::PathBuf::from(path.as_ref()));
+            }
+            "sslmode" => match value {
+                "disable" | "allow" | "prefer" => kept.push("sslmode=disable"),
+                "require" | "verify-ca" | "verify-full" => {
+                    tls = true;
+                    kept.push("sslmode=require");
+                }
+                other => {
+                    return Err(StoreError::Url(format!(
+                        "sslmode {other:?} is not one of disable, require, verify-full"
+                    )))
+                }
+            },
+            _ => kept.push(pair),
+        }
+    }
+    if root_cert.is_some() && !tls {
+        return Err(StoreError::Url(
+            "sslrootcert needs sslmode=require (or verify-full)".into(),
+        ));
+    }
+    let rebuilt = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let config = pg_config(&rebuilt)?;
+    let tls = if tls {
+        Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+            root_cert.as_deref(),
+        )?))
+    } else {
+        None
+    };
+    Ok(PgTarget { config, tls })
+}
+
+/// The TLS settings of a connection to a shared store: the certificates of `root_cert` (PEM)
+/// as the only trusted roots, or the public web's.
+fn tls_config(root_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let fail = |reason: String| {
+                StoreError::Url(format!("sslrootcert {}: {reason}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| fail(format!("bad PEM ({e})")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(format!("a certificate is not usable as a CA ({e})")))?;
+            }
+            if roots.is_empty() {
+                return Err(fail("holds no PEM certificate".into()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Url(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Parses a URL without TLS options into a client configuration.
+pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e: postgres::Error| StoreError::Url(e.to_string()))?;
@@ -200,12 +310,17 @@ pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
 
 impl Pg {
     /// A connection made on first use.
-    pub(super) fn new(config: postgres::Config) -> Pg {
+    pub(super) fn new(target: PgTarget) -> Pg {
         Pg {
-            config,
+            target,
             client: None,
             statements: HashMap::new(),
         }
+    }
+
+    /// Whether connections use TLS.
+    pub(super) fn tls(&self) -> bool {
+        self.target.tls()
     }
 
     fn client(&mut self) -> Result<&mut postgres::Client, StoreError> {
@@ -218,7 +333,7 @@ impl Pg {
         }
         if self.client.is_none() {
             self.statements.clear();
-            self.client = Some(self.config.connect(postgres::NoTls)?);
+            self.client = Some(self.target.connect()?);
         }
         self.client
             .as_mut()
@@ -480,6 +595,54 @@ mod tests {
             dollar_placeholders("SELECT a FROM t WHERE x = ?1 AND y = ?12 OR z = '?'"),
             "SELECT a FROM t WHERE x = $1 AND y = $12 OR z = '?'"
         );
+    }
+
+    #[test]
+    fn tls_is_asked_for_by_sslmode_and_never_optional() {
+        let plain = pg_target("postgres://u@h/db").unwrap();
+        assert!(!plain.tls());
+        for mode in ["prefer", "allow", "disable"] {
+            let t = pg_target(&format!("postgres://u@h/db?sslmode={mode}")).unwrap();
+            assert!(
+                !t.tls(),
+                "{mode} is plain text, not a TLS an attacker may refuse"
+            );
+        }
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let t = pg_target(&format!(
+                "postgres://u@h/db?application_name=x&sslmode={mode}"
+            ));
+            assert!(t.unwrap().tls(), "{mode}");
+        }
+        let bad = |url: &str| match pg_target(url) {
+            Err(StoreError::Url(reason)) => reason,
+            Err(other) => panic!("{url}: {other}"),
+            Ok(_) => panic!("{url} accepted"),
+        };
+        assert!(bad("postgres://u@h/db?sslmode=sometimes").contains("sslmode"));
+        assert!(bad("postgres://u@h/db?sslrootcert=/x.pem").contains("sslmode=require"));
+        assert!(
+            bad("postgres://u@h/db?sslmode=require&sslrootcert=/nonexistent.pem")
+                .contains("/nonexistent.pem")
+        );
+        let dir = std::env::temp_dir().join(format!("ringmq-pgtls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let url = format!(
+            "postgres://u@h/db?sslmode=require&sslrootcert={}",
+            empty.display()
+        );
+        assert!(bad(&url).contains("no PEM certificate"));
+        let ca = rcgen::generate_simple_self_signed(vec!["h".into()]).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        let url = format!(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert={}",
+            good.display()
+        );
+        assert!(pg_target(&url).unwrap().tls());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
