@@ -14,6 +14,9 @@ use super::StoreError;
 /// How long connecting to PostgreSQL may take before the store reports it unreachable.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one query may wait for the server (unacknowledged data, a statement behind a lock).
+const PG_WAIT_MAX: Duration = Duration::from_secs(10);
+
 /// Prepared statements kept per PostgreSQL connection at most (the store has fewer queries).
 const PG_STATEMENTS_MAX: usize = 256;
 
@@ -301,9 +304,17 @@ pub(super) fn pg_config(url: &str) -> Result<postgres::Config, StoreError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(PG_CONNECT_TIMEOUT);
     }
-    // A dead peer behind a silent network is found by keepalives, not by a query hanging forever.
+    // A dead peer behind a silent network is found by keepalives and the TCP user timeout, and
+    // a statement stuck behind a lock ends server-side, so the control thread is never held up
+    // much longer than PG_WAIT_MAX by one query (it has no query deadline of its own).
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_idle(Duration::from_secs(5));
+    config.keepalives_interval(Duration::from_secs(2));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(PG_WAIT_MAX);
+    if config.get_options().is_none() {
+        config.options(&format!("-c statement_timeout={}", PG_WAIT_MAX.as_millis()));
+    }
     config.application_name("ringmq");
     Ok(config)
 }

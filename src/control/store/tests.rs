@@ -366,6 +366,30 @@ fn store_urls_are_shown_without_credentials() {
 }
 
 #[test]
+fn a_shared_stores_statements_end_server_side() {
+    let Some(config) = Store::test_database() else {
+        eprintln!("RINGMQ_TEST_STORE is not set: PostgreSQL-only test skipped");
+        return;
+    };
+    // The same server and database, reached through a URL as `--store` gives it.
+    let url = std::env::var("RINGMQ_TEST_STORE").unwrap();
+    let (server, _) = url
+        .split_once('?')
+        .unwrap_or((&url, ""))
+        .0
+        .rsplit_once('/')
+        .unwrap();
+    let dbname = config.get_dbname().unwrap();
+    let s = Store::open_postgres(&format!("{server}/{dbname}")).unwrap();
+    let shown: String =
+        s.db.query_one("SHOW statement_timeout", &[])
+            .unwrap()
+            .get(0)
+            .unwrap();
+    assert_eq!(shown, "10s");
+}
+
+#[test]
 fn bad_store_urls_are_refused_with_the_reason() {
     for url in [
         "mysql://x",
