@@ -12,6 +12,8 @@
 #                                 [--only SCENARIO,...] [--no-memory]
 # --baseline BIN adds an earlier ringmq build ("base") to every round, for a before/after
 # comparison in one run (ringmq ÷ base); --no-peers leaves mosquitto and rumqttd out.
+# FLASHMQ_BIN=/path/to/flashmq adds FlashMQ as a third peer (`thread_count 1`, so per core like
+# the rest); build it with `apt-get install cmake libssl-dev` and FlashMQ's Release cmake build.
 # Needs: cargo, taskset, python3, ss; installs mosquitto and rumqttd via scripts/install-peers.sh
 # (rumqttd is cached in $RINGMQ_PEERS_DIR, default $HOME/.cache/ringmq-peers).
 set -euo pipefail
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --no-peers) with_peers=0; shift ;;
         --only) only="$2"; shift 2 ;;
         --no-memory) with_memory=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -51,6 +53,14 @@ fi
 brokers=(ringmq)
 [ -n "$baseline_bin" ] && brokers+=(base)
 [ "$with_peers" = 1 ] && brokers+=(mosquitto rumqttd)
+flashmq_bin="${FLASHMQ_BIN:-}"
+if [ -n "$flashmq_bin" ]; then
+    if [ ! -x "$flashmq_bin" ]; then
+        echo "FLASHMQ_BIN: $flashmq_bin is not an executable" >&2
+        exit 2
+    fi
+    [ "$with_peers" = 1 ] && brokers+=(flashmq)
+fi
 peers_dir="${RINGMQ_PEERS_DIR:-$HOME/.cache/ringmq-peers}"
 [ "$with_peers" = 1 ] && "$root/scripts/install-peers.sh" "$peers_dir"
 mosquitto_bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
@@ -79,6 +89,7 @@ port_mosquitto="$(free_port $((port_ringmq + 1)))"
 port_rumqttd="$(free_port $((port_mosquitto + 1)))"
 port_http="$(free_port 31880)"
 port_base="$(free_port $((port_rumqttd + 1)))"
+port_flashmq="$(free_port $((port_base + 1)))"
 
 cat > "$work/mosquitto.conf" <<EOF
 listener $port_mosquitto 127.0.0.1
@@ -113,6 +124,19 @@ next_connection_delay_ms = 0
     dynamic_filters = true
 EOF
 
+cat > "$work/flashmq.conf" <<EOF
+# One thread: per-core figures, like the other brokers here.
+thread_count 1
+allow_anonymous true
+log_file $work/flashmq.log
+log_level warning
+listen {
+    protocol mqtt
+    inet4_bind_address 127.0.0.1
+    port $port_flashmq
+}
+EOF
+
 broker_pid=""
 # start_broker NAME [SHARDS]: starts one broker (pinned to CPU 0 unless SHARDS > 1).
 start_broker() {
@@ -136,6 +160,10 @@ start_broker() {
         rumqttd)
             port="$port_rumqttd"
             taskset -c 0 "$rumqttd_bin" -q -c "$work/rumqttd.toml" >> "$work/rumqttd.log" 2>&1 &
+            ;;
+        flashmq)
+            port="$port_flashmq"
+            taskset -c 0 "$flashmq_bin" --config-file "$work/flashmq.conf" >> "$work/flashmq.out" 2>&1 &
             ;;
     esac
     broker_pid=$!
@@ -167,6 +195,7 @@ port_of() {
         base) echo "$port_base" ;;
         mosquitto) echo "$port_mosquitto" ;;
         rumqttd) echo "$port_rumqttd" ;;
+        flashmq) echo "$port_flashmq" ;;
     esac
 }
 
@@ -326,13 +355,14 @@ def ratio(a, b):
     return "%.2f×" % (a / b)
 
 lines = []
-lines.append("# ringmq vs mosquitto vs rumqttd — %s" % os.path.basename(md_path)[:-3])
+peers = [b for b in ("mosquitto", "rumqttd", "flashmq") if any(key[0] == b for key in runs)]
+lines.append("# ringmq vs %s — %s" % (" vs ".join(peers) or "itself", os.path.basename(md_path)[:-3]))
 lines.append("")
 lines.append("Machine: %s. Brokers pinned to CPU 0 (ringmq `--shards 1`), loadgen pinned to CPU 1, "
              "loopback, no persistence, anonymous. Medians of %s rounds, %s s measured per run "
              "(memory: one run each)." % (machine, rounds, duration))
 lines.append("")
-present = [b for b in ("ringmq", "base", "mosquitto", "rumqttd")
+present = [b for b in ("ringmq", "base", "mosquitto", "rumqttd", "flashmq")
            if any(key[0] == b for key in runs)]
 others = [b for b in present if b != "ringmq"]
 lines.append("| scenario | " + " | ".join(present) + "".join(" | ringmq ÷ %s" % b for b in others) + " |")
@@ -356,7 +386,7 @@ if two:
                                            fmt(median("ringmq", scenario, pick))))
     lines.append("")
 notes = []
-for broker in ("ringmq", "base", "mosquitto", "rumqttd", "ringmq2"):
+for broker in ("ringmq", "base", "mosquitto", "rumqttd", "flashmq", "ringmq2"):
     for _, scenario, _, _ in rows:
         text = problems(broker, scenario)
         if text:
