@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod client_tls;
 pub mod config;
 pub mod control;
 pub mod ratelimit;

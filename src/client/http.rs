@@ -153,28 +153,13 @@ pub fn base_url(url: &str) -> Result<String, ClientError> {
 /// private CA, as curl's `--cacert` does. Without `--ca`, ureq's own settings trust the public
 /// web's roots (webpki-roots).
 fn private_ca_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    use rustls::pki_types::pem::PemObject;
     let fail = |reason: String| ClientError::CaFile {
         path: ca.to_path_buf(),
         reason,
     };
     let pem = std::fs::read(ca).map_err(|e| fail(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| fail(format!("bad PEM ({e})")))?;
-        roots
-            .add(cert)
-            .map_err(|e| fail(format!("a certificate is not usable as a CA ({e})")))?;
-    }
-    if roots.is_empty() {
-        return Err(fail("holds no PEM certificate".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Transport(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = crate::client_tls::ca_roots(&pem).map_err(fail)?;
+    let config = crate::client_tls::client_config(roots).map_err(ClientError::Transport)?;
     Ok(Arc::new(config))
 }
 

@@ -265,32 +265,17 @@ pub(super) fn pg_target(url: &str) -> Result<PgTarget, StoreError> {
 /// The TLS settings of a connection to a shared store: the certificates of `root_cert` (PEM)
 /// as the only trusted roots, or the public web's.
 fn tls_config(root_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match root_cert {
+    let roots = match root_cert {
         Some(path) => {
             let fail = |reason: String| {
                 StoreError::Url(format!("sslrootcert {}: {reason}", path.display()))
             };
             let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| fail(format!("bad PEM ({e})")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| fail(format!("a certificate is not usable as a CA ({e})")))?;
-            }
-            if roots.is_empty() {
-                return Err(fail("holds no PEM certificate".into()));
-            }
+            crate::client_tls::ca_roots(&pem).map_err(fail)?
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::Url(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        None => crate::client_tls::public_roots(),
+    };
+    crate::client_tls::client_config(roots).map_err(StoreError::Url)
 }
 
 /// Parses a URL without TLS options into a client configuration.
