@@ -42,11 +42,13 @@ if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
   { cargo test --workspace 2>&1 | tee "$logs/cargo.log"; } || cargo_rc=$?
   # The control plane's tests again, on PostgreSQL: a throwaway instance, each test in a database
   # of its own (RINGMQ_TEST_STORE; without it they run on in-memory SQLite, as above).
-  stamp "cargo test -p ringmq --lib control:: on PostgreSQL (scripts/pg-test-instance.sh)"
+  stamp "cargo test --workspace --lib control:: on PostgreSQL (scripts/pg-test-instance.sh)"
   pg_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   if pg_url=$(bash scripts/pg-test-instance.sh start "$pg_dir" "$pg_port" 2>"$logs/pg-start.log") \
       && [ -n "$pg_url" ]; then
-    { RINGMQ_TEST_STORE="$pg_url" cargo test -p ringmq --lib control:: 2>&1 | tee -a "$logs/cargo.log"; } \
+    # `--workspace` as above, so the test binaries built there are reused (`-p ringmq` would
+    # resolve features differently and rebuild the crate).
+    { RINGMQ_TEST_STORE="$pg_url" cargo test --workspace --lib control:: 2>&1 | tee -a "$logs/cargo.log"; } \
       || cargo_rc=$?
   else
     echo "FAILED: could not start a throwaway PostgreSQL for the store tests:" >&2
