@@ -514,8 +514,8 @@ def test_orgs_stay_apart_across_nodes(nodes):
 
     n1, n2 = nodes(2)
     wait_peers(n1, 1)
-    # Each node has its own control plane (PostgreSQL is not used yet): orgs made in the same
-    # order get the same routing number on both.
+    # Without --store each node has its own control plane (SQLite): orgs made in the same order
+    # get the same routing number on both. (test_cluster_control.py: one shared PostgreSQL.)
     keys: dict[int, dict[str, str]] = {}
     for node in (n1, n2):
         keys[node.port] = {}
