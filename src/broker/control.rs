@@ -163,6 +163,9 @@ pub struct ControlHandle {
     login_attempts: LoginThrottle,
     /// Whether the control thread's last look at a shared store (PostgreSQL) reached it.
     store_reachable: std::sync::atomic::AtomicBool,
+    /// Unix milliseconds at which the control thread took up its current work (0: idle): a
+    /// store call nothing times out (a stopped database server that still ACKs) shows here.
+    busy_since_ms: AtomicU64,
 }
 
 /// Login attempts per source address in the current minute: failures, and checks still running.
@@ -219,6 +222,15 @@ impl ControlHandle {
     /// true for SQLite); `/readyz` reports it.
     pub fn store_reachable(&self) -> bool {
         self.store_reachable.load(Ordering::Relaxed)
+    }
+
+    /// Whether the control thread has been on one piece of work for longer than `limit` (a store
+    /// call that does not return); `/readyz` reports it.
+    pub fn stuck(&self, limit: Duration) -> bool {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        since != 0
+            && unix_ms().saturating_sub(since)
+                > u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The current snapshot's version: shards compare it with theirs on every mesh poll.
@@ -482,6 +494,7 @@ pub fn start(
         front: super::front_door::FrontDoor::default(),
         org_connections: RwLock::default(),
         store_reachable: std::sync::atomic::AtomicBool::new(true),
+        busy_since_ms: AtomicU64::new(0),
     });
     let for_thread = Arc::clone(&handle);
     let reload_every = Duration::from_millis(config.control.reload_interval_ms);
@@ -569,11 +582,13 @@ fn control_loop(
             next_housekeeping
         };
         let wait = due.saturating_duration_since(std::time::Instant::now());
+        handle.busy_since_ms.store(0, Ordering::Relaxed);
         let job = match jobs.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        handle.busy_since_ms.store(unix_ms(), Ordering::Relaxed);
         if shared && std::time::Instant::now() >= next_reload {
             next_reload =
                 std::time::Instant::now() + reload_shared(&mut api, &handle, reload_every);
@@ -606,6 +621,13 @@ fn control_loop(
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (at least 1, so 0 can mean "idle").
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 /// How long to wait before asking an unreachable shared store again (each try may take the

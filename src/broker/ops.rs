@@ -12,6 +12,10 @@ use super::stats::{ShardStats, REST_STATUSES};
 /// One metric: name, help text, and how to read it from a shard's counters.
 type Metric<T> = (&'static str, &'static str, fn(&ShardStats) -> T);
 
+/// How long the control thread may be on one piece of work before `/readyz` says it is stuck
+/// (above the ~10 s a store query may wait, and the 2 s a sessions query waits for shards).
+const CONTROL_STUCK_AFTER: Duration = Duration::from_secs(15);
+
 /// How long `/readyz` waits for every shard to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -33,11 +37,19 @@ pub async fn readyz(shard: &ShardHandle) -> Response {
         .control
         .as_ref()
         .is_some_and(|control| !control.store_reachable());
+    let control_stuck = shard
+        .control
+        .as_ref()
+        .is_some_and(|control| control.stuck(CONTROL_STUCK_AFTER));
     match shard.wait_counts(asked, READY_TIMEOUT).await {
         Some(_) if shard.shutting_down.get() => Response::text(503, "shutting down\n"),
         Some(_) if nats_down => Response::text(503, "not connected to NATS (cluster)\n"),
         Some(_) if loading => Response::text(503, "loading the cluster's retained messages\n"),
         Some(_) if store_down => Response::text(503, "control-plane store unreachable\n"),
+        Some(_) if control_stuck => Response::text(
+            503,
+            "control plane stuck: one piece of its work has taken over 15 s\n",
+        ),
         Some(_) => Response::text(200, "ready\n"),
         None => Response::text(503, "a shard did not answer within 1 s\n"),
     }

@@ -473,3 +473,39 @@ def test_the_store_over_tls_is_verified(postgres, tmp_path):
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert proc.returncode != 0, proc.stderr
     assert "certificate" in proc.stderr.lower(), proc.stderr
+
+
+def test_a_frozen_store_shows_in_readyz_and_logins_go_on(nodes, postgres):
+    """A PostgreSQL that stops answering but keeps its sockets open (SIGSTOP: the kernel still
+    acknowledges, so no TCP timeout fires) holds the control thread's query; /readyz says the
+    control plane is stuck, logins go on from the snapshot, and all recovers when it resumes."""
+    import signal
+
+    (n1,) = nodes(1)
+    key = bootstrap_key([n1])
+    with api(n1, key) as admin:
+        name = unique("frozen")
+        create_user(admin, name)
+    assert login(n1, name) == 0
+    backend = int(_psql(postgres.url, "SELECT pg_backend_pid()"))
+    postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    frozen = [postmaster] + [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            r = httpx.get(f"http://{n1.host}:{n1.http_port}/readyz", timeout=5)
+            if r.status_code == 503 and "stuck" in r.text:
+                break
+            assert time.monotonic() < deadline, (r.status_code, r.text)
+            time.sleep(0.5)
+        assert login(n1, name) == 0, "logins go on from the snapshot"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"http://{n1.host}:{n1.http_port}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the node did not recover after PostgreSQL resumed"
+        time.sleep(0.2)
