@@ -15,6 +15,12 @@ use clap::{ArgAction, Args, Parser, Subcommand};
     long_about = "Load generator for MQTT brokers. Thread-per-core on io_uring; every payload \
 carries its publisher, a sequence number and a send timestamp, so the report gives end-to-end \
 latency percentiles and counts lost, duplicated and reordered messages.\n\n\
+TLS and WebSocket: every client scenario speaks MQTT over TCP by default, over TLS with \
+--tls (--ca PEM to trust, or --insecure for self-signed test brokers; --cert/--key for mutual \
+TLS; --sni), over WebSocket with --ws (--ws-path, default /mqtt), and over both (wss) with \
+--tls --ws. The default port follows: 1883, 8883, 8083, 8084. Every TLS connect is a full \
+handshake unless --tls-resume, so `conn --tls` measures handshakes per second. `sink` serves \
+the same transports. See `ringmq-loadgen conn --help`.\n\n\
 Exit code: 0 on success, 1 on connection or protocol errors, 2 when messages were lost at \
 QoS 1 or 2 (a broker bug)."
 )]
@@ -66,9 +72,9 @@ pub struct ConnectionArgs {
     #[arg(short = 'h', long, default_value = "127.0.0.1")]
     pub host: String,
 
-    /// Broker port.
-    #[arg(short = 'p', long, default_value_t = 1883)]
-    pub port: u16,
+    /// Broker port [default: 1883; 8883 with --tls; 8083 with --ws; 8084 with --tls --ws].
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
 
     /// Port the subscribers connect to instead of --port, on the same host: another node of a
     /// ringmq cluster, so every message crosses between nodes.
@@ -132,6 +138,62 @@ pub struct ConnectionArgs {
     /// No per-second progress lines.
     #[arg(long)]
     pub quiet: bool,
+
+    /// MQTT over TLS (rustls on ring, TLS 1.2 and 1.3). Needs --ca, or --insecure for a
+    /// self-signed test broker. Every connect is a full handshake unless --tls-resume.
+    #[arg(long, help_heading = TLS_AND_WS)]
+    pub tls: bool,
+
+    /// CA certificates (PEM) to trust: the broker's certificate must chain to one of them and
+    /// name the host (or --sni). The system's CAs are not used.
+    #[arg(long, value_name = "PEM", requires = "tls", help_heading = TLS_AND_WS)]
+    pub ca: Option<PathBuf>,
+
+    /// BENCHMARKS ONLY: accept any broker certificate for any name (the handshake signature is
+    /// still checked, so a handshake costs what a verifying client's does, minus the chain).
+    #[arg(long, requires = "tls", conflicts_with = "ca", help_heading = TLS_AND_WS)]
+    pub insecure: bool,
+
+    /// Client certificate chain (PEM, end-entity first) for mutual TLS; needs --key.
+    #[arg(long, value_name = "PEM", requires_all = ["tls", "key"], help_heading = TLS_AND_WS)]
+    pub cert: Option<PathBuf>,
+
+    /// Private key of --cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires_all = ["tls", "cert"], help_heading = TLS_AND_WS)]
+    pub key: Option<PathBuf>,
+
+    /// TLS server name, sent as SNI and verified against the certificate [default: the host;
+    /// an IP address is matched against the certificate's IP entries and sends no SNI].
+    #[arg(long, value_name = "NAME", requires = "tls", help_heading = TLS_AND_WS)]
+    pub sni: Option<String>,
+
+    /// Resume TLS sessions (session tickets, kept in memory) instead of a full handshake per
+    /// connection.
+    #[arg(long, requires = "tls", help_heading = TLS_AND_WS)]
+    pub tls_resume: bool,
+
+    /// MQTT over WebSocket (RFC 6455, subprotocol `mqtt`, binary frames); with --tls, over
+    /// TLS (wss).
+    #[arg(long, help_heading = TLS_AND_WS)]
+    pub ws: bool,
+
+    /// Path of the broker's WebSocket endpoint [default: /mqtt, as ringmq and EMQX serve it;
+    /// mosquitto answers on any path].
+    #[arg(long, value_name = "PATH", requires = "ws", help_heading = TLS_AND_WS)]
+    pub ws_path: Option<String>,
+}
+
+/// The `--help` section of the transport flags.
+pub const TLS_AND_WS: &str = "TLS and WebSocket";
+
+/// The broker port when `-p` is not given: the usual one of the transport.
+pub fn default_port(tls: bool, ws: bool) -> u16 {
+    match (tls, ws) {
+        (false, false) => 1883,
+        (true, false) => 8883,
+        (false, true) => 8083,
+        (true, true) => 8084,
+    }
 }
 
 /// How messages are published (shared by every scenario with publishers).
@@ -340,6 +402,21 @@ pub struct SinkArgs {
     /// CPUs to pin the threads to.
     #[arg(long)]
     pub cpus: Option<String>,
+    /// Serve MQTT over TLS with --cert and --key (to measure the loadgen's own TLS cost).
+    #[arg(long, requires_all = ["cert", "key"], help_heading = TLS_AND_WS)]
+    pub tls: bool,
+    /// Server certificate chain (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls", help_heading = TLS_AND_WS)]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls", help_heading = TLS_AND_WS)]
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM): mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "tls", help_heading = TLS_AND_WS)]
+    pub ca: Option<PathBuf>,
+    /// Serve MQTT over WebSocket (any path); with --tls, over TLS.
+    #[arg(long, help_heading = TLS_AND_WS)]
+    pub ws: bool,
     /// Exit after this many seconds (default: run until killed).
     #[arg(short = 'd', long)]
     pub duration: Option<f64>,
@@ -430,7 +507,7 @@ mod tests {
             panic!("expected pub");
         };
         assert_eq!(args.connection.host, "10.0.0.1");
-        assert_eq!(args.connection.port, 1884);
+        assert_eq!(args.connection.port, Some(1884));
         assert_eq!(args.connection.mqtt_version, 5);
         assert_eq!(args.clients, 7);
         assert_eq!(args.load.qos, 1);
@@ -479,6 +556,62 @@ mod tests {
                 "{command}"
             );
         }
+    }
+
+    #[test]
+    fn parses_transport_flags() {
+        let Command::Conn(args) = parse(&[
+            "conn",
+            "--tls",
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--sni",
+            "broker.example",
+            "--ws",
+            "--ws-path",
+            "/ws",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("expected conn");
+        };
+        let connection = args.connection;
+        assert!(connection.tls && connection.ws);
+        assert_eq!(connection.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(connection.sni.as_deref(), Some("broker.example"));
+        assert_eq!(connection.ws_path.as_deref(), Some("/ws"));
+        assert_eq!(connection.port, None);
+        let Command::Pub(args) = parse(&["pub"]).unwrap().command else {
+            panic!("expected pub");
+        };
+        assert!(!args.connection.tls && !args.connection.ws);
+        assert_eq!(args.connection.ws_path, None);
+        assert!(parse(&["pub", "--ws-path", "/x"]).is_err());
+        assert_eq!(default_port(false, false), 1883);
+        assert_eq!(default_port(true, false), 8883);
+        assert_eq!(default_port(false, true), 8083);
+        assert_eq!(default_port(true, true), 8084);
+    }
+
+    #[test]
+    fn transport_flags_need_their_companions() {
+        // TLS settings without --tls.
+        assert!(parse(&["conn", "--ca", "ca.pem"]).is_err());
+        assert!(parse(&["conn", "--insecure"]).is_err());
+        assert!(parse(&["conn", "--sni", "x"]).is_err());
+        // A certificate without its key, and the other way round.
+        assert!(parse(&["conn", "--tls", "--insecure", "--cert", "c.pem"]).is_err());
+        assert!(parse(&["conn", "--tls", "--insecure", "--key", "k.pem"]).is_err());
+        // Trust a CA or trust anything, not both.
+        assert!(parse(&["conn", "--tls", "--insecure", "--ca", "ca.pem"]).is_err());
+        // The sink needs a certificate to serve TLS.
+        assert!(parse(&["sink", "--tls"]).is_err());
+        assert!(parse(&["sink", "--tls", "--cert", "c.pem", "--key", "k.pem", "--ws"]).is_ok());
     }
 
     #[test]

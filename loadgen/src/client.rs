@@ -1,6 +1,7 @@
 //! The client side of MQTT as the loadgen needs it: TCP connect (optionally from a chosen
-//! source address), CONNECT/CONNACK, SUBSCRIBE/SUBACK, a reusable read buffer that splits
-//! frames without copying, pre-encoded PUBLISH templates and a PUBLISH fast path.
+//! source address), the transport's handshakes (TLS, WebSocket: see `transport`),
+//! CONNECT/CONNACK, SUBSCRIBE/SUBACK, a reusable read buffer that splits frames without
+//! copying, pre-encoded PUBLISH templates and a PUBLISH fast path.
 //!
 //! Control packets go through the broker's own codec (`ringmq_proto::mqtt`); the per-message paths
 //! (building a PUBLISH, reading one) patch and slice bytes in place so that nothing is
@@ -22,6 +23,7 @@ use ringmq_proto::mqtt::{
 };
 
 use crate::payload::{Header, HEADER_BYTES};
+use crate::transport::{Connection, ReadSide, Transport};
 
 /// Largest packet the loadgen accepts; bigger ones are a protocol error (bounds the read buffer).
 pub const PACKET_BYTES_MAX: usize = 1 << 20;
@@ -50,6 +52,8 @@ pub struct ClientConfig {
     pub keepalive: u16,
     /// Source addresses, used round-robin by connection index.
     pub source_addresses: Vec<IpAddr>,
+    /// TCP, TLS, WebSocket or both.
+    pub transport: Transport,
 }
 
 /// Why a client could not connect or had to stop.
@@ -63,6 +67,10 @@ pub enum ClientError {
     Protocol(String),
     /// The broker refused CONNECT or SUBSCRIBE.
     Refused(String),
+    /// The TLS handshake failed.
+    Tls(String),
+    /// The WebSocket upgrade failed.
+    WebSocket(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -72,12 +80,24 @@ impl std::fmt::Display for ClientError {
             ClientError::Closed => formatter.write_str("connection closed by the broker"),
             ClientError::Protocol(message) => write!(formatter, "protocol: {message}"),
             ClientError::Refused(message) => write!(formatter, "refused: {message}"),
+            ClientError::Tls(message) => write!(formatter, "tls: {message}"),
+            ClientError::WebSocket(message) => write!(formatter, "websocket: {message}"),
         }
     }
 }
 
 impl From<io::Error> for ClientError {
+    /// TLS and WebSocket failures below MQTT come as IO errors `TLS: ...` / `WebSocket: ...`.
     fn from(error: io::Error) -> Self {
+        if error.kind() == io::ErrorKind::InvalidData {
+            let message = error.to_string();
+            if let Some(rest) = message.strip_prefix("TLS: ") {
+                return ClientError::Tls(rest.to_owned());
+            }
+            if let Some(rest) = message.strip_prefix("WebSocket: ") {
+                return ClientError::WebSocket(rest.to_owned());
+            }
+        }
         ClientError::Io(error)
     }
 }
@@ -113,14 +133,33 @@ impl ReadBuffer {
         }
     }
 
-    /// Reads once from `stream`; returns the byte count (0: the peer closed).
-    pub async fn fill<R: AsyncReadRent>(&mut self, stream: &mut R) -> io::Result<usize> {
+    /// Slides the unread tail to the front: everything before `start` was consumed.
+    fn compact(&mut self) {
         if self.start > 0 {
-            // Everything before `start` was consumed: slide the unread tail to the front.
             self.data.copy_within(self.start.., 0);
             self.data.truncate(self.data.len() - self.start);
             self.start = 0;
         }
+    }
+
+    /// Reads once from a connection's read half (through its TLS and WebSocket layers, if
+    /// any), at most one read chunk; returns the byte count (0: the peer closed).
+    pub async fn fill_from(&mut self, side: &mut ReadSide) -> io::Result<usize> {
+        if side.is_plain() {
+            return self.fill(side.socket()).await;
+        }
+        self.compact();
+        side.read_into(&mut self.data, READ_CHUNK_BYTES).await
+    }
+
+    /// The bytes received and not yet framed.
+    pub fn unread(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// Reads once from `stream`; returns the byte count (0: the peer closed).
+    pub async fn fill<R: AsyncReadRent>(&mut self, stream: &mut R) -> io::Result<usize> {
+        self.compact();
         if self.data.capacity() - self.data.len() < 512 {
             let wanted =
                 (self.data.len() + READ_CHUNK_BYTES).min(PACKET_BYTES_MAX + READ_CHUNK_BYTES);
@@ -316,7 +355,7 @@ pub async fn write_buffer<W: AsyncWriteRent>(stream: &mut W, buf: &mut BytesMut)
 /// Reads until a packet other than PUBLISH arrives and returns it; PUBLISH packets that race
 /// ahead (retained messages, a persistent session's backlog) are skipped.
 pub async fn read_control_packet(
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     reader: &mut ReadBuffer,
     version: ProtocolVersion,
 ) -> Result<Packet, ClientError> {
@@ -327,10 +366,29 @@ pub async fn read_control_packet(
             }
             return reader.decode(&frame, version);
         }
-        if reader.fill(stream).await? == 0 {
+        if reader.fill_from(&mut stream.read).await? == 0 {
             return Err(ClientError::Closed);
         }
     }
+}
+
+/// When the first bytes of a plain TCP or TLS answer are TLS or HTTP, the transport flags are
+/// wrong: says which one to add.
+fn wrong_transport(first: &[u8], transport: &Transport) -> Option<ClientError> {
+    let tls_record = matches!(first, [0x15 | 0x16, 0x03, ..] | [0x15 | 0x16]);
+    if tls_record && transport.tls.is_none() {
+        return Some(ClientError::Protocol(
+            "the broker answered with TLS: the port is a TLS listener (add --tls)".to_owned(),
+        ));
+    }
+    let http = first.len() >= 5 && &first[..5] == b"HTTP/";
+    if http && transport.ws.is_none() {
+        return Some(ClientError::Protocol(
+            "the broker answered with HTTP: the port is an HTTP/WebSocket listener (add --ws)"
+                .to_owned(),
+        ));
+    }
+    None
 }
 
 /// Connects, sends CONNECT and waits for a successful CONNACK.
@@ -341,12 +399,37 @@ pub async fn connect_client(
     connection_index: usize,
     reader: &mut ReadBuffer,
     buf: &mut BytesMut,
-) -> Result<TcpStream, ClientError> {
+) -> Result<Connection, ClientError> {
     let source = (!config.source_addresses.is_empty())
         .then(|| config.source_addresses[connection_index % config.source_addresses.len()]);
-    let mut stream = tcp_connect(broker, source).await?;
+    let stream = tcp_connect(broker, source).await?;
+    let mut stream = Connection::client(stream, &config.transport).await?;
     encode_connect(config, client_id, buf);
-    write_buffer(&mut stream, buf).await?;
+    stream.write.write_all(buf).await?;
+    if config.transport.ws.is_none() {
+        // The first bytes tell a wrong port (TLS or HTTP) from a broken broker.
+        if reader.unread().is_empty() {
+            let first = reader.fill_from(&mut stream.read).await;
+            match first {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+                    // What TLS and WebSocket listeners do to plain MQTT, among other causes.
+                    return Err(ClientError::Io(io::Error::new(
+                        error.kind(),
+                        format!(
+                            "{error} before any answer to CONNECT (a TLS or WebSocket port? \
+                             see --tls, --ws)"
+                        ),
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if let Some(error) = wrong_transport(reader.unread(), &config.transport) {
+            return Err(error);
+        }
+    }
     match read_control_packet(&mut stream, reader, config.version).await? {
         Packet::ConnAck(connack) if connack.reason.0 == 0 => Ok(stream),
         Packet::ConnAck(connack) => Err(ClientError::Refused(format!(
@@ -362,7 +445,7 @@ pub async fn connect_client(
 
 /// Subscribes to one filter and waits for a granting SUBACK.
 pub async fn subscribe(
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     reader: &mut ReadBuffer,
     buf: &mut BytesMut,
     filter: &str,
@@ -370,7 +453,7 @@ pub async fn subscribe(
     version: ProtocolVersion,
 ) -> Result<(), ClientError> {
     encode_subscribe(filter, qos, 1, version, buf);
-    write_buffer(stream, buf).await?;
+    stream.write.write_all(buf).await?;
     match read_control_packet(stream, reader, version).await? {
         Packet::SubAck(suback) => match suback.reasons.first() {
             Some(reason) if reason.0 < 0x80 => Ok(()),

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -60,6 +61,10 @@ pub struct Global {
     pub errors: AtomicU64,
     /// Publishers that sent their `--count` messages.
     pub publishers_done: AtomicU64,
+    /// What the first TLS connection negotiated (version, suite, group), for the report.
+    tls_session: OnceLock<String>,
+    /// TLS connections that resumed a session (`--tls-resume`) instead of a full handshake.
+    pub tls_resumed: AtomicU64,
 }
 
 impl Global {
@@ -76,7 +81,24 @@ impl Global {
             received: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             publishers_done: AtomicU64::new(0),
+            tls_session: OnceLock::new(),
+            tls_resumed: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a TLS session was described already.
+    pub fn has_tls_session(&self) -> bool {
+        self.tls_session.get().is_some()
+    }
+
+    /// Keeps the first description of a TLS session.
+    pub fn set_tls_session(&self, description: String) {
+        let _ = self.tls_session.set(description);
+    }
+
+    /// What the first TLS connection negotiated.
+    pub fn tls_session(&self) -> Option<String> {
+        self.tls_session.get().cloned()
     }
 
     /// The current phase.

@@ -4,7 +4,20 @@
 //! each io_uring thread runs: connections, publishers, subscribers), `client` (the client side
 //! of MQTT on the broker's codec), `control` (phases and wake-ups), `payload` (the header each
 //! message carries), `tracker` (loss/duplicate/reorder detection), `template` (`%i` topics),
-//! `metrics` (HDR histograms), `report` (table, JSON, HTML), `sink` (the null-sink server).
+//! `metrics` (HDR histograms), `report` (table, JSON, HTML), `sink` (the null-sink server),
+//! `transport` (TLS and WebSocket under MQTT), `tls` (rustls settings from the flags), `ws`
+//! (WebSocket handshake and frames).
+//!
+//! ## TLS and WebSocket
+//!
+//! `--tls` speaks MQTT over TLS (rustls on ring, driven by hand over the io_uring socket),
+//! `--ws` MQTT over WebSocket, both together wss. `--ca PEM` is the only trust anchor;
+//! `--insecure` skips certificate checks for self-signed test brokers; `--cert`/`--key` present
+//! a client certificate; `--sni` names the server; `--tls-resume` resumes sessions (by default
+//! every connect is a full handshake, so `conn --tls` measures handshakes per second);
+//! `--ws-path` is the endpoint (default `/mqtt`). The default port follows the transport:
+//! 1883, 8883 (TLS), 8083 (WebSocket), 8084 (both). `sink --tls --cert --key [--ca] [--ws]`
+//! serves the same transports, to measure the loadgen's own cost.
 
 mod cli;
 mod client;
@@ -15,8 +28,11 @@ mod report;
 mod run;
 mod sink;
 mod template;
+mod tls;
 mod tracker;
+mod transport;
 mod worker;
+mod ws;
 
 use clap::Parser;
 use ringmq_proto::mqtt::{ProtocolVersion, QoS};
@@ -25,6 +41,7 @@ use crate::cli::{Cli, Command, ConnectionArgs, LoadArgs};
 use crate::client::ClientConfig;
 use crate::metrics::LatencyKind;
 use crate::run::{Ending, Output, Timing};
+use crate::transport::{TlsClient, Transport, WsClient};
 use crate::worker::{Delivery, Plan};
 
 fn main() {
@@ -49,8 +66,11 @@ fn client_config(args: &ConnectionArgs) -> anyhow::Result<ClientConfig> {
         4 => ProtocolVersion::V311,
         _ => ProtocolVersion::V5,
     };
+    let port = args
+        .port
+        .unwrap_or_else(|| cli::default_port(args.tls, args.ws));
     Ok(ClientConfig {
-        broker: run::resolve(&args.host, args.port)?,
+        broker: run::resolve(&args.host, port)?,
         sub_broker: args
             .sub_port
             .map(|port| run::resolve(&args.host, port))
@@ -62,7 +82,44 @@ fn client_config(args: &ConnectionArgs) -> anyhow::Result<ClientConfig> {
         session_expiry: args.session_expiry,
         keepalive: args.keepalive,
         source_addresses: args.ifaddr.clone(),
+        transport: transport(args, port)?,
     })
+}
+
+/// The transport the flags ask for; PEM files are read and checked here, before any
+/// connection, so a bad one stops the run with its name.
+fn transport(args: &ConnectionArgs, port: u16) -> anyhow::Result<Transport> {
+    let tls = if args.tls {
+        let options = tls::TlsOptions {
+            ca: args.ca.clone(),
+            insecure: args.insecure,
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            resume: args.tls_resume,
+        };
+        Some(TlsClient {
+            config: tls::client_config(&options)?,
+            server_name: tls::server_name(args.sni.as_deref(), &args.host)?,
+        })
+    } else {
+        None
+    };
+    let ws = if args.ws {
+        let path = args.ws_path.clone().unwrap_or_else(|| "/mqtt".to_owned());
+        anyhow::ensure!(
+            path.starts_with('/') && path.bytes().all(|byte| byte.is_ascii_graphic()),
+            "--ws-path {path:?} must start with / and hold no spaces or control characters"
+        );
+        let host = if args.host.contains(':') {
+            format!("[{}]:{port}", args.host)
+        } else {
+            format!("{}:{port}", args.host)
+        };
+        Some(WsClient { path, host })
+    } else {
+        None
+    };
+    Ok(Transport { tls, ws })
 }
 
 /// A plan with no clients yet; each scenario fills in its shape.

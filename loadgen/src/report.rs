@@ -40,6 +40,12 @@ pub struct Report {
     pub scenario: String,
     /// Broker address.
     pub broker: String,
+    /// TCP, TLS, WebSocket or WebSocket over TLS.
+    pub transport: String,
+    /// What the first TLS connection negotiated (protocol, cipher suite, key exchange).
+    pub tls_session: Option<String>,
+    /// TLS connections that resumed a session; the others made a full handshake.
+    pub tls_resumed: Option<u64>,
     /// MQTT protocol level.
     pub mqtt_version: u8,
     /// Publish QoS.
@@ -142,11 +148,24 @@ pub fn table(report: &Report) -> String {
         4 => "3.1.1",
         _ => "5",
     };
+    let transport = if report.transport.is_empty() {
+        String::new()
+    } else {
+        format!(" over {}", report.transport)
+    };
     let _ = writeln!(
         out,
-        "ringmq-loadgen {} → {} (MQTT {version}), {} thread(s)",
+        "ringmq-loadgen {} → {} (MQTT {version}{transport}), {} thread(s)",
         report.scenario, report.broker, report.threads
     );
+    if let Some(session) = &report.tls_session {
+        let _ = writeln!(
+            out,
+            "  tls           {session}; {} of {} connections resumed, the others full handshakes",
+            thousands(report.tls_resumed.unwrap_or(0) as f64),
+            thousands(report.connections_ok as f64)
+        );
+    }
     if report.publishers + report.subscribers > 0 {
         let _ = writeln!(
             out,

@@ -399,6 +399,14 @@ pub fn run(
     let report = Report {
         scenario: plan.scenario.to_owned(),
         broker: plan.client.broker.to_string(),
+        transport: plan.client.transport.label().to_owned(),
+        tls_session: global.tls_session(),
+        tls_resumed: plan
+            .client
+            .transport
+            .tls
+            .is_some()
+            .then(|| global.tls_resumed.load(Ordering::Relaxed)),
         mqtt_version: plan.client.version.level(),
         qos: plan.qos as u8,
         sub_qos: plan.sub_qos as u8,

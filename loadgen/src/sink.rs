@@ -3,6 +3,9 @@
 //! It answers CONNECT with CONNACK, SUBSCRIBE with SUBACK, PUBLISH with PUBACK/PUBREC,
 //! PUBREL with PUBCOMP and PINGREQ with PINGRESP, and discards messages, so a `pub` run
 //! against it measures the loadgen alone. It counts PUBLISH packets and prints the rate.
+//!
+//! With `--tls` (and `--ca` for client certificates) and `--ws` it serves the transports the
+//! clients speak, so a run against it shows what TLS or WebSocket costs the loadgen itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,11 +19,20 @@ use ringmq_proto::mqtt::{
     encode_packet, AckProperties, ConnAck, Packet, ProtocolVersion, PubRespKind, ReasonCode,
     SubAck, UnsubAck,
 };
+use rustls::ServerConfig;
 
 use crate::cli::SinkArgs;
-use crate::client::{append_pub_resp, write_buffer, ClientError, ReadBuffer, READ_CHUNK_BYTES};
+use crate::client::{append_pub_resp, ClientError, ReadBuffer, READ_CHUNK_BYTES};
 use crate::report::thousands;
 use crate::run::{raise_file_limit, restrict_cpus};
+use crate::transport::Connection;
+
+/// The transport the sink serves.
+#[derive(Clone)]
+struct Serving {
+    tls: Option<Arc<ServerConfig>>,
+    ws: bool,
+}
 
 /// Pending connections per listener.
 const BACKLOG: i32 = 4096;
@@ -30,6 +42,14 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<i32> {
     restrict_cpus(&args.cpus)?;
     raise_file_limit();
     let address = SocketAddr::new(args.host, args.port);
+    let tls = match (args.tls, &args.cert, &args.key) {
+        (true, Some(cert), Some(key)) => {
+            Some(crate::tls::server_config(cert, key, args.ca.as_deref())?)
+        }
+        (true, _, _) => anyhow::bail!("sink --tls needs --cert and --key"),
+        (false, _, _) => None,
+    };
+    let serving = Serving { tls, ws: args.ws };
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let config = ShardConfig {
@@ -40,12 +60,20 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<i32> {
     };
     let thread_received = Arc::clone(&received);
     let thread_stop = Arc::clone(&stop);
+    let thread_serving = serving.clone();
     let handles = spawn_shards(&config, move |_context| {
         let received = Arc::clone(&thread_received);
         let stop = Arc::clone(&thread_stop);
-        async move { serve(address, received, stop).await }
+        let serving = thread_serving.clone();
+        async move { serve(address, received, stop, serving).await }
     })?;
-    eprintln!("ringmq-loadgen sink: listening on {address}");
+    let transport = match (serving.tls.is_some(), serving.ws) {
+        (false, false) => "MQTT",
+        (true, false) => "MQTT over TLS",
+        (false, true) => "MQTT over WebSocket",
+        (true, true) => "MQTT over WebSocket over TLS",
+    };
+    eprintln!("ringmq-loadgen sink: {transport} on {address}");
     let started = Instant::now();
     let mut last = (Instant::now(), 0u64);
     loop {
@@ -74,7 +102,12 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<i32> {
     }
 }
 
-async fn serve(address: SocketAddr, received: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+async fn serve(
+    address: SocketAddr,
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    serving: Serving,
+) {
     let listener = match bind_tcp(address, true, BACKLOG) {
         Ok(listener) => listener,
         Err(error) => {
@@ -86,7 +119,7 @@ async fn serve(address: SocketAddr, received: Arc<AtomicU64>, stop: Arc<AtomicBo
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(connection(stream, Arc::clone(&received)));
+                monoio::spawn(connection(stream, Arc::clone(&received), serving.clone()));
             }
             Err(error) => {
                 eprintln!("ringmq-loadgen sink: accept: {error}");
@@ -96,12 +129,15 @@ async fn serve(address: SocketAddr, received: Arc<AtomicU64>, stop: Arc<AtomicBo
     }
 }
 
-async fn connection(mut stream: TcpStream, received: Arc<AtomicU64>) {
+async fn connection(stream: TcpStream, received: Arc<AtomicU64>, serving: Serving) {
+    let Ok(mut stream) = Connection::server(stream, serving.tls.as_ref(), serving.ws).await else {
+        return;
+    };
     let mut reader = ReadBuffer::with_capacity(READ_CHUNK_BYTES);
     let mut out = BytesMut::with_capacity(4096);
     let mut version = ProtocolVersion::V311;
     loop {
-        match reader.fill(&mut stream).await {
+        match reader.fill_from(&mut stream.read).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -110,7 +146,7 @@ async fn connection(mut stream: TcpStream, received: Arc<AtomicU64>) {
                 if count > 0 {
                     received.fetch_add(count, Ordering::Relaxed);
                 }
-                if !out.is_empty() && write_buffer(&mut stream, &mut out).await.is_err() {
+                if !out.is_empty() && stream.write.write_all(&mut out).await.is_err() {
                     return;
                 }
                 if !open {

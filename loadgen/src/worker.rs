@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use monoio::net::TcpStream;
 use ringmq_io::ShardContext;
 use ringmq_proto::mqtt::QoS;
 
@@ -32,6 +31,7 @@ use crate::client::{connect_client, ClientConfig, ClientError, ReadBuffer};
 use crate::control::{Global, Phase, ThreadControl};
 use crate::metrics::{LatencyKind, ThreadMetrics};
 use crate::tracker::SequenceCounts;
+use crate::transport::Connection;
 
 use publisher::publisher_task;
 use receiver::receiver;
@@ -261,6 +261,9 @@ pub async fn run_thread(
             break;
         }
         let role = plan.role(index);
+        // Counted from the spawn, not from when the task first runs: a thread busy with TLS
+        // handshakes spawns a burst after each late wake-up, and the cap must hold it.
+        state.connecting.set(state.connecting.get() + 1);
         let task_state = Rc::clone(&state);
         handles.push(monoio::spawn(async move {
             match role {
@@ -330,7 +333,8 @@ async fn control_loop(state: Rc<ThreadState>, intervals: SyncSender<Histogram<u6
 }
 
 /// Connects with CONNACK latency bookkeeping; `None` if it failed (already counted) or the
-/// run stopped first (a connect stuck in SYN retries must not keep the thread alive).
+/// run stopped first (a connect stuck in SYN retries must not keep the thread alive). The
+/// spawner counted the connection in `connecting`; this ends that.
 async fn open(
     state: &ThreadState,
     slot: usize,
@@ -338,8 +342,7 @@ async fn open(
     index: usize,
     reader: &mut ReadBuffer,
     buf: &mut BytesMut,
-) -> Option<TcpStream> {
-    state.connecting.set(state.connecting.get() + 1);
+) -> Option<Connection> {
     let started = Instant::now();
     let client = &state.plan.client;
     let broker = match (client.sub_broker, state.plan.role(index)) {
@@ -354,12 +357,26 @@ async fn open(
     let Some(result) = result else {
         state.connect_failed(
             client_id,
-            &ClientError::Refused("run stopped before CONNACK".to_owned()),
+            &ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no CONNACK when the connect phase ended (connections ÷ --connect-rate + 30 s; \
+                 a broker dropping SYNs keeps clients in retransmits that long)",
+            )),
         );
         return None;
     };
     match result {
         Ok(stream) => {
+            if state.plan.client.transport.tls.is_some() {
+                if !state.global.has_tls_session() {
+                    if let Some(description) = stream.tls_description() {
+                        state.global.set_tls_session(description);
+                    }
+                }
+                if stream.tls_resumed() {
+                    state.global.tls_resumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if state.plan.latency == Some(LatencyKind::Connack) {
                 let elapsed = started.elapsed().as_nanos() as u64;
                 state.metrics.borrow_mut().record(elapsed, true);
@@ -391,6 +408,7 @@ mod tests {
                 session_expiry: 0,
                 keepalive: 0,
                 source_addresses: Vec::new(),
+                transport: crate::transport::Transport::default(),
             },
             prefix: "t".to_owned(),
             threads: 1,

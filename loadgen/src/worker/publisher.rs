@@ -2,22 +2,18 @@
 //! QoS 1/2 window of `--inflight` messages freed by an ack reader task.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, Splitable};
-use monoio::net::TcpStream;
 use ringmq_proto::mqtt::{PubRespKind, QoS};
 
-use crate::client::{
-    append_pub_resp, encode_disconnect, write_buffer, PublishTemplate, ReadBuffer,
-};
+use crate::client::{append_pub_resp, encode_disconnect, PublishTemplate, ReadBuffer};
 use crate::control::{LocalNotify, Phase};
 use crate::metrics::LatencyKind;
 use crate::template::expand;
+use crate::transport::{Connection, ReadSide};
 
 use super::{open, Role, ThreadState, WRITE_BATCH_BYTES};
 
@@ -92,7 +88,7 @@ pub(super) async fn publisher_task(state: Rc<ThreadState>, publisher: usize, ind
         return;
     };
     state.global.connected.fetch_add(1, Ordering::Relaxed);
-    state.set_socket(slot, Some(stream.as_raw_fd()));
+    state.set_socket(slot, Some(stream.fd()));
     let plan = &state.plan;
     let topic = expand(&plan.topic, publisher, &client_id);
     let template = PublishTemplate::new(
@@ -122,9 +118,11 @@ async fn publish_unacked(
     state: &ThreadState,
     slot: usize,
     client_id: &str,
-    mut stream: TcpStream,
+    stream: Connection,
     template: &PublishTemplate,
 ) {
+    // Nothing is read at QoS 0: the read half only has to stay open.
+    let (_read_half, mut stream) = stream.into_split();
     let plan = &state.plan;
     let batch = batch_max(template);
     let mut buf = BytesMut::with_capacity(batch as usize * template.encoded_len());
@@ -149,7 +147,7 @@ async fn publish_unacked(
             template.append(&mut buf, 0, sequence, now_ns);
             sequence += 1;
         }
-        if let Err(error) = write_buffer(&mut stream, &mut buf).await {
+        if let Err(error) = stream.write_all(&mut buf).await {
             if state.control.phase() < Phase::Stopping {
                 state.error(client_id, format!("write: {error}"));
             }
@@ -159,7 +157,7 @@ async fn publish_unacked(
     }
     state.control.reach(slot, Phase::Stopping).await;
     encode_disconnect(plan.client.version, &mut buf);
-    let _ = write_buffer(&mut stream, &mut buf).await;
+    let _ = stream.write_all(&mut buf).await;
 }
 
 /// In-flight bookkeeping shared by a QoS 1/2 publisher and its ack reader.
@@ -184,7 +182,7 @@ async fn publish_acked(
     state: &Rc<ThreadState>,
     slot: usize,
     client_id: &str,
-    stream: TcpStream,
+    stream: Connection,
     reader: ReadBuffer,
     template: &PublishTemplate,
 ) {
@@ -249,7 +247,7 @@ async fn publish_acked(
             added = allowed;
         }
         if !buf.is_empty() {
-            if let Err(error) = write_buffer(&mut write_half, &mut buf).await {
+            if let Err(error) = write_half.write_all(&mut buf).await {
                 if state.control.phase() < Phase::Stopping {
                     state.error(client_id, format!("write: {error}"));
                 }
@@ -276,7 +274,7 @@ async fn publish_acked(
     if !window.closed.get() {
         state.control.reach(slot, Phase::Stopping).await;
         encode_disconnect(version, &mut buf);
-        let _ = write_buffer(&mut write_half, &mut buf).await;
+        let _ = write_half.write_all(&mut buf).await;
     }
     // Dropping the write half sends FIN; the broker closes and the ack reader sees EOF.
     drop(write_half);
@@ -284,18 +282,25 @@ async fn publish_acked(
 }
 
 /// Reads PUBACK / PUBREC / PUBCOMP for a QoS 1/2 publisher.
-async fn read_acks<R: AsyncReadRent>(
+async fn read_acks(
     state: Rc<ThreadState>,
     client_id: String,
-    mut read_half: R,
+    mut read_half: ReadSide,
     mut reader: ReadBuffer,
     window: Rc<AckWindow>,
 ) {
     let qos = state.plan.qos;
     let record_latency = state.plan.latency == Some(LatencyKind::PublishAck);
     loop {
-        match reader.fill(&mut read_half).await {
-            Ok(0) | Err(_) => break,
+        match reader.fill_from(&mut read_half).await {
+            Ok(0) => break,
+            Err(error) => {
+                if state.control.phase() < Phase::Stopping && !window.closed.get() {
+                    state.error(&client_id, format!("read: {error}"));
+                    window.closed.set(true);
+                }
+                break;
+            }
             Ok(_) => {}
         }
         let now_ns = state.global.now_ns();

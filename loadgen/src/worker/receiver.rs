@@ -2,23 +2,22 @@
 //! loses a `select!` may already have consumed bytes) and a writer task fed through an outbox.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, Splitable};
 use ringmq_proto::mqtt::{ProtocolVersion, PubRespKind};
 
 use crate::client::{
-    append_pub_resp, encode_disconnect, parse_publish, subscribe, write_buffer, ClientError,
-    ReadBuffer, READ_CHUNK_BYTES,
+    append_pub_resp, encode_disconnect, parse_publish, subscribe, ClientError, ReadBuffer,
+    READ_CHUNK_BYTES,
 };
 use crate::control::{LocalNotify, Phase};
 use crate::metrics::LatencyKind;
 use crate::payload::Header;
 use crate::template::expand;
 use crate::tracker::SequenceTracker;
+use crate::transport::WriteSide;
 
 use super::{open, Delivery, Role, ThreadState, OUTBOX_BYTES_MAX, TRACKED_PUBLISHERS_MAX};
 
@@ -62,7 +61,7 @@ pub(super) async fn receiver(state: Rc<ThreadState>, role: Role, index: usize) {
         }
     }
     state.global.connected.fetch_add(1, Ordering::Relaxed);
-    state.set_socket(slot, Some(stream.as_raw_fd()));
+    state.set_socket(slot, Some(stream.fd()));
     let (mut read_half, write_half) = stream.into_split();
     let outbox = Rc::new(Outbox::default());
     let writer = monoio::spawn(receiver_writer(
@@ -75,9 +74,18 @@ pub(super) async fn receiver(state: Rc<ThreadState>, role: Role, index: usize) {
 
     let mut trackers: Vec<SequenceTracker> = Vec::new();
     let track = state.plan.delivery != Delivery::OneOfGroup;
+    // An error already reported for this connection (not also "closed by the broker").
+    let mut reported = false;
     loop {
-        match reader.fill(&mut read_half).await {
-            Ok(0) | Err(_) => break,
+        match reader.fill_from(&mut read_half).await {
+            Ok(0) => break,
+            Err(error) => {
+                if state.control.phase() < Phase::Stopping {
+                    state.error(&client_id, format!("read: {error}"));
+                    reported = true;
+                }
+                break;
+            }
             Ok(_) => {}
         }
         match handle_deliveries(&state, &mut reader, &outbox, &mut trackers, track, version) {
@@ -89,6 +97,7 @@ pub(super) async fn receiver(state: Rc<ThreadState>, role: Role, index: usize) {
             Err(error) => {
                 if state.control.phase() < Phase::Stopping {
                     state.error(&client_id, error.to_string());
+                    reported = true;
                 }
                 break;
             }
@@ -100,7 +109,7 @@ pub(super) async fn receiver(state: Rc<ThreadState>, role: Role, index: usize) {
             outbox.drained.notified().await;
         }
     }
-    if state.control.phase() < Phase::Stopping {
+    if state.control.phase() < Phase::Stopping && !reported {
         state.error(&client_id, "connection closed by the broker".to_owned());
     }
     outbox.reader_closed.set(true);
@@ -185,10 +194,10 @@ fn handle_deliveries(
 }
 
 /// Writes what the reader queued, keep-alive pings, and DISCONNECT at the end.
-async fn receiver_writer<W: AsyncWriteRent>(
+async fn receiver_writer(
     state: Rc<ThreadState>,
     slot: usize,
-    mut write_half: W,
+    mut write_half: WriteSide,
     outbox: Rc<Outbox>,
     version: ProtocolVersion,
 ) {
@@ -206,7 +215,7 @@ async fn receiver_writer<W: AsyncWriteRent>(
             encode_disconnect(version, &mut buf);
         }
         if !buf.is_empty() {
-            if write_buffer(&mut write_half, &mut buf).await.is_err() {
+            if write_half.write_all(&mut buf).await.is_err() {
                 break;
             }
             outbox.drained.notify();
