@@ -12,7 +12,7 @@
 #                                 [--only SCENARIO,...] [--no-memory]
 # --baseline BIN adds an earlier ringmq build ("base") to every round, for a before/after
 # comparison in one run (ringmq ÷ base); --no-peers leaves mosquitto and rumqttd out.
-# FLASHMQ_BIN=/path/to/flashmq adds FlashMQ as a third peer (`thread_count 1`, so per core like
+# FLASHMQ_BIN=/path/to/flashmq adds FlashMQ as a peer, also with --no-peers (`thread_count 1`, per core like
 # the rest); build it with `apt-get install cmake libssl-dev` and FlashMQ's Release cmake build.
 # Needs: cargo, taskset, python3, ss; installs mosquitto and rumqttd via scripts/install-peers.sh
 # (rumqttd is cached in $RINGMQ_PEERS_DIR, default $HOME/.cache/ringmq-peers).
@@ -59,7 +59,7 @@ if [ -n "$flashmq_bin" ]; then
         echo "FLASHMQ_BIN: $flashmq_bin is not an executable" >&2
         exit 2
     fi
-    [ "$with_peers" = 1 ] && brokers+=(flashmq)
+    brokers+=(flashmq)
 fi
 peers_dir="${RINGMQ_PEERS_DIR:-$HOME/.cache/ringmq-peers}"
 [ "$with_peers" = 1 ] && "$root/scripts/install-peers.sh" "$peers_dir"
