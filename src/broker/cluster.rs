@@ -116,6 +116,8 @@ pub enum ClusterIn {
         /// The group's filter (scoped).
         filter: Str,
     },
+    /// NATS has the subscriptions a SUBACK of this connection waited for.
+    FenceDone(ringmq_core::shard::ConnAt),
 }
 
 /// A shard's part in a session moving between nodes.
@@ -141,6 +143,10 @@ pub enum SessionEvent {
 /// How long a node waits for another to hand over a session before the claim goes on with a
 /// new one.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a SUBACK waits for one round trip to NATS at most: past it, it goes (the
+/// subscription is in place on this node and reaches NATS when NATS answers again).
+const FENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A fetch this node waits for.
 struct Fetching {
@@ -186,8 +192,9 @@ pub struct ClusterLink {
     reconnects: AtomicU64,
     /// Messages published here waiting for other nodes to acknowledge them.
     pub waiting: AtomicU64,
-    /// Interest changes (bounded by the subscriptions themselves: never dropped).
-    interest: tokio::sync::mpsc::UnboundedSender<(Str, bool)>,
+    /// Interest changes and the SUBACKs waiting for them (bounded by the subscriptions and the
+    /// connections themselves: never dropped).
+    interest: tokio::sync::mpsc::UnboundedSender<InterestChange>,
     /// Shared-group membership changes: (group, scoped filter, first or last).
     shared: tokio::sync::mpsc::UnboundedSender<(Str, Str, bool)>,
     /// Client ids connected (`Some(clean_start)`) or whose session ended (`None`) here
@@ -233,7 +240,12 @@ impl ClusterLink {
     /// A shard's first (`add`) or last subscription on `filter` (scoped) came or went.
     pub fn interest(&self, filter: Str, add: bool) {
         // Fails only once the bridge is gone (shutdown).
-        let _ = self.interest.send((filter, add));
+        let _ = self.interest.send(InterestChange::Filter(filter, add));
+    }
+
+    /// A SUBACK of `at` on `shard` waits for NATS to have the node's subscriptions so far.
+    pub fn fence(&self, shard: u16, at: ringmq_core::shard::ConnAt) {
+        let _ = self.interest.send(InterestChange::Fence(shard, at));
     }
 
     /// A shard's first (`add`) or last member of the shared group (`group`, `filter`).
@@ -374,9 +386,18 @@ struct Group {
 }
 
 /// The receivers the bridge reads from the shards.
+/// What the shards tell the bridge about the node's interest, in their order.
+#[derive(Debug)]
+pub enum InterestChange {
+    /// A shard's first (`true`) or last subscription on a filter (scoped).
+    Filter(Str, bool),
+    /// A SUBACK on a shard waits for NATS to have every subscription asked for before it.
+    Fence(u16, ringmq_core::shard::ConnAt),
+}
+
 type Inputs = (
     tokio::sync::mpsc::Receiver<(SharedMessage, u16, u64)>,
-    tokio::sync::mpsc::UnboundedReceiver<(Str, bool)>,
+    tokio::sync::mpsc::UnboundedReceiver<InterestChange>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Str, bool)>,
     tokio::sync::mpsc::UnboundedReceiver<(Str, Option<bool>)>,
     tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
@@ -611,9 +632,33 @@ impl Bridge {
                     }
                 }
                 change = interest.recv() => {
-                    let Some((filter, add)) = change else { break };
-                    if let Some(announce) = self.change_interest(&client, &mut filters, &mut subjects, filter, add, &mut peers).await {
-                        self.send_control(&client, self.control_all(), &announce, &mut envelope).await;
+                    let Some(change) = change else { break };
+                    // Everything queued now: one round trip to NATS answers every SUBACK of a
+                    // burst of subscriptions.
+                    let mut fences = Vec::new();
+                    let mut next = Some(change);
+                    while let Some(change) = next.take() {
+                        match change {
+                            InterestChange::Filter(filter, add) => {
+                                if let Some(announce) = self.change_interest(&client, &mut filters, &mut subjects, filter, add, &mut peers).await {
+                                    self.send_control(&client, self.control_all(), &announce, &mut envelope).await;
+                                }
+                            }
+                            InterestChange::Fence(shard, at) => fences.push((shard, at)),
+                        }
+                        next = interest.try_recv().ok();
+                    }
+                    if !fences.is_empty() {
+                        // A shard's group changes before its SUBACK are on their own channel.
+                        while let Ok((group, filter, add)) = shared.try_recv() {
+                            self.change_group(&groups_client, &mut groups, group, filter, add).await;
+                        }
+                        self.round_trip(&client, &groups_client).await;
+                        for (shard, at) in fences {
+                            let shard = usize::from(shard);
+                            self.push(shard, ClusterIn::FenceDone(at), true).await;
+                            self.mesh.wake(shard);
+                        }
                     }
                 }
                 change = shared.recv() => {
@@ -988,6 +1033,21 @@ impl Bridge {
                 }
                 Err(_) => return false,
             }
+        }
+    }
+
+    /// Waits until the NATS server has processed what both connections sent so far (at most
+    /// FENCE_WAIT each; at once while NATS is away, when the subscriptions wait for the
+    /// reconnect anyway): a request nobody answers comes back as "no responders" from the
+    /// server itself, behind the SUBs sent before it.
+    async fn round_trip(&self, client: &async_nats::Client, groups_client: &async_nats::Client) {
+        if !self.link.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let subject = format!("{}._n.fence", self.prefix);
+        for client in [client, groups_client] {
+            let request = client.request(subject.clone(), bytes::Bytes::new());
+            let _ = tokio::time::timeout(FENCE_WAIT, request).await;
         }
     }
 

@@ -213,6 +213,14 @@ impl Shard {
                         link.release(client_id);
                     }
                 }
+                Output::ClusterFence(at) => match &self.facts.cluster {
+                    Some(link) => link.fence(self.core.id, at),
+                    // (Only a shard of a cluster asks; nobody to wait for otherwise.)
+                    None => {
+                        self.core
+                            .handle(Input::ClusterFenceDone(at), Instant::now());
+                    }
+                },
                 Output::ClusterInterest { filter, add } => {
                     if let Some(link) = &self.facts.cluster {
                         link.interest(filter, add);
@@ -621,6 +629,7 @@ impl Shard {
                     group,
                     filter,
                 },
+                Some(super::cluster::ClusterIn::FenceDone(at)) => Input::ClusterFenceDone(at),
             };
             self.core.handle(input, now);
             taken += 1;

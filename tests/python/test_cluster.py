@@ -687,3 +687,39 @@ def test_cluster_flags_are_checked(tmp_path):
         assert "hunter2" not in proc.stderr
     help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
     assert "--cluster <URL>" in help_text and "--node-id <ID>" in help_text
+
+
+def test_a_message_published_right_after_the_suback_crosses(nodes):
+    """A SUBACK means the node's NATS subscription is in place: a message another node
+    publishes the moment the SUBACK is received reaches the subscriber (each round a new filter,
+    so each SUBACK waits for a new NATS subscription)."""
+    n1, n2 = nodes(2)
+    pub = publisher(n1, "suback-pub")
+    got: list[str] = []
+    lock = threading.Lock()
+    subacked = threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="suback-sub", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda c, u, m: (lock.acquire(), got.append(m.topic), lock.release())
+    sub.on_subscribe = lambda c, u, mid, codes, props: subacked.set()
+    sub.connect("127.0.0.1", n2.port)
+    sub.loop_start()
+    try:
+        rounds = 30
+        for i in range(rounds):
+            subacked.clear()
+            sub.subscribe(f"race/{i}", qos=0)
+            assert subacked.wait(5), "no SUBACK"
+            pub.publish(f"race/{i}", b"x", qos=0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if len(got) >= rounds:
+                    break
+            time.sleep(0.02)
+        with lock:
+            assert sorted(got) == sorted(f"race/{i}" for i in range(rounds)), got
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+        pub.disconnect()
+        pub.loop_stop()

@@ -11,7 +11,7 @@ use std::time::Instant;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 
-use super::{Output, Shard};
+use super::{ConnAt, Output, Shard, Slot};
 
 impl Shard {
     /// Makes this shard part of a cluster. Call before restoring from the log, so the filters
@@ -49,6 +49,24 @@ impl Shard {
                 add,
             });
         }
+    }
+
+    /// A SUBACK of `slot` just written waits for NATS to have this node's subscriptions (the
+    /// writer is held, so retained messages sent after it keep their place behind it).
+    pub(super) fn cluster_fence(&mut self, slot: Slot) {
+        if !self.cluster {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        let Some(conn) = entry.conn() else {
+            return;
+        };
+        entry.fences += 1;
+        let at = ConnAt { slot, conn };
+        self.emit_urgent(Output::Fence { at, count: 1 });
+        self.outputs.push_back(Output::ClusterFence(at));
     }
 
     /// This shard's first or last member of a shared group came or went.
@@ -187,6 +205,51 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A SUBACK waits for NATS: the writer is held (one more fence) and the bridge is asked
+    /// after the interest change it waits for; its answer releases the writer. Without a
+    /// cluster nothing waits for NATS.
+    #[test]
+    fn a_suback_waits_for_nats_to_have_the_subscription() {
+        let now = Instant::now();
+        let mut shards = clustered(shard(1));
+        let s = &mut shards[0];
+        let (a, _) = connect(s, "a", v5_connect("a", 0, 0), now);
+        outputs(s);
+        subscribe(s, a, "t/#", now);
+        let seen = outputs(s);
+        let at = |o: &Output| match o {
+            Output::ClusterFence(at) | Output::Fence { at, count: 1 } => Some(*at),
+            _ => None,
+        };
+        let interest_at = seen
+            .iter()
+            .position(|o| matches!(o, Output::ClusterInterest { add: true, .. }))
+            .expect("interest");
+        let fence_at = seen
+            .iter()
+            .position(|o| matches!(o, Output::ClusterFence(_)))
+            .expect("asks the bridge");
+        assert!(interest_at < fence_at, "after the change it waits for");
+        let held: Vec<ConnAt> = seen.iter().filter_map(at).collect();
+        assert_eq!(held.len(), 2, "a fence and the bridge's question: {seen:?}");
+        assert_eq!(held[0], held[1]);
+        assert_eq!(s.entry_mut(a).expect("session").fences, 1);
+        s.handle(super::super::Input::ClusterFenceDone(held[0]), now);
+        assert!(outputs(s)
+            .iter()
+            .any(|o| matches!(o, Output::FenceDone(at) if *at == held[0])));
+        assert_eq!(s.entry_mut(a).expect("session").fences, 0);
+
+        let mut alone = shard(1);
+        let s = &mut alone[0];
+        let (b, _) = connect(s, "b", v5_connect("b", 0, 0), now);
+        outputs(s);
+        subscribe(s, b, "t/#", now);
+        assert!(!outputs(s)
+            .iter()
+            .any(|o| matches!(o, Output::ClusterFence(_) | Output::Fence { .. })));
     }
 
     /// A shard says when its first subscription on a filter comes and its last goes, once per

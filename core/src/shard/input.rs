@@ -103,6 +103,9 @@ pub enum Input {
     /// The message of this cluster ticket never left for the other nodes: its publisher is
     /// closed unacknowledged.
     ClusterFailed(u64),
+    /// NATS has the subscriptions a SUBACK of this connection waited for
+    /// ([`super::Output::ClusterFence`]).
+    ClusterFenceDone(super::ConnAt),
     /// A message NATS's queue group picked this node for: to one member of the shared group
     /// (`group`, `filter`) here.
     FromClusterShared {
@@ -170,6 +173,7 @@ impl Shard {
                 clean_start,
             } => self.taken_over_by_another_node(&client_id, clean_start, now),
             Input::ClusterFailed(ticket) => self.cluster_failed(ticket, now),
+            Input::ClusterFenceDone(at) => self.fence_ack(at),
             Input::FromClusterShared {
                 message,
                 group,

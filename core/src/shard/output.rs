@@ -141,6 +141,11 @@ pub enum Output {
         /// First (`true`) or last (`false`).
         add: bool,
     },
+    /// A SUBACK of `at` waits for NATS to have every subscription of this node asked for so
+    /// far (the interest outputs before this one): the bridge answers
+    /// [`super::Input::ClusterFenceDone`] after a round trip to the server, so "SUBACK
+    /// received" means "a message another node publishes from now on reaches me".
+    ClusterFence(ConnAt),
     /// This shard's first (`add`) or last member of the shared group (`group`, `filter`) came
     /// or went: the node joins or leaves the group's NATS queue group.
     ClusterShared {

@@ -99,6 +99,7 @@ impl Shard {
             self.hold_writer(slot);
         }
         let mut fence = false;
+        let mut subscribed = false;
         for action in actions.drain(..) {
             match action {
                 Action::Publish(message) => {
@@ -136,11 +137,15 @@ impl Shard {
                         fence = self.fence(slot);
                     }
                     self.send_retained(slot, &filter, subscription, is_new, now);
+                    subscribed = true;
                 }
                 Action::Unsubscribe { filter } => self.remove_subscription(slot, &filter),
             }
         }
         self.actions = actions;
+        if subscribed {
+            self.cluster_fence(slot);
+        }
         // A cluster: the acknowledgement waits for the other nodes that want the message.
         self.cluster_ack_end(slot, before, ack_end);
         self.want_write(slot);
