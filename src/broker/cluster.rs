@@ -243,9 +243,10 @@ impl ClusterLink {
         let _ = self.interest.send(InterestChange::Filter(filter, add));
     }
 
-    /// A SUBACK of `at` on `shard` waits for NATS to have the node's subscriptions so far.
-    pub fn fence(&self, shard: u16, at: ringmq_core::shard::ConnAt) {
-        let _ = self.interest.send(InterestChange::Fence(shard, at));
+    /// A SUBACK of `at` on `shard` waits for NATS to have the node's subscriptions so far;
+    /// false when the bridge is gone (a NATS address it could not use): nothing to wait for.
+    pub fn fence(&self, shard: u16, at: ringmq_core::shard::ConnAt) -> bool {
+        self.interest.send(InterestChange::Fence(shard, at)).is_ok()
     }
 
     /// A shard's first (`add`) or last member of the shared group (`group`, `filter`).

@@ -213,14 +213,19 @@ impl Shard {
                         link.release(client_id);
                     }
                 }
-                Output::ClusterFence(at) => match &self.facts.cluster {
-                    Some(link) => link.fence(self.core.id, at),
-                    // (Only a shard of a cluster asks; nobody to wait for otherwise.)
-                    None => {
+                Output::ClusterFence(at) => {
+                    // Without a bridge to ask (none, or it gave up on the NATS address), the
+                    // SUBACK waits for nothing.
+                    let asked = self
+                        .facts
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|link| link.fence(self.core.id, at));
+                    if !asked {
                         self.core
                             .handle(Input::ClusterFenceDone(at), Instant::now());
                     }
-                },
+                }
                 Output::ClusterInterest { filter, add } => {
                     if let Some(link) = &self.facts.cluster {
                         link.interest(filter, add);

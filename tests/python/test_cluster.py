@@ -723,3 +723,25 @@ def test_a_message_published_right_after_the_suback_crosses(nodes):
         sub.loop_stop()
         pub.disconnect()
         pub.loop_stop()
+
+
+def test_a_suback_does_not_wait_for_a_bridge_that_gave_up(tmp_path):
+    """A NATS address the client cannot use (a port past 65535) ends the bridge at start (the
+    node stays alone, logged): SUBACKs must not wait for it."""
+    workdir = tmp_path / "alone"
+    workdir.mkdir()
+    node = Broker("ringmq", workdir, extra_args=["--cluster", "nats://127.0.0.1:99999", "--node-id", "n1"])
+    node.start()
+    try:
+        sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="alone-sub", protocol=mqtt.MQTTv5)
+        subacked = threading.Event()
+        sub.on_subscribe = lambda c, u, mid, codes, props: subacked.set()
+        sub.connect("127.0.0.1", node.port)
+        sub.loop_start()
+        time.sleep(0.5)  # the bridge has given up by now
+        sub.subscribe("alone/#", qos=1)
+        assert subacked.wait(5), "the SUBACK waited for a bridge that is gone:\n" + node.log_tail(20)
+        sub.disconnect()
+        sub.loop_stop()
+    finally:
+        node.stop()
