@@ -11,7 +11,7 @@ use std::time::Instant;
 use ringmq_proto::message::SharedMessage;
 use ringmq_proto::mqtt::Str;
 
-use super::{ConnAt, Output, Shard, Slot};
+use super::{Output, Shard, Slot};
 
 impl Shard {
     /// Makes this shard part of a cluster. Call before restoring from the log, so the filters
@@ -57,16 +57,9 @@ impl Shard {
         if !self.cluster {
             return;
         }
-        let Some(entry) = self.entries.get_mut(slot) else {
-            return;
-        };
-        let Some(conn) = entry.conn() else {
-            return;
-        };
-        entry.fences += 1;
-        let at = ConnAt { slot, conn };
-        self.emit_urgent(Output::Fence { at, count: 1 });
-        self.outputs.push_back(Output::ClusterFence(at));
+        if let Some(at) = self.fence_writer(slot, 1) {
+            self.outputs.push_back(Output::ClusterFence(at));
+        }
     }
 
     /// This shard's first or last member of a shared group came or went.
@@ -186,6 +179,7 @@ mod tests {
     use ringmq_proto::mqtt::QoS;
 
     use super::super::tests::{clustered, connect, outputs, pump, shard, subscribe, v5_connect};
+    use super::super::ConnAt;
     use super::*;
     use crate::test_util::test_message;
 

@@ -203,15 +203,9 @@ impl Shard {
         if !self.commits() || self.storage_full() {
             return;
         }
-        let Some(entry) = self.entries.get_mut(slot) else {
+        let Some(at) = self.fence_writer(slot, 1) else {
             return;
         };
-        let Some(conn) = entry.conn() else {
-            return;
-        };
-        entry.fences += 1;
-        let at = ConnAt { slot, conn };
-        self.emit_urgent(Output::Fence { at, count: 1 });
         if let Some(commit) = self.commit_mut() {
             commit.round.push(Waiter::Fence(at));
             commit.round_consumable = false;

@@ -405,6 +405,17 @@ impl Shard {
         std::mem::take(&mut self.urgent)
     }
 
+    /// Holds the writer of `slot`'s connection until `count` more [`Output::FenceDone`]s
+    /// arrived; the connection held, if the slot has one attached.
+    pub(super) fn fence_writer(&mut self, slot: Slot, count: u32) -> Option<ConnAt> {
+        let entry = self.entries.get_mut(slot)?;
+        let conn = entry.conn()?;
+        entry.fences += count;
+        let at = ConnAt { slot, conn };
+        self.emit_urgent(Output::Fence { at, count });
+        Some(at)
+    }
+
     /// Queues an output the driver must apply before reading on.
     fn emit_urgent(&mut self, output: Output) {
         self.urgent = true;

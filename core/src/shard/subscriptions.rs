@@ -186,15 +186,9 @@ impl Shard {
             return false;
         }
         let others = u32::from(self.count) - 1;
-        let Some(entry) = self.entry_mut(slot) else {
+        let Some(at) = self.fence_writer(slot, others) else {
             return false;
         };
-        let Some(conn) = entry.conn() else {
-            return false;
-        };
-        entry.fences += others;
-        let at = ConnAt { slot, conn };
-        self.emit_urgent(Output::Fence { at, count: others });
         for shard in 0..self.count {
             if shard != self.id {
                 self.send(
