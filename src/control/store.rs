@@ -504,15 +504,11 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Org>, Option<String>), StoreError> {
-        let rows = self
-            .db
-            .query(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"),
-                args![cursor.unwrap_or(""), limit_sql(limit)],
-            )?
-            .iter()
-            .map(|r| org_from_row(r).map(|(o, _)| o))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db.query_map(
+            &format!("SELECT {ORG_COLS} FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            args![cursor.unwrap_or(""), limit_sql(limit)],
+            |r| org_from_row(r).map(|(o, _)| o),
+        )?;
         Ok(page(rows, limit, |o| o.id.clone()))
     }
 
@@ -620,39 +616,21 @@ impl Store {
 
     /// Every org's counters of `month`, by org id.
     pub fn usage_of_month(&self, month: &str) -> Result<Vec<(String, UsageCounters)>, StoreError> {
-        self.db
-            .query(
-                "SELECT org, messages_in, messages_out, rest_publishes FROM usage WHERE month = ?1",
-                args![month],
-            )?
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.get(0)?,
-                    UsageCounters {
-                        messages_in: to_u64(r.get(1)?),
-                        messages_out: to_u64(r.get(2)?),
-                        rest_publishes: to_u64(r.get(3)?),
-                    },
-                ))
-            })
-            .collect()
+        self.db.query_map(
+            "SELECT org, messages_in, messages_out, rest_publishes FROM usage WHERE month = ?1",
+            args![month],
+            |r| Ok((r.get(0)?, usage_from_row(r, 1)?)),
+        )
     }
 
     /// An org's counters of `month`.
     pub fn usage(&self, org: &str, month: &str) -> Result<UsageCounters, StoreError> {
-        let Some(r) = self.db.query_opt(
-            "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
-            args![org, month],
-        )?
-        else {
-            return Ok(UsageCounters::default());
-        };
-        Ok(UsageCounters {
-            messages_in: to_u64(r.get(0)?),
-            messages_out: to_u64(r.get(1)?),
-            rest_publishes: to_u64(r.get(2)?),
-        })
+        self.db
+            .query_opt(
+                "SELECT messages_in, messages_out, rest_publishes FROM usage WHERE org = ?1 AND month = ?2",
+                args![org, month],
+            )?
+            .map_or(Ok(UsageCounters::default()), |r| usage_from_row(&r, 0))
     }
 
     // ---- changes between nodes ----
@@ -668,6 +646,15 @@ impl Store {
             .get(0)
             .map(Some)
     }
+}
+
+/// The three usage counters from columns `at`, `at + 1` and `at + 2`.
+fn usage_from_row(row: &DbRow, at: usize) -> Result<UsageCounters, StoreError> {
+    Ok(UsageCounters {
+        messages_in: to_u64(row.get(at)?),
+        messages_out: to_u64(row.get(at + 1)?),
+        rest_publishes: to_u64(row.get(at + 2)?),
+    })
 }
 
 fn user_from_row(row: &DbRow) -> Result<UserRow, StoreError> {

@@ -358,36 +358,40 @@ impl Pg {
         error
     }
 
+    /// Runs `f`, forgetting the connection when its error may have broken it.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Pg) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(self).map_err(|e| self.after(e))
+    }
+
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<DbRow>, StoreError> {
-        let run = |pg: &mut Pg| -> Result<Vec<DbRow>, StoreError> {
+        self.guarded(|pg| {
             let stmt = pg.statement(sql)?;
-            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
-                .iter()
-                .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            let rows = pg.client()?.query(&stmt, &params)?;
+            let rows = pg.client()?.query(&stmt, &pg_params(args))?;
             rows.iter().map(pg_row).collect()
-        };
-        run(self).map_err(|e| self.after(e))
+        })
     }
 
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<usize, StoreError> {
-        let run = |pg: &mut Pg| -> Result<usize, StoreError> {
+        self.guarded(|pg| {
             let stmt = pg.statement(sql)?;
-            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
-                .iter()
-                .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            let n = pg.client()?.execute(&stmt, &params)?;
+            let n = pg.client()?.execute(&stmt, &pg_params(args))?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        };
-        run(self).map_err(|e| self.after(e))
+        })
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        let run = |pg: &mut Pg| -> Result<(), StoreError> { Ok(pg.client()?.batch_execute(sql)?) };
-        run(self).map_err(|e| self.after(e))
+        self.guarded(|pg| Ok(pg.client()?.batch_execute(sql)?))
     }
+}
+
+/// The values as the client's parameter list.
+fn pg_params(args: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    args.iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
 
 /// Whether `e` says the server could not be reached or dropped the connection (as opposed to
@@ -530,6 +534,16 @@ impl Db {
             }
             Db::Postgres(pg) => pg.borrow_mut().query(sql, args),
         }
+    }
+
+    /// Every row of a query, each converted by `f`.
+    pub(super) fn query_map<T>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        f: impl FnMut(&DbRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query(sql, args)?.iter().map(f).collect()
     }
 
     /// The first row of a query, if any.

@@ -45,14 +45,11 @@ impl Store {
 
     /// The rule sets attached to a key, by name.
     pub(super) fn key_sets(&self, org: &str, id: &str) -> Result<Vec<String>, StoreError> {
-        self.db
-            .query(
-                "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
-                args![org, id],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        self.db.query_map(
+            "SELECT set_name FROM key_sets WHERE org = ?1 AND key_id = ?2 ORDER BY set_name",
+            args![org, id],
+            |r| r.get(0),
+        )
     }
 
     /// One key (never its secret).
@@ -67,17 +64,13 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<Key>, Option<String>), StoreError> {
-        let rows = self
-            .db
-            .query(
-                &format!(
-                    "SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-                ),
-                args![org, cursor.unwrap_or(""), limit_sql(limit)],
-            )?
-            .iter()
-            .map(key_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db.query_map(
+            &format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            ),
+            args![org, cursor.unwrap_or(""), limit_sql(limit)],
+            key_from_row,
+        )?;
         let (rows, next) = page(rows, limit, |k| k.0.id.clone());
         let keys = rows
             .into_iter()

@@ -56,18 +56,14 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<AclSet>, Option<String>), StoreError> {
-        let rows = self
-            .db
-            .query(
-                &format!(
-                    "SELECT {SET_COLS} FROM acl_sets s WHERE org = ?1 AND name > ?2
+        let rows = self.db.query_map(
+            &format!(
+                "SELECT {SET_COLS} FROM acl_sets s WHERE org = ?1 AND name > ?2
                      ORDER BY name LIMIT ?3"
-                ),
-                args![org, cursor.unwrap_or(""), limit_sql(limit)],
-            )?
-            .iter()
-            .map(set_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            ),
+            args![org, cursor.unwrap_or(""), limit_sql(limit)],
+            set_from_row,
+        )?;
         Ok(page(rows, limit, |s| s.name.clone()))
     }
 
@@ -191,16 +187,14 @@ impl Store {
         // The CAST gives PostgreSQL the parameter's type where `IS NULL` alone would not.
         let rows = self
             .db
-            .query(
+            .query_map(
                 &format!(
                     "SELECT {RULE_COLS} FROM acl_rules WHERE org = ?1
                      AND (CAST(?2 AS TEXT) IS NULL OR set_name = ?2) AND id > ?3 ORDER BY id LIMIT ?4"
                 ),
                 args![org, set, cursor.unwrap_or(""), limit_sql(limit)],
-            )?
-            .iter()
-            .map(rule_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+                rule_from_row,
+            )?;
         Ok(page(rows, limit, |r| r.id.clone()))
     }
 

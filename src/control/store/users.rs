@@ -83,14 +83,11 @@ impl Store {
     }
 
     pub(super) fn user_sets(&self, org: &str, username: &str) -> Result<Vec<String>, StoreError> {
-        self.db
-            .query(
-                "SELECT set_name FROM user_sets WHERE org = ?1 AND username = ?2 ORDER BY set_name",
-                args![org, username],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        self.db.query_map(
+            "SELECT set_name FROM user_sets WHERE org = ?1 AND username = ?2 ORDER BY set_name",
+            args![org, username],
+            |r| r.get(0),
+        )
     }
 
     /// One user.
@@ -118,16 +115,12 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<UserRow>, Option<String>), StoreError> {
-        let rows = self
-            .db
-            .query(
-                "SELECT username, namespace, enabled, created_at, updated_at, expires_at
+        let rows = self.db.query_map(
+            "SELECT username, namespace, enabled, created_at, updated_at, expires_at
                  FROM users WHERE org = ?1 AND username > ?2 ORDER BY username LIMIT ?3",
-                args![org, cursor.unwrap_or(""), limit_sql(limit)],
-            )?
-            .iter()
-            .map(user_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            args![org, cursor.unwrap_or(""), limit_sql(limit)],
+            user_from_row,
+        )?;
         let (rows, next) = page(rows, limit, |u| u.username.clone());
         let rows = rows
             .into_iter()
