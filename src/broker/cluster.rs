@@ -656,9 +656,7 @@ impl Bridge {
                         }
                         self.round_trip(&client, &groups_client).await;
                         for (shard, at) in fences {
-                            let shard = usize::from(shard);
-                            self.push(shard, ClusterIn::FenceDone(at), true).await;
-                            self.mesh.wake(shard);
+                            self.push_patiently(usize::from(shard), ClusterIn::FenceDone(at)).await;
                         }
                     }
                 }

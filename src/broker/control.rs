@@ -639,14 +639,12 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// memory, and only changes wait.
 fn reload_shared(api: &mut Api, handle: &ControlHandle, every: Duration) -> Duration {
     match api.reload_if_changed() {
-        Ok(changed) => {
+        Ok(()) => {
             if !handle.store_reachable.swap(true, Ordering::Relaxed) {
                 tracing::info!("control-plane store reachable again");
             }
-            if changed {
-                if let Some(snapshot) = api.take_changed() {
-                    handle.publish_snapshot(snapshot);
-                }
+            if let Some(snapshot) = api.take_changed() {
+                handle.publish_snapshot(snapshot);
             }
             every
         }

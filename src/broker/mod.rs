@@ -228,25 +228,25 @@ impl Broker {
         while ready < shard_count {
             // A shard that dies before it reports (a panic) would leave this wait, and the
             // broker, hanging forever: the sender lives on in `shared`.
-            match ready_rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(())) => ready += 1,
-                Ok(Err(error)) => {
-                    broker.shutdown.shutdown();
-                    broker.join();
-                    return Err(error);
+            let failed = match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(())) => {
+                    ready += 1;
+                    None
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(dead) = broker.handles.iter().position(|h| h.is_finished()) {
-                        broker.shutdown.shutdown();
-                        broker.join();
-                        return Err(BrokerError::ShardPanicked(dead));
-                    }
-                }
+                Ok(Err(error)) => Some(error),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => broker
+                    .handles
+                    .iter()
+                    .position(|h| h.is_finished())
+                    .map(BrokerError::ShardPanicked),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    broker.shutdown.shutdown();
-                    broker.join();
-                    return Err(BrokerError::ShardPanicked(0));
+                    Some(BrokerError::ShardPanicked(0))
                 }
+            };
+            if let Some(error) = failed {
+                broker.shutdown.shutdown();
+                broker.join();
+                return Err(error);
             }
         }
         if shared.config.listeners.placement == Placement::RoundRobin {

@@ -284,14 +284,6 @@ impl Api {
         self.store.add_usage(&id, &store::month_of(now_unix), add)
     }
 
-    /// This month's stored usage of `org` (what earlier runs of the broker counted too).
-    pub fn stored_usage(&self, org: OrgNum, now_unix: u64) -> Result<UsageCounters, StoreError> {
-        let Some(info) = self.snapshot.org(org) else {
-            return Ok(UsageCounters::default());
-        };
-        self.store.usage(&info.id, &store::month_of(now_unix))
-    }
-
     /// Every org's stored usage of the month holding `now_unix` (all nodes of a cluster, and
     /// earlier runs), by routing number.
     pub fn month_usage(&self, now_unix: u64) -> Result<Vec<(OrgNum, UsageCounters)>, StoreError> {
@@ -331,24 +323,30 @@ impl Api {
     }
 
     fn rebuild(&mut self) -> Result<(), StoreError> {
-        let version = self.snapshot.version + 1;
         // Read before the rows: a change committed while they are read moves the count past
         // this, so the next poll builds again.
-        self.built_at = self.store.changes()?;
+        let count = self.store.changes()?;
+        self.rebuild_at(count)
+    }
+
+    /// Builds the snapshot from the rows, which the store's change count `count` (read just
+    /// before) covers at least.
+    fn rebuild_at(&mut self, count: Option<i64>) -> Result<(), StoreError> {
+        let version = self.snapshot.version + 1;
+        self.built_at = count;
         self.snapshot = Arc::new(self.store.snapshot(version)?);
         self.changed = true;
         Ok(())
     }
 
     /// On a store other nodes share, builds a new snapshot when any node changed it since the
-    /// last one; true when it did.
-    pub fn reload_if_changed(&mut self) -> Result<bool, StoreError> {
-        let now = self.store.changes()?;
-        if now.is_none() || now == self.built_at {
-            return Ok(false);
+    /// last one ([`Api::take_changed`] hands it out).
+    pub fn reload_if_changed(&mut self) -> Result<(), StoreError> {
+        let count = self.store.changes()?;
+        if count.is_some() && count != self.built_at {
+            self.rebuild_at(count)?;
         }
-        self.rebuild()?;
-        Ok(true)
+        Ok(())
     }
 
     /// Whether every node of a cluster shares the store (PostgreSQL).
